@@ -1,0 +1,125 @@
+"""One Settings object for every process: API Lambda, sender, event handler, controller, embedded stack.
+
+Values come from environment variables prefixed ``EMAILPLATFORM_``. A bad value stops the
+process at start-up with one line naming the setting (see ``load_settings``).
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EMAILPLATFORM_", extra="ignore")
+
+    # --- where -----------------------------------------------------------------------
+    environment: str = Field("local", pattern=r"^(local|test|staging|prod)$")
+    region: str = "eu-west-1"
+    dr_region: str = "eu-central-1"
+    aws_endpoint_url: str | None = None  # moto server in the embedded stack; None on AWS
+    name_prefix: str = Field("emailplatform", pattern=r"^[a-z][a-z0-9-]{2,30}$")
+
+    # --- sending ---------------------------------------------------------------------
+    batch_size: int = Field(500, ge=1, le=5000)
+    send_chunk_size: int = Field(25, ge=1, le=100)
+    ses_max_send_rate: float = Field(14.0, gt=0, le=100000)  # messages per second, all workers
+    ses_configuration_set: str = "emailplatform"
+    default_from: str = "noreply@example.com"
+    send_evidence_window_seconds: int = Field(900, ge=1)  # in-doubt sends wait this long for SES evidence
+    completion_window_seconds: int = Field(72 * 3600, ge=1)  # sent → completed without final outcome
+    bounce_rate_threshold: float = Field(0.05, gt=0, lt=1)
+    complaint_rate_threshold: float = Field(0.001, gt=0, lt=1)
+    reputation_min_volume: int = Field(500, ge=1)
+
+    # --- uploads ---------------------------------------------------------------------
+    max_template_bytes: int = Field(512 * 1024, ge=1)
+    max_csv_bytes: int = Field(1024 * 1024 * 1024, ge=1)
+    presign_expiry_seconds: int = Field(900, ge=60, le=7 * 24 * 3600)
+    schedule_grace_seconds: int = Field(300, ge=0)
+
+    # --- callbacks -------------------------------------------------------------------
+    callback_timeout_seconds: float = Field(15.0, gt=0, le=60)
+    callback_allow_loopback: bool = False  # embedded stack only: lets `make demo` receive callbacks
+    callback_require_https: bool = True
+
+    # --- controller ------------------------------------------------------------------
+    controller_interval_seconds: float = Field(2.0, gt=0)
+    lease_seconds: float = Field(15.0, gt=0)
+    idempotency_ttl_seconds: int = Field(24 * 3600, ge=24 * 3600)
+
+    # --- ports (embedded stack) ------------------------------------------------------
+    api_port: int = Field(8080, ge=1, le=65535)
+    metrics_port: int = Field(9102, ge=1, le=65535)
+    moto_port: int = Field(5000, ge=1, le=65535)
+    sender_workers: int = Field(2, ge=1, le=64)
+    local_api_key: str | None = None
+    local_webhook_secret: str | None = None
+    public_base_url: str = "http://127.0.0.1:8080"
+    unsubscribe_secret: str = Field("local-only-unsubscribe-secret", min_length=16)
+
+    # --- analytics -------------------------------------------------------------------
+    opensearch_endpoint: str | None = None
+
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("region", "dr_region")
+    @classmethod
+    def _region_shape(cls, v: str) -> str:
+        parts = v.split("-")
+        if len(parts) < 3 or not parts[-1].isdigit():
+            raise ValueError(f"not an AWS region name: {v!r}")
+        return v
+
+    @field_validator("local_webhook_secret")
+    @classmethod
+    def _whsec(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("whsec_"):
+            raise ValueError("must start with 'whsec_'")
+        return v
+
+    @model_validator(mode="after")
+    def _regions_differ(self) -> Settings:
+        if self.region == self.dr_region:
+            raise ValueError("dr_region must differ from region")
+        return self
+
+    # Resource names derive from one prefix so infra and the embedded stack agree.
+    @property
+    def table_name(self) -> str:
+        return f"{self.name_prefix}-main"
+
+    def bucket(self, purpose: str, region: str | None = None) -> str:
+        return f"{self.name_prefix}-{purpose}-{region or self.region}"
+
+    def queue(self, purpose: str) -> str:
+        return f"{self.name_prefix}-{purpose}"
+
+    def topic(self, purpose: str) -> str:
+        return f"{self.name_prefix}-{purpose}"
+
+
+class SettingsError(SystemExit):
+    """Raised at start-up with a one-line message naming the bad setting."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "settings"
+        name = f"EMAILPLATFORM_{loc.upper()}" if loc != "settings" else "settings"
+        raise SettingsError(f"invalid setting {name}: {err['msg']}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        print(str(exc), file=sys.stderr)
+        raise

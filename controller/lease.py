@@ -1,0 +1,75 @@
+"""Leader lease with a fencing epoch (regional item, not replicated), gated by the
+replicated active-region flag: only the lease holder in the active region acts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from core import schema
+from core.adapters.dynamodb import DynamoTable, Update
+from core.domain.errors import StaleWrite
+from core.domain.models import iso
+from core.observability import LEASE_HOLDER, LEASE_LOST, log
+
+
+class Lease:
+    def __init__(self, table: DynamoTable, region: str, holder: str, seconds: float, clock: Any):
+        self.table, self.region, self.holder, self.seconds, self.clock = table, region, holder, seconds, clock
+        self.key = schema.lease_key(region)
+        self.epoch: int | None = None
+
+    def region_is_active(self) -> bool:
+        flag = self.table.get(schema.ACTIVE_REGION_KEY)
+        return flag is None or flag.get("region") == self.region  # no flag yet: single-region setup
+
+    def acquire_or_renew(self) -> bool:
+        """True while we hold the lease. Taking it from an expired holder bumps the epoch."""
+        now = self.clock.now()
+        until = iso(now + timedelta(seconds=self.seconds))
+        if not self.region_is_active():
+            return self._lost("region is not active")
+        if self.epoch is not None:
+            try:
+                self.table.update(Update(self.key, set={"expires_at": until},
+                                         condition="holder = :me AND epoch = :e",
+                                         values={":me": self.holder, ":e": self.epoch}))
+                return True
+            except StaleWrite:
+                return self._lost("renewal lost")
+        current = self.table.get(self.key) or {}
+        epoch = int(current.get("epoch", 0)) + 1
+        try:
+            self.table.update(Update(
+                self.key, set={"holder": self.holder, "epoch": epoch, "expires_at": until},
+                condition="attribute_not_exists(epoch) OR (epoch = :old AND (expires_at < :now OR holder = :me))",
+                values={":old": int(current.get("epoch", 0)), ":now": iso(now), ":me": self.holder},
+            ))
+        except StaleWrite:
+            LEASE_HOLDER.labels(self.region, self.holder).set(0)
+            return False
+        self.epoch = epoch
+        LEASE_HOLDER.labels(self.region, self.holder).set(1)
+        log.info("lease acquired", region=self.region, holder=self.holder, epoch=epoch)
+        return True
+
+    def _lost(self, why: str) -> bool:
+        if self.epoch is not None:
+            LEASE_LOST.inc()
+            log.warning("lease lost", region=self.region, holder=self.holder, epoch=self.epoch, why=why)
+        self.epoch = None
+        LEASE_HOLDER.labels(self.region, self.holder).set(0)
+        return False
+
+    def release(self) -> None:
+        if self.epoch is None:
+            return
+        try:
+            self.table.update(Update(self.key, set={"expires_at": iso(self.clock.now())},
+                                     condition="holder = :me AND epoch = :e",
+                                     values={":me": self.holder, ":e": self.epoch}))
+            log.info("lease released", region=self.region, holder=self.holder, epoch=self.epoch)
+        except StaleWrite:
+            pass
+        self.epoch = None
+        LEASE_HOLDER.labels(self.region, self.holder).set(0)

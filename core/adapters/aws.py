@@ -1,0 +1,69 @@
+"""boto3 client construction and AWS call accounting.
+
+Every adapter takes an injected client; ``client(service)`` builds the default one from
+settings (a moto endpoint in the embedded stack, the real regional endpoint on AWS).
+``CallCounter`` hooks botocore's event system so tests and benchmarks count real wire calls.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from config.settings import Settings
+
+_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
+
+
+def session(settings: Settings, region: str | None = None) -> boto3.session.Session:
+    kw: dict[str, Any] = {"region_name": region or settings.region}
+    if settings.aws_endpoint_url:  # the embedded stack: any credentials will do
+        kw.update(aws_access_key_id="local", aws_secret_access_key="local")
+    return boto3.session.Session(**kw)
+
+
+def client(settings: Settings, service: str, region: str | None = None) -> Any:
+    return session(settings, region).client(
+        service, endpoint_url=settings.aws_endpoint_url, config=_CONFIG
+    )
+
+
+class CallCounter:
+    """Counts AWS operations made by the clients it is attached to, e.g. ``dynamodb.UpdateItem``.
+
+    Also counts DynamoDB items written, since a BatchWriteItem of 25 items costs 25 writes.
+    """
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.items_written = 0
+        self._lock = threading.Lock()
+
+    def attach(self, boto_client: Any) -> Any:
+        boto_client.meta.events.register("provide-client-params.*.*", self._on_call)
+        return boto_client
+
+    def _on_call(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        name = f"{model.service_model.service_name}.{model.name}"
+        written = 0
+        if model.name in ("PutItem", "UpdateItem", "DeleteItem"):
+            written = 1
+        elif model.name == "BatchWriteItem":
+            written = sum(len(v) for v in params.get("RequestItems", {}).values())
+        elif model.name == "TransactWriteItems":
+            written = sum(1 for i in params.get("TransactItems", []) if "ConditionCheck" not in i)
+        with self._lock:
+            self.calls[name] += 1
+            self.items_written += written
+
+    def total(self, prefix: str = "") -> int:
+        return sum(v for k, v in self.calls.items() if k.startswith(prefix))
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self.items_written = 0

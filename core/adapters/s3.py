@@ -1,0 +1,82 @@
+"""S3 blob store: presigned uploads with a size limit, streaming reads, small writes."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from core.domain.errors import NotFound, PayloadTooLarge
+
+
+class _RawStream(io.RawIOBase):
+    """Lets ``io.TextIOWrapper`` read a botocore StreamingBody chunk by chunk (constant memory)."""
+
+    def __init__(self, body: Any):
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self._body.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+
+class S3BlobStore:
+    def __init__(self, client: Any):
+        self.client = client
+
+    def presign_post(self, bucket: str, key: str, max_bytes: int, expires: int, content_type: str) -> dict[str, Any]:
+        """A browser/CLI upload form whose policy refuses bodies larger than ``max_bytes``."""
+        post = self.client.generate_presigned_post(
+            Bucket=bucket, Key=key,
+            Fields={"Content-Type": content_type},
+            Conditions=[["content-length-range", 1, max_bytes], {"Content-Type": content_type}],
+            ExpiresIn=expires,
+        )
+        return {"method": "POST", "url": post["url"], "fields": post["fields"], "max_bytes": max_bytes,
+                "expires_in": expires}
+
+    def size(self, bucket: str, key: str) -> int:
+        try:
+            return int(self.client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                raise NotFound(f"no object uploaded at s3://{bucket}/{key}") from None
+            raise
+
+    def read_bytes(self, bucket: str, key: str, max_bytes: int) -> bytes:
+        size = self.size(bucket, key)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"object is {size} bytes, the limit is {max_bytes}")
+        return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def open_text(self, bucket: str, key: str) -> io.TextIOWrapper:
+        """Stream an object as text lines (UTF-8, BOM stripped, newlines untranslated for csv)."""
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                raise NotFound(f"no object at s3://{bucket}/{key}") from None
+            raise
+        return io.TextIOWrapper(io.BufferedReader(_RawStream(body), 256 * 1024), encoding="utf-8-sig", newline="")
+
+    def put(self, bucket: str, key: str, data: bytes, content_type: str = "text/csv") -> None:
+        self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            self.size(bucket, key)
+            return True
+        except NotFound:
+            return False
+
+    def keys(self, bucket: str, prefix: str = "") -> Iterator[str]:
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]

@@ -1,0 +1,48 @@
+"""Per-tenant webhook signing secrets in Secrets Manager (rotation keeps the previous one)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+
+
+
+
+class SecretsManagerStore:
+    def __init__(self, client: Any, prefix: str):
+        self.client = client
+        self.prefix = prefix
+
+    def _name(self, tenant_id: str) -> str:
+        return f"{self.prefix}/webhook-signing/{tenant_id}"
+
+    def signing_secrets(self, tenant_id: str) -> list[str]:
+        """Current secret first, then the previous one while a rotation overlaps."""
+        try:
+            raw = self.client.get_secret_value(SecretId=self._name(tenant_id))["SecretString"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                return []
+            raise
+        data = json.loads(raw)
+        return [s for s in (data.get("current"), data.get("previous")) if s]
+
+    def set_secret(self, tenant_id: str, secret: str, keep_previous: bool = True) -> None:
+        prev = self.signing_secrets(tenant_id)
+        body = json.dumps({"current": secret, "previous": prev[0] if (prev and keep_previous and prev[0] != secret) else None})
+        try:
+            self.client.put_secret_value(SecretId=self._name(tenant_id), SecretString=body)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+            self.client.create_secret(Name=self._name(tenant_id), SecretString=body)
+
+    def drop_previous(self, tenant_id: str) -> None:
+        cur = self.signing_secrets(tenant_id)
+        if cur:
+            self.client.put_secret_value(SecretId=self._name(tenant_id), SecretString=json.dumps({"current": cur[0]}))

@@ -1,0 +1,471 @@
+"""The campaign store: entities ⇄ items of the single table (keys from ``core.schema``).
+
+Methods are named after what the services need. Writes that change a status are conditional
+on the status and version read before; a transaction status change writes its callback (the
+outbox entry) in the same DynamoDB transaction, so a change never exists without its callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+from core import schema
+from core.adapters.dynamodb import DynamoTable, Page, Update, expect_status
+from core.domain.errors import IllegalTransition, NotFound, StaleWrite
+from core.domain.models import (
+    ApiKey,
+    Batch,
+    CallbackRecord,
+    Message,
+    Rejection,
+    Summary,
+    TemplateVersion,
+    Transaction,
+    Upload,
+    iso,
+    utcnow,
+)
+from core.domain.statuses import (
+    BATCH_TRANSITIONS,
+    TRANSACTION_TRANSITIONS,
+    BatchStatus,
+    MessageStatus,
+    TransactionStatus,
+    statuses_below,
+)
+
+_STRIP = {"PK", "SK", "active_pk", "active_sk", "due_pk", "due_at", "tenant_pk", "tenant_sk", "fence", "expiration"}
+
+
+def _fields(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if k not in _STRIP}
+
+
+class DynamoStore:
+    def __init__(self, table: DynamoTable):
+        self.table = table
+
+    def fenced(self, epoch: int) -> DynamoStore:
+        return DynamoStore(self.table.fenced(epoch))
+
+    # ---------------------------------------------------------------- transactions
+    def create_transaction(self, tx: Transaction) -> Transaction:
+        item = {
+            **schema.transaction_key(tx.transaction_id),
+            **tx.model_dump(),
+            "active_pk": "ACTIVE",
+            "active_sk": f"{iso(tx.created_at)}#{tx.transaction_id}",
+            "tenant_pk": f"TENANT#{tx.tenant_id}#CAMPAIGNS",
+            "tenant_sk": f"{iso(tx.created_at)}#{tx.transaction_id}",
+        }
+        if not self.table.put_new(item):
+            raise StaleWrite(f"transaction {tx.transaction_id} already exists")
+        return tx
+
+    def get_transaction(self, tx_id: str, tenant_id: str | None = None) -> Transaction:
+        item = self.table.get(schema.transaction_key(tx_id))
+        if not item or (tenant_id is not None and item.get("tenant_id") != tenant_id):
+            raise NotFound(f"campaign {tx_id} not found")
+        return Transaction.model_validate(_fields(item))
+
+    def list_transactions(self, tenant_id: str, limit: int, cursor: str | None) -> tuple[list[Transaction], str | None]:
+        page = self.table.query(
+            f"TENANT#{tenant_id}#CAMPAIGNS", index="tenant", pk_name="tenant_pk", sk_name="tenant_sk",
+            limit=limit, cursor=cursor, forward=False,
+        )
+        return [Transaction.model_validate(_fields(i)) for i in page.items], page.cursor
+
+    def active_transactions(self) -> Iterator[Transaction]:
+        """Transactions needing controller attention, via the sparse ``active`` index."""
+        for item in self.table.query_all("ACTIVE", index="active", pk_name="active_pk", sk_name="active_sk"):
+            yield self.get_transaction(item["transaction_id"])
+
+    def change_transaction_status(
+        self,
+        tx: Transaction,
+        target: TransactionStatus,
+        *,
+        fields: dict[str, Any] | None = None,
+        callback: CallbackRecord | None = None,
+        guard: tuple[dict[str, str], str, dict[str, Any]] | None = None,
+    ) -> Transaction:
+        """Move ``tx`` to ``target`` if it is still at the status and version we read.
+
+        Writes the callback outbox entry in the same DynamoDB transaction. ``guard`` adds a
+        condition on another item (the controller's lease) to the same transaction.
+        """
+        if target not in TRANSACTION_TRANSITIONS[tx.status]:
+            raise IllegalTransition(f"campaign {tx.transaction_id} cannot go from {tx.status} to {target}")
+        now = utcnow()
+        sets = {"status": target, "version": tx.version + 1, "updated_at": now, **(fields or {})}
+        update = Update(
+            schema.transaction_key(tx.transaction_id),
+            set=sets,
+            condition="#st = :cur AND #ver = :ver",
+            values={":cur": tx.status, ":ver": tx.version},
+            names={"#st": "status", "#ver": "version"},
+        )
+        puts = []
+        if callback is not None:
+            puts.append(({**schema.callback_key(tx.transaction_id, callback.seq), **callback.model_dump(),
+                          "due_pk": "CALLBACK", "due_at": iso(callback.next_attempt_at or now)},
+                         "attribute_not_exists(PK)"))
+        checks = [guard] if guard else []
+        if puts or checks:
+            self.table.transact([update], puts, checks)
+        else:
+            self.table.update(update)
+        return Transaction.model_validate({**tx.model_dump(), **{k: v for k, v in sets.items() if k in Transaction.model_fields}})
+
+    def update_transaction(self, tx: Transaction, fields: dict[str, Any]) -> Transaction:
+        """Change non-status fields, conditional on the version we read."""
+        sets = {**fields, "version": tx.version + 1, "updated_at": utcnow()}
+        self.table.update(Update(
+            schema.transaction_key(tx.transaction_id), set=sets,
+            condition="#st = :cur AND #ver = :ver", values={":cur": tx.status, ":ver": tx.version},
+            names={"#st": "status", "#ver": "version"},
+        ))
+        return Transaction.model_validate({**tx.model_dump(), **{k: v for k, v in sets.items() if k in Transaction.model_fields}})
+
+    def deactivate(self, tx: Transaction) -> None:
+        """Drop a settled transaction from the active index: the controller stops reading it."""
+        self.table.update(Update(schema.transaction_key(tx.transaction_id), set={},
+                                 remove=("active_pk", "active_sk"),
+                                 condition="#st = :cur", values={":cur": tx.status}, names={"#st": "status"}))
+
+    # ---------------------------------------------------------------- batches
+    def put_batch(self, batch: Batch) -> bool:
+        return self.table.put_new({**schema.batch_key(batch.transaction_id, batch.batch_id), **batch.model_dump()})
+
+    def batches(self, tx_id: str) -> list[Batch]:
+        return [Batch.model_validate(_fields(i)) for i in self.table.query_all(f"TRANSACTION#{tx_id}", "BATCH#")]
+
+    def batches_page(self, tx_id: str, limit: int, cursor: str | None) -> tuple[list[Batch], str | None]:
+        page = self.table.query(f"TRANSACTION#{tx_id}", "BATCH#", limit=limit, cursor=cursor)
+        return [Batch.model_validate(_fields(i)) for i in page.items], page.cursor
+
+    def get_batch(self, batch_id: str, tx_id: str) -> Batch:
+        item = self.table.get(schema.batch_key(tx_id, batch_id))
+        if not item:
+            raise NotFound(f"batch {batch_id} not found")
+        return Batch.model_validate(_fields(item))
+
+    def change_batch_status(self, batch: Batch, target: BatchStatus, fields: dict[str, Any] | None = None,
+                            *, due_at: datetime | None = None, clear_due: bool = False) -> Batch:
+        if target not in BATCH_TRANSITIONS[batch.status]:
+            raise IllegalTransition(f"batch {batch.batch_id} cannot go from {batch.status} to {target}")
+        sets = {"status": target, "version": batch.version + 1, **(fields or {})}
+        if due_at is not None:
+            sets.update(due_pk="BATCH", due_at=iso(due_at))
+        self.table.update(Update(
+            schema.batch_key(batch.transaction_id, batch.batch_id), set=sets,
+            remove=("due_pk", "due_at") if clear_due else (),
+            condition="#st = :cur AND #ver = :ver", values={":cur": batch.status, ":ver": batch.version},
+            names={"#st": "status", "#ver": "version"},
+        ))
+        return Batch.model_validate({**batch.model_dump(), **{k: v for k, v in sets.items() if k in Batch.model_fields}})
+
+    def update_batch_summary(self, batch: Batch, summary: Summary) -> Batch:
+        self.table.update(Update(
+            schema.batch_key(batch.transaction_id, batch.batch_id),
+            set={"summary": summary.model_dump(), "version": batch.version + 1},
+            condition="#ver = :ver", values={":ver": batch.version}, names={"#ver": "version"},
+        ))
+        return batch.model_copy(update={"summary": summary, "version": batch.version + 1})
+
+    def claim_batch(self, batch: Batch, worker: str, now: datetime, lease_seconds: float) -> bool:
+        """Take the batch's send lease; False when another live worker holds it."""
+        from datetime import timedelta
+
+        try:
+            self.table.update(Update(
+                schema.batch_key(batch.transaction_id, batch.batch_id),
+                set={"lease_owner": worker, "lease_until": iso(now + timedelta(seconds=lease_seconds))},
+                condition="#st = :q AND (attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :w)",
+                values={":q": BatchStatus.QUEUED, ":now": iso(now), ":w": worker},
+                names={"#st": "status"},
+            ))
+            return True
+        except StaleWrite:
+            return False
+
+    def release_batch(self, batch: Batch, when: datetime) -> None:
+        """Give up the send lease and ask the controller to re-dispatch the batch at ``when``."""
+        try:
+            self.table.update(Update(
+                schema.batch_key(batch.transaction_id, batch.batch_id),
+                set={"redispatch_at": iso(when)}, remove=("lease_owner", "lease_until"),
+                condition="#st = :q", values={":q": BatchStatus.QUEUED}, names={"#st": "status"},
+            ))
+        except StaleWrite:
+            pass
+
+    def mark_queued(self, batch: Batch, now: datetime, redispatch_at: datetime) -> Batch:
+        """READY → QUEUED, or a re-dispatch of a QUEUED batch (bumps ``dispatches``)."""
+        sets = {"status": BatchStatus.QUEUED, "version": batch.version + 1, "queued_at": now,
+                "redispatch_at": iso(redispatch_at)}
+        self.table.update(Update(
+            schema.batch_key(batch.transaction_id, batch.batch_id), set=sets, add={"dispatches": 1},
+            condition="#st = :cur AND #ver = :ver", values={":cur": batch.status, ":ver": batch.version},
+            names={"#st": "status", "#ver": "version"},
+        ))
+        return Batch.model_validate({**batch.model_dump(), "status": BatchStatus.QUEUED,
+                                     "version": batch.version + 1, "queued_at": now})
+
+    def due(self, kind: str, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
+        """Items of ``kind`` (BATCH, CALLBACK) due at or before ``now``, via the ``due`` index."""
+        return self.table.query(kind, index="due", pk_name="due_pk", sk_name="due_at",
+                                sk_upto=iso(now), limit=limit).items
+
+    # ---------------------------------------------------------------- messages
+    def put_messages(self, messages: Iterable[Message]) -> int:
+        """Idempotent bulk write (deterministic ids); returns the number of write calls."""
+        return self.table.batch_put(
+            {**schema.message_key(m.batch_id, m.message_id), **m.model_dump(exclude_defaults=False)}
+            for m in messages
+        )
+
+    def batch_partition(self, batch_id: str) -> tuple[list[Message], list[dict[str, Any]]]:
+        """Every message of a batch and its send-log entries, in one paginated query."""
+        messages, logs = [], []
+        for item in self.table.query_all(f"BATCH#{batch_id}"):
+            if item["SK"].startswith("MESSAGE#"):
+                messages.append(Message.model_validate(_fields(item)))
+            elif item["SK"].startswith("SENDLOG#"):
+                logs.append(item)
+        return messages, logs
+
+    def message_statuses(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        """Just what counting needs (status, statuses seen), not the placeholder data."""
+        yield from self.table.query_all(f"BATCH#{batch_id}", "MESSAGE#", projection="#status, seen, message_id")
+
+    def get_message(self, batch_id: str, message_id: str, tenant_id: str | None = None) -> Message:
+        item = self.table.get(schema.message_key(batch_id, message_id))
+        if not item or (tenant_id is not None and item.get("tenant_id") != tenant_id):
+            raise NotFound(f"message {message_id} not found")
+        return Message.model_validate(_fields(item))
+
+    def messages_page(self, batch_id: str, status: str | None, limit: int, cursor: str | None) -> Page:
+        kw: dict[str, Any] = {}
+        if status:
+            kw = {"filter_expr": "#status = :fs", "filter_values": {":fs": status}}
+        return self.table.query(f"BATCH#{batch_id}", "MESSAGE#", limit=limit, cursor=cursor, **kw)
+
+    def record_message_event(self, batch_id: str, message_id: str, new: MessageStatus, event: dict[str, Any],
+                             extra: dict[str, Any] | None = None) -> bool | None:
+        """Record an SES event on its message; move the status only if ``new`` outranks it.
+
+        One write in the common case. Returns True if the status moved, False if the event was
+        kept without moving it (late or out of order), None for a replay or an unknown message.
+        """
+        key = schema.message_key(batch_id, message_id)
+        eid = event["id"]
+        placeholders = {f":b{i}": s for i, s in enumerate(statuses_below(new))}
+        record = {"add": {"event_ids": {eid}, "seen": {new.value}}, "append": {"events": [event]}}
+        try:
+            self.table.update(Update(
+                key,
+                set={"status": new, f"ts_{new.value.lower()}": event["at"], **(extra or {})},
+                condition=("attribute_exists(PK) AND NOT contains(event_ids, :eid) AND #st IN ("
+                           + ", ".join(placeholders) + ")"),
+                values={":eid": eid, **placeholders}, names={"#st": "status"}, **record,
+            ), return_old_on_fail=True)
+            return True
+        except StaleWrite as exc:
+            current = getattr(exc, "current", None)
+            if not current or eid in (current.get("event_ids") or set()):
+                return None
+        try:  # late or out of order: keep the event with its time, leave the status
+            self.table.update(Update(key, set={}, condition="attribute_exists(PK) AND NOT contains(event_ids, :eid)",
+                                     values={":eid": eid}, **record))
+            return False
+        except StaleWrite:
+            return None
+
+    def fail_message(self, batch_id: str, message_id: str, status: MessageStatus, reason: str) -> bool:
+        """Mark a message FAILED/SUPPRESSED before any send; only from a sendable status."""
+        cond, vals, names = expect_status(["CREATED", "SCHEDULED", "READY_TO_SEND", "SENDING"])
+        try:
+            self.table.update(Update(
+                schema.message_key(batch_id, message_id),
+                set={"status": status, "failure_reason": reason, f"ts_{status.value.lower()}": iso(utcnow())},
+                condition=cond, values=vals, names=names, add={"seen": {status.value}},
+            ))
+            return True
+        except StaleWrite:
+            return False
+
+    # ---------------------------------------------------------------- send log
+    def send_log_intent(self, batch_id: str, chunk: int, attempt: int, message_ids: list[str], worker: str) -> bool:
+        """Write-ahead record before the SES calls of one chunk. False if it already exists."""
+        return self.table.put_new({
+            **schema.send_log_key(batch_id, chunk, attempt), "state": "INTENT", "chunk": chunk,
+            "attempt": attempt, "message_ids": message_ids, "worker": worker, "created_at": iso(utcnow()),
+        })
+
+    def send_log_done(self, batch_id: str, chunk: int, attempt: int, results: dict[str, dict[str, str]]) -> None:
+        self.table.update(Update(
+            schema.send_log_key(batch_id, chunk, attempt),
+            set={"state": "DONE", "results": results, "done_at": iso(utcnow())},
+            condition="#st = :i", values={":i": "INTENT"}, names={"#st": "state"},
+        ))
+
+    # ---------------------------------------------------------------- rejections
+    def put_rejections(self, tx_id: str, rejections: Iterable[Rejection]) -> int:
+        return self.table.batch_put({**schema.rejection_key(tx_id, r.line), **r.model_dump()} for r in rejections)
+
+    def rejections_page(self, tx_id: str, limit: int, cursor: str | None) -> tuple[list[Rejection], str | None]:
+        page = self.table.query(f"TRANSACTION#{tx_id}", "REJECTION#", limit=limit, cursor=cursor)
+        return [Rejection.model_validate(_fields(i)) for i in page.items], page.cursor
+
+    # ---------------------------------------------------------------- callbacks
+    def callbacks(self, tx_id: str) -> list[CallbackRecord]:
+        return [CallbackRecord.model_validate(_fields(i)) for i in self.table.query_all(f"TRANSACTION#{tx_id}", "CALLBACK#")]
+
+    def get_callback(self, tx_id: str, seq: int) -> CallbackRecord:
+        item = self.table.get(schema.callback_key(tx_id, seq))
+        if not item:
+            raise NotFound(f"callback {seq} of {tx_id} not found")
+        return CallbackRecord.model_validate(_fields(item))
+
+    def save_callback_attempt(self, cb: CallbackRecord, expected_attempts: int) -> None:
+        """Record an attempt; conditional on the attempt count we read so two deliverers can't both log."""
+        sets: dict[str, Any] = {"state": cb.state, "attempts": [a for a in cb.attempts],
+                                "next_attempt_at": cb.next_attempt_at}
+        remove: tuple[str, ...] = ()
+        if cb.state == "PENDING" and cb.next_attempt_at:
+            sets.update(due_pk="CALLBACK", due_at=iso(cb.next_attempt_at))
+        else:
+            remove = ("due_pk", "due_at")
+            sets.pop("next_attempt_at")
+        self.table.update(Update(
+            schema.callback_key(cb.transaction_id, cb.seq), set=sets, remove=remove,
+            condition="size(attempts) = :n", values={":n": expected_attempts},
+        ))
+
+    # ---------------------------------------------------------------- templates
+    def put_template_version(self, tv: TemplateVersion) -> None:
+        head = schema.template_head_key(tv.template_id)
+        self.table.transact(
+            [Update(head, set={"tenant_id": tv.tenant_id, "latest_version": tv.version, "name": tv.name,
+                               "template_id": tv.template_id,
+                               "tenant_pk": f"TENANT#{tv.tenant_id}#TEMPLATES", "tenant_sk": tv.template_id},
+                    condition="attribute_not_exists(PK) OR (tenant_id = :t AND latest_version = :prev)",
+                    values={":t": tv.tenant_id, ":prev": tv.version - 1})],
+            [({**schema.template_key(tv.template_id, tv.version), **tv.model_dump()}, "attribute_not_exists(PK)")],
+        )
+
+    def template_head(self, template_id: str, tenant_id: str) -> dict[str, Any]:
+        item = self.table.get(schema.template_head_key(template_id))
+        if not item or item.get("tenant_id") != tenant_id:
+            raise NotFound(f"template {template_id} not found")
+        return _fields(item)
+
+    def get_template_version(self, template_id: str, version: int, tenant_id: str | None = None) -> TemplateVersion:
+        item = self.table.get(schema.template_key(template_id, version))
+        if not item or (tenant_id is not None and item.get("tenant_id") != tenant_id):
+            raise NotFound(f"template {template_id} version {version} not found")
+        return TemplateVersion.model_validate(_fields(item))
+
+    def template_versions(self, template_id: str) -> list[TemplateVersion]:
+        return [TemplateVersion.model_validate(_fields(i))
+                for i in self.table.query_all(f"TEMPLATE#{template_id}", "VERSION#")]
+
+    def set_template_version_status(self, tv: TemplateVersion, status: str, fields: dict[str, Any]) -> TemplateVersion:
+        self.table.update(Update(
+            schema.template_key(tv.template_id, tv.version), set={"status": status, **fields},
+            condition="#st = :cur", values={":cur": tv.status}, names={"#st": "status"},
+        ))
+        if status == "ACTIVE":
+            self.table.update(Update(
+                schema.template_head_key(tv.template_id), set={"active_version": tv.version},
+                condition="attribute_not_exists(active_version) OR active_version < :v", values={":v": tv.version},
+            )) if self._newer_active(tv) else None
+        return tv.model_copy(update={"status": status, **{k: v for k, v in fields.items() if k in TemplateVersion.model_fields}})
+
+    def _newer_active(self, tv: TemplateVersion) -> bool:
+        head = self.table.get(schema.template_head_key(tv.template_id)) or {}
+        return int(head.get("active_version", 0)) < tv.version
+
+    # ---------------------------------------------------------------- uploads
+    def put_upload(self, up: Upload) -> None:
+        self.table.put_new({**schema.upload_key(up.upload_id), **up.model_dump()})
+
+    def get_upload(self, upload_id: str, tenant_id: str) -> Upload:
+        item = self.table.get(schema.upload_key(upload_id))
+        if not item or item.get("tenant_id") != tenant_id:
+            raise NotFound(f"upload {upload_id} not found")
+        return Upload.model_validate(_fields(item))
+
+    # ---------------------------------------------------------------- suppressions
+    def suppress(self, tenant_id: str, email: str, reason: str, source: str | None = None) -> bool:
+        return self.table.put_new({**schema.suppression_key(tenant_id, email), "tenant_id": tenant_id,
+                                   "email": email, "reason": reason, "source": source,
+                                   "created_at": iso(utcnow())})
+
+    def unsuppress(self, tenant_id: str, email: str) -> bool:
+        return self.table.delete(schema.suppression_key(tenant_id, email), "attribute_exists(PK)")
+
+    def get_suppression(self, tenant_id: str, email: str) -> dict[str, Any] | None:
+        item = self.table.get(schema.suppression_key(tenant_id, email))
+        return _fields(item) if item else None
+
+    def suppressions_page(self, tenant_id: str, limit: int, cursor: str | None) -> Page:
+        return self.table.query(f"SUPPRESSION#{tenant_id}", "EMAIL#", limit=limit, cursor=cursor)
+
+    def suppressed_emails(self, tenant_id: str) -> Iterator[str]:
+        for item in self.table.query_all(f"SUPPRESSION#{tenant_id}", "EMAIL#", projection="email"):
+            yield item["email"]
+
+    def are_suppressed(self, tenant_id: str, emails: list[str]) -> set[str]:
+        """Batch lookup used by the sender just before sending a chunk."""
+        found: set[str] = set()
+        keys = [schema.suppression_key(tenant_id, e) for e in dict.fromkeys(emails)]
+        from core.adapters.dynamodb import serialize
+
+        for i in range(0, len(keys), 100):
+            pending: dict[str, Any] = {self.table.name: {"Keys": [serialize(k) for k in keys[i:i + 100]],
+                                                         "ProjectionExpression": "email"}}
+            while pending:
+                resp = self.table.client.batch_get_item(RequestItems=pending)
+                for raw in resp.get("Responses", {}).get(self.table.name, []):
+                    found.add(raw["email"]["S"])
+                pending = resp.get("UnprocessedKeys") or {}
+        return found
+
+    # ---------------------------------------------------------------- tenants and keys
+    def put_api_key(self, key_hash: str, key: ApiKey) -> None:
+        self.table.put({**schema.api_key_key(key_hash), **key.model_dump(),
+                        "tenant_pk": f"TENANT#{key.tenant_id}#KEYS", "tenant_sk": key.key_id})
+
+    def api_key(self, key_hash: str) -> ApiKey | None:
+        item = self.table.get(schema.api_key_key(key_hash), consistent=False)
+        return ApiKey.model_validate(_fields(item)) if item else None
+
+    def api_keys(self, tenant_id: str) -> list[tuple[str, ApiKey]]:
+        return [(i["PK"].split("#", 1)[1], ApiKey.model_validate(_fields(i)))
+                for i in self.table.query_all(f"TENANT#{tenant_id}#KEYS", index="tenant",
+                                              pk_name="tenant_pk", sk_name="tenant_sk")]
+
+    def revoke_api_key(self, key_hash: str) -> None:
+        self.table.update(Update(schema.api_key_key(key_hash), set={"revoked": True},
+                                 condition="attribute_exists(PK)"))
+
+    def put_tenant(self, tenant_id: str, fields: dict[str, Any]) -> None:
+        self.table.put({**schema.tenant_key(tenant_id), "tenant_id": tenant_id, **fields})
+
+    def get_tenant(self, tenant_id: str) -> dict[str, Any] | None:
+        item = self.table.get(schema.tenant_key(tenant_id), consistent=False)
+        return _fields(item) if item else None
+
+    def set_tenant_fields(self, tenant_id: str, fields: dict[str, Any]) -> None:
+        self.table.update(Update(schema.tenant_key(tenant_id), set=fields))
+
+    # ---------------------------------------------------------------- platform switches
+    def get_flag(self, key: dict[str, str]) -> dict[str, Any] | None:
+        return self.table.get(key)
+
+    def put_flag(self, key: dict[str, str], fields: dict[str, Any]) -> None:
+        self.table.put({**key, **fields, "updated_at": iso(utcnow())})

@@ -1,0 +1,75 @@
+"""Domain errors. Each carries a stable ``code`` and the HTTP status the API maps it to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    code = "error"
+    http_status = 400
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class NotFound(DomainError):
+    """Unknown id, or an id that belongs to another tenant (indistinguishable on purpose)."""
+
+    code, http_status = "not_found", 404
+
+
+class Conflict(DomainError):
+    """The entity is not in a state that allows the request."""
+
+    code, http_status = "conflict", 409
+
+
+class StaleWrite(Conflict):
+    """A conditional write lost: someone changed the item first. Re-read and decide again."""
+
+    code = "stale_write"
+
+
+class IllegalTransition(Conflict):
+    code = "illegal_transition"
+
+
+class InvalidInput(DomainError):
+    code, http_status = "invalid_input", 422
+
+
+class PayloadTooLarge(DomainError):
+    code, http_status = "payload_too_large", 413
+
+
+class Unauthorized(DomainError):
+    code, http_status = "unauthorized", 401
+
+
+class Forbidden(DomainError):
+    code, http_status = "forbidden", 403
+
+
+class Fenced(DomainError):
+    """This controller lost its lease: a newer epoch owns the work. Stop acting."""
+
+    code, http_status = "fenced", 409
+
+
+class TemporaryError(DomainError):
+    """Retry later (throttling, a dependency down); ``delay`` is a hint in seconds."""
+
+    code, http_status = "temporarily_unavailable", 503
+
+    def __init__(self, message: str, delay: float = 1.0):
+        super().__init__(message)
+        self.delay = delay
+
+
+class MessageRefused(DomainError):
+    """A permanent, per-message refusal (e.g. SES rejected the address). Not retried."""
+
+    code, http_status = "message_refused", 422

@@ -1,0 +1,189 @@
+"""Entities of the platform. Pure data: no I/O, no AWS types.
+
+Ids are shaped so that a child id names its parent: a batch id is ``<transaction>-b<n>`` and a
+message id ``<batch>-<n>``. ``GET /messages/{id}`` and SES events therefore find a message's
+partition without a lookup index, which saves an index write on every status change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.domain.statuses import (
+    BatchStatus,
+    MessageStatus,
+    TransactionStatus,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex}"
+
+
+def batch_id_for(transaction_id: str, index: int) -> str:
+    return f"{transaction_id}-b{index:05d}"
+
+
+def message_id_for(batch_id: str, index: int) -> str:
+    return f"{batch_id}-{index:05d}"
+
+
+def batch_of_message(message_id: str) -> str:
+    batch_id, sep, _ = message_id.rpartition("-")
+    if not sep or "-b" not in batch_id:
+        raise ValueError("not a message id")
+    return batch_id
+
+
+def transaction_of_batch(batch_id: str) -> str:
+    tx, sep, _ = batch_id.rpartition("-b")
+    if not sep:
+        raise ValueError("not a batch id")
+    return tx
+
+
+class Summary(BaseModel):
+    """Counts a campaign reports. Engagement implies delivery: an opened message counts as delivered."""
+
+    total_messages: int = 0
+    sent: int = 0
+    delivered: int = 0
+    bounced: int = 0
+    complained: int = 0
+    opened: int = 0
+    clicked: int = 0
+    rejected: int = 0
+    failed: int = 0
+    suppressed: int = 0
+    refused_at_ingest: int = 0
+
+    def __add__(self, other: Summary) -> Summary:
+        return Summary(**{k: getattr(self, k) + getattr(other, k) for k in Summary.model_fields})
+
+
+class Entity(BaseModel):
+    model_config = ConfigDict(use_enum_values=False)
+
+
+class Transaction(Entity):
+    transaction_id: str
+    tenant_id: str
+    status: TransactionStatus = TransactionStatus.ACCEPT
+    template_id: str
+    template_version: int
+    csv_s3_key: str
+    callback_url: str | None = None
+    send_at: datetime | None = None
+    from_address: str | None = None
+    reply_to: str | None = None
+    subject: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    version: int = 0
+    total_messages: int = 0
+    batch_count: int = 0
+    refused_rows: int = 0
+    ingest_checkpoint: int = 0  # batches fully written; resume point after a crash
+    paused_from: TransactionStatus | None = None
+    failure_reason: str | None = None
+    summary: Summary = Field(default_factory=Summary)
+
+
+class Batch(Entity):
+    batch_id: str
+    transaction_id: str
+    tenant_id: str
+    index: int
+    status: BatchStatus = BatchStatus.PROCESSING
+    message_count: int = 0
+    s3_file_path: str = ""
+    send_at: datetime | None = None
+    version: int = 0
+    queued_at: datetime | None = None
+    redispatch_at: datetime | None = None
+    dispatches: int = 0
+    sent_at: datetime | None = None
+    summary: Summary = Field(default_factory=Summary)
+
+
+class Message(Entity):
+    message_id: str
+    batch_id: str
+    transaction_id: str
+    tenant_id: str
+    recipient_email: str
+    placeholder_data: dict[str, str] = Field(default_factory=dict)
+    status: MessageStatus = MessageStatus.READY_TO_SEND
+    ses_message_id: str | None = None
+    timestamps: dict[str, str] = Field(default_factory=dict)  # status → first time seen
+    events: list[dict[str, Any]] = Field(default_factory=list)  # every event with its time
+    failure_reason: str | None = None
+
+
+class TemplateStatus:
+    PENDING_UPLOAD = "PENDING_UPLOAD"
+    ACTIVE = "ACTIVE"
+    INVALID = "INVALID"
+
+
+class TemplateVersion(Entity):
+    template_id: str
+    tenant_id: str
+    version: int
+    name: str
+    subject: str
+    s3_key: str
+    status: str = TemplateStatus.PENDING_UPLOAD
+    variables: list[str] = Field(default_factory=list)
+    size_bytes: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    error: str | None = None
+
+
+class Upload(Entity):
+    upload_id: str
+    tenant_id: str
+    s3_key: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Rejection(Entity):
+    line: int
+    reason: str
+    email: str | None = None
+
+
+class ApiKey(Entity):
+    key_id: str
+    tenant_id: str
+    scopes: list[str]
+    revoked: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CallbackRecord(Entity):
+    """An outbox entry: one callback per transaction status change."""
+
+    transaction_id: str
+    tenant_id: str
+    seq: int
+    webhook_id: str
+    url: str
+    payload: dict[str, Any]
+    state: str = "PENDING"  # PENDING · DELIVERED · DEAD · DISABLED
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    next_attempt_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,50 @@
+"""Structured JSON logs and the Prometheus metrics every runtime exports."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level), format="%(message)s")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+log = structlog.get_logger("emailplatform")
+
+NS = "emailplatform"
+PASS_SECONDS = Histogram(f"{NS}_controller_pass_seconds", "Duration of a controller pass", ["job"])
+PASS_ERRORS = Counter(f"{NS}_controller_pass_errors_total", "Items a pass failed on", ["job", "kind"])
+SCHEDULER_LAG = Gauge(f"{NS}_controller_scheduler_lag_seconds", "Delay between a job's due time and its start", ["job"])
+CAMPAIGNS = Gauge(f"{NS}_campaigns_active", "Active campaigns by status", ["status"])
+LEASE_HOLDER = Gauge(f"{NS}_controller_is_leader", "1 when this controller holds the lease", ["region", "holder"])
+LEASE_LOST = Counter(f"{NS}_controller_lease_lost_total", "Times this controller lost its lease")
+ROWS_INGESTED = Counter(f"{NS}_ingest_rows_total", "CSV rows accepted as messages")
+ROWS_REFUSED = Counter(f"{NS}_ingest_rows_refused_total", "CSV rows refused", ["reason"])
+BATCHES_DISPATCHED = Counter(f"{NS}_batches_dispatched_total", "Batches handed to the send queue")
+QUEUE_DEPTH = Gauge(f"{NS}_queue_depth", "Messages in a queue", ["queue", "state"])
+SENDS = Counter(f"{NS}_sends_total", "Messages by send outcome", ["outcome"])
+SEND_THROTTLED = Counter(f"{NS}_ses_throttled_total", "SES throttling responses")
+SES_EVENTS = Counter(f"{NS}_ses_events_total", "SES events handled", ["type", "outcome"])
+CALLBACK_ATTEMPTS = Counter(f"{NS}_callback_attempts_total", "Callback delivery attempts", ["outcome"])
+CALLBACK_LATENCY = Histogram(f"{NS}_callback_latency_seconds", "Callback HTTP round trip")
+CALLBACK_BACKLOG = Gauge(f"{NS}_callback_backlog", "Callbacks due and not yet delivered")
+CALLBACK_DEAD = Counter(f"{NS}_callback_dead_letters_total", "Callbacks that exhausted their retries")
+REPUTATION_PAUSES = Counter(f"{NS}_reputation_pauses_total", "Campaigns paused by the reputation guard", ["reason"])
+REPUTATION_ALARM = Gauge(f"{NS}_reputation_alarm", "1 while a tenant is over a bounce/complaint threshold", ["tenant", "kind"])
+API_REQUESTS = Counter(f"{NS}_api_requests_total", "API requests", ["route", "status"])

@@ -1,0 +1,242 @@
+"""Campaign commands and queries the API serves. Status changes carry their callback."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from core.domain.errors import Conflict, InvalidInput, NotFound
+from core.domain.models import (
+    Summary,
+    TemplateStatus,
+    Transaction,
+    Upload,
+    batch_of_message,
+    new_id,
+    transaction_of_batch,
+)
+from core.domain.statuses import TransactionStatus as T
+from core.domain.urls import check_callback_url
+from core.observability import log
+from core.services.callbacks import callback_for
+
+# --- uploads -------------------------------------------------------------------------
+
+
+def create_upload(store: Any, blobs: Any, settings: Any, tenant_id: str, filename: str | None) -> dict[str, Any]:
+    upload_id = new_id("upl_")
+    key = f"{tenant_id}/{upload_id}.csv"
+    store.put_upload(Upload(upload_id=upload_id, tenant_id=tenant_id, s3_key=key))
+    post = blobs.presign_post(settings.bucket("uploads"), key, settings.max_csv_bytes,
+                              settings.presign_expiry_seconds, "text/csv")
+    return {"upload_id": upload_id, "csv_file_url": f"s3://{settings.bucket('uploads')}/{key}", "upload": post}
+
+
+# --- submit --------------------------------------------------------------------------
+
+
+def _email(field: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if "\r" in value or "\n" in value:
+        raise InvalidInput(f"{field} contains a line break")
+    try:
+        validate_email(value.split("<")[-1].rstrip(">").strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidInput(f"{field} is not a valid address: {exc}") from None
+    return value
+
+
+def _csv_key(store: Any, blobs: Any, settings: Any, tenant_id: str, csv_file_url: str | None,
+             upload_id: str | None) -> str:
+    if bool(csv_file_url) == bool(upload_id):
+        raise InvalidInput("give exactly one of csv_file_url or upload_id")
+    if upload_id:
+        key = store.get_upload(upload_id, tenant_id).s3_key
+    else:
+        prefix = f"s3://{settings.bucket('uploads')}/"
+        if not csv_file_url.startswith(prefix):  # type: ignore[union-attr]
+            raise InvalidInput(f"csv_file_url must be an s3:// URI in the platform's upload bucket ({prefix}...)")
+        key = csv_file_url[len(prefix):]  # type: ignore[index]
+        if not key.startswith(f"{tenant_id}/"):
+            raise NotFound("upload not found")  # another tenant's object: indistinguishable from absent
+    try:
+        blobs.size(settings.bucket("uploads"), key)
+    except NotFound:
+        raise InvalidInput("the recipients CSV has not been uploaded yet") from None
+    return key
+
+
+def submit_campaign(store: Any, blobs: Any, settings: Any, clock: Any, tenant_id: str, req: dict[str, Any]) -> dict[str, Any]:
+    """Validate everything that can be validated now, then write the ACCEPT transaction."""
+    now = clock.now()
+    head = store.template_head(req["template_id"], tenant_id)
+    version = req.get("template_version") or head.get("active_version")
+    if not version:
+        raise Conflict("template has no ACTIVE version: confirm an upload first")
+    tv = store.get_template_version(req["template_id"], int(version), tenant_id)
+    if tv.status != TemplateStatus.ACTIVE:
+        raise Conflict(f"template version {version} is {tv.status}, not ACTIVE")
+    key = _csv_key(store, blobs, settings, tenant_id, req.get("csv_file_url"), req.get("upload_id"))
+    send_at: datetime | None = (req.get("schedule") or {}).get("send_at")
+    if send_at is not None:
+        if send_at.tzinfo is None:
+            raise InvalidInput("schedule.send_at must include a timezone (e.g. Z)")
+        if send_at < now - timedelta(seconds=settings.schedule_grace_seconds):
+            raise InvalidInput("schedule.send_at is in the past")
+        if send_at <= now:
+            send_at = None
+    callback = req.get("callback_url")
+    if callback:
+        check_callback_url(callback, require_https=settings.callback_require_https,
+                           allow_loopback=settings.callback_allow_loopback)
+    subject = req.get("subject")
+    if subject is not None and ("\r" in subject or "\n" in subject):
+        raise InvalidInput("subject contains a line break")
+    tx = Transaction(
+        transaction_id=new_id("tx_"), tenant_id=tenant_id, template_id=tv.template_id,
+        template_version=tv.version, csv_s3_key=key, callback_url=callback, send_at=send_at,
+        from_address=_email("from", req.get("from")), reply_to=_email("reply_to", req.get("reply_to")),
+        subject=subject, tags=req.get("tags") or {}, created_at=now, updated_at=now,
+    )
+    store.create_transaction(tx)
+    log.info("campaign accepted", transaction_id=tx.transaction_id, tenant_id=tenant_id)
+    return campaign_view(tx, Summary())
+
+
+# --- queries -------------------------------------------------------------------------
+
+
+def summarize(store: Any, tx: Transaction) -> Summary:
+    total = Summary()
+    for b in store.batches(tx.transaction_id):
+        total = total + b.summary
+    return total.model_copy(update={"total_messages": tx.total_messages, "refused_at_ingest": tx.refused_rows})
+
+
+def campaign_view(tx: Transaction, summary: Summary) -> dict[str, Any]:
+    return {
+        "transaction_id": tx.transaction_id,
+        "status": tx.status.value,
+        "template_id": tx.template_id,
+        "template_version": tx.template_version,
+        "callback_url": tx.callback_url,
+        "send_at": tx.send_at.isoformat() if tx.send_at else None,
+        "created_at": tx.created_at.isoformat(),
+        "updated_at": tx.updated_at.isoformat(),
+        "failure_reason": tx.failure_reason,
+        "batch_count": tx.batch_count,
+        "tags": tx.tags,
+        "summary": summary.model_dump(),
+    }
+
+
+def get_campaign(store: Any, tenant_id: str, tx_id: str) -> dict[str, Any]:
+    tx = store.get_transaction(tx_id, tenant_id)
+    return campaign_view(tx, summarize(store, tx))
+
+
+def list_campaigns(store: Any, tenant_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+    txs, nxt = store.list_transactions(tenant_id, limit, cursor)
+    return {"items": [campaign_view(t, t.summary) for t in txs], "next_cursor": nxt}
+
+
+def list_batches(store: Any, tenant_id: str, tx_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+    store.get_transaction(tx_id, tenant_id)
+    batches, nxt = store.batches_page(tx_id, limit, cursor)
+    return {"items": [b.model_dump(mode="json", exclude={"tenant_id", "version"}) for b in batches], "next_cursor": nxt}
+
+
+def list_rejections(store: Any, tenant_id: str, tx_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+    store.get_transaction(tx_id, tenant_id)
+    rows, nxt = store.rejections_page(tx_id, limit, cursor)
+    return {"items": [r.model_dump() for r in rows], "next_cursor": nxt}
+
+
+def message_view(item: dict[str, Any]) -> dict[str, Any]:
+    keep = ("message_id", "batch_id", "transaction_id", "recipient_email", "status", "ses_message_id",
+            "failure_reason", "events")
+    view = {k: item.get(k) for k in keep}
+    view["timestamps"] = {k[3:].upper(): v for k, v in item.items() if k.startswith("ts_")}
+    return view
+
+
+def list_messages(store: Any, tenant_id: str, tx_id: str, status: str | None, limit: int,
+                  cursor: str | None) -> dict[str, Any]:
+    """Messages across the campaign's batches; the cursor is ``<batch index>:<batch cursor>``."""
+    tx = store.get_transaction(tx_id, tenant_id)
+    batch_ix, inner = 1, None
+    if cursor:
+        try:
+            ix, _, inner = cursor.partition(":")
+            batch_ix, inner = int(ix), inner or None
+        except ValueError:
+            raise InvalidInput("cursor is not valid") from None
+    from core.domain.models import batch_id_for
+
+    items: list[dict[str, Any]] = []
+    while batch_ix <= tx.batch_count and len(items) < limit:
+        page = store.messages_page(batch_id_for(tx_id, batch_ix), status, limit - len(items), inner)
+        items += [message_view(i) for i in page.items]
+        if page.cursor:
+            inner = page.cursor
+        else:
+            batch_ix, inner = batch_ix + 1, None
+    nxt = f"{batch_ix}:{inner or ''}" if batch_ix <= tx.batch_count else None
+    return {"items": items, "next_cursor": nxt}
+
+
+def get_message(store: Any, tenant_id: str, message_id: str) -> dict[str, Any]:
+    try:
+        batch_id = batch_of_message(message_id)
+        transaction_of_batch(batch_id)
+    except ValueError:
+        raise NotFound(f"message {message_id} not found") from None
+    msg = store.get_message(batch_id, message_id, tenant_id)
+    item = msg.model_dump(mode="json")
+    raw = store.table.get({"PK": f"BATCH#{batch_id}", "SK": f"MESSAGE#{message_id}"}) or {}
+    item.update({k: v for k, v in raw.items() if k.startswith("ts_")})
+    return message_view(item)
+
+
+# --- actions -------------------------------------------------------------------------
+
+CANCELLABLE = {T.ACCEPT, T.PROCESSING, T.SCHEDULED, T.READY_TO_SEND, T.PAUSED}
+
+
+def change_status(store: Any, clock: Any, tx: Transaction, target: T, fields: dict[str, Any] | None = None) -> Transaction:
+    """The one way a transaction's status changes: conditional write + callback outbox entry."""
+    summary = summarize(store, tx) if tx.batch_count else Summary(total_messages=tx.total_messages)
+    merged = tx.model_copy(update=fields or {})
+    cb = callback_for(merged, target, summary, clock.now())
+    new = store.change_transaction_status(tx, target, fields={**(fields or {}), "summary": summary.model_dump()}, callback=cb)
+    log.info("campaign status changed", transaction_id=tx.transaction_id, tenant_id=tx.tenant_id,
+             from_status=tx.status.value, to_status=target.value)
+    return new
+
+
+def cancel_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str) -> dict[str, Any]:
+    tx = store.get_transaction(tx_id, tenant_id)
+    if tx.status not in CANCELLABLE:
+        raise Conflict(f"campaign is {tx.status.value}; only {sorted(s.value for s in CANCELLABLE)} can be cancelled")
+    tx = change_status(store, clock, tx, T.CANCELLED)
+    return campaign_view(tx, summarize(store, tx))
+
+
+def pause_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str, reason: str = "requested") -> dict[str, Any]:
+    tx = store.get_transaction(tx_id, tenant_id)
+    if tx.status not in (T.SCHEDULED, T.READY_TO_SEND):
+        raise Conflict(f"campaign is {tx.status.value}; only SCHEDULED or READY_TO_SEND campaigns can be paused")
+    tx = change_status(store, clock, tx, T.PAUSED, {"paused_from": tx.status, "failure_reason": None,
+                                                    "pause_reason": reason})
+    return campaign_view(tx, summarize(store, tx))
+
+
+def resume_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str) -> dict[str, Any]:
+    tx = store.get_transaction(tx_id, tenant_id)
+    if tx.status != T.PAUSED:
+        raise Conflict(f"campaign is {tx.status.value}; only PAUSED campaigns can be resumed")
+    tx = change_status(store, clock, tx, tx.paused_from or T.READY_TO_SEND, {"paused_from": None})
+    return campaign_view(tx, summarize(store, tx))

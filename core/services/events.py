@@ -1,0 +1,152 @@
+"""SES event notifications → message status, suppression, analytics.
+
+SES publishes through SNS to SQS; events arrive late, twice and out of order. Each event gets
+a content-derived id, so a replay is recognised on the message itself; the status moves only
+by precedence (``core.domain.statuses``), and every event is kept with its time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.domain.models import batch_of_message
+from core.domain.statuses import MessageStatus as M
+from core.observability import SES_EVENTS, log
+
+
+class SesMail(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    messageId: str
+    timestamp: str
+    destination: list[str] = Field(default_factory=list)
+    tags: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class SesEvent(BaseModel):
+    """The SES event-publishing record (configuration set → SNS)."""
+
+    model_config = ConfigDict(extra="allow")
+    eventType: str
+    mail: SesMail
+
+
+@dataclass
+class ParsedEvent:
+    event_type: str
+    status: M
+    event_id: str
+    at: str
+    tenant_id: str | None
+    message_id: str | None
+    ses_message_id: str
+    recipient: str | None
+    detail: dict[str, Any]
+    suppress_reason: str | None = None
+
+
+def parse_sns_envelope(body: str) -> SesEvent:
+    """An SQS body is the SNS envelope whose ``Message`` is the SES event (or raw delivery)."""
+    outer = json.loads(body)
+    inner = outer.get("Message", outer) if isinstance(outer, dict) else outer
+    if isinstance(inner, str):
+        inner = json.loads(inner)
+    return SesEvent.model_validate(inner)
+
+
+def _first(tags: dict[str, list[str]], name: str) -> str | None:
+    vals = tags.get(name) or []
+    return vals[0] if vals else None
+
+
+def interpret(ev: SesEvent) -> ParsedEvent | None:
+    """What an SES event means for its message; None for types we only count."""
+    kind = ev.eventType
+    body: dict[str, Any] = (ev.model_extra or {}).get(_detail_key(kind)) or {}
+    at = body.get("timestamp") or ev.mail.timestamp
+    status: M
+    suppress = None
+    detail: dict[str, Any] = {}
+    recipient = ev.mail.destination[0] if ev.mail.destination else None
+    if kind == "Send":
+        status = M.SENT
+    elif kind == "Delivery":
+        status = M.DELIVERED
+        detail = {"smtp_response": body.get("smtpResponse"), "processing_ms": body.get("processingTimeMillis")}
+    elif kind == "Bounce":
+        status = M.BOUNCED
+        detail = {"bounce_type": body.get("bounceType"), "bounce_subtype": body.get("bounceSubType"),
+                  "diagnostic": ((body.get("bouncedRecipients") or [{}])[0]).get("diagnosticCode")}
+        if body.get("bounceType") == "Permanent":
+            suppress = "hard_bounce"
+    elif kind == "Complaint":
+        status = M.COMPLAINED
+        detail = {"feedback_type": body.get("complaintFeedbackType"), "user_agent": body.get("userAgent")}
+        suppress = "complaint"
+    elif kind == "Open":
+        status = M.OPENED
+        detail = {"user_agent": body.get("userAgent"), "ip": body.get("ipAddress")}
+    elif kind == "Click":
+        status = M.CLICKED
+        detail = {"link": body.get("link"), "user_agent": body.get("userAgent"), "ip": body.get("ipAddress")}
+    elif kind == "Reject":
+        status = M.REJECTED
+        detail = {"reason": body.get("reason")}
+    elif kind == "Rendering Failure":
+        status = M.FAILED
+        detail = {"error": body.get("errorMessage")}
+    elif kind == "DeliveryDelay":
+        status = M.SENT  # proof SES accepted it; the delay itself is kept as an event
+        detail = {"delay_type": body.get("delayType"), "expiration": body.get("expirationTime")}
+    else:
+        return None
+    basis = f"{kind}|{ev.mail.messageId}|{at}|{detail.get('link', '')}|{body.get('feedbackId', '')}"
+    return ParsedEvent(kind, status, hashlib.sha256(basis.encode()).hexdigest()[:20], at,
+                       _first(ev.mail.tags, "tenant_id"), _first(ev.mail.tags, "message_id"),
+                       ev.mail.messageId, recipient, {k: v for k, v in detail.items() if v is not None},
+                       suppress)
+
+
+def _detail_key(kind: str) -> str:
+    return {"Rendering Failure": "failure", "DeliveryDelay": "deliveryDelay"}.get(kind, kind[0].lower() + kind[1:])
+
+
+def record_ses_event(body: str, *, store: Any, analytics: Any | None = None) -> str:
+    """Apply one SQS record. Returns the outcome (applied · kept · duplicate · ignored).
+
+    Raises only for transient failures, so the SQS record is retried; malformed input is
+    logged, counted and dropped (retrying it could never succeed).
+    """
+    try:
+        ev = parse_sns_envelope(body)
+    except (ValueError, ValidationError) as exc:
+        SES_EVENTS.labels("unknown", "malformed").inc()
+        log.warning("ses event malformed", error=str(exc)[:200])
+        return "ignored"
+    parsed = interpret(ev)
+    if parsed is None or not parsed.message_id:
+        SES_EVENTS.labels(ev.eventType, "ignored").inc()
+        return "ignored"
+    try:
+        batch_id = batch_of_message(parsed.message_id)
+    except ValueError:
+        SES_EVENTS.labels(parsed.event_type, "ignored").inc()
+        return "ignored"
+    event = {"id": parsed.event_id, "type": parsed.event_type, "at": parsed.at, **parsed.detail}
+    extra = {"ses_message_id": parsed.ses_message_id} if parsed.event_type == "Send" else None
+    moved = store.record_message_event(batch_id, parsed.message_id, parsed.status, event, extra)
+    outcome = {True: "applied", False: "kept", None: "duplicate"}[moved]
+    if parsed.suppress_reason and parsed.tenant_id and parsed.recipient and moved is not None:
+        store.suppress(parsed.tenant_id, parsed.recipient.lower(), parsed.suppress_reason, parsed.message_id)
+    if analytics is not None and moved is not None:
+        try:
+            analytics.index_event(parsed)
+        except Exception as exc:  # analytics never blocks status updates
+            log.warning("analytics indexing failed", message_id=parsed.message_id, error=str(exc)[:200])
+    SES_EVENTS.labels(parsed.event_type, outcome).inc()
+    log.debug("ses event", message_id=parsed.message_id, event_type=parsed.event_type, outcome=outcome)
+    return outcome

@@ -1,0 +1,280 @@
+"""CSV ingestion: ACCEPT → PROCESSING → SCHEDULED | READY_TO_SEND (or FAILED with a reason).
+
+Streams the file (constant memory: one batch of rows at a time; duplicate and suppression
+state spills to a temporary SQLite file, not a Python set). Batches are numbered in file order
+and message ids derive from them, so every write is an idempotent put. After each batch the
+transaction's checkpoint advances with a conditional write; a restart re-reads the file,
+rebuilds the duplicate state without writing, and resumes at the checkpoint: no message is
+written twice and none is lost. A cancel during ingest makes the checkpoint write lose and
+ingestion stops.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from core.domain.errors import NotFound, StaleWrite
+from core.domain.models import Batch, Message, Rejection, batch_id_for, message_id_for
+from core.domain.statuses import BatchStatus, MessageStatus
+from core.domain.statuses import TransactionStatus as T
+from core.observability import ROWS_INGESTED, ROWS_REFUSED, log
+from core.services.campaigns import change_status
+
+csv.field_size_limit(1024 * 1024)
+
+
+class IngestFailed(Exception):
+    """The file as a whole cannot be used; the campaign fails with this reason."""
+
+
+class _SpillSet:
+    """A set of strings on disk: memory stays flat whatever the CSV size."""
+
+    def __init__(self) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="ingest-", suffix=".sqlite")
+        os.close(fd)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-8000;"
+                              "CREATE TABLE seen(e TEXT PRIMARY KEY) WITHOUT ROWID;"
+                              "CREATE TABLE suppressed(e TEXT PRIMARY KEY) WITHOUT ROWID; BEGIN;")
+
+    def load_suppressed(self, emails: Iterator[str]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO suppressed VALUES (?)", ((e.lower(),) for e in emails))
+
+    def add(self, key: str) -> bool:
+        return self.db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (key,)).rowcount == 1
+
+    def suppressed(self, key: str) -> bool:
+        return self.db.execute("SELECT 1 FROM suppressed WHERE e = ?", (key,)).fetchone() is not None
+
+    def close(self) -> None:
+        self.db.close()
+        os.unlink(self.path)
+
+
+@dataclass
+class _Progress:
+    accepted: int = 0
+    refused: int = 0
+    batches: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def _rows(text: io.TextIOBase) -> Iterator[tuple[int, list[str]]]:
+    reader = csv.reader(text, strict=False)
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except UnicodeDecodeError as exc:
+        raise IngestFailed(f"file is not UTF-8 text (near line {reader.line_num + 1}: {exc.reason})") from None
+    except csv.Error as exc:
+        raise IngestFailed(f"not a valid CSV file (line {reader.line_num}: {exc})") from None
+
+
+def _header(row: list[str]) -> list[str]:
+    names = [h.strip() for h in row]
+    lowered = [n.lower() for n in names]
+    if "email" not in lowered:
+        raise IngestFailed("missing column 'email' in the header row")
+    dupes = sorted({n for n in lowered if lowered.count(n) > 1 and n})
+    if dupes:
+        raise IngestFailed(f"duplicate column names in the header: {dupes}")
+    if any(not n for n in names):
+        raise IngestFailed("the header has an empty column name")
+    return names
+
+
+class Abandoned(Exception):
+    """Shutdown asked us to stop; the checkpoint makes the next run resume where we left."""
+
+
+def ingest_transaction(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any,
+                       should_stop: Any = lambda: False) -> Any:
+    """Drive one transaction through ingestion. Safe to call again after any crash."""
+    if tx.status == T.ACCEPT:
+        tx = change_status(store, clock, tx, T.PROCESSING)
+    if tx.status != T.PROCESSING:
+        return tx
+    try:
+        if not getattr(tx, "ingest_done", False) and not _ingested(store, tx):
+            tx = _ingest_file(tx, store=store, blobs=blobs, settings=settings, clock=clock, should_stop=should_stop)
+            if tx.status != T.PROCESSING:
+                return tx
+    except IngestFailed as exc:
+        log.warning("ingest failed", transaction_id=tx.transaction_id, reason=str(exc))
+        tx = store.get_transaction(tx.transaction_id)
+        if tx.status == T.PROCESSING:
+            tx = change_status(store, clock, tx, T.FAILED, {"failure_reason": str(exc)})
+        return tx
+    return finalize(store.get_transaction(tx.transaction_id), store=store, clock=clock)
+
+
+def _ingested(store: Any, tx: Any) -> bool:
+    item = store.table.get({"PK": f"TRANSACTION#{tx.transaction_id}", "SK": "METADATA"}) or {}
+    return bool(item.get("ingest_done"))
+
+
+def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, should_stop: Any) -> Any:
+    bucket = settings.bucket("uploads")
+    try:
+        text = blobs.open_text(bucket, tx.csv_s3_key)
+    except NotFound:
+        raise IngestFailed("the recipients CSV no longer exists") from None
+    resume_at = tx.ingest_checkpoint  # batches already written by an earlier attempt
+    resume_line = int((store.table.get({"PK": f"TRANSACTION#{tx.transaction_id}", "SK": "METADATA"}) or {}).get("ingest_line", 0))
+    seen = _SpillSet()
+    seen.load_suppressed(store.suppressed_emails(tx.tenant_id))
+    status = MessageStatus.SCHEDULED if tx.send_at else MessageStatus.READY_TO_SEND
+    progress = _Progress()
+    rejections: list[Rejection] = []
+    batch_rows: list[tuple[str, dict[str, str]]] = []
+    header: list[str] | None = None
+    email_ix = 0
+    line = 0
+
+    def refuse(line_no: int, reason: str, email: str | None = None) -> None:
+        progress.refused += 1
+        key = reason.split(":")[0]
+        progress.reasons[key] = progress.reasons.get(key, 0) + 1
+        ROWS_REFUSED.labels(key).inc()
+        if line_no > resume_line:
+            rejections.append(Rejection(line=line_no, reason=reason, email=email))
+            if len(rejections) >= 500:
+                store.put_rejections(tx.transaction_id, rejections)
+                rejections.clear()
+
+    def flush(last_line: int) -> None:
+        nonlocal tx
+        index = progress.batches + 1
+        progress.batches = index
+        rows, count = list(batch_rows), len(batch_rows)
+        batch_rows.clear()
+        if index <= resume_at:
+            return
+        if rejections:
+            store.put_rejections(tx.transaction_id, rejections)
+            rejections.clear()
+        batch_id = batch_id_for(tx.transaction_id, index)
+        _write_batch(tx, batch_id, index, rows, status, store=store, blobs=blobs, settings=settings)
+        try:
+            tx = store.update_transaction(tx, {"ingest_checkpoint": index, "ingest_line": last_line,
+                                               "total_messages": progress.accepted, "refused_rows": progress.refused})
+        except StaleWrite:
+            tx = store.get_transaction(tx.transaction_id)
+        ROWS_INGESTED.inc(count)
+        if index % 20 == 0:
+            log.info("ingest progress", transaction_id=tx.transaction_id, batches=index,
+                     rows_accepted=progress.accepted, rows_refused=progress.refused)
+
+    try:
+        for line, row in _rows(text):
+            if header is None:
+                if not row or not any(c.strip() for c in row):
+                    continue
+                header = _header(row)
+                email_ix = [h.lower() for h in header].index("email")
+                continue
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            if len(row) < len(header):
+                refuse(line, f"missing_fields: row has {len(row)} fields, the header has {len(header)}")
+                continue
+            if len(row) > len(header) and any(c.strip() for c in row[len(header):]):
+                refuse(line, f"extra_fields: row has {len(row)} fields, the header has {len(header)}")
+                continue
+            raw_email = row[email_ix].strip()
+            try:
+                email = validate_email(raw_email, check_deliverability=False).normalized
+            except EmailNotValidError as exc:
+                refuse(line, f"invalid_email: {exc}", raw_email or None)
+                continue
+            key = email.lower()
+            if not seen.add(key):
+                refuse(line, "duplicate: address already appears earlier in the file", email)
+                continue
+            if seen.suppressed(key):
+                refuse(line, "suppressed: address is on the tenant's suppression list", email)
+                continue
+            data = {h: row[i] for i, h in enumerate(header) if i != email_ix}
+            batch_rows.append((email, data))
+            progress.accepted += 1
+            if len(batch_rows) >= settings.batch_size:
+                flush(line)
+                if should_stop():
+                    raise Abandoned(f"stopped after batch {progress.batches}")
+                if tx.status != T.PROCESSING:
+                    log.info("ingest stopped: campaign left PROCESSING", transaction_id=tx.transaction_id,
+                             status=tx.status.value)
+                    return tx
+        if header is None:
+            raise IngestFailed("the file is empty: no header row")
+        if batch_rows:
+            flush(line)
+        if rejections:
+            store.put_rejections(tx.transaction_id, rejections)
+            rejections.clear()
+    finally:
+        seen.close()
+        text.close()
+    if progress.accepted == 0:
+        raise IngestFailed(f"no valid recipient in the file ({progress.refused} rows refused)")
+    tx = store.get_transaction(tx.transaction_id)
+    if tx.status != T.PROCESSING:
+        return tx
+    tx = store.update_transaction(tx, {"ingest_done": True, "total_messages": progress.accepted,
+                                       "refused_rows": progress.refused, "batch_count": progress.batches,
+                                       "ingest_checkpoint": progress.batches})
+    log.info("ingest complete", transaction_id=tx.transaction_id, batches=progress.batches,
+             rows_accepted=progress.accepted, rows_refused=progress.refused, reasons=progress.reasons)
+    return tx
+
+
+def _write_batch(tx: Any, batch_id: str, index: int, rows: list[tuple[str, dict[str, str]]],
+                 status: MessageStatus, *, store: Any, blobs: Any, settings: Any) -> None:
+    """Batch file, then messages, then the batch item: a batch item exists only when complete."""
+    out = io.StringIO()
+    columns = sorted({k for _, d in rows for k in d})
+    w = csv.writer(out)
+    w.writerow(["message_id", "email", *columns])
+    messages = []
+    for i, (email, data) in enumerate(rows, start=1):
+        mid = message_id_for(batch_id, i)
+        w.writerow([mid, email, *(data.get(c, "") for c in columns)])
+        messages.append(Message(message_id=mid, batch_id=batch_id, transaction_id=tx.transaction_id,
+                                tenant_id=tx.tenant_id, recipient_email=email, placeholder_data=data, status=status))
+    key = f"{tx.tenant_id}/{tx.transaction_id}/{batch_id}.csv"
+    blobs.put(settings.bucket("batches"), key, out.getvalue().encode())
+    store.put_messages(messages)
+    store.put_batch(Batch(batch_id=batch_id, transaction_id=tx.transaction_id, tenant_id=tx.tenant_id,
+                          index=index, message_count=len(rows), send_at=tx.send_at,
+                          s3_file_path=f"s3://{settings.bucket('batches')}/{key}"))
+
+
+def finalize(tx: Any, *, store: Any, clock: Any) -> Any:
+    """Move written batches on (SCHEDULED with a due time, or READY) and then the transaction."""
+    if tx.status != T.PROCESSING:
+        return tx
+    scheduled = tx.send_at is not None and tx.send_at > clock.now()
+    for batch in store.batches(tx.transaction_id):
+        if batch.status != BatchStatus.PROCESSING:
+            continue
+        if scheduled:
+            store.change_batch_status(batch, BatchStatus.SCHEDULED, due_at=tx.send_at)
+        else:
+            store.change_batch_status(batch, BatchStatus.READY)
+    target = T.SCHEDULED if scheduled else T.READY_TO_SEND
+    return change_status(store, clock, tx, target)
+
+
+def due_time(tx: Any) -> datetime | None:
+    return tx.send_at

@@ -1,0 +1,51 @@
+"""Jinja2 rendering in an immutable sandbox, compiled once per template version."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from core.domain.errors import InvalidInput
+
+_html_env = ImmutableSandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
+_text_env = ImmutableSandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+
+
+class RenderError(Exception):
+    """A message could not be rendered; the reason is kept on the message."""
+
+
+def template_variables(source: str) -> list[str]:
+    """Parse in the sandbox (raises InvalidInput with the line) and list the variables used."""
+    try:
+        ast = _html_env.parse(source)
+    except TemplateSyntaxError as exc:
+        raise InvalidInput(f"template syntax error at line {exc.lineno}: {exc.message}",
+                           [{"line": exc.lineno, "message": exc.message}]) from None
+    return sorted(meta.find_undeclared_variables(ast))
+
+
+@lru_cache(maxsize=256)
+def _compiled(key: str, source: str, html: bool):  # noqa: ANN202 - jinja Template
+    return (_html_env if html else _text_env).from_string(source)
+
+
+def render(cache_key: str, source: str, data: dict[str, str], *, html: bool) -> str:
+    try:
+        return _compiled(cache_key, source, html).render(**data)
+    except UndefinedError as exc:
+        raise RenderError(f"missing placeholder: {exc.message}") from None
+    except SecurityError as exc:
+        raise RenderError(f"template tried an unsafe operation: {exc}") from None
+    except (TemplateError, TypeError, ValueError, ArithmeticError) as exc:
+        raise RenderError(f"render failed: {type(exc).__name__}: {exc}") from None
+
+
+def check_header(name: str, value: str) -> str:
+    """Refuse header injection: a CR or LF in a header value would start a new header."""
+    if "\r" in value or "\n" in value:
+        raise RenderError(f"{name} contains a line break (header injection refused)")
+    return value

@@ -1,0 +1,195 @@
+"""Sending one batch: claim, render, send within the shared quota, record.
+
+Crash policy (the dangerous point is between the SES call and recording it):
+  * A worker takes the batch's lease, then for each chunk of messages writes a send-log entry
+    in state INTENT *before* any SES call and marks it DONE with the SES message ids after.
+  * An INTENT entry without DONE means a worker died mid-chunk: which of its messages SES
+    accepted is unknown. They are never re-sent blindly. SES publishes a Send event for every
+    accepted message (the configuration set requires it), and the event recorder moves the
+    message to SENT. After ``send_evidence_window_seconds`` the chunk is resolved: messages
+    with evidence count as sent, the rest were never accepted and go out in a new attempt.
+  * The batch is SENT when every chunk is DONE; until then the controller re-dispatches it.
+This keeps the hot path to two small writes per chunk instead of two per message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from core.domain.errors import MessageRefused, StaleWrite, TemporaryError
+from core.domain.models import iso
+from core.domain.statuses import SENDABLE_MESSAGE, BatchStatus, MessageStatus
+from core.domain.statuses import TransactionStatus as T
+from core.observability import SEND_THROTTLED, SENDS, log
+from core.services.rendering import RenderError, check_header, render
+
+
+@dataclass
+class SendOutcome:
+    state: str  # sent · in_doubt · busy · stopped · nothing_to_do
+    sent: int = 0
+    failed: int = 0
+
+
+def unsubscribe_token(secret: str, tenant_id: str, email: str, message_id: str) -> str:
+    payload = base64.urlsafe_b64encode(f"{tenant_id}\n{email}\n{message_id}".encode()).decode().rstrip("=")
+    sig = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{payload}.{sig}"
+
+
+class BatchSender:
+    def __init__(self, *, store: Any, mailer: Any, limiter: Any, clock: Any, settings: Any,
+                 template_loader: Any, worker: str):
+        self.store, self.mailer, self.limiter, self.clock = store, mailer, limiter, clock
+        self.settings, self.worker = settings, worker
+        self.template_loader = template_loader  # (template_id, version) -> (subject, html source)
+        self._templates: dict[tuple[str, int], tuple[str, str]] = {}
+
+    def _source(self, tx: Any) -> tuple[str, str]:
+        key = (tx.template_id, tx.template_version)
+        if key not in self._templates:  # compiled once per version per process
+            self._templates[key] = self.template_loader(*key)
+        return self._templates[key]
+
+    def send_batch(self, transaction_id: str, batch_id: str) -> SendOutcome:
+        store, now = self.store, self.clock.now()
+        tx = store.get_transaction(transaction_id)
+        batch = store.get_batch(batch_id, transaction_id)
+        if batch.status != BatchStatus.QUEUED or tx.status in (T.CANCELLED, T.FAILED, T.COMPLETED):
+            return SendOutcome("nothing_to_do")
+        if tx.status != T.READY_TO_SEND:
+            self._redispatch_at(batch, now)
+            return SendOutcome("stopped")
+        lease = self.settings.lease_seconds * 40
+        if not store.claim_batch(batch, self.worker, now, lease):
+            return SendOutcome("busy")
+        log.info("batch send started", transaction_id=transaction_id, batch_id=batch_id, worker=self.worker)
+        messages, logs = store.batch_partition(batch_id)
+        messages.sort(key=lambda m: m.message_id)
+        latest: dict[int, dict[str, Any]] = {}
+        for entry in logs:
+            c = int(entry["chunk"])
+            if c not in latest or int(entry["attempt"]) > int(latest[c]["attempt"]):
+                latest[c] = entry
+        k = self.settings.send_chunk_size
+        outcome = SendOutcome("sent")
+        in_doubt_until: datetime | None = None
+        subject_src, html_src = self._source(tx)
+        for c in range(0, (len(messages) + k - 1) // k):
+            chunk = messages[c * k:(c + 1) * k]
+            prev = latest.get(c)
+            attempt = 1
+            if prev is not None:
+                if prev["state"] == "DONE" and self._chunk_complete(chunk, prev):
+                    continue
+                if prev["state"] == "INTENT":
+                    opened = datetime.fromisoformat(prev["created_at"].replace("Z", "+00:00"))
+                    until = opened + timedelta(seconds=self.settings.send_evidence_window_seconds)
+                    if self.clock.now() < until:
+                        in_doubt_until = max(in_doubt_until or until, until)
+                        continue
+                attempt = int(prev["attempt"]) + 1
+            # Without evidence (no Send event moved it to SENT) a message was never accepted.
+            todo = [m for m in chunk if m.status in SENDABLE_MESSAGE or m.status == MessageStatus.SENDING]
+            if prev is not None:
+                done = set((prev.get("results") or {}).keys()) if prev["state"] == "DONE" else set()
+                todo = [m for m in todo if m.message_id not in done]
+            if not todo:
+                continue
+            current = store.get_transaction(transaction_id)
+            if current.status != T.READY_TO_SEND:
+                log.info("batch send stopped", transaction_id=transaction_id, batch_id=batch_id,
+                         status=current.status.value)
+                self._redispatch_at(batch, self.clock.now())
+                return SendOutcome("stopped", outcome.sent, outcome.failed)
+            if not store.send_log_intent(batch_id, c, attempt, [m.message_id for m in todo], self.worker):
+                return SendOutcome("busy", outcome.sent, outcome.failed)
+            results = self._send_chunk(tx, todo, subject_src, html_src, outcome)
+            store.send_log_done(batch_id, c, attempt, results)
+            if len(results) < len(todo):  # stopped early (persistent throttling): retry later
+                self._redispatch_at(batch, self.clock.now() + timedelta(seconds=30))
+                return SendOutcome("stopped", outcome.sent, outcome.failed)
+        if in_doubt_until is not None:
+            self._redispatch_at(batch, in_doubt_until)
+            log.warning("batch has in-doubt chunks", transaction_id=transaction_id, batch_id=batch_id,
+                        resolve_at=iso(in_doubt_until))
+            return SendOutcome("in_doubt", outcome.sent, outcome.failed)
+        try:
+            store.change_batch_status(store.get_batch(batch_id, transaction_id), BatchStatus.SENT,
+                                      {"sent_at": self.clock.now()}, clear_due=True)
+        except StaleWrite:
+            pass
+        log.info("batch sent", transaction_id=transaction_id, batch_id=batch_id, sent=outcome.sent,
+                 failed=outcome.failed)
+        return outcome
+
+    @staticmethod
+    def _chunk_complete(chunk: list[Any], log_entry: dict[str, Any]) -> bool:
+        results = log_entry.get("results") or {}
+        return all(m.message_id in results or m.status not in SENDABLE_MESSAGE for m in chunk)
+
+    def _redispatch_at(self, batch: Any, when: datetime) -> None:
+        self.store.release_batch(batch, when)
+
+    def _send_chunk(self, tx: Any, todo: list[Any], subject_src: str, html_src: str,
+                    outcome: SendOutcome) -> dict[str, dict[str, str]]:
+        store, settings = self.store, self.settings
+        suppressed = store.are_suppressed(tx.tenant_id, [m.recipient_email.lower() for m in todo])
+        start = self.limiter.reserve(len(todo))
+        results: dict[str, dict[str, str]] = {}
+        cache_key = f"{tx.template_id}:{tx.template_version}"
+        for i, m in enumerate(todo):
+            if m.recipient_email.lower() in suppressed:
+                store.fail_message(m.batch_id, m.message_id, MessageStatus.SUPPRESSED, "address is suppressed")
+                results[m.message_id] = {"outcome": "SUPPRESSED"}
+                SENDS.labels("suppressed").inc()
+                continue
+            try:
+                data = {**m.placeholder_data, "email": m.recipient_email}
+                subject = check_header("subject", render(cache_key + ":s", tx.subject or subject_src, data, html=False))
+                html = render(cache_key + ":h", html_src, data, html=True)
+            except RenderError as exc:
+                store.fail_message(m.batch_id, m.message_id, MessageStatus.FAILED, str(exc))
+                results[m.message_id] = {"outcome": "FAILED", "reason": str(exc)}
+                outcome.failed += 1
+                SENDS.labels("render_failed").inc()
+                continue
+            token = unsubscribe_token(settings.unsubscribe_secret, tx.tenant_id, m.recipient_email, m.message_id)
+            unsub = f"{settings.public_base_url}/api/v1/email/unsubscribe/{token}"
+            self.limiter.pace(start, i)
+            ses_id = self._send_one(tx, m, subject, html, unsub, results)
+            if ses_id is None and m.message_id not in results:
+                break  # throttled past our patience: the rest go in a later attempt
+            if ses_id:
+                results[m.message_id] = {"outcome": "SENT", "ses": ses_id}
+                outcome.sent += 1
+                SENDS.labels("sent").inc()
+        return results
+
+    def _send_one(self, tx: Any, m: Any, subject: str, html: str, unsub: str,
+                  results: dict[str, dict[str, str]]) -> str | None:
+        delay = 0.2
+        for _ in range(6):
+            try:
+                return self.mailer.send(
+                    sender=tx.from_address or self.settings.default_from, to=m.recipient_email,
+                    subject=subject, html=html, reply_to=tx.reply_to,
+                    headers={"List-Unsubscribe": f"<{unsub}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+                    tags={"tenant_id": tx.tenant_id, "transaction_id": tx.transaction_id,
+                          "batch_id": m.batch_id, "message_id": m.message_id},
+                )
+            except TemporaryError as exc:
+                SEND_THROTTLED.inc()
+                self.clock.sleep(max(delay, exc.delay if exc.delay < 5 else delay))
+                delay = min(delay * 2, 5.0)
+            except MessageRefused as exc:
+                self.store.fail_message(m.batch_id, m.message_id, MessageStatus.FAILED, f"SES refused: {exc}")
+                results[m.message_id] = {"outcome": "FAILED", "reason": str(exc)}
+                SENDS.labels("refused").inc()
+                return None
+        return None

@@ -1,0 +1,83 @@
+"""Create every resource described in ``core.schema`` on the moto server. Idempotent."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from config.settings import Settings
+from core import schema
+from core.adapters.aws import client
+
+
+def create_resources(settings: Settings, region: str | None = None) -> dict[str, Any]:
+    region = region or settings.region
+    ddb = client(settings, "dynamodb", region)
+    s3 = client(settings, "s3", region)
+    sqs = client(settings, "sqs", region)
+    sns = client(settings, "sns", region)
+    ses = client(settings, "sesv2", region)
+    t = schema.MAIN_TABLE
+    try:
+        ddb.create_table(
+            TableName=settings.table_name,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in t.string_attributes],
+            KeySchema=[{"AttributeName": t.hash_key, "KeyType": "HASH"}, {"AttributeName": t.range_key, "KeyType": "RANGE"}],
+            GlobalSecondaryIndexes=[
+                {"IndexName": ix.name,
+                 "KeySchema": [{"AttributeName": ix.hash_key, "KeyType": "HASH"},
+                               {"AttributeName": ix.range_key, "KeyType": "RANGE"}],
+                 "Projection": {"ProjectionType": "ALL"}}
+                for ix in t.indexes
+            ],
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": t.stream_view},
+        )
+        ddb.update_time_to_live(TableName=settings.table_name,
+                                TimeToLiveSpecification={"Enabled": True, "AttributeName": t.ttl_attribute})
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceInUseException":
+            raise
+    for b in schema.BUCKETS:
+        name = settings.bucket(b.purpose, region)
+        try:
+            kw: dict[str, Any] = {"Bucket": name}
+            if region != "us-east-1":
+                kw["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            s3.create_bucket(**kw)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    arns = {}
+    for q in schema.QUEUES:
+        attrs = {"FifoQueue": "true"} if q.fifo else {}
+        dlq_url = sqs.create_queue(QueueName=q.dlq_name(settings.name_prefix), Attributes=attrs)["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        url = sqs.create_queue(QueueName=q.name(settings.name_prefix), Attributes={
+            **attrs, "VisibilityTimeout": str(q.visibility_timeout),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": q.max_receive_count}),
+        })["QueueUrl"]
+        arns[q.purpose] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    topics = {}
+    for tp in schema.TOPICS:
+        arn = sns.create_topic(Name=settings.topic(tp.purpose))["TopicArn"]
+        topics[tp.purpose] = arn
+        existing = {s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=arn)["Subscriptions"]}
+        for sub in tp.subscribers:
+            if arns[sub] not in existing:
+                sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=arns[sub])
+    domain = settings.default_from.split("@")[-1]
+    try:
+        ses.create_email_identity(EmailIdentity=domain)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("AlreadyExistsException",):
+            raise
+    try:
+        ses.create_configuration_set(ConfigurationSetName=settings.ses_configuration_set)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("AlreadyExistsException",):
+            raise
+    return {"topics": topics, "queues": arns}

@@ -1,0 +1,98 @@
+"""`emailplatform` command: run the embedded stack, manage API keys and webhook secrets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+
+from config.settings import SettingsError, load_settings
+
+
+def _up(args: argparse.Namespace) -> int:
+    from core.observability import configure_logging
+    from local.stack import Stack
+
+    settings = load_settings(environment="local", callback_allow_loopback=True, callback_require_https=False)
+    configure_logging(settings.log_level)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    stack = Stack.start(settings)
+    print(json.dumps({
+        "api": f"http://127.0.0.1:{settings.api_port}/api/v1/email",
+        "health": f"http://127.0.0.1:{settings.api_port}/api/v1/health",
+        "metrics": f"http://127.0.0.1:{settings.metrics_port}/metrics",
+        "aws_endpoint": stack.settings.aws_endpoint_url,
+        "tenant_id": stack.tenant["tenant_id"],
+        "api_key": stack.tenant["api_key"],
+        "webhook_secret": stack.tenant["webhook_secret"],
+        "note": "state is in memory and is gone when this process stops",
+    }, indent=2), flush=True)
+    done.wait()
+    stack.stop()
+    return 0
+
+
+def _deps():  # noqa: ANN202
+    from core.bootstrap import bootstrap
+
+    return bootstrap(load_settings())
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from core.services import auth
+
+    d = _deps()
+    if args.action == "create":
+        raw, key = auth.create_key(d.store, args.tenant, args.scope or None)
+        print(json.dumps({"api_key": raw, "key_id": key.key_id, "tenant_id": key.tenant_id, "scopes": key.scopes}))
+    elif args.action == "revoke":
+        if not auth.revoke_key(d.store, args.tenant, args.key_id):
+            print("no such key", file=sys.stderr)
+            return 1
+        print(json.dumps({"revoked": args.key_id}))
+    else:
+        print(json.dumps([{"key_id": k.key_id, "scopes": k.scopes, "revoked": k.revoked}
+                          for _, k in d.store.api_keys(args.tenant)]))
+    return 0
+
+
+def _secret(args: argparse.Namespace) -> int:
+    from core.services.tenants import rotate_webhook_secret
+
+    d = _deps()
+    if args.action == "rotate":
+        print(json.dumps(rotate_webhook_secret(d.secrets, args.tenant)))
+    elif args.action == "finish-rotation":
+        d.secrets.drop_previous(args.tenant)
+        print(json.dumps({"secrets": d.secrets.signing_secrets(args.tenant)}))
+    else:
+        print(json.dumps({"secrets": d.secrets.signing_secrets(args.tenant)}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="emailplatform")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("up", help="start the embedded stack (moto server, API, controller, workers)")
+    k = sub.add_parser("keys", help="API keys (hashed at rest)")
+    k.add_argument("action", choices=["create", "revoke", "list"])
+    k.add_argument("--tenant", required=True)
+    k.add_argument("--key-id")
+    k.add_argument("--scope", action="append")
+    s = sub.add_parser("webhook-secret", help="webhook signing secrets")
+    s.add_argument("action", choices=["show", "rotate", "finish-rotation"])
+    s.add_argument("--tenant", required=True)
+    args = p.parse_args(argv)
+    try:
+        return {"up": _up, "keys": _keys, "webhook-secret": _secret}[args.cmd](args)
+    except SettingsError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Plays SES event publishing, which moto does not do.
+
+Wraps the real mailer: every message moto's SES accepted gets real-format SES event
+notifications (the shapes in tests/events/) published to the SNS topic, following the SES
+mailbox simulator addresses and configurable rates for other addresses. Events go out from a
+background thread after small delays, so they arrive after the send like on AWS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from core.observability import log
+
+
+@dataclass
+class Rates:
+    delivery: float = 0.97
+    open: float = 0.45
+    click: float = 0.15
+    complaint: float = 0.0
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _roll(seed: str, what: str) -> float:
+    return int(hashlib.sha256(f"{seed}:{what}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def plan_events(to: str, ses_id: str, rates: Rates) -> list[str]:
+    """Which events SES would publish for this recipient (the simulator addresses first)."""
+    local, _, domain = to.lower().partition("@")
+    local = local.split("+")[0]
+    if domain == "simulator.amazonses.com":
+        return {"success": ["Send", "Delivery"], "bounce": ["Send", "Bounce"], "ooto": ["Send", "Delivery"],
+                "complaint": ["Send", "Delivery", "Complaint"],
+                "suppressionlist": ["Send", "BounceSuppressed"]}.get(local, ["Send", "Delivery"])
+    events = ["Send"]
+    if _roll(ses_id, "delivery") >= rates.delivery:
+        return events + ["Bounce"]
+    events.append("Delivery")
+    if _roll(ses_id, "open") < rates.open:
+        events.append("Open")
+        if _roll(ses_id, "click") < rates.click / max(rates.open, 1e-9):
+            events.append("Click")
+    if _roll(ses_id, "complaint") < rates.complaint:
+        events.append("Complaint")
+    return events
+
+
+def ses_event(kind: str, *, ses_id: str, sender: str, to: str, subject: str, tags: dict[str, str]) -> dict[str, Any]:
+    ts = _now()
+    mail = {
+        "timestamp": ts, "source": sender, "sendingAccountId": "123456789012", "messageId": ses_id,
+        "destination": [to], "headersTruncated": False,
+        "headers": [{"name": "From", "value": sender}, {"name": "To", "value": to}, {"name": "Subject", "value": subject}],
+        "commonHeaders": {"from": [sender], "to": [to], "messageId": ses_id, "subject": subject},
+        "tags": {"ses:configuration-set": ["emailplatform"], "ses:source-ip": ["192.0.2.0"],
+                 **{k: [v] for k, v in tags.items()}},
+    }
+    if kind == "Send":
+        return {"eventType": "Send", "mail": mail, "send": {}}
+    if kind == "Delivery":
+        return {"eventType": "Delivery", "mail": mail, "delivery": {
+            "timestamp": ts, "processingTimeMillis": 546, "recipients": [to],
+            "smtpResponse": "250 2.6.0 Message received", "reportingMTA": "a8-70.smtp-out.amazonses.com"}}
+    if kind in ("Bounce", "BounceSuppressed"):
+        sub = "OnAccountSuppressionList" if kind == "BounceSuppressed" else "General"
+        return {"eventType": "Bounce", "mail": mail, "bounce": {
+            "bounceType": "Permanent", "bounceSubType": sub, "timestamp": ts,
+            "feedbackId": f"0102{ses_id}-bounce", "reportingMTA": "dsn; e3-35.smtp-out.amazonses.com",
+            "bouncedRecipients": [{"emailAddress": to, "action": "failed", "status": "5.1.1",
+                                   "diagnosticCode": "smtp; 550 5.1.1 user unknown"}]}}
+    if kind == "Complaint":
+        return {"eventType": "Complaint", "mail": mail, "complaint": {
+            "complainedRecipients": [{"emailAddress": to}], "timestamp": ts, "feedbackId": f"0102{ses_id}-complaint",
+            "userAgent": "Mozilla/5.0", "complaintFeedbackType": "abuse", "arrivalDate": ts}}
+    if kind == "Open":
+        return {"eventType": "Open", "mail": mail, "open": {
+            "ipAddress": "192.0.2.1", "timestamp": ts, "userAgent": "Mozilla/5.0 (Macintosh)"}}
+    if kind == "Click":
+        return {"eventType": "Click", "mail": mail, "click": {
+            "ipAddress": "192.0.2.1", "timestamp": ts, "userAgent": "Mozilla/5.0 (Macintosh)",
+            "link": "https://example.com/offer", "linkTags": {"campaign": ["demo"]}}}
+    raise ValueError(kind)
+
+
+class SimulatingMailer:
+    """The real SES adapter plus SES's event publishing, for the embedded stack only."""
+
+    def __init__(self, mailer: Any, sns: Any, topic_arn: str, rates: Rates | None = None, delay: float = 0.05):
+        self.mailer, self.sns, self.topic_arn = mailer, sns, topic_arn
+        self.rates = rates or Rates()
+        self.delay = delay
+        self.sent: list[dict[str, str]] = []  # every accepted send, for tests and the drill
+        self._q: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._publish_loop, name="ses-simulator", daemon=True)
+        self._thread.start()
+
+    def send(self, **kw: Any) -> str:
+        ses_id = self.mailer.send(**kw)
+        self.sent.append({"to": kw["to"], "ses_id": ses_id, "message_id": kw["tags"].get("message_id", "")})
+        for i, kind in enumerate(plan_events(kw["to"], ses_id, self.rates)):
+            self._q.put((time.monotonic() + self.delay * (i + 1), kind, ses_id, kw))
+        return ses_id
+
+    def _publish_loop(self) -> None:
+        pending: list[tuple[float, str, str, dict[str, Any]]] = []
+        while not self._stop.is_set() or pending or not self._q.empty():
+            try:
+                pending.append(self._q.get(timeout=0.05))
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            due = [p for p in pending if p[0] <= now]
+            pending = [p for p in pending if p[0] > now]
+            for _, kind, ses_id, kw in due:
+                ev = ses_event(kind, ses_id=ses_id, sender=kw["sender"], to=kw["to"], subject=kw["subject"], tags=kw["tags"])
+                try:
+                    self.sns.publish(TopicArn=self.topic_arn, Message=json.dumps(ev))
+                except Exception as exc:
+                    log.warning("simulator publish failed", error=str(exc)[:200])
+            if self._stop.is_set() and not due and self._q.empty():
+                break
+
+    def idle(self) -> bool:
+        return self._q.empty()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

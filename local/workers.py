@@ -1,0 +1,55 @@
+"""In-process stand-ins for Lambda's SQS event source mappings: they poll the same queues and
+call the same handler functions the Lambdas run."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from core.observability import log
+from handlers import sender, ses_events
+from handlers.context import LocalContext
+
+
+class QueueWorker(threading.Thread):
+    def __init__(self, name: str, queue: Any, stop: threading.Event, batch: int = 10):
+        super().__init__(name=name, daemon=True)
+        self.queue, self.stop_event, self.batch = queue, stop, batch
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                msgs = self.queue.receive(self.batch, wait_seconds=1)
+                if msgs:
+                    self.handle(msgs)
+            except Exception as exc:
+                log.warning("worker error", worker=self.name, error=str(exc)[:300])
+                self.stop_event.wait(1)
+
+    def handle(self, msgs: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+
+def _sqs_event(msgs: list[dict[str, Any]], arn: str) -> dict[str, Any]:
+    return {"Records": [{
+        "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+        "attributes": m.get("Attributes", {}), "messageAttributes": {}, "md5OfBody": m.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": "local",
+    } for m in msgs]}
+
+
+class SendWorker(QueueWorker):
+    def handle(self, msgs: list[dict[str, Any]]) -> None:
+        resp = sender.handler(_sqs_event(msgs, self.queue.name), LocalContext())
+        failed = {f["itemIdentifier"] for f in resp.get("batchItemFailures", [])}
+        self.queue.delete([m["ReceiptHandle"] for m in msgs if m["MessageId"] not in failed])
+        for m in msgs:
+            if m["MessageId"] in failed:
+                self.queue.release(m["ReceiptHandle"], 5)
+
+
+class EventsWorker(QueueWorker):
+    def handle(self, msgs: list[dict[str, Any]]) -> None:
+        resp = ses_events.handler(_sqs_event(msgs, self.queue.name), LocalContext())
+        failed = {f["itemIdentifier"] for f in resp.get("batchItemFailures", [])}
+        self.queue.delete([m["ReceiptHandle"] for m in msgs if m["MessageId"] not in failed])
