@@ -11,6 +11,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, level), format="%(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -24,7 +24,7 @@ for module in (templates, campaigns, suppressions, account):
     app.include_router(module.router, prefix=BASE)
 
 
-def error(status: int, code: str, message: str, details: list | None = None) -> Response:
+def error(status: int, code: str, message: str, details: list | None = None):
     body = {"error": {"code": code, "message": message, "details": details or []}}
     return Response(status, "application/json", json.dumps(body, default=str))
 
@@ -36,43 +36,43 @@ def health() -> dict:
 
 
 @app.get(f"{BASE}/openapi.json")
-def openapi() -> Response:
+def openapi():
     return Response(200, "application/json", app.get_openapi_json_schema(title="Email Platform API", version="1.0.0"))
 
 
 @app.exception_handler(DomainError)
-def domain_error(exc: DomainError) -> Response:
+def domain_error(exc: DomainError):
     return error(exc.http_status, exc.code, exc.message, exc.details)
 
 
 @app.exception_handler(RequestValidationError)
-def validation_error(exc: RequestValidationError) -> Response:
+def validation_error(exc: RequestValidationError):
     details = [{"loc": list(e.get("loc", [])), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
     return error(422, "invalid_input", "the request does not match the schema", details)
 
 
 @app.exception_handler(IdempotencyValidationError)
-def idempotency_mismatch(exc: Exception) -> Response:
+def idempotency_mismatch(exc: Exception):
     return error(422, "idempotency_key_reused", "this Idempotency-Key was used with a different body")
 
 
 @app.exception_handler(IdempotencyAlreadyInProgressError)
-def idempotency_in_progress(exc: Exception) -> Response:
+def idempotency_in_progress(exc: Exception):
     return error(409, "idempotency_in_progress", "a request with this Idempotency-Key is still in progress")
 
 
 @app.not_found
-def not_found(exc: NotFoundError) -> Response:
+def not_found(exc: NotFoundError):
     return error(404, "not_found", "no such route")
 
 
 @app.exception_handler(json.JSONDecodeError)
-def bad_json(exc: Exception) -> Response:
+def bad_json(exc: Exception):
     return error(400, "invalid_json", "the body is not valid JSON")
 
 
 @app.exception_handler(Exception)
-def unexpected(exc: Exception) -> Response:
+def unexpected(exc: Exception):
     log.exception("unhandled error", error=str(exc)[:500])
     return error(500, "internal_error", "unexpected error; it has been logged")
 

@@ -73,11 +73,11 @@ def create_resources(settings: Settings, region: str | None = None) -> dict[str,
     try:
         ses.create_email_identity(EmailIdentity=domain)
     except ClientError as exc:
-        if exc.response["Error"]["Code"] not in ("AlreadyExistsException",):
+        if not exc.response["Error"]["Code"].endswith("AlreadyExistsException"):
             raise
     try:
         ses.create_configuration_set(ConfigurationSetName=settings.ses_configuration_set)
     except ClientError as exc:
-        if exc.response["Error"]["Code"] not in ("AlreadyExistsException",):
+        if not exc.response["Error"]["Code"].endswith("AlreadyExistsException"):
             raise
     return {"topics": topics, "queues": arns}

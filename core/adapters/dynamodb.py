@@ -164,6 +164,8 @@ class DynamoTable:
                 names["#status"] = "status"
         if projection:
             kw["ProjectionExpression"] = projection
+            if "#status" in projection:
+                names["#status"] = "status"
         kw["ExpressionAttributeNames"] = names
         kw["ExpressionAttributeValues"] = serialize(values)
         if limit:

@@ -42,6 +42,9 @@ class SubmitCampaign(BaseModel):
     model_config = {"populate_by_name": True}
 
 
+submit_config: list[IdempotencyConfig | None] = [None]
+
+
 @lru_cache(maxsize=1)
 def _idempotent_submit() -> Any:
     d = deps()
@@ -52,6 +55,8 @@ def _idempotent_submit() -> Any:
     config = IdempotencyConfig(event_key_jmespath="[tenant_id, key]", payload_validation_jmespath="body_hash",
                                expires_after_seconds=d.settings.idempotency_ttl_seconds,
                                raise_on_no_idempotency_key=True)
+
+    submit_config[0] = config
 
     @idempotent_function(data_keyword_argument="request", config=config, persistence_store=store)
     def submit(request: dict) -> dict:
@@ -70,7 +75,7 @@ def _revive(body: dict) -> dict:
 
 
 @router.post("/campaigns", summary="Submit a campaign (202 ACCEPT); Idempotency-Key replays the first answer")
-def submit_campaign(body: SubmitCampaign) -> Response:
+def submit_campaign(body: SubmitCampaign):
     p = principal(router, "campaigns:write")
     headers = router.current_event.headers
     key = headers.get("idempotency-key") or headers.get("Idempotency-Key")
@@ -79,7 +84,9 @@ def submit_campaign(body: SubmitCampaign) -> Response:
         if len(key) > 255:
             raise InvalidInput("Idempotency-Key is longer than 255 characters")
         body_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-        out = _idempotent_submit()(request={"tenant_id": p.tenant_id, "key": key, "body": data, "body_hash": body_hash})
+        submit = _idempotent_submit()
+        submit_config[0].register_lambda_context(router.lambda_context)  # type: ignore[union-attr]
+        out = submit(request={"tenant_id": p.tenant_id, "key": key, "body": data, "body_hash": body_hash})
     else:
         d = deps()
         out = campaigns.submit_campaign(d.store, d.blobs, d.settings, d.clock, p.tenant_id, _revive(data))

@@ -37,14 +37,14 @@ def put_suppression(email: str, body: Suppress) -> dict:
 
 
 @router.delete("/suppressions/<email>")
-def delete_suppression(email: str) -> Response:
+def delete_suppression(email: str):
     p = principal(router, "suppressions:write")
     suppressions.remove_suppression(deps().store, p.tenant_id, email)
     audit(router, p, "suppression.remove", email)
     return Response(204, "application/json", "")
 
 
-def _page(message: str) -> Response:
+def _page(message: str):
     html = ("<!doctype html><html><head><meta charset='utf-8'><title>Unsubscribe</title></head>"
             f"<body style='font-family:sans-serif;max-width:40em;margin:4em auto'><p>{message}</p>"
             "<form method='post'><button type='submit'>Unsubscribe</button></form></body></html>")
@@ -52,13 +52,13 @@ def _page(message: str) -> Response:
 
 
 @router.get("/unsubscribe/<token>", summary="Unsubscribe page (no API key)")
-def unsubscribe_page(token: str) -> Response:
+def unsubscribe_page(token: str):
     suppressions.verify_token(deps().settings.unsubscribe_secret, token)
     return _page("Press the button to stop receiving these emails.")
 
 
 @router.post("/unsubscribe/<token>", summary="RFC 8058 one-click unsubscribe (no API key)")
-def unsubscribe(token: str) -> Response:
+def unsubscribe(token: str):
     d = deps()
     suppressions.unsubscribe(d.store, d.settings.unsubscribe_secret, token)
     return Response(200, "text/html", "<!doctype html><p>You are unsubscribed.</p>")

@@ -20,14 +20,14 @@ class CreateUpload(BaseModel):
     filename: str | None = Field(None, max_length=255)
 
 
-def _created(body: dict) -> Response:
+def _created(body: dict):
     import json
 
     return Response(201, "application/json", json.dumps(body, default=str))
 
 
 @router.post("/templates", summary="Register a template; returns a presigned, size-limited upload")
-def create_template(body: CreateTemplate) -> Response:
+def create_template(body: CreateTemplate):
     p = principal(router, "templates:write")
     d = deps()
     out = templates.create_template(d.store, d.blobs, d.settings, p.tenant_id, body.name, body.subject)
@@ -36,7 +36,7 @@ def create_template(body: CreateTemplate) -> Response:
 
 
 @router.post("/templates/<template_id>/versions", summary="Start a new version of a template")
-def create_version(template_id: str, body: CreateTemplate) -> Response:
+def create_version(template_id: str, body: CreateTemplate):
     p = principal(router, "templates:write")
     d = deps()
     out = templates.create_template(d.store, d.blobs, d.settings, p.tenant_id, body.name, body.subject, template_id)
@@ -62,7 +62,7 @@ def get_template(template_id: str) -> dict:
 
 
 @router.post("/uploads", summary="Presigned upload for a recipients CSV")
-def create_upload(body: CreateUpload) -> Response:
+def create_upload(body: CreateUpload):
     p = principal(router, "campaigns:write")
     d = deps()
     out = campaigns.create_upload(d.store, d.blobs, d.settings, p.tenant_id, body.filename)

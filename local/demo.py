@@ -1,0 +1,102 @@
+"""`make demo`: drive a whole campaign through the HTTP API of a running `make run` stack.
+
+Starts its own stack when none answers on the API port, so it also works on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import requests
+
+from config.settings import load_settings
+from local.client import Client
+
+TEMPLATE = """<html><body><h1>Hello {{ first_name }}!</h1>
+<p>Your plan: <b>{{ plan }}</b>. <a href="https://example.com/offer">See the offer</a></p></body></html>"""
+
+
+def recipients(n: int) -> str:
+    sim = ["success", "bounce", "ooto", "complaint", "suppressionlist"]
+    rows = ["email,first_name,plan"]
+    rows += [f"{s}+{i}@simulator.amazonses.com,Sim{i},basic" for i, s in enumerate(sim)]
+    rows += [f"user{i}@example.org,User {i},{'pro' if i % 3 else 'basic'}" for i in range(n)]
+    rows += ["not-an-email,Bad,basic", "user1@example.org,Duplicate,basic"]
+    return "\n".join(rows) + "\n"
+
+
+def callback_receiver() -> tuple[HTTPServer, list[dict]]:
+    got: list[dict] = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, got
+
+
+def main() -> int:
+    from core.observability import configure_logging
+
+    settings = load_settings()
+    configure_logging("WARNING")
+    base = f"http://127.0.0.1:{settings.api_port}"
+    stack = None
+    try:
+        requests.get(f"{base}/api/v1/health", timeout=2)
+        key = os.environ.get("EMAILPLATFORM_LOCAL_API_KEY")
+        if not key:
+            print("a stack is running: set EMAILPLATFORM_LOCAL_API_KEY to its key (printed by `make run`)")
+            return 2
+    except requests.ConnectionError:
+        from local.stack import Stack
+
+        settings = load_settings(callback_allow_loopback=True, callback_require_https=False, sender_workers=2,
+                                 ses_max_send_rate=200, controller_interval_seconds=0.5, completion_window_seconds=30)
+        stack = Stack.start(settings)
+        key = stack.tenant["api_key"]
+    srv, callbacks = callback_receiver()
+    try:
+        c = Client(f"{base}/api/v1/email", key)
+        tid = c.create_template("Welcome", "Welcome {{ first_name }}", TEMPLATE)
+        up = c.upload_csv(recipients(300))
+        tx = c.call("POST", "/campaigns", headers={"Idempotency-Key": "demo-1"}, json={
+            "template_id": tid, "upload_id": up["upload_id"],
+            "callback_url": f"http://127.0.0.1:{srv.server_port}/hook"})
+        print(f"campaign {tx['transaction_id']} accepted")
+        last = [None]
+
+        def show(cv: dict) -> None:
+            s = cv["summary"]
+            line = (f"  {cv['status']:<14} sent {s['sent']:>4}/{s['total_messages']:<4} delivered {s['delivered']:>4} "
+                    f"bounced {s['bounced']:>3} complained {s['complained']:>3} opened {s['opened']:>4} clicked {s['clicked']:>3}")
+            if line != last[0]:
+                print(line, flush=True)
+                last[0] = line
+
+        final = c.wait_for(tx["transaction_id"], {"COMPLETED", "FAILED"}, timeout=300, on_poll=show)
+        rej = c.call("GET", f"/campaigns/{tx['transaction_id']}/rejections")
+        print(json.dumps({"final": final["status"], "summary": final["summary"],
+                          "rejections": rej["items"],
+                          "callbacks_received": [(cb["sequence"], cb["status"]) for cb in callbacks]}, indent=2))
+        return 0 if final["status"] == "COMPLETED" else 1
+    finally:
+        srv.shutdown()
+        if stack:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

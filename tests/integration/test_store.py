@@ -1,0 +1,105 @@
+"""The store over a real moto server: round trips, conditional transitions, tenant scoping."""
+
+import pytest
+
+from core.domain.errors import IllegalTransition, NotFound, StaleWrite
+from core.domain.models import Batch, Message, Rejection, Transaction, batch_id_for, message_id_for
+from core.domain.statuses import BatchStatus, MessageStatus, TransactionStatus
+
+
+def _tx(tenant="tenant-a", tx_id="tx_1"):
+    return Transaction(transaction_id=tx_id, tenant_id=tenant, template_id="tpl", template_version=1, csv_s3_key="k")
+
+
+def test_transaction_round_trip_and_tenant_scoping(deps):
+    store = deps.store
+    store.create_transaction(_tx())
+    got = store.get_transaction("tx_1", "tenant-a")
+    assert got.status == TransactionStatus.ACCEPT and got.template_id == "tpl"
+    with pytest.raises(NotFound):
+        store.get_transaction("tx_1", "tenant-b")  # another tenant's id is simply not found
+    with pytest.raises(NotFound):
+        store.get_transaction("tx_missing", "tenant-a")
+
+
+def test_creating_twice_is_refused(deps):
+    deps.store.create_transaction(_tx())
+    with pytest.raises(StaleWrite):
+        deps.store.create_transaction(_tx())
+
+
+def test_illegal_and_stale_transitions_are_refused(deps):
+    store = deps.store
+    tx = store.create_transaction(_tx())
+    with pytest.raises(IllegalTransition):
+        store.change_transaction_status(tx, TransactionStatus.SENT)
+    moved = store.change_transaction_status(tx, TransactionStatus.PROCESSING)
+    assert moved.version == 1
+    with pytest.raises(StaleWrite):  # we still hold the version-0 copy
+        store.change_transaction_status(tx, TransactionStatus.PROCESSING)
+    assert store.get_transaction("tx_1").status == TransactionStatus.PROCESSING
+
+
+def test_status_change_writes_its_callback_atomically(deps):
+    from core.services.callbacks import callback_for
+    from core.domain.models import Summary
+
+    store = deps.store
+    tx = store.create_transaction(_tx().model_copy(update={"callback_url": "https://h.example.com/"}))
+    cb = callback_for(tx, TransactionStatus.PROCESSING, Summary(), deps.clock.now())
+    store.change_transaction_status(tx, TransactionStatus.PROCESSING, callback=cb)
+    with pytest.raises(StaleWrite):  # lost condition: neither the change nor a second callback lands
+        store.change_transaction_status(tx, TransactionStatus.PROCESSING, callback=cb.model_copy(update={"seq": 9}))
+    assert [c.seq for c in store.callbacks("tx_1")] == [1]
+
+
+def test_batches_messages_rejections_round_trip_with_pagination(deps):
+    store = deps.store
+    store.create_transaction(_tx())
+    b = Batch(batch_id=batch_id_for("tx_1", 1), transaction_id="tx_1", tenant_id="tenant-a", index=1, message_count=60)
+    assert store.put_batch(b) and not store.put_batch(b)
+    msgs = [Message(message_id=message_id_for(b.batch_id, i), batch_id=b.batch_id, transaction_id="tx_1",
+                    tenant_id="tenant-a", recipient_email=f"u{i}@example.org", placeholder_data={"n": str(i)})
+            for i in range(1, 61)]
+    calls = store.put_messages(msgs)
+    assert calls == 3  # 25 per BatchWriteItem
+    store.put_rejections("tx_1", [Rejection(line=i, reason="invalid_email") for i in range(2, 7)])
+    page1 = store.messages_page(b.batch_id, None, 25, None)
+    page2 = store.messages_page(b.batch_id, None, 50, page1.cursor)
+    assert len(page1.items) == 25 and len(page2.items) == 35 and page2.cursor is None
+    got = store.get_message(b.batch_id, msgs[0].message_id, "tenant-a")
+    assert got.placeholder_data == {"n": "1"} and got.status == MessageStatus.READY_TO_SEND
+    with pytest.raises(NotFound):
+        store.get_message(b.batch_id, msgs[0].message_id, "tenant-b")
+    rows, _ = store.rejections_page("tx_1", 10, None)
+    assert [r.line for r in rows] == [2, 3, 4, 5, 6]
+    moved = store.change_batch_status(b, BatchStatus.READY)
+    with pytest.raises(IllegalTransition):
+        store.change_batch_status(moved, BatchStatus.COMPLETED)
+
+
+def test_message_events_apply_by_precedence_and_replays_are_recognised(deps):
+    store = deps.store
+    b = "tx_1-b00001"
+    m = Message(message_id=f"{b}-00001", batch_id=b, transaction_id="tx_1", tenant_id="t", recipient_email="a@x.org")
+    store.put_messages([m])
+    click = {"id": "e-click", "type": "Click", "at": "2026-01-01T10:04:00Z"}
+    delivery = {"id": "e-del", "type": "Delivery", "at": "2026-01-01T10:01:00Z"}
+    assert store.record_message_event(b, m.message_id, MessageStatus.CLICKED, click) is True
+    assert store.record_message_event(b, m.message_id, MessageStatus.DELIVERED, delivery) is False  # late
+    assert store.record_message_event(b, m.message_id, MessageStatus.CLICKED, click) is None  # replay
+    assert store.record_message_event(b, "tx_1-b00001-09999", MessageStatus.SENT, {"id": "x", "at": "t"}) is None
+    item = store.table.get({"PK": f"BATCH#{b}", "SK": f"MESSAGE#{m.message_id}"})
+    assert item["status"] == "CLICKED"
+    assert [e["id"] for e in item["events"]] == ["e-click", "e-del"]  # every event kept, once
+    assert item["seen"] == {"CLICKED", "DELIVERED"}
+
+
+def test_fenced_writes_refuse_an_older_epoch(deps):
+    from core.domain.errors import Fenced
+
+    tx = deps.store.create_transaction(_tx())
+    new_leader, old_leader = deps.store.fenced(2), deps.store.fenced(1)
+    tx = new_leader.change_transaction_status(tx, TransactionStatus.PROCESSING)
+    with pytest.raises(Fenced):
+        old_leader.update_transaction(tx, {"refused_rows": 1})
