@@ -42,3 +42,45 @@ def leader(deps: Any, name: str = "test-controller") -> Controller:
     c = Controller(deps, name)
     assert c.heartbeat()
     return c
+
+
+class RecordingMailer:
+    """Wraps the real SES adapter (moto over HTTP) and remembers every accepted send."""
+
+    def __init__(self, real: Any, fail: Any = None):
+        self.real, self.fail = real, fail
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, **kw: Any) -> str:
+        if self.fail:
+            self.fail(kw, before=True)
+        ses_id = self.real.send(**kw)
+        self.sent.append({**kw, "ses_id": ses_id})
+        if self.fail:
+            self.fail(kw, before=False)
+        return ses_id
+
+    def per_recipient(self) -> dict[str, int]:
+        from collections import Counter
+
+        return dict(Counter(s["to"] for s in self.sent))
+
+
+def batch_sender(deps: Any, mailer: Any, worker: str = "w1") -> Any:
+    from core.services.sending import BatchSender
+    from core.services.templates import load_source
+
+    def loader(template_id: str, version: int) -> tuple[str, str]:
+        tv, src = load_source(deps.store, deps.blobs, deps.settings, template_id, version)
+        return tv.subject, src
+
+    return BatchSender(store=deps.store, mailer=mailer, limiter=deps.limiter, clock=deps.clock,
+                       settings=deps.settings, template_loader=loader, worker=worker)
+
+
+def queued_campaign(deps: Any, tenant_id: str, csv_text: str, **kw: Any) -> tuple[str, list[Any]]:
+    tx_id = submit(deps, tenant_id, csv_text, **kw)
+    c = leader(deps)
+    c.ingest_pass()
+    c.advance_pass()
+    return tx_id, deps.store.batches(tx_id)

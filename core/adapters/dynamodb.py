@@ -197,7 +197,8 @@ class DynamoTable:
     def _update_params(self, u: Update) -> dict[str, Any]:
         names = dict(u.names or {})
         values = dict(u.values or {})
-        sets = dict(u.set)
+        sets = {k: v for k, v in u.set.items() if v is not None}
+        removes = tuple(dict.fromkeys([*u.remove, *(k for k, v in u.set.items() if v is None)]))  # None clears
         cond = self._fence(u.condition, values, sets)
         parts = []
         set_exprs = []
@@ -212,10 +213,10 @@ class DynamoTable:
             set_exprs.append(f"#l{i} = list_append(if_not_exists(#l{i}, :emptylist), :l{i})")
         if set_exprs:
             parts.append("SET " + ", ".join(set_exprs))
-        if u.remove:
-            for i, k in enumerate(u.remove):
+        if removes:
+            for i, k in enumerate(removes):
                 names[f"#r{i}"] = k
-            parts.append("REMOVE " + ", ".join(f"#r{i}" for i in range(len(u.remove))))
+            parts.append("REMOVE " + ", ".join(f"#r{i}" for i in range(len(removes))))
         if u.add:
             adds = []
             for i, (k, v) in enumerate(u.add.items()):

@@ -65,7 +65,7 @@ class BatchSender:
         if tx.status != T.READY_TO_SEND:
             self._redispatch_at(batch, now)
             return SendOutcome("stopped")
-        lease = self.settings.lease_seconds * 40
+        lease = self.settings.lease_seconds * 4  # renewed before every chunk; a dead worker's lapses soon
         if not store.claim_batch(batch, self.worker, now, lease):
             return SendOutcome("busy")
         log.info("batch send started", transaction_id=transaction_id, batch_id=batch_id, worker=self.worker)
@@ -101,6 +101,8 @@ class BatchSender:
                 todo = [m for m in todo if m.message_id not in done]
             if not todo:
                 continue
+            if not store.claim_batch(batch, self.worker, self.clock.now(), lease):
+                return SendOutcome("busy", outcome.sent, outcome.failed)  # our lease lapsed: another worker owns it
             current = store.get_transaction(transaction_id)
             if current.status != T.READY_TO_SEND:
                 log.info("batch send stopped", transaction_id=transaction_id, batch_id=batch_id,

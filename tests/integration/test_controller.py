@@ -1,0 +1,147 @@
+"""Controller passes: release via the due index, dispatch exactly once, crash points, leader lease,
+and cost proportional to active work."""
+
+from datetime import timedelta
+
+import pytest
+
+from core.domain.models import Transaction, iso
+from core.domain.statuses import BatchStatus, TransactionStatus
+from core.services import reconcile
+from tests.helpers import leader, recipients, submit
+
+
+def drain(queue):
+    got = []
+    while True:
+        msgs = queue.receive(10, wait_seconds=0, visibility=0)
+        if not msgs:
+            return got
+        got += msgs
+        queue.delete([m["ReceiptHandle"] for m in msgs])
+
+
+def test_ready_batches_are_dispatched_once(deps, tenant):
+    tx_id = submit(deps, "tenant-a", recipients(120))
+    c = leader(deps)
+    c.ingest_pass()
+    c.advance_pass()
+    c.advance_pass()  # a second pass must not dispatch again
+    msgs = drain(deps.send_queue)
+    assert sorted(m["Body"] for m in msgs) == sorted({m["Body"] for m in msgs})
+    assert len(msgs) == 3
+    assert {b.status for b in deps.store.batches(tx_id)} == {BatchStatus.QUEUED}
+
+
+def test_crash_between_queue_send_and_status_write_does_not_duplicate(deps, tenant, monkeypatch):
+    tx_id = submit(deps, "tenant-a", recipients(50))
+    c = leader(deps)
+    c.ingest_pass()
+    real = type(deps.store).mark_queued
+
+    def dies(*a, **kw):
+        raise RuntimeError("killed after the queue send, before the status write")
+
+    monkeypatch.setattr(type(deps.store), "mark_queued", dies)
+    tx = deps.store.get_transaction(tx_id)
+    with pytest.raises(RuntimeError):
+        reconcile.dispatch(tx, deps.store.batches(tx_id), store=deps.store, queue=deps.send_queue,
+                           clock=deps.clock, stale_after=timedelta(minutes=15))
+    monkeypatch.setattr(type(deps.store), "mark_queued", real)
+    c.advance_pass()  # restart: the batch is still READY, so it is sent again with the same dedup id
+    assert len(drain(deps.send_queue)) == 1  # FIFO deduplication dropped the second copy
+    assert deps.store.batches(tx_id)[0].status == BatchStatus.QUEUED
+
+
+def test_scheduled_batches_are_released_when_due(deps, tenant, clock):
+    send_at = clock.now() + timedelta(minutes=30)
+    tx_id = submit(deps, "tenant-a", recipients(60), schedule={"send_at": send_at})
+    c = leader(deps)
+    c.ingest_pass()
+    c.advance_pass()
+    assert deps.store.get_transaction(tx_id).status == TransactionStatus.SCHEDULED
+    assert drain(deps.send_queue) == []
+    clock.advance(31 * 60)
+    c.heartbeat()
+    c.advance_pass()
+    assert deps.store.get_transaction(tx_id).status == TransactionStatus.READY_TO_SEND
+    c.advance_pass()
+    assert len(drain(deps.send_queue)) == 2
+
+
+def test_crash_mid_release_converges(deps, tenant, clock, monkeypatch):
+    send_at = clock.now() + timedelta(minutes=5)
+    tx_id = submit(deps, "tenant-a", recipients(150), schedule={"send_at": send_at})
+    c = leader(deps)
+    c.ingest_pass()
+    clock.advance(600)
+    c.heartbeat()
+    real = type(deps.store).change_batch_status
+    n = {"calls": 0}
+
+    def dies_on_second(self, *a, **kw):
+        n["calls"] += 1
+        if n["calls"] == 2:
+            raise RuntimeError("killed mid-release")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(type(deps.store), "change_batch_status", dies_on_second)
+    with pytest.raises(RuntimeError):
+        reconcile.release_due(store=deps.store, clock=clock)
+    monkeypatch.setattr(type(deps.store), "change_batch_status", real)
+    c.advance_pass()
+    c.advance_pass()
+    assert deps.store.get_transaction(tx_id).status == TransactionStatus.READY_TO_SEND
+    assert {b.status for b in deps.store.batches(tx_id)} == {BatchStatus.QUEUED}
+    assert len(drain(deps.send_queue)) == 3
+
+
+def test_two_controllers_exactly_one_acts_and_the_other_takes_over(deps, tenant, clock):
+    from controller.jobs import Controller
+
+    a, b = Controller(deps, "a"), Controller(deps, "b")
+    assert a.heartbeat() is True
+    assert b.heartbeat() is False  # passive while a's lease is live
+    tx_id = submit(deps, "tenant-a", recipients(10))
+    b.ingest_pass()  # a passive controller does nothing
+    assert deps.store.get_transaction(tx_id).status == TransactionStatus.ACCEPT
+    a.ingest_pass()
+    assert deps.store.get_transaction(tx_id).status == TransactionStatus.READY_TO_SEND
+    clock.advance(deps.settings.lease_seconds + 1)  # a dies: no renewal
+    assert b.heartbeat() is True and b.lease.epoch == a.lease.epoch + 1
+    assert a.heartbeat() is False  # the old leader finds it lost the lease
+    b.advance_pass()
+    assert deps.store.batches(tx_id)[0].status == BatchStatus.QUEUED
+
+
+def test_a_deposed_leader_is_fenced(deps, tenant, clock):
+    from controller.jobs import Controller
+    from core.domain.errors import Fenced
+
+    a = Controller(deps, "a")
+    a.heartbeat()
+    stale_store = a.store  # a keeps its epoch-1 store while paused (GC, network partition...)
+    clock.advance(deps.settings.lease_seconds + 1)
+    b = Controller(deps, "b")
+    b.heartbeat()
+    tx_id = submit(deps, "tenant-a", recipients(5))
+    b.ingest_pass()
+    tx = deps.store.get_transaction(tx_id)
+    with pytest.raises(Fenced):
+        stale_store.update_transaction(tx, {"refused_rows": 99})
+
+
+def test_a_pass_reads_only_active_campaigns(deps, tenant, counter):
+    items = [{"PK": f"TRANSACTION#tx_done{i}", "SK": "METADATA", **Transaction(
+        transaction_id=f"tx_done{i}", tenant_id="tenant-a", template_id="t", template_version=1, csv_s3_key="k",
+        status=TransactionStatus.COMPLETED).model_dump()} for i in range(1000)]
+    deps.store.table.batch_put(items)
+    active = [submit(deps, "tenant-a", recipients(5, start=i * 5)) for i in range(5)]
+    c = leader(deps)
+    c.ingest_pass()
+    counter.reset()
+    c.advance_pass()
+    ddb = {k: v for k, v in counter.calls.items() if k.startswith("dynamodb.")}
+    assert "dynamodb.Scan" not in ddb
+    assert sum(ddb.values()) < 5 * 20, ddb  # a handful of calls per active campaign, nothing per finished one
+    assert {deps.store.get_transaction(t).status for t in active} == {TransactionStatus.READY_TO_SEND}

@@ -1,0 +1,170 @@
+"""The sender against moto's SES v2: exactly one send per recipient, at the dangerous points too."""
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from core.domain.errors import TemporaryError
+from core.domain.statuses import BatchStatus, MessageStatus
+from core.services.events import record_ses_event
+from tests.conftest import make_settings, ses_event_for, sns_envelope
+from tests.helpers import RecordingMailer, active_template, batch_sender, queued_campaign, recipients
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_batch_is_sent_once_with_tags_and_unsubscribe_headers(deps, tenant):
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(25))
+    mailer = RecordingMailer(deps.mailer)
+    out = batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    assert out.state == "sent" and out.sent == 25
+    assert set(mailer.per_recipient().values()) == {1} and len(mailer.sent) == 25
+    first = mailer.sent[0]
+    assert first["subject"] == "Hi User0" and "Hello User0" in first["html"]
+    assert first["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert first["headers"]["List-Unsubscribe"].startswith("<http://127.0.0.1:8080/api/v1/email/unsubscribe/")
+    assert set(first["tags"]) == {"tenant_id", "transaction_id", "batch_id", "message_id"}
+    assert deps.store.get_batch(batch.batch_id, tx_id).status == BatchStatus.SENT
+    # a redelivered queue message finds nothing left to do
+    again = batch_sender(deps, mailer, "w2").send_batch(tx_id, batch.batch_id)
+    assert again.state == "nothing_to_do" and len(mailer.sent) == 25
+
+
+def test_render_failure_fails_only_that_message(deps, tenant):
+    tid = active_template(deps, "tenant-a", html="<p>{{ 100 // (n | int) }}</p>")
+    csv_text = "email,first_name,n\na@x.org,A,5\nb@x.org,B,0\nc@x.org,C,4\n"
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", csv_text, template_id=tid)
+    mailer = RecordingMailer(deps.mailer)
+    out = batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    assert out.state == "sent" and out.sent == 2 and out.failed == 1
+    assert sorted(mailer.per_recipient()) == ["a@x.org", "c@x.org"]
+    failed = deps.store.get_message(batch.batch_id, f"{batch.batch_id}-00002")
+    assert failed.status == MessageStatus.FAILED and "ZeroDivisionError" in failed.failure_reason
+
+
+def test_header_injection_in_a_subject_is_refused_per_message(deps, tenant):
+    tid = active_template(deps, "tenant-a", subject="Hi {{ first_name }}")
+    csv_text = "email,first_name\na@x.org,Ann\nb@x.org,\"Bob\r\nBcc: victim@x.org\"\n"
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", csv_text, template_id=tid)
+    mailer = RecordingMailer(deps.mailer)
+    batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    assert list(mailer.per_recipient()) == ["a@x.org"]
+    bad = deps.store.get_message(batch.batch_id, f"{batch.batch_id}-00002")
+    assert "header injection" in bad.failure_reason
+
+
+def test_addresses_suppressed_after_ingest_are_not_sent(deps, tenant):
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(5))
+    deps.store.suppress("tenant-a", "user3@example.org", "complaint")
+    mailer = RecordingMailer(deps.mailer)
+    batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    assert "user3@example.org" not in mailer.per_recipient() and len(mailer.sent) == 4
+    assert deps.store.get_message(batch.batch_id, f"{batch.batch_id}-00004").status == MessageStatus.SUPPRESSED
+
+
+def test_throttling_backs_off_and_retries_without_duplicates(deps, tenant):
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(10))
+    throttles = Counter()
+
+    def throttle_twice(kw, before):
+        if before and throttles[kw["to"]] < 2:
+            throttles[kw["to"]] += 1
+            raise TemporaryError("SES throttled: TooManyRequestsException")
+
+    mailer = RecordingMailer(deps.mailer, throttle_twice)
+    started = deps.clock.now()
+    out = batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    assert out.state == "sent"
+    assert set(mailer.per_recipient().values()) == {1} and len(mailer.sent) == 10
+    assert sum(throttles.values()) == 20
+    assert (deps.clock.now() - started).total_seconds() >= 10 * (0.2 + 0.4)  # backoff slept (fake clock)
+
+
+def test_crash_between_ses_accepting_and_the_send_log(deps, tenant, clock):
+    """The dangerous point: SES accepted some of a chunk, then the worker died."""
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(10))  # chunk size 10: one chunk
+
+    def die_after_fourth(kw, before):
+        if not before and len(mailer.sent) == 4:
+            raise Crash("worker killed right after SES accepted the 4th message")
+
+    mailer = RecordingMailer(deps.mailer, die_after_fourth)
+    with pytest.raises(Crash):
+        batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    assert len(mailer.sent) == 4
+
+    # Another worker straight away: the dead worker's lease still holds the batch.
+    mailer.fail = None
+    assert batch_sender(deps, mailer, "w2").send_batch(tx_id, batch.batch_id).state == "busy"
+    # Once the lease lapses: the chunk is in doubt, nothing is re-sent blindly.
+    clock.advance(deps.settings.lease_seconds * 4 + 1)
+    out = batch_sender(deps, mailer, "w2").send_batch(tx_id, batch.batch_id)
+    assert out.state == "in_doubt" and len(mailer.sent) == 4
+
+    # SES's Send events arrive for what it accepted: the evidence.
+    for s in mailer.sent:
+        body = sns_envelope(ses_event_for("ses_send.json", tenant="tenant-a", message_id=s["tags"]["message_id"],
+                                          recipient=s["to"], ses_id=s["ses_id"]))
+        assert record_ses_event(body, store=deps.store) == "applied"
+
+    clock.advance(deps.settings.send_evidence_window_seconds + 1)
+    out = batch_sender(deps, mailer, "w3").send_batch(tx_id, batch.batch_id)
+    assert out.state == "sent" and out.sent == 6
+    assert set(mailer.per_recipient().values()) == {1} and len(mailer.per_recipient()) == 10
+    assert deps.store.get_batch(batch.batch_id, tx_id).status == BatchStatus.SENT
+
+
+def test_pause_stops_a_batch_between_chunks_and_resume_finishes_it(deps, tenant):
+    from core.services import campaigns
+
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(30))  # three chunks of 10
+
+    def pause_after_first_chunk(kw, before):
+        if not before and len(mailer.sent) == 10:
+            campaigns.pause_campaign(deps.store, deps.clock, "tenant-a", tx_id)
+
+    mailer = RecordingMailer(deps.mailer, pause_after_first_chunk)
+    out = batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    assert out.state == "stopped" and len(mailer.sent) == 10
+    mailer.fail = None
+    campaigns.resume_campaign(deps.store, deps.clock, "tenant-a", tx_id)
+    out = batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    assert out.state == "sent" and set(mailer.per_recipient().values()) == {1} and len(mailer.sent) == 30
+
+
+def test_measured_send_rate_stays_within_a_low_quota(moto_server):
+    """Two workers share a 20/s quota: the measured aggregate rate must not exceed it."""
+    from core.bootstrap import bootstrap
+    from core.services.tenants import ensure_tenant
+    from local.bootstrap import create_resources
+
+    settings = make_settings(moto_server.url, ses_max_send_rate=20, send_chunk_size=5, batch_size=30)
+    create_resources(settings)
+    deps = bootstrap(settings)  # real clock: this test measures time
+    ensure_tenant(deps.store, deps.secrets, "tenant-a")
+    tx_id, batches = queued_campaign(deps, "tenant-a", recipients(60))
+    mailer = RecordingMailer(deps.mailer)
+    stamps: list[float] = []
+    orig = mailer.send
+
+    def timed(**kw):
+        stamps.append(time.monotonic())
+        return orig(**kw)
+
+    mailer.send = timed
+    workers = [threading.Thread(target=batch_sender(deps, mailer, f"w{i}").send_batch, args=(tx_id, b.batch_id))
+               for i, b in enumerate(batches)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(mailer.sent) == 60
+    stamps.sort()
+    elapsed = stamps[-1] - stamps[0]
+    assert elapsed >= (60 - 1) / 20 * 0.95, f"60 sends in {elapsed:.2f}s exceeds 20/s"
+    window_max = max(sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps)
+    assert window_max <= 21, f"{window_max} sends within one second"
