@@ -103,6 +103,7 @@ class Update:
     add: dict[str, Any] | None = None
     names: dict[str, str] | None = None
     append: dict[str, list[Any]] | None = None  # list attributes to extend (created if absent)
+    set_if_absent: dict[str, Any] | None = None  # first value wins (e.g. the time a status was first seen)
 
 
 class DynamoTable:
@@ -206,6 +207,10 @@ class DynamoTable:
             names[f"#s{i}"] = k
             values[f":s{i}"] = v
             set_exprs.append(f"#s{i} = :s{i}")
+        for i, (k, v) in enumerate((u.set_if_absent or {}).items()):
+            names[f"#f{i}"] = k
+            values[f":f{i}"] = v
+            set_exprs.append(f"#f{i} = if_not_exists(#f{i}, :f{i})")
         for i, (k, v) in enumerate((u.append or {}).items()):
             names[f"#l{i}"] = k
             values[f":l{i}"] = v

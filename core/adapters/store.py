@@ -263,11 +263,12 @@ class DynamoStore:
         key = schema.message_key(batch_id, message_id)
         eid = event["id"]
         placeholders = {f":b{i}": s for i, s in enumerate(statuses_below(new))}
-        record = {"add": {"event_ids": {eid}, "seen": {new.value}}, "append": {"events": [event]}}
+        record = {"add": {"event_ids": {eid}, "seen": {new.value}}, "append": {"events": [event]},
+                  "set_if_absent": {f"ts_{new.value.lower()}": event["at"], **(extra or {})}}
         try:
             self.table.update(Update(
                 key,
-                set={"status": new, f"ts_{new.value.lower()}": event["at"], **(extra or {})},
+                set={"status": new},
                 condition=("attribute_exists(PK) AND NOT contains(event_ids, :eid) AND #st IN ("
                            + ", ".join(placeholders) + ")"),
                 values={":eid": eid, **placeholders}, names={"#st": "status"}, **record,
