@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     # --- controller ------------------------------------------------------------------
     controller_interval_seconds: float = Field(2.0, gt=0)
     lease_seconds: float = Field(15.0, gt=0)
+    recount_interval_seconds: float = Field(2.0, ge=0)  # how often a sending batch's counts are re-read
     idempotency_ttl_seconds: int = Field(24 * 3600, ge=24 * 3600)
 
     # --- ports (embedded stack) ------------------------------------------------------
@@ -56,6 +57,7 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9102, ge=1, le=65535)
     moto_port: int = Field(5000, ge=1, le=65535)
     sender_workers: int = Field(2, ge=1, le=64)
+    event_workers: int = Field(3, ge=1, le=64)
     local_api_key: str | None = None
     local_webhook_secret: str | None = None
     public_base_url: str = "http://127.0.0.1:8080"

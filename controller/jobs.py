@@ -36,6 +36,7 @@ class Controller:
         self.stopping = threading.Event()
         self.scheduler: BackgroundScheduler | None = None
         self._stream: threading.Thread | None = None
+        self.recounts = reconcile.RecountThrottle(deps.settings.recount_interval_seconds)
 
     # -- passes (each callable on its own, so tests drive them without the scheduler) ----
     @property
@@ -91,7 +92,8 @@ class Controller:
             reconcile.release_due(store=store, clock=self.deps.clock)
             active = [t for t in store.active_transactions() if t.status not in (T.ACCEPT, T.PROCESSING)]
             self._each("advance", active, lambda tx: reconcile.advance(
-                tx, store=store, queue=self.deps.send_queue, clock=self.deps.clock, settings=self.settings))
+                tx, store=store, queue=self.deps.send_queue, clock=self.deps.clock, settings=self.settings,
+                throttle=self.recounts))
             reconcile.guard_reputation(
                 [store.get_transaction(t.transaction_id) for t in active
                  if t.status in (T.READY_TO_SEND, T.SENT, T.SCHEDULED)],

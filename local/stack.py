@@ -45,15 +45,18 @@ class Stack:
     @classmethod
     def start(cls, settings: Settings, *, api_server: bool = True, controller: bool = True, workers: bool = True,
               metrics: bool = True, rates: Rates | None = None, moto: MotoServer | None = None,
-              clock: Any = None) -> Stack:
+              clock: Any = None, counter: Any = None) -> Stack:
         stack = cls(settings)
         if settings.aws_endpoint_url is None:
             stack.moto = moto or MotoServer(settings.moto_port).start()
             settings = settings.model_copy(update={"aws_endpoint_url": stack.moto.url})
             stack.settings = settings
         resources = create_resources(settings)
-        deps = bootstrap(settings, clock=clock)
-        stack.simulator = SimulatingMailer(deps.mailer, client(settings, "sns"),
+        deps = bootstrap(settings, clock=clock, counter=counter)
+        sns = client(settings, "sns")
+        if counter is not None:
+            counter.attach(sns)
+        stack.simulator = SimulatingMailer(deps.mailer, sns,
                                            resources["topics"][schema.SES_EVENTS_TOPIC.purpose], rates)
         deps.mailer = stack.simulator  # type: ignore[assignment]
         stack.deps = deps
@@ -73,7 +76,8 @@ class Stack:
         if workers:
             for i in range(settings.sender_workers):
                 stack._threads.append(SendWorker(f"sender-{i}", deps.send_queue, stack._stop, batch=1))
-            stack._threads.append(EventsWorker("ses-events", deps.events_queue, stack._stop))
+            for i in range(settings.event_workers):
+                stack._threads.append(EventsWorker(f"ses-events-{i}", deps.events_queue, stack._stop))
             for t in stack._threads:
                 t.start()
         log.info("embedded stack up", api=f"http://127.0.0.1:{settings.api_port}",

@@ -34,7 +34,7 @@ def make_settings(moto_url: str, **overrides: Any) -> Settings:
     base = dict(
         environment="test", aws_endpoint_url=moto_url, name_prefix=f"t{uuid.uuid4().hex[:10]}",
         batch_size=50, send_chunk_size=10, ses_max_send_rate=10_000, callback_allow_loopback=True,
-        callback_require_https=False, send_evidence_window_seconds=300, completion_window_seconds=3600,
+        callback_require_https=False, send_evidence_window_seconds=300, completion_window_seconds=3600, recount_interval_seconds=0,
     )
     base.update(overrides)
     return load_settings(**base)

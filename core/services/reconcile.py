@@ -72,12 +72,18 @@ def dispatch(tx: Transaction, batches: list[Any], *, store: Any, queue: Any, clo
     return sent
 
 
-def count_batch(store: Any, batch: Any) -> Summary:
-    """Recount a batch from its messages (the source of truth), never from increments."""
+def count_batch(store: Any, batch: Any) -> tuple[Summary, bool]:
+    """Recount a batch from its messages (the source of truth), never from increments.
+
+    Returns the summary and whether every message has reached a final status. One paginated
+    query of small projections per batch.
+    """
     s = Summary(total_messages=batch.message_count)
+    all_final = True
     for item in store.message_statuses(batch.batch_id):
         seen = set(item.get("seen") or ())
         status = item.get("status")
+        all_final &= MessageStatus(status) in FINAL_MESSAGE
         if seen & {"SENT", *DELIVERED_LIKE, "BOUNCED", "REJECTED"}:
             s.sent += 1
         s.delivered += bool(seen & DELIVERED_LIKE)
@@ -88,14 +94,27 @@ def count_batch(store: Any, batch: Any) -> Summary:
         s.rejected += "REJECTED" in seen
         s.failed += status == "FAILED"
         s.suppressed += status == "SUPPRESSED"
-    return s
+    return s, all_final
 
 
-def _all_final(store: Any, batch: Any) -> bool:
-    return all(MessageStatus(i["status"]) in FINAL_MESSAGE for i in store.message_statuses(batch.batch_id))
+class RecountThrottle:
+    """Remembers when each batch was last counted so a busy pass does not re-read it every
+    time. Only an optimisation: losing it (restart) just means counting once more."""
+
+    def __init__(self, every_seconds: float):
+        self.every = every_seconds
+        self.last: dict[str, datetime] = {}
+
+    def due(self, batch_id: str, now: datetime) -> bool:
+        last = self.last.get(batch_id)
+        if last is not None and (now - last).total_seconds() < self.every:
+            return False
+        self.last[batch_id] = now
+        return True
 
 
-def advance(tx: Transaction, *, store: Any, queue: Any, clock: Any, settings: Any) -> Transaction:
+def advance(tx: Transaction, *, store: Any, queue: Any, clock: Any, settings: Any,
+            throttle: RecountThrottle | None = None) -> Transaction:
     """Move one active transaction one step: counts, batch statuses, transaction status."""
     now = clock.now()
     if tx.status in (T.CANCELLED, T.FAILED, T.COMPLETED):
@@ -113,11 +132,12 @@ def advance(tx: Transaction, *, store: Any, queue: Any, clock: Any, settings: An
                  stale_after=timedelta(seconds=max(60, settings.send_evidence_window_seconds)))
     window = timedelta(seconds=settings.completion_window_seconds)
     for b in batches:
-        if b.status in (B.QUEUED, B.SENT):
-            counted = count_batch(store, b)
-            if counted != b.summary:
-                b = store.update_batch_summary(b, counted)
-        if b.status == B.SENT and (_all_final(store, b) or (b.sent_at and b.sent_at + window <= now)):
+        if b.status not in (B.QUEUED, B.SENT) or (throttle and not throttle.due(b.batch_id, now)):
+            continue
+        counted, all_final = count_batch(store, b)
+        if counted != b.summary:
+            b = store.update_batch_summary(b, counted)
+        if b.status == B.SENT and (all_final or (b.sent_at and b.sent_at + window <= now)):
             store.change_batch_status(b, B.COMPLETED)
     batches = store.batches(tx.transaction_id)
     statuses = {b.status for b in batches}

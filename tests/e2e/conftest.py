@@ -9,7 +9,7 @@ from tests.conftest import make_settings
 @pytest.fixture(scope="module")
 def stack(moto_server):
     settings = make_settings(moto_server.url, api_port=free_port(), metrics_port=free_port(), batch_size=200,
-                             send_chunk_size=25, controller_interval_seconds=0.3, sender_workers=3,
+                             send_chunk_size=25, controller_interval_seconds=0.5, sender_workers=3, recount_interval_seconds=1.0,
                              completion_window_seconds=3600, public_base_url="http://127.0.0.1:8080")
     s = Stack.start(settings, metrics=False, rates=Rates(delivery=0.95, open=0.4, click=0.1))
     yield s
