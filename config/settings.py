@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     ses_configuration_set: str = "emailplatform"
     default_from: str = "noreply@example.com"
     send_evidence_window_seconds: int = Field(900, ge=1)  # in-doubt sends wait this long for SES evidence
+    redispatch_after_seconds: int = Field(120, ge=1)  # a QUEUED batch no worker holds is sent again
     completion_window_seconds: int = Field(72 * 3600, ge=1)  # sent → completed without final outcome
     bounce_rate_threshold: float = Field(0.05, gt=0, lt=1)
     complaint_rate_threshold: float = Field(0.001, gt=0, lt=1)

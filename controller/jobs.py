@@ -21,6 +21,7 @@ from core.observability import (
     PASS_SECONDS,
     QUEUE_DEPTH,
     SCHEDULER_LAG,
+    acting_as,
     log,
 )
 from core.services import callbacks, reconcile
@@ -50,7 +51,8 @@ class Controller:
             return None
         started = time.perf_counter()
         try:
-            return fn()
+            with acting_as("controller"):
+                return fn()
         except Fenced as exc:
             self.lease._lost(str(exc))
         except Exception as exc:
@@ -75,7 +77,8 @@ class Controller:
                 log.warning("item failed", job=job, transaction_id=tx.transaction_id, error=str(exc)[:300])
 
     def heartbeat(self) -> bool:
-        return self.lease.acquire_or_renew()
+        with acting_as("controller"):
+            return self.lease.acquire_or_renew()
 
     def ingest_pass(self) -> None:
         def run() -> None:
@@ -134,6 +137,7 @@ class Controller:
         s.add_job(self.metrics_pass, "interval", seconds=10, id="metrics")
         s.add_listener(self._on_job, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         self.heartbeat()
+        self.metrics_pass()  # metrics are meaningful from the first scrape
         s.start()
         self.scheduler = s
         self._stream = threading.Thread(target=self._watch_stream, name="stream-watch", daemon=True)
@@ -159,11 +163,13 @@ class Controller:
 
     def _watch_stream(self) -> None:
         """Follow the table stream; any record only makes the passes run sooner."""
+        with acting_as("controller"):
+            self._follow_stream()
+
+    def _follow_stream(self) -> None:
         try:
             ddb = self.deps.clients["dynamodb"]
-            from core.adapters.aws import client
-
-            streams = client(self.settings, "dynamodbstreams", self.region)
+            streams = self.deps.clients["dynamodbstreams"]
             arn = ddb.describe_table(TableName=self.settings.table_name)["Table"].get("LatestStreamArn")
             if not arn:
                 return
@@ -192,5 +198,6 @@ class Controller:
         self.stopping.set()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
-        self.lease.release()
+        with acting_as("controller"):
+            self.lease.release()
         log.info("controller stopped", region=self.region)

@@ -46,7 +46,7 @@ def bootstrap(settings: Settings | None = None, *, clock: Any = None, counter: C
               region: str | None = None) -> Deps:
     settings = settings or get_settings()
     clock = clock or SystemClock()
-    clients = {name: client(settings, name, region) for name in ("dynamodb", "s3", "sqs", "sesv2", "secretsmanager")}
+    clients = {name: client(settings, name, region) for name in ("dynamodb", "dynamodbstreams", "s3", "sqs", "sesv2", "secretsmanager")}
     if counter is not None:
         for c in clients.values():
             counter.attach(c)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
@@ -27,6 +30,19 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 log = structlog.get_logger("emailplatform")
+
+# Which runtime component is running on this thread (api, sender, ses_events, controller). AWS
+# calls are attributed to it, which lets tests check each component's IAM policy against reality.
+component: ContextVar[str] = ContextVar("component", default="unattributed")
+
+
+@contextmanager
+def acting_as(name: str) -> Iterator[None]:
+    token = component.set(name)
+    try:
+        yield
+    finally:
+        component.reset(token)
 
 NS = "emailplatform"
 PASS_SECONDS = Histogram(f"{NS}_controller_pass_seconds", "Duration of a controller pass", ["job"])

@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 
 from core.domain.errors import DomainError
-from core.observability import API_REQUESTS, log
+from core.observability import API_REQUESTS, acting_as, log
 from handlers.context import context_or_local
 from handlers.routes import account, campaigns, suppressions, templates
 
@@ -78,6 +78,7 @@ def unexpected(exc: Exception):
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    response = app.resolve(event, context_or_local(context))
+    with acting_as("api"):
+        response = app.resolve(event, context_or_local(context))
     API_REQUESTS.labels(event.get("resource") or "unknown", str(response.get("statusCode"))).inc()
     return response

@@ -6,11 +6,15 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from core.bootstrap import worker_name
-from core.observability import log
+from core.observability import acting_as, log
 from core.services.sending import BatchSender
 from core.services.templates import load_source
 from handlers.context import deps
@@ -43,4 +47,5 @@ def _record(record: SQSRecord) -> str:
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return process_partial_response(event=event, record_handler=_record, processor=processor, context=context)
+    with acting_as("sender"):
+        return process_partial_response(event=event, record_handler=_record, processor=processor, context=context)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from core.observability import acting_as
 from core.services.events import record_ses_event
 from handlers.context import deps
 
@@ -19,4 +24,5 @@ def _record(record: SQSRecord) -> str:
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return process_partial_response(event=event, record_handler=_record, processor=processor, context=context)
+    with acting_as("ses_events"):
+        return process_partial_response(event=event, record_handler=_record, processor=processor, context=context)

@@ -74,6 +74,7 @@ class Stack:
             stack.controller = Controller(deps, f"{worker_name()}:embedded")
             stack.controller.start()
         if workers:
+            _ = deps.send_queue.url, deps.events_queue.url  # an event source mapping knows its queue already
             for i in range(settings.sender_workers):
                 stack._threads.append(SendWorker(f"sender-{i}", deps.send_queue, stack._stop, batch=1))
             for i in range(settings.event_workers):
@@ -85,17 +86,19 @@ class Stack:
         return stack
 
     def stop(self) -> None:
+        """Stop everything, in order; a failing step never leaves the others (or moto) running."""
         self._stop.set()
-        if self.controller:
-            self.controller.stop()
-        for t in self._threads:
-            t.join(timeout=15)
-        if self.simulator:
-            self.simulator.stop()
-        for s in self._servers:
-            s.shutdown()
-            s.server_close()
-        use(None)
-        if self.moto:
-            self.moto.stop()
+        steps = [
+            ("controller", lambda: self.controller and self.controller.stop()),
+            ("workers", lambda: [t.join(timeout=15) for t in self._threads]),
+            ("simulator", lambda: self.simulator and self.simulator.stop()),
+            ("servers", lambda: [(s.shutdown(), s.server_close()) for s in self._servers]),
+            ("handlers", lambda: use(None)),
+            ("moto", lambda: self.moto and self.moto.stop()),
+        ]
+        for name, step in steps:
+            try:
+                step()
+            except Exception as exc:
+                log.warning("stop step failed", step=name, error=str(exc)[:200])
         log.info("embedded stack stopped")

@@ -6,17 +6,23 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from core.observability import log
+from core.observability import acting_as, log
 from handlers import sender, ses_events
 from handlers.context import LocalContext
 
 
 class QueueWorker(threading.Thread):
+    component = "unattributed"  # the Lambda whose event source mapping this worker plays
+
     def __init__(self, name: str, queue: Any, stop: threading.Event, batch: int = 10):
         super().__init__(name=name, daemon=True)
         self.queue, self.stop_event, self.batch = queue, stop, batch
 
     def run(self) -> None:
+        with acting_as(self.component):
+            self._loop()
+
+    def _loop(self) -> None:
         while not self.stop_event.is_set():
             try:
                 msgs = self.queue.receive(self.batch, wait_seconds=1)
@@ -39,6 +45,7 @@ def _sqs_event(msgs: list[dict[str, Any]], arn: str) -> dict[str, Any]:
 
 
 class SendWorker(QueueWorker):
+    component = "sender"
     def handle(self, msgs: list[dict[str, Any]]) -> None:
         resp = sender.handler(_sqs_event(msgs, self.queue.name), LocalContext())
         failed = {f["itemIdentifier"] for f in resp.get("batchItemFailures", [])}
@@ -49,6 +56,7 @@ class SendWorker(QueueWorker):
 
 
 class EventsWorker(QueueWorker):
+    component = "ses_events"
     def handle(self, msgs: list[dict[str, Any]]) -> None:
         resp = ses_events.handler(_sqs_event(msgs, self.queue.name), LocalContext())
         failed = {f["itemIdentifier"] for f in resp.get("batchItemFailures", [])}

@@ -15,6 +15,7 @@ import boto3
 from botocore.config import Config
 
 from config.settings import Settings
+from core.observability import component
 
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
 
@@ -41,10 +42,11 @@ class CallCounter:
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.items_written = 0
+        self.by_component: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def attach(self, boto_client: Any) -> Any:
-        boto_client.meta.events.register("provide-client-params.*.*", self._on_call)
+        boto_client.meta.events.register("before-call.*.*", self._on_call)
         return boto_client
 
     def _on_call(self, params: dict[str, Any], model: Any, **_: Any) -> None:
@@ -59,6 +61,7 @@ class CallCounter:
         with self._lock:
             self.calls[name] += 1
             self.items_written += written
+            self.by_component.setdefault(component.get(), set()).add(name)
 
     def total(self, prefix: str = "") -> int:
         return sum(v for k, v in self.calls.items() if k.startswith(prefix))

@@ -38,7 +38,7 @@ def _plain(v: Any) -> Any:
         return {k: _plain(x) for k, x in v.items() if x is not None}
     if isinstance(v, list | tuple):
         return [_plain(x) for x in v]
-    if hasattr(v, "value") and isinstance(getattr(v, "value"), str):  # StrEnum
+    if hasattr(v, "value") and isinstance(v.value, str):  # StrEnum
         return v.value
     return v
 

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
 from typing import Any
 
 from botocore.exceptions import ClientError
-
-
-
 
 
 class SecretsManagerStore:

@@ -179,10 +179,12 @@ class DynamoStore:
         """Take the batch's send lease; False when another live worker holds it."""
         from datetime import timedelta
 
+        until = now + timedelta(seconds=lease_seconds)
         try:
             self.table.update(Update(
                 schema.batch_key(batch.transaction_id, batch.batch_id),
-                set={"lease_owner": worker, "lease_until": iso(now + timedelta(seconds=lease_seconds))},
+                # while a worker holds the lease the controller leaves the batch alone
+                set={"lease_owner": worker, "lease_until": iso(until), "redispatch_at": iso(until)},
                 condition="#st = :q AND (attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :w)",
                 values={":q": BatchStatus.QUEUED, ":now": iso(now), ":w": worker},
                 names={"#st": "status"},

@@ -59,8 +59,9 @@ def dispatch(tx: Transaction, batches: list[Any], *, store: Any, queue: Any, clo
         redispatch = batch.status == B.QUEUED and batch.redispatch_at is not None and batch.redispatch_at <= now
         if batch.status != B.READY and not redispatch:
             continue
+        # A re-dispatch goes in a new FIFO group: a lost in-flight copy must not block it.
         queue.send({"tenant_id": tx.tenant_id, "transaction_id": tx.transaction_id, "batch_id": batch.batch_id},
-                   group=batch.batch_id, dedup_id=f"{batch.batch_id}:{batch.version}")
+                   group=f"{batch.batch_id}:{batch.dispatches}", dedup_id=f"{batch.batch_id}:{batch.version}")
         try:
             store.mark_queued(batch, now, now + stale_after)
         except StaleWrite:
@@ -129,7 +130,7 @@ def advance(tx: Transaction, *, store: Any, queue: Any, clock: Any, settings: An
     batches = store.batches(tx.transaction_id)
     if tx.status == T.READY_TO_SEND:
         dispatch(tx, batches, store=store, queue=queue, clock=clock,
-                 stale_after=timedelta(seconds=max(60, settings.send_evidence_window_seconds)))
+                 stale_after=timedelta(seconds=settings.redispatch_after_seconds))
     window = timedelta(seconds=settings.completion_window_seconds)
     for b in batches:
         if b.status not in (B.QUEUED, B.SENT) or (throttle and not throttle.due(b.batch_id, now)):

@@ -6,17 +6,26 @@ from local.stack import Stack
 from tests.conftest import make_settings
 
 
-@pytest.fixture(scope="module")
-def stack(moto_server):
+@pytest.fixture(scope="session")
+def aws_calls():
+    """Every AWS call the e2e stack makes, attributed to the component that made it."""
+    from core.adapters.aws import CallCounter
+
+    return CallCounter()
+
+
+@pytest.fixture(scope="session")
+def stack(moto_server, aws_calls):
     settings = make_settings(moto_server.url, api_port=free_port(), metrics_port=free_port(), batch_size=200,
                              send_chunk_size=25, controller_interval_seconds=0.5, sender_workers=3, recount_interval_seconds=1.0,
-                             completion_window_seconds=3600, public_base_url="http://127.0.0.1:8080")
-    s = Stack.start(settings, metrics=False, rates=Rates(delivery=0.95, open=0.4, click=0.1))
+                             completion_window_seconds=3600, public_base_url="http://127.0.0.1:8080",
+                             redispatch_after_seconds=20)
+    s = Stack.start(settings, metrics=False, rates=Rates(delivery=0.95, open=0.4, click=0.1), counter=aws_calls)
     yield s
     s.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def api(stack):
     from local.client import Client
 

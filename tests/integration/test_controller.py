@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from core.domain.models import Transaction, iso
+from core.domain.models import Transaction
 from core.domain.statuses import BatchStatus, TransactionStatus
 from core.services import reconcile
 from tests.helpers import leader, recipients, submit

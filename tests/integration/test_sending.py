@@ -10,7 +10,13 @@ from core.domain.errors import TemporaryError
 from core.domain.statuses import BatchStatus, MessageStatus
 from core.services.events import record_ses_event
 from tests.conftest import make_settings, ses_event_for, sns_envelope
-from tests.helpers import RecordingMailer, active_template, batch_sender, queued_campaign, recipients
+from tests.helpers import (
+    RecordingMailer,
+    active_template,
+    batch_sender,
+    queued_campaign,
+    recipients,
+)
 
 
 class Crash(Exception):

@@ -41,8 +41,8 @@ def test_illegal_and_stale_transitions_are_refused(deps):
 
 
 def test_status_change_writes_its_callback_atomically(deps):
-    from core.services.callbacks import callback_for
     from core.domain.models import Summary
+    from core.services.callbacks import callback_for
 
     store = deps.store
     tx = store.create_transaction(_tx().model_copy(update={"callback_url": "https://h.example.com/"}))

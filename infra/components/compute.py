@@ -1,0 +1,79 @@
+"""Lambda functions (api, sender, ses_events) with one least-privilege role each."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.components.base import child
+from infra.policies import policy_document
+
+FUNCTIONS = {
+    "api": ("handlers.api.handler", 30, 1024),
+    "sender": ("handlers.sender.handler", 900, 1024),
+    "ses_events": ("handlers.ses_events.handler", 60, 512),
+}
+
+ASSUME_LAMBDA = json.dumps({"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": "lambda.amazonaws.com"}}]})
+
+
+@dataclass
+class FunctionsArgs:
+    prefix: str
+    region: str
+    artifact: str
+    environment: dict[str, pulumi.Input[str]]
+    arns: dict[str, pulumi.Input[str]]  # resource kind → ARN (see infra/policies.py)
+    send_queue_arn: pulumi.Input[str]
+    events_queue_arn: pulumi.Input[str]
+    ses_max_send_rate: float
+    provider: Any
+    log_retention_days: int = 30
+    policies: dict[str, pulumi.Output[str]] = field(default_factory=dict)
+
+
+class Functions(pulumi.ComponentResource):
+    def __init__(self, name: str, args: FunctionsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("emailPlatform:index:Functions", name, None, opts)
+        self.functions: dict[str, aws.lambda_.Function] = {}
+        self.roles: dict[str, aws.iam.Role] = {}
+        self.policies: dict[str, pulumi.Output[str]] = {}
+        code = pulumi.FileArchive(args.artifact)
+        kinds = sorted(args.arns)
+        resolved = pulumi.Output.all(*[args.arns[k] for k in kinds]).apply(lambda vals: dict(zip(kinds, vals)))
+        for fn, (entry, timeout, memory) in FUNCTIONS.items():
+            role = aws.iam.Role(f"{name}-{fn}-role", assume_role_policy=ASSUME_LAMBDA, opts=child(self, args.provider))
+            policy = resolved.apply(lambda arns, fn=fn: json.dumps(policy_document(fn, arns)))
+            self.policies[fn] = policy
+            aws.iam.RolePolicy(f"{name}-{fn}-policy", role=role.id, policy=policy, opts=child(role, args.provider))
+            logs = aws.cloudwatch.LogGroup(f"{name}-{fn}-logs", name=f"/aws/lambda/{args.prefix}-{fn}",
+                                           retention_in_days=args.log_retention_days, kms_key_id=args.arns["key"],
+                                           opts=child(self, args.provider))
+            aws.iam.RolePolicy(f"{name}-{fn}-logs", role=role.id, policy=logs.arn.apply(lambda arn: json.dumps({
+                "Version": "2012-10-17", "Statement": [
+                    {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": f"{arn}:*"},
+                    {"Effect": "Allow", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+                     "Resource": "*"}]})), opts=child(role, args.provider))
+            # SES allows ses_max_send_rate/s; each sender works through a batch sequentially at
+            # about 10 sends/s of its own, so more concurrency than this only queues on the limiter.
+            reserved = max(1, int(args.ses_max_send_rate // 10)) if fn == "sender" else None
+            self.functions[fn] = aws.lambda_.Function(
+                f"{name}-{fn}", name=f"{args.prefix}-{fn}", runtime="python3.11", handler=entry, code=code,
+                role=role.arn, timeout=timeout, memory_size=memory, architectures=["arm64"],
+                tracing_config={"mode": "Active"}, reserved_concurrent_executions=reserved,
+                kms_key_arn=args.arns["key"],
+                environment={"variables": {**args.environment, "POWERTOOLS_SERVICE_NAME": f"{args.prefix}-{fn}"}},
+                logging_config={"log_format": "JSON", "log_group": logs.name},
+                opts=child(self, args.provider))
+            self.roles[fn] = role
+        for fn, queue_arn, size in (("sender", args.send_queue_arn, 1), ("ses_events", args.events_queue_arn, 10)):
+            aws.lambda_.EventSourceMapping(f"{name}-{fn}-source", event_source_arn=queue_arn,
+                                           function_name=self.functions[fn].arn, batch_size=size,
+                                           function_response_types=["ReportBatchItemFailures"],
+                                           opts=child(self.functions[fn], args.provider))
+        self.register_outputs({fn: f.arn for fn, f in self.functions.items()})

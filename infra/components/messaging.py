@@ -1,0 +1,74 @@
+"""Queues (+ DLQs), the SES events topic and the SES configuration set, from core/schema.py."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from core import schema
+from infra.components.base import child
+
+
+@dataclass
+class MessagingArgs:
+    prefix: str
+    key_arn: pulumi.Input[str]
+    configuration_set: str
+    domain: str
+    provider: Any
+
+
+class Messaging(pulumi.ComponentResource):
+    def __init__(self, name: str, args: MessagingArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("emailPlatform:index:Messaging", name, None, opts)
+        self.queues: dict[str, aws.sqs.Queue] = {}
+        self.dlqs: dict[str, aws.sqs.Queue] = {}
+        for q in schema.QUEUES:
+            dlq = aws.sqs.Queue(f"{name}-{q.purpose}-dlq", name=q.dlq_name(args.prefix), fifo_queue=q.fifo or None,
+                                kms_master_key_id=args.key_arn, message_retention_seconds=14 * 24 * 3600,
+                                opts=child(self, args.provider))
+            self.dlqs[q.purpose] = dlq
+            self.queues[q.purpose] = aws.sqs.Queue(
+                f"{name}-{q.purpose}", name=q.name(args.prefix), fifo_queue=q.fifo or None,
+                visibility_timeout_seconds=q.visibility_timeout, kms_master_key_id=args.key_arn,
+                redrive_policy=dlq.arn.apply(lambda arn, q=q: json.dumps({"deadLetterTargetArn": arn,
+                                                                         "maxReceiveCount": q.max_receive_count})),
+                opts=child(self, args.provider))
+        self.topics: dict[str, aws.sns.Topic] = {}
+        for t in schema.TOPICS:
+            topic = aws.sns.Topic(f"{name}-{t.purpose}", name=f"{args.prefix}-{t.purpose}", kms_master_key_id=args.key_arn,
+                                  opts=child(self, args.provider))
+            self.topics[t.purpose] = topic
+            for sub in t.subscribers:
+                queue = self.queues[sub]
+                aws.sqs.QueuePolicy(f"{name}-{sub}-from-{t.purpose}", queue_url=queue.id,
+                                    policy=pulumi.Output.all(queue.arn, topic.arn).apply(lambda a: json.dumps({
+                                        "Version": "2012-10-17", "Statement": [{
+                                            "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"},
+                                            "Action": "sqs:SendMessage", "Resource": a[0],
+                                            "Condition": {"ArnEquals": {"aws:SourceArn": a[1]}}}]})),
+                                    opts=child(queue, args.provider))
+                aws.sns.TopicSubscription(f"{name}-{t.purpose}-to-{sub}", topic=topic.arn, protocol="sqs",
+                                          endpoint=queue.arn, opts=child(topic, args.provider))
+        self.configuration_set = aws.sesv2.ConfigurationSet(
+            f"{name}-config-set", configuration_set_name=args.configuration_set,
+            reputation_options={"reputation_metrics_enabled": True},
+            sending_options={"sending_enabled": True},
+            suppression_options={"suppressed_reasons": ["BOUNCE", "COMPLAINT"]},
+            opts=child(self, args.provider))
+        aws.sesv2.ConfigurationSetEventDestination(
+            f"{name}-ses-events", configuration_set_name=self.configuration_set.configuration_set_name,
+            event_destination_name="to-sns",
+            event_destination={"enabled": True, "matching_event_types": list(schema.SES_EVENT_TYPES),
+                               "sns_destination": {"topic_arn": self.topics["ses-events"].arn}},
+            opts=child(self.configuration_set, args.provider))
+        self.identity = aws.sesv2.EmailIdentity(f"{name}-identity", email_identity=args.domain,
+                                                configuration_set_name=self.configuration_set.configuration_set_name,
+                                                dkim_signing_attributes={"next_signing_key_length": "RSA_2048_BIT"},
+                                                opts=child(self, args.provider))
+        self.register_outputs({"send_queue": self.queues["send"].arn, "events_queue": self.queues["ses-events"].arn,
+                               "topic": self.topics["ses-events"].arn})

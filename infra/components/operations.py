@@ -1,0 +1,104 @@
+"""OpenSearch per region, the webhook-signing secret namespace replicated to DR, alarms, dashboard."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.components.base import child
+
+
+@dataclass
+class SearchArgs:
+    prefix: str
+    key_arn: pulumi.Input[str]
+    provider: Any
+    instance_type: str = "t3.small.search"
+
+
+class Search(pulumi.ComponentResource):
+    def __init__(self, name: str, args: SearchArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("emailPlatform:index:Search", name, None, opts)
+        self.domain = aws.opensearch.Domain(
+            f"{name}-domain", domain_name=f"{args.prefix}-events"[:28], engine_version="OpenSearch_2.13",
+            cluster_config={"instance_type": args.instance_type, "instance_count": 2, "zone_awareness_enabled": True},
+            ebs_options={"ebs_enabled": True, "volume_size": 20, "volume_type": "gp3"},
+            encrypt_at_rest={"enabled": True, "kms_key_id": args.key_arn},
+            node_to_node_encryption={"enabled": True},
+            domain_endpoint_options={"enforce_https": True, "tls_security_policy": "Policy-Min-TLS-1-2-2019-07"},
+            advanced_security_options={"enabled": True, "internal_user_database_enabled": False,
+                                       "anonymous_auth_enabled": False},
+            opts=child(self, args.provider))
+        self.register_outputs({"endpoint": self.domain.endpoint})
+
+
+@dataclass
+class SecretsArgs:
+    prefix: str
+    key_arn: pulumi.Input[str]
+    dr_region: str
+    replica_key_arn: pulumi.Input[str]
+    provider: Any
+
+
+class Secrets(pulumi.ComponentResource):
+    """Platform secrets (unsubscribe signing key); tenants' webhook secrets are created at runtime
+    under ``<prefix>/webhook-signing/`` with the same replication settings."""
+
+    def __init__(self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("emailPlatform:index:Secrets", name, None, opts)
+        self.unsubscribe = aws.secretsmanager.Secret(
+            f"{name}-unsubscribe", name=f"{args.prefix}/unsubscribe-signing", kms_key_id=args.key_arn,
+            replicas=[{"region": args.dr_region, "kms_key_id": args.replica_key_arn}], opts=child(self, args.provider))
+        self.register_outputs({"unsubscribe": self.unsubscribe.arn})
+
+
+@dataclass
+class MonitoringArgs:
+    prefix: str
+    region: str
+    table_name: pulumi.Input[str]
+    dlq_names: list[pulumi.Input[str]]
+    api_name: pulumi.Input[str]
+    configuration_set: str
+    dr_region: str
+    bounce_alarm: float
+    complaint_alarm: float
+    provider: Any
+
+
+class Monitoring(pulumi.ComponentResource):
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("emailPlatform:index:Monitoring", name, None, opts)
+        o = child(self, args.provider)
+        self.topic = aws.sns.Topic(f"{name}-alarms", name=f"{args.prefix}-alarms", opts=o)
+        alarms = [
+            ("bounce-rate", "AWS/SES", "Reputation.BounceRate", args.bounce_alarm, {}),
+            ("complaint-rate", "AWS/SES", "Reputation.ComplaintRate", args.complaint_alarm, {}),
+            ("api-5xx", "AWS/ApiGateway", "5XXError", 5, {"ApiName": args.api_name}),
+            ("replication-latency", "AWS/DynamoDB", "ReplicationLatency", 60_000,
+             {"TableName": args.table_name, "ReceivingRegion": args.dr_region}),
+            ("controller-lease-lost", "EmailPlatform", "controller_lease_lost_total", 0, {}),
+        ]
+        for i, dlq in enumerate(args.dlq_names):
+            alarms.append((f"dlq-depth-{i}", "AWS/SQS", "ApproximateNumberOfMessagesVisible", 0, {"QueueName": dlq}))
+        self.alarms = []
+        for alarm, ns, metric, threshold, dims in alarms:
+            self.alarms.append(aws.cloudwatch.MetricAlarm(
+                f"{name}-{alarm}", name=f"{args.prefix}-{args.region}-{alarm}", namespace=ns, metric_name=metric,
+                statistic="Maximum" if "Rate" in metric or "Latency" in metric else "Sum", period=300,
+                evaluation_periods=1, threshold=threshold, comparison_operator="GreaterThanThreshold",
+                dimensions=dims or None, treat_missing_data="notBreaching", alarm_actions=[self.topic.arn], opts=o))
+        aws.cloudwatch.Dashboard(f"{name}-dashboard", dashboard_name=f"{args.prefix}-{args.region}",
+                                 dashboard_body=json.dumps({"widgets": [
+                                     {"type": "metric", "properties": {"title": t, "region": args.region,
+                                                                       "metrics": [[ns, m]], "period": 300}}
+                                     for t, ns, m in [("Bounce rate", "AWS/SES", "Reputation.BounceRate"),
+                                                      ("Complaint rate", "AWS/SES", "Reputation.ComplaintRate"),
+                                                      ("Sends", "AWS/SES", "Send"),
+                                                      ("API 5xx", "AWS/ApiGateway", "5XXError")]]}), opts=o)
+        self.register_outputs({"alarm_topic": self.topic.arn})

@@ -1,0 +1,112 @@
+"""S3 buckets from core/schema.py in one region: versioned, SSE-KMS, private, TLS-only,
+lifecycle, CORS for presigned uploads; the primary's replicate to DR with RTC."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from core import schema
+from infra.components.base import child
+
+
+@dataclass
+class BucketsArgs:
+    prefix: str
+    region: str
+    key_arn: pulumi.Input[str]
+    provider: Any
+    allowed_origins: list[str]
+
+
+class Buckets(pulumi.ComponentResource):
+    def __init__(self, name: str, args: BucketsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("emailPlatform:index:Buckets", name, None, opts)
+        self.buckets: dict[str, aws.s3.Bucket] = {}
+        for spec in schema.BUCKETS:
+            bname = f"{args.prefix}-{spec.purpose}-{args.region}"
+            b = aws.s3.Bucket(f"{name}-{spec.purpose}", bucket=bname, force_destroy=False, opts=child(self, args.provider))
+            o = child(b, args.provider)
+            aws.s3.BucketVersioning(f"{name}-{spec.purpose}-versioning", bucket=b.id,
+                                    versioning_configuration={"status": "Enabled"}, opts=o)
+            aws.s3.BucketServerSideEncryptionConfiguration(
+                f"{name}-{spec.purpose}-sse", bucket=b.id,
+                rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms",
+                                                                    "kms_master_key_id": args.key_arn},
+                        "bucket_key_enabled": True}], opts=o)
+            aws.s3.BucketPublicAccessBlock(f"{name}-{spec.purpose}-private", bucket=b.id, block_public_acls=True,
+                                           block_public_policy=True, ignore_public_acls=True,
+                                           restrict_public_buckets=True, opts=o)
+            aws.s3.BucketPolicy(f"{name}-{spec.purpose}-tls-only", bucket=b.id, policy=b.arn.apply(lambda arn: json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                               "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}],
+            })), opts=o)
+            rules = [{"id": "abort-multipart", "status": "Enabled", "filter": {},
+                      "abort_incomplete_multipart_upload": {"days_after_initiation": 2}},
+                     {"id": "old-versions", "status": "Enabled", "filter": {},
+                      "noncurrent_version_expiration": {"noncurrent_days": 30}}]
+            if spec.expire_days:
+                rules.append({"id": "expire", "status": "Enabled", "filter": {}, "expiration": {"days": spec.expire_days}})
+            aws.s3.BucketLifecycleConfiguration(f"{name}-{spec.purpose}-lifecycle", bucket=b.id, rules=rules, opts=o)
+            if spec.cors_upload:
+                aws.s3.BucketCorsConfiguration(f"{name}-{spec.purpose}-cors", bucket=b.id, cors_rules=[{
+                    "allowed_methods": ["POST", "PUT"], "allowed_origins": args.allowed_origins,
+                    "allowed_headers": ["*"], "max_age_seconds": 3000}], opts=o)
+            self.buckets[spec.purpose] = b
+        self.register_outputs({p: b.arn for p, b in self.buckets.items()})
+
+
+@dataclass
+class ReplicationArgs:
+    source: Buckets
+    destination: Buckets
+    destination_key_arn: pulumi.Input[str]
+    source_key_arn: pulumi.Input[str]
+    provider: Any
+
+
+class Replication(pulumi.ComponentResource):
+    """Primary → DR replication with Replication Time Control (15 min SLA, metrics on)."""
+
+    def __init__(self, name: str, args: ReplicationArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("emailPlatform:index:Replication", name, None, opts)
+        role = aws.iam.Role(f"{name}-role", assume_role_policy=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                    "Principal": {"Service": "s3.amazonaws.com"}}]}),
+            opts=child(self, args.provider))
+        pairs = [(p, args.source.buckets[p], args.destination.buckets[p]) for p in args.source.buckets]
+        arns = pulumi.Output.all(*[x for _, s, d in pairs for x in (s.arn, d.arn)], args.source_key_arn,
+                                 args.destination_key_arn)
+
+        def doc(values: list[str]) -> str:
+            *bucket_arns, src_key, dst_key = values
+            src, dst = bucket_arns[0::2], bucket_arns[1::2]
+            return json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"], "Resource": src},
+                {"Effect": "Allow", "Action": ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl",
+                                               "s3:GetObjectVersionTagging"], "Resource": [f"{a}/*" for a in src]},
+                {"Effect": "Allow", "Action": ["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"],
+                 "Resource": [f"{a}/*" for a in dst]},
+                {"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": [src_key]},
+                {"Effect": "Allow", "Action": ["kms:Encrypt", "kms:GenerateDataKey"], "Resource": [dst_key]},
+            ]})
+
+        aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=arns.apply(doc), opts=child(role, args.provider))
+        self.configs = []
+        for purpose, src, dst in pairs:
+            self.configs.append(aws.s3.BucketReplicationConfig(
+                f"{name}-{purpose}", bucket=src.id, role=role.arn,
+                rules=[{"id": "to-dr", "status": "Enabled", "filter": {},
+                        "delete_marker_replication": {"status": "Enabled"},
+                        "source_selection_criteria": {"sse_kms_encrypted_objects": {"status": "Enabled"}},
+                        "destination": {"bucket": dst.arn, "storage_class": "STANDARD",
+                                        "encryption_configuration": {"replica_kms_key_id": args.destination_key_arn},
+                                        "replication_time": {"status": "Enabled", "time": {"minutes": 15}},
+                                        "metrics": {"status": "Enabled", "event_threshold": {"minutes": 15}}}}],
+                opts=child(self, args.provider)))
+        self.register_outputs({"role_arn": role.arn})

@@ -1,0 +1,45 @@
+"""Least privilege that cannot drift: what each component really did on AWS during the e2e run
+must be allowed by its IAM policy in infra/, and its policy must grant nothing it never used
+beyond the documented list. Runs last in the e2e tier; exercises a full campaign itself too."""
+
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from infra.policies import COMPONENT_ACTIONS, NOT_EXERCISED_LOCALLY, action_for
+from tests.e2e.test_api import HTML
+
+
+def _exercise(api):
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        tid = api.create_template("LP", "S {{ first_name }}", HTML)
+        up = api.upload_csv("email,first_name\nsuccess@simulator.amazonses.com,A\nbounce@simulator.amazonses.com,B\n")
+        tx = api.call("POST", "/campaigns", headers={"Idempotency-Key": "lp-1"}, json={
+            "template_id": tid, "upload_id": up["upload_id"], "callback_url": f"http://127.0.0.1:{srv.server_port}/cb"})
+        api.wait_for(tx["transaction_id"], {"COMPLETED"}, timeout=180)
+        api.call("PUT", "/suppressions/x@example.org", json={})
+        api.call("DELETE", "/suppressions/x@example.org")
+        api.call("POST", "/webhook-secret/rotate")
+    finally:
+        srv.shutdown()
+
+
+def test_each_component_uses_exactly_what_its_policy_grants(api, aws_calls):
+    _exercise(api)
+    for component, granted in COMPONENT_ACTIONS.items():
+        used = {action_for(op) for op in aws_calls.by_component.get(component, set())}
+        assert used, f"no AWS call attributed to {component}"
+        missing = used - set(granted)
+        assert not missing, f"{component} performs {sorted(missing)} which its IAM policy does not grant"
+        unused = set(granted) - used - NOT_EXERCISED_LOCALLY.get(component, set())
+        assert not unused, f"{component}'s policy grants {sorted(unused)} which it never used"
