@@ -4,18 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint demo bench clean
+.PHONY: run test demo bench package clean chromium
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,infra]'
+	$(BIN)/pip install -q -e '.[dev,infra,local]'
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/emailplatform up
 
-test: $(STAMP)
+# The report screenshot test needs a real browser: Debian's chromium (installed when missing, as root).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: $(STAMP) chromium
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -p no:cacheprovider
@@ -26,6 +30,16 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.send
+
+# Lambda artifact for infra/ (arm64, Python 3.11): runtime dependencies + our packages, no moto/pulumi.
+package: $(STAMP)
+	rm -rf build/lambda dist/lambda.zip && mkdir -p build/lambda dist
+	$(BIN)/pip install -q --target build/lambda --platform manylinux2014_aarch64 --implementation cp \
+		--python-version 3.11 --only-binary=:all: boto3 pydantic pydantic-settings jinja2 structlog \
+		prometheus-client 'apscheduler<4' 'aws-lambda-powertools[validation]' email-validator standardwebhooks opensearch-py
+	cp -r config core handlers build/lambda/
+	cd build/lambda && $(CURDIR)/$(BIN)/python -m zipfile -c $(CURDIR)/dist/lambda.zip .
+	@echo "dist/lambda.zip ready"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

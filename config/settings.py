@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     unsubscribe_secret: str = Field("local-only-unsubscribe-secret", min_length=16)
 
     # --- analytics -------------------------------------------------------------------
-    opensearch_endpoint: str | None = None
+    opensearch_endpoint: str | None = None  # unset: the embedded SQLite store
+    analytics_db_path: str = ":memory:"
 
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 

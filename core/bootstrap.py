@@ -53,6 +53,10 @@ def bootstrap(settings: Settings | None = None, *, clock: Any = None, counter: C
     table = DynamoTable(clients["dynamodb"], settings.table_name)
     store = DynamoStore(table)
     prefix = settings.name_prefix
+    from core.adapters.analytics import OpenSearchAnalytics, SqliteAnalytics
+
+    analytics = (OpenSearchAnalytics(prefix=prefix, endpoint=settings.opensearch_endpoint, region=settings.region)
+                 if settings.opensearch_endpoint else SqliteAnalytics(settings.analytics_db_path))
     return Deps(
         settings=settings,
         store=store,
@@ -66,6 +70,7 @@ def bootstrap(settings: Settings | None = None, *, clock: Any = None, counter: C
                                allow_loopback=settings.callback_allow_loopback),
         clock=clock,
         counter=counter,
+        analytics=analytics,
         clients=clients,
     )
 

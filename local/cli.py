@@ -74,6 +74,21 @@ def _secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    """Write a campaign's HTML report (from a running stack or a deployed API) to a file."""
+    import requests
+
+    r = requests.get(f"{args.api.rstrip('/')}/campaigns/{args.campaign}/report", headers={"X-API-Key": args.api_key},
+                     timeout=30)
+    if r.status_code != 200:
+        print(r.text, file=sys.stderr)
+        return 1
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write(r.text)
+    print(args.out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emailplatform")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -86,9 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("webhook-secret", help="webhook signing secrets")
     s.add_argument("action", choices=["show", "rotate", "finish-rotation"])
     s.add_argument("--tenant", required=True)
+    r = sub.add_parser("report", help="write a campaign's HTML report to a file")
+    r.add_argument("campaign")
+    r.add_argument("--api-key", required=True)
+    r.add_argument("--api", default="http://127.0.0.1:8080/api/v1/email")
+    r.add_argument("--out", default="report.html")
     args = p.parse_args(argv)
     try:
-        return {"up": _up, "keys": _keys, "webhook-secret": _secret}[args.cmd](args)
+        return {"up": _up, "keys": _keys, "webhook-secret": _secret, "report": _report}[args.cmd](args)
     except SettingsError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -42,6 +42,7 @@ class ParsedEvent:
     event_id: str
     at: str
     tenant_id: str | None
+    transaction_id: str | None
     message_id: str | None
     ses_message_id: str
     recipient: str | None
@@ -106,7 +107,8 @@ def interpret(ev: SesEvent) -> ParsedEvent | None:
         return None
     basis = f"{kind}|{ev.mail.messageId}|{at}|{detail.get('link', '')}|{body.get('feedbackId', '')}"
     return ParsedEvent(kind, status, hashlib.sha256(basis.encode()).hexdigest()[:20], at,
-                       _first(ev.mail.tags, "tenant_id"), _first(ev.mail.tags, "message_id"),
+                       _first(ev.mail.tags, "tenant_id"), _first(ev.mail.tags, "transaction_id"),
+                       _first(ev.mail.tags, "message_id"),
                        ev.mail.messageId, recipient, {k: v for k, v in detail.items() if v is not None},
                        suppress)
 
@@ -144,7 +146,9 @@ def record_ses_event(body: str, *, store: Any, analytics: Any | None = None) -> 
         store.suppress(parsed.tenant_id, parsed.recipient.lower(), parsed.suppress_reason, parsed.message_id)
     if analytics is not None and moved is not None:
         try:
-            analytics.index_event(parsed)
+            from core.services.analytics import event_document
+
+            analytics.index_event(event_document(parsed))
         except Exception as exc:  # analytics never blocks status updates
             log.warning("analytics indexing failed", message_id=parsed.message_id, error=str(exc)[:200])
     SES_EVENTS.labels(parsed.event_type, outcome).inc()

@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from pydantic import BaseModel, Field
 
 from core.domain.errors import InvalidInput
-from core.services import callbacks, campaigns
+from core.services import analytics, callbacks, campaigns
 from handlers.context import deps
 from handlers.routes.common import audit, limit_param, principal
 
@@ -140,6 +140,24 @@ def list_callbacks(tx_id: str) -> dict:
     d = deps()
     d.store.get_transaction(tx_id, p.tenant_id)
     return {"items": [c.model_dump(mode="json", exclude={"tenant_id"}) for c in d.store.callbacks(tx_id)]}
+
+
+@router.get("/campaigns/<tx_id>/analytics", summary="Counts, rates, events over time, bounce reasons, top links")
+def campaign_analytics(tx_id: str) -> dict:
+    p = principal(router, "campaigns:read")
+    d = deps()
+    q = router.current_event.query_string_parameters or {}
+    bucket = max(1, int(q["bucket_seconds"])) if str(q.get("bucket_seconds", "")).isdigit() else None
+    return analytics.campaign_analytics(d.store, d.analytics, p.tenant_id, tx_id, bucket)
+
+
+@router.get("/campaigns/<tx_id>/report", summary="An HTML report with a chart of events over time")
+def campaign_report(tx_id: str):
+    p = principal(router, "campaigns:read")
+    d = deps()
+    data = analytics.campaign_analytics(d.store, d.analytics, p.tenant_id, tx_id)
+    summary = campaigns.get_campaign(d.store, p.tenant_id, tx_id)["summary"]
+    return Response(200, "text/html; charset=utf-8", analytics.render_report(data, summary))
 
 
 @router.post("/campaigns/<tx_id>/callbacks/redeliver", summary="Re-queue dead-lettered callbacks")

@@ -1,0 +1,183 @@
+"""Analytics stores: SQLite (embedded stack, the `make run` default) and OpenSearch (AWS).
+
+Indexing is idempotent: the document id is the SES event's content-derived id, so a replayed
+event overwrites itself instead of counting twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from core.observability import log
+
+EVENTS_INDEXED = Counter("emailplatform_analytics_events_indexed_total", "Events written to the analytics store", ["store"])
+INDEX_FAILURES = Counter("emailplatform_analytics_index_failures_total", "Events the analytics store refused", ["store"])
+INDEX_LAG = Gauge("emailplatform_analytics_lag_seconds", "Event time to indexing time of the last event", ["store"])
+
+
+def _lag(ts: str) -> float:
+    try:
+        return max(0.0, time.time() - datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0.0
+
+
+class SqliteAnalytics:
+    """One file (or memory) database; safe across the embedded stack's threads."""
+
+    def __init__(self, path: str = ":memory:"):
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.lock = threading.Lock()
+        self.db.executescript("""
+            CREATE TABLE IF NOT EXISTS events(
+              event_id TEXT PRIMARY KEY, tenant_id TEXT, transaction_id TEXT, message_id TEXT, event_type TEXT,
+              ts TEXT, recipient TEXT, link TEXT, bounce_type TEXT, bounce_subtype TEXT, diagnostic TEXT, doc TEXT);
+            CREATE INDEX IF NOT EXISTS events_tx ON events(tenant_id, transaction_id, event_type, ts);""")
+
+    def index_event(self, d: dict[str, Any]) -> None:
+        m = d["metadata"]
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (
+                d["event_id"], d["tenant_id"], d["transaction_id"], d["message_id"], d["event_type"], d["timestamp"],
+                d["recipient_email"], m["link_url"], m["bounce_type"], m["bounce_subtype"], m["diagnostic"],
+                json.dumps(d)))
+        EVENTS_INDEXED.labels("sqlite").inc()
+        INDEX_LAG.labels("sqlite").set(_lag(d["timestamp"]))
+
+    def _q(self, sql: str, args: tuple) -> list[tuple]:
+        with self.lock:
+            return self.db.execute(sql, args).fetchall()
+
+    def counts(self, tenant_id: str, tx_id: str) -> dict[str, int]:
+        return dict(self._q("SELECT event_type, count(*) FROM events WHERE tenant_id=? AND transaction_id=? "
+                            "GROUP BY event_type", (tenant_id, tx_id)))
+
+    def over_time(self, tenant_id: str, tx_id: str, bucket_seconds: int) -> list[dict[str, Any]]:
+        rows = self._q("SELECT event_type, ts FROM events WHERE tenant_id=? AND transaction_id=?", (tenant_id, tx_id))
+        buckets: dict[int, dict[str, int]] = {}
+        for kind, ts in rows:
+            t = int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()) // bucket_seconds * bucket_seconds
+            buckets.setdefault(t, {})
+            buckets[t][kind] = buckets[t].get(kind, 0) + 1
+        return [{"bucket": datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), **c}
+                for t, c in sorted(buckets.items())]
+
+    def bounce_reasons(self, tenant_id: str, tx_id: str, top: int) -> list[dict[str, Any]]:
+        rows = self._q("SELECT bounce_type, bounce_subtype, diagnostic, count(*) c FROM events WHERE tenant_id=? AND "
+                       "transaction_id=? AND event_type='Bounce' GROUP BY 1,2,3 ORDER BY c DESC LIMIT ?",
+                       (tenant_id, tx_id, top))
+        return [{"bounce_type": a, "bounce_subtype": b, "diagnostic": c, "count": n} for a, b, c, n in rows]
+
+    def top_links(self, tenant_id: str, tx_id: str, top: int) -> list[dict[str, Any]]:
+        rows = self._q("SELECT link, count(*) c FROM events WHERE tenant_id=? AND transaction_id=? AND "
+                       "event_type='Click' GROUP BY link ORDER BY c DESC LIMIT ?", (tenant_id, tx_id, top))
+        return [{"link": link, "count": n} for link, n in rows]
+
+
+INDEX_TEMPLATE = {
+    "index_patterns": ["{prefix}-events-*"],
+    "template": {
+        "settings": {"number_of_shards": 1, "number_of_replicas": 1,
+                     "plugins.index_state_management.rollover_alias": "{prefix}-events"},
+        "mappings": {"dynamic": "strict", "properties": {
+            "event_id": {"type": "keyword"}, "tenant_id": {"type": "keyword"},
+            "transaction_id": {"type": "keyword"}, "message_id": {"type": "keyword"},
+            "event_type": {"type": "keyword"}, "timestamp": {"type": "date"},
+            "recipient_email": {"type": "keyword"},
+            "metadata": {"properties": {
+                "user_agent": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 256}}},
+                "ip_address": {"type": "ip"}, "link_url": {"type": "keyword"},
+                "bounce_type": {"type": "keyword"}, "bounce_subtype": {"type": "keyword"},
+                "diagnostic": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 512}}}}},
+        }},
+    },
+}
+
+ISM_POLICY = {"policy": {
+    "description": "Event indices: roll over daily, delete after 400 days",
+    "default_state": "hot",
+    "states": [
+        {"name": "hot", "actions": [{"rollover": {"min_index_age": "1d"}}],
+         "transitions": [{"state_name": "delete", "conditions": {"min_index_age": "400d"}}]},
+        {"name": "delete", "actions": [{"delete": {}}], "transitions": []},
+    ],
+    "ism_template": [{"index_patterns": ["{prefix}-events-*"], "priority": 100}],
+}}
+
+
+def _fill(obj: Any, prefix: str) -> Any:
+    return json.loads(json.dumps(obj).replace("{prefix}", prefix))
+
+
+class OpenSearchAnalytics:
+    """Amazon OpenSearch Service through opensearch-py (SigV4 when no client is injected)."""
+
+    def __init__(self, client: Any = None, *, prefix: str, endpoint: str | None = None, region: str | None = None):
+        self.prefix = prefix
+        self.alias = f"{prefix}-events"
+        if client is None:
+            import boto3
+            from opensearchpy import AWSV4SignerAuth, OpenSearch, RequestsHttpConnection
+
+            auth = AWSV4SignerAuth(boto3.Session().get_credentials(), region, "es")
+            client = OpenSearch(hosts=[{"host": endpoint, "port": 443}], http_auth=auth, use_ssl=True,
+                                verify_certs=True, connection_class=RequestsHttpConnection, timeout=10,
+                                max_retries=3, retry_on_timeout=True)
+        self.client = client
+
+    def ensure_index(self) -> None:
+        """Index template with explicit mappings, ISM retention policy, first write index."""
+        self.client.indices.put_index_template(name=self.alias, body=_fill(INDEX_TEMPLATE, self.prefix))
+        self.client.transport.perform_request("PUT", f"/_plugins/_ism/policies/{self.alias}",
+                                              body=_fill(ISM_POLICY, self.prefix))
+        if not self.client.indices.exists_alias(name=self.alias):
+            self.client.indices.create(index=f"{self.alias}-000001", body={"aliases": {self.alias: {"is_write_index": True}}})
+
+    def index_event(self, doc: dict[str, Any]) -> None:
+        self.index_many([doc])
+
+    def index_many(self, docs: list[dict[str, Any]]) -> None:
+        """Bulk index with per-item retries; the document id is the event id (idempotent)."""
+        from opensearchpy import helpers
+
+        actions = [{"_op_type": "index", "_index": self.alias, "_id": d["event_id"], "_source": d} for d in docs]
+        ok, errors = helpers.bulk(self.client, actions, max_retries=3, raise_on_error=False)
+        EVENTS_INDEXED.labels("opensearch").inc(ok)
+        if errors:
+            INDEX_FAILURES.labels("opensearch").inc(len(errors))
+            log.warning("opensearch bulk errors", count=len(errors), first=str(errors[0])[:300])
+
+    def _search(self, tenant_id: str, tx_id: str, aggs: dict[str, Any], extra_filter: list | None = None) -> dict:
+        query = {"bool": {"filter": [{"term": {"tenant_id": tenant_id}}, {"term": {"transaction_id": tx_id}},
+                                     *(extra_filter or [])]}}
+        return self.client.search(index=self.alias, body={"size": 0, "query": query, "aggs": aggs})["aggregations"]
+
+    def counts(self, tenant_id: str, tx_id: str) -> dict[str, int]:
+        aggs = self._search(tenant_id, tx_id, {"by_type": {"terms": {"field": "event_type", "size": 20}}})
+        return {b["key"]: b["doc_count"] for b in aggs["by_type"]["buckets"]}
+
+    def over_time(self, tenant_id: str, tx_id: str, bucket_seconds: int) -> list[dict[str, Any]]:
+        aggs = self._search(tenant_id, tx_id, {"over_time": {
+            "date_histogram": {"field": "timestamp", "fixed_interval": f"{bucket_seconds}s"},
+            "aggs": {"by_type": {"terms": {"field": "event_type", "size": 20}}}}})
+        return [{"bucket": b["key_as_string"], **{t["key"]: t["doc_count"] for t in b["by_type"]["buckets"]}}
+                for b in aggs["over_time"]["buckets"]]
+
+    def bounce_reasons(self, tenant_id: str, tx_id: str, top: int) -> list[dict[str, Any]]:
+        aggs = self._search(tenant_id, tx_id, {"reasons": {"multi_terms": {"terms": [
+            {"field": "metadata.bounce_type"}, {"field": "metadata.bounce_subtype"},
+            {"field": "metadata.diagnostic.raw"}], "size": top}}}, [{"term": {"event_type": "Bounce"}}])
+        return [{"bounce_type": b["key"][0], "bounce_subtype": b["key"][1], "diagnostic": b["key"][2],
+                 "count": b["doc_count"]} for b in aggs["reasons"]["buckets"]]
+
+    def top_links(self, tenant_id: str, tx_id: str, top: int) -> list[dict[str, Any]]:
+        aggs = self._search(tenant_id, tx_id, {"links": {"terms": {"field": "metadata.link_url", "size": top}}},
+                            [{"term": {"event_type": "Click"}}])
+        return [{"link": b["key"], "count": b["doc_count"]} for b in aggs["links"]["buckets"]]
