@@ -25,7 +25,7 @@ class Settings(BaseSettings):
 
     # --- sending ---------------------------------------------------------------------
     batch_size: int = Field(500, ge=1, le=5000)
-    send_chunk_size: int = Field(25, ge=1, le=100)
+    send_chunk_size: int = Field(100, ge=1, le=100)  # messages per send-log entry (and per in-doubt window)
     ses_max_send_rate: float = Field(14.0, gt=0, le=100000)  # messages per second, all workers
     ses_configuration_set: str = "emailplatform"
     default_from: str = "noreply@example.com"
@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     # --- analytics -------------------------------------------------------------------
     opensearch_endpoint: str | None = None  # unset: the embedded SQLite store
     analytics_db_path: str = ":memory:"
+
+    # OAuth 2.0 bearer tokens (JWT) in addition to API keys, when an issuer is configured
+    oauth_issuer: str | None = None
+    oauth_audience: str | None = None
+    oauth_jwks_url: str | None = None
+    oauth_tenant_claim: str = "tenant_id"
+    oauth_required: bool = False
 
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 

@@ -20,6 +20,9 @@ def use(d: Deps | None) -> None:
     """Install dependencies (the embedded stack and tests call this before invoking handlers)."""
     global _deps
     _deps = d
+    from handlers.routes.common import reset_auth_cache
+
+    reset_auth_cache()
 
 
 class LocalContext:

@@ -51,3 +51,45 @@ def authenticate(store: Any, raw: str | None) -> Principal:
     if key is None or key.revoked:
         raise Unauthorized("unknown or revoked API key")
     return Principal(key.tenant_id, key.key_id, frozenset(key.scopes))
+
+
+class BearerVerifier:
+    """Verifies OAuth 2.0 JWT access tokens against the issuer's JWKS (keys cached by PyJWT)."""
+
+    def __init__(self, issuer: str, audience: str, jwks_url: str, tenant_claim: str = "tenant_id"):
+        import jwt
+
+        self.issuer, self.audience, self.tenant_claim = issuer, audience, tenant_claim
+        self.jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300)
+
+    def claims(self, token: str) -> dict[str, Any]:
+        import jwt
+
+        try:
+            key = self.jwks.get_signing_key_from_jwt(token).key
+            return jwt.decode(token, key, algorithms=["RS256", "ES256", "PS256"], audience=self.audience,
+                              issuer=self.issuer, options={"require": ["exp", "iss", "aud"]})
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"bearer token rejected: {exc}") from None
+
+
+def authenticate_request(store: Any, api_key: str | None, authorization: str | None,
+                         verifier: BearerVerifier | None, bearer_required: bool = False) -> Principal:
+    """API key always; a bearer token too when OAuth is configured (mandatory if required).
+
+    The token must name the key's tenant; its scopes narrow the key's.
+    """
+    principal = authenticate(store, api_key)
+    if verifier is None:
+        return principal
+    token = authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else None
+    if token is None:
+        if bearer_required:
+            raise Unauthorized("missing Authorization: Bearer token")
+        return principal
+    claims = verifier.claims(token)
+    if claims.get(verifier.tenant_claim) != principal.tenant_id:
+        raise Forbidden("the bearer token belongs to another tenant than the API key")
+    token_scopes = set(str(claims.get("scope", "")).split())
+    scopes = principal.scopes & token_scopes if token_scopes else principal.scopes
+    return Principal(principal.tenant_id, f"{principal.key_id}+{claims.get('sub', 'jwt')}", frozenset(scopes))

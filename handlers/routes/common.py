@@ -7,25 +7,43 @@ from typing import Any
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from core.observability import log
-from core.services.auth import Principal, authenticate
+from core.services.auth import BearerVerifier, Principal, authenticate_request
 from handlers.context import deps
 
-_key_cache: dict[str, tuple[float, Principal]] = {}
+_key_cache: dict[tuple[str, str], tuple[float, Principal]] = {}
+_verifier: list[BearerVerifier | None] = []
+
+
+def _bearer() -> BearerVerifier | None:
+    if not _verifier:
+        s = deps().settings
+        _verifier.append(BearerVerifier(s.oauth_issuer, s.oauth_audience or "", s.oauth_jwks_url or "",
+                                        s.oauth_tenant_claim) if s.oauth_issuer else None)
+    return _verifier[0]
 
 
 def principal(router: Router, scope: str) -> Principal:
-    """Authenticate the X-API-Key header and require ``scope`` (401/403 otherwise)."""
+    """Authenticate the request (X-API-Key, plus a bearer JWT when OAuth is configured) and
+    require ``scope``: 401 unknown or missing credentials, 403 missing scope."""
     import time
 
-    raw = router.current_event.headers.get("x-api-key") or router.current_event.headers.get("X-API-Key")
-    hit = _key_cache.get(raw or "")
+    headers = router.current_event.headers
+    raw = headers.get("x-api-key") or headers.get("X-API-Key")
+    bearer = headers.get("authorization") or headers.get("Authorization")
+    cache_key = (raw or "", bearer or "")
+    hit = _key_cache.get(cache_key)
     if hit and hit[0] > time.monotonic():
         p = hit[1]
     else:
-        p = authenticate(deps().store, raw)
-        _key_cache[raw or ""] = (time.monotonic() + 30, p)  # warm Lambdas re-check every 30 s
+        p = authenticate_request(deps().store, raw, bearer, _bearer(), deps().settings.oauth_required)
+        _key_cache[cache_key] = (time.monotonic() + 30, p)  # warm Lambdas re-check every 30 s
     p.require(scope)
     return p
+
+
+def reset_auth_cache() -> None:
+    _key_cache.clear()
+    _verifier.clear()
 
 
 def audit(router: Router, p: Principal, action: str, target: str | None, **fields: Any) -> None:
