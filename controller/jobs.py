@@ -33,7 +33,8 @@ class Controller:
         self.deps = deps
         self.settings = deps.settings
         self.region = region or deps.settings.region
-        self.lease = Lease(deps.store.table, self.region, holder, deps.settings.lease_seconds, deps.clock)
+        peer = deps.settings.dr_region if self.region == deps.settings.region else deps.settings.region
+        self.lease = Lease(deps.store.table, self.region, holder, deps.settings.lease_seconds, deps.clock, peer)
         self.stopping = threading.Event()
         self.scheduler: BackgroundScheduler | None = None
         self._stream: threading.Thread | None = None

@@ -14,9 +14,11 @@ from core.observability import LEASE_HOLDER, LEASE_LOST, log
 
 
 class Lease:
-    def __init__(self, table: DynamoTable, region: str, holder: str, seconds: float, clock: Any):
+    def __init__(self, table: DynamoTable, region: str, holder: str, seconds: float, clock: Any,
+                 peer_region: str | None = None):
         self.table, self.region, self.holder, self.seconds, self.clock = table, region, holder, seconds, clock
         self.key = schema.lease_key(region)
+        self.peer_key = schema.lease_key(peer_region) if peer_region else None
         self.epoch: int | None = None
 
     def region_is_active(self) -> bool:
@@ -37,6 +39,11 @@ class Lease:
                 return True
             except StaleWrite:
                 return self._lost("renewal lost")
+        if self.peer_key is not None:  # after a region switch, let the other region's leader lapse first
+            peer = self.table.get(self.peer_key) or {}
+            if peer.get("expires_at", "") > iso(now):
+                LEASE_HOLDER.labels(self.region, self.holder).set(0)
+                return False
         current = self.table.get(self.key) or {}
         epoch = int(current.get("epoch", 0)) + 1
         try:

@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from core.bootstrap import Deps, bootstrap
 
 _deps: Deps | None = None
+# Several embedded regions in one process: each stack's threads run with their own dependencies.
+_scoped: ContextVar[Deps | None] = ContextVar("deps", default=None)
 
 
 def deps() -> Deps:
     global _deps
+    scoped = _scoped.get()
+    if scoped is not None:
+        return scoped
     if _deps is None:
         _deps = bootstrap()
     return _deps
+
+
+@contextmanager
+def scoped(d: Deps) -> Iterator[None]:
+    """Run the handlers on this thread with ``d`` (the embedded stack's per-region threads)."""
+    token = _scoped.set(d)
+    try:
+        yield
+    finally:
+        _scoped.reset(token)
 
 
 def use(d: Deps | None) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import (
@@ -22,9 +21,18 @@ from handlers.context import deps
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
-@lru_cache(maxsize=1)
+_senders: dict[int, BatchSender] = {}
+
+
 def sender() -> BatchSender:
+    """One BatchSender per dependency set (templates compiled once per version per process)."""
     d = deps()
+    if id(d) not in _senders:
+        _senders[id(d)] = _build(d)
+    return _senders[id(d)]
+
+
+def _build(d) -> BatchSender:  # noqa: ANN001
 
     def loader(template_id: str, version: int) -> tuple[str, str]:
         tv, source = load_source(d.store, d.blobs, d.settings, template_id, version)

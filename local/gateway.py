@@ -42,7 +42,7 @@ def to_event(method: str, raw_path: str, headers: dict[str, str], body: bytes, s
     }
 
 
-def serve(handler: Any, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+def serve(handler: Any, port: int, host: str = "127.0.0.1", deps: Any = None) -> ThreadingHTTPServer:
     class Adapter(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -57,7 +57,10 @@ def serve(handler: Any, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServ
                 return
             body = self.rfile.read(length) if length else b""
             event = to_event(self.command, self.path, dict(self.headers.items()), body, self.client_address[0])
-            resp = handler(event, LocalContext(event["requestContext"]["requestId"]))
+            from handlers.context import scoped
+
+            with scoped(deps):
+                resp = handler(event, LocalContext(event["requestContext"]["requestId"]))
             out = resp.get("body") or ""
             data = base64.b64decode(out) if resp.get("isBase64Encoded") else out.encode()
             hdrs = dict(resp.get("headers") or {})

@@ -64,7 +64,7 @@ class Stack:
         stack.tenant = ensure_tenant(deps.store, deps.secrets, LOCAL_TENANT, api_key=settings.local_api_key,
                                      webhook_secret=settings.local_webhook_secret)
         if api_server:
-            stack._servers.append(serve(api.handler, settings.api_port))
+            stack._servers.append(serve(api.handler, settings.api_port, deps=deps))
         if metrics:
             server, thread = start_http_server(settings.metrics_port, addr="127.0.0.1")
             stack._servers.append(server)
@@ -76,14 +76,31 @@ class Stack:
         if workers:
             _ = deps.send_queue.url, deps.events_queue.url  # an event source mapping knows its queue already
             for i in range(settings.sender_workers):
-                stack._threads.append(SendWorker(f"sender-{i}", deps.send_queue, stack._stop, batch=1))
+                stack._threads.append(SendWorker(f"sender-{i}", deps.send_queue, stack._stop, batch=1, deps=deps))
             for i in range(settings.event_workers):
-                stack._threads.append(EventsWorker(f"ses-events-{i}", deps.events_queue, stack._stop))
+                stack._threads.append(EventsWorker(f"ses-events-{i}", deps.events_queue, stack._stop, deps=deps))
             for t in stack._threads:
                 t.start()
         log.info("embedded stack up", api=f"http://127.0.0.1:{settings.api_port}",
                  metrics=f"http://127.0.0.1:{settings.metrics_port}/metrics", aws=settings.aws_endpoint_url)
         return stack
+
+    def kill_compute(self) -> None:
+        """Simulate losing this region's compute (API, controller, senders) without any clean-up:
+        the lease is not released, in-flight work stays where it was. AWS-managed parts (the SES
+        event pipeline and its events Lambda) keep running."""
+        if self.controller:
+            self.controller.stopping.set()
+            if self.controller.scheduler is not None:
+                self.controller.scheduler.shutdown(wait=False)
+        for t in self._threads:
+            if isinstance(t, SendWorker):
+                t.halt()
+        for s in self._servers:
+            s.shutdown()
+            s.server_close()
+        self._servers.clear()
+        log.warning("region compute killed", region=self.settings.region)
 
     def stop(self) -> None:
         """Stop everything, in order; a failing step never leaves the others (or moto) running."""

@@ -14,16 +14,23 @@ from handlers.context import LocalContext
 class QueueWorker(threading.Thread):
     component = "unattributed"  # the Lambda whose event source mapping this worker plays
 
-    def __init__(self, name: str, queue: Any, stop: threading.Event, batch: int = 10):
+    def __init__(self, name: str, queue: Any, stop: threading.Event, batch: int = 10, deps: Any = None):
         super().__init__(name=name, daemon=True)
+        self.deps = deps
         self.queue, self.stop_event, self.batch = queue, stop, batch
+        self.halted = threading.Event()  # this worker alone (a region's compute being killed)
+
+    def halt(self) -> None:
+        self.halted.set()
 
     def run(self) -> None:
-        with acting_as(self.component):
+        from handlers.context import scoped
+
+        with acting_as(self.component), scoped(self.deps):
             self._loop()
 
     def _loop(self) -> None:
-        while not self.stop_event.is_set():
+        while not (self.stop_event.is_set() or self.halted.is_set()):
             try:
                 msgs = self.queue.receive(self.batch, wait_seconds=1)
                 if msgs:

@@ -135,6 +135,11 @@ class DynamoStore:
                                  remove=("active_pk", "active_sk"),
                                  condition="#st = :cur", values={":cur": tx.status}, names={"#st": "status"}))
 
+    def reactivate(self, tx: Transaction) -> None:
+        """Put a non-terminal transaction back in the active index (runbook nudge; idempotent)."""
+        self.table.update(Update(schema.transaction_key(tx.transaction_id),
+                                 set={"active_pk": "ACTIVE", "active_sk": f"{iso(tx.created_at)}#{tx.transaction_id}"}))
+
     # ---------------------------------------------------------------- batches
     def put_batch(self, batch: Batch) -> bool:
         return self.table.put_new({**schema.batch_key(batch.transaction_id, batch.batch_id), **batch.model_dump()})
@@ -467,6 +472,34 @@ class DynamoStore:
         self.table.update(Update(schema.tenant_key(tenant_id), set=fields))
 
     # ---------------------------------------------------------------- platform switches
+    def sending_paused(self, tenant_id: str) -> str | None:
+        """Why sending is paused for this tenant (platform-wide or tenant kill switch), or None."""
+        item = self.table.get(schema.SENDING_SWITCH_KEY, consistent=False) or {}
+        if item.get("paused"):
+            return f"platform: {item.get('reason', 'paused')}"
+        if tenant_id in (item.get("paused_tenants") or set()):
+            return f"tenant: {item.get('reason', 'paused')}"
+        return None
+
+    def set_sending_switch(self, *, paused: bool | None = None, tenant_id: str | None = None,
+                           tenant_paused: bool | None = None, reason: str = "") -> dict[str, Any]:
+        add = delete = None
+        sets: dict[str, Any] = {"updated_at": iso(utcnow()), "reason": reason or None}
+        if paused is not None:
+            sets["paused"] = paused
+        if tenant_id is not None:
+            if tenant_paused:
+                add = {"paused_tenants": {tenant_id}}
+            else:
+                delete = tenant_id
+        self.table.update(Update(schema.SENDING_SWITCH_KEY, set=sets, add=add))
+        if delete is not None:
+            self.table.client.update_item(
+                TableName=self.table.name, Key={"PK": {"S": schema.SENDING_SWITCH_KEY["PK"]},
+                                                "SK": {"S": schema.SENDING_SWITCH_KEY["SK"]}},
+                UpdateExpression="DELETE paused_tenants :t", ExpressionAttributeValues={":t": {"SS": [delete]}})
+        return _fields(self.table.get(schema.SENDING_SWITCH_KEY) or {})
+
     def get_flag(self, key: dict[str, str]) -> dict[str, Any] | None:
         return self.table.get(key)
 

@@ -103,6 +103,12 @@ class BatchSender:
                 continue
             if not store.claim_batch(batch, self.worker, self.clock.now(), lease):
                 return SendOutcome("busy", outcome.sent, outcome.failed)  # our lease lapsed: another worker owns it
+            switched_off = store.sending_paused(tx.tenant_id)
+            if switched_off:
+                log.warning("batch send held by kill switch", transaction_id=transaction_id, batch_id=batch_id,
+                            why=switched_off)
+                self._redispatch_at(batch, self.clock.now() + timedelta(seconds=30))
+                return SendOutcome("stopped", outcome.sent, outcome.failed)
             current = store.get_transaction(transaction_id)
             if current.status != T.READY_TO_SEND:
                 log.info("batch send stopped", transaction_id=transaction_id, batch_id=batch_id,

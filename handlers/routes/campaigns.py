@@ -3,7 +3,6 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -42,29 +41,30 @@ class SubmitCampaign(BaseModel):
     model_config = {"populate_by_name": True}
 
 
-submit_config: list[IdempotencyConfig | None] = [None]
+_submitters: dict[int, tuple[IdempotencyConfig, Any]] = {}
 
 
-@lru_cache(maxsize=1)
-def _idempotent_submit() -> Any:
+def _idempotent_submit() -> tuple[IdempotencyConfig, Any]:
+    """The idempotent submit for the current dependency set: keys are per tenant, kept ≥ 24 h,
+    the same key with another body is refused, one still running answers 409."""
     d = deps()
-    store = DynamoDBPersistenceLayer(
-        table_name=d.settings.table_name, key_attr="PK", sort_key_attr="SK",
-        static_pk_value="IDEMPOTENCY#campaigns", boto3_client=d.clients["dynamodb"],
-    )
-    config = IdempotencyConfig(event_key_jmespath="[tenant_id, key]", payload_validation_jmespath="body_hash",
-                               expires_after_seconds=d.settings.idempotency_ttl_seconds,
-                               raise_on_no_idempotency_key=True)
+    if id(d) not in _submitters:
+        store = DynamoDBPersistenceLayer(
+            table_name=d.settings.table_name, key_attr="PK", sort_key_attr="SK",
+            static_pk_value="IDEMPOTENCY#campaigns", boto3_client=d.clients["dynamodb"],
+        )
+        config = IdempotencyConfig(event_key_jmespath="[tenant_id, key]", payload_validation_jmespath="body_hash",
+                                   expires_after_seconds=d.settings.idempotency_ttl_seconds,
+                                   raise_on_no_idempotency_key=True)
 
-    submit_config[0] = config
+        @idempotent_function(data_keyword_argument="request", config=config, persistence_store=store)
+        def submit(request: dict) -> dict:
+            d2 = deps()
+            return campaigns.submit_campaign(d2.store, d2.blobs, d2.settings, d2.clock, request["tenant_id"],
+                                             _revive(request["body"]))
 
-    @idempotent_function(data_keyword_argument="request", config=config, persistence_store=store)
-    def submit(request: dict) -> dict:
-        d2 = deps()
-        return campaigns.submit_campaign(d2.store, d2.blobs, d2.settings, d2.clock, request["tenant_id"],
-                                         _revive(request["body"]))
-
-    return submit
+        _submitters[id(d)] = (config, submit)
+    return _submitters[id(d)]
 
 
 def _revive(body: dict) -> dict:
@@ -84,8 +84,8 @@ def submit_campaign(body: SubmitCampaign):
         if len(key) > 255:
             raise InvalidInput("Idempotency-Key is longer than 255 characters")
         body_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-        submit = _idempotent_submit()
-        submit_config[0].register_lambda_context(router.lambda_context)  # type: ignore[union-attr]
+        config, submit = _idempotent_submit()
+        config.register_lambda_context(router.lambda_context)
         out = submit(request={"tenant_id": p.tenant_id, "key": key, "body": data, "body_hash": body_hash})
     else:
         d = deps()

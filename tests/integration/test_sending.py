@@ -174,3 +174,16 @@ def test_measured_send_rate_stays_within_a_low_quota(moto_server):
     assert elapsed >= (60 - 1) / 20 * 0.95, f"60 sends in {elapsed:.2f}s exceeds 20/s"
     window_max = max(sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps)
     assert window_max <= 21, f"{window_max} sends within one second"
+
+
+def test_kill_switch_holds_sending_platform_wide_and_per_tenant(deps, tenant):
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(5))
+    mailer = RecordingMailer(deps.mailer)
+    deps.store.set_sending_switch(tenant_id="tenant-a", tenant_paused=True, reason="incident 42")
+    assert batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id).state == "stopped"
+    deps.store.set_sending_switch(tenant_id="tenant-a", tenant_paused=False)
+    deps.store.set_sending_switch(paused=True, reason="SES incident")
+    assert batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id).state == "stopped"
+    assert mailer.sent == []
+    deps.store.set_sending_switch(paused=False)
+    assert batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id).state == "sent" and len(mailer.sent) == 5

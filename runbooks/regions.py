@@ -1,0 +1,126 @@
+"""Switching the active region: the shared procedure behind failover and failback."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from config.settings import Settings
+from core import schema
+from core.adapters.aws import client
+from runbooks.common import Runbook
+
+
+def probe_lag(settings: Settings, source: str, target: str, timeout: float = 30.0) -> float:
+    """Write a probe in ``source`` and time its arrival in ``target`` (works on global tables too)."""
+    src, dst = client(settings, "dynamodb", source), client(settings, "dynamodb", target)
+    stamp = f"{time.time():.6f}"
+    key = {"PK": {"S": "PLATFORM"}, "SK": {"S": f"REPLICATION_PROBE#{source}"}}
+    src.put_item(TableName=settings.table_name, Item={**key, "stamp": {"S": stamp}})
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        item = dst.get_item(TableName=settings.table_name, Key=key, ConsistentRead=True).get("Item")
+        if item and item["stamp"]["S"] == stamp:
+            return round(time.monotonic() - started, 3)
+        time.sleep(0.1)
+    raise TimeoutError(f"no replication {source} → {target} within {timeout}s")
+
+
+def s3_backlog(settings: Settings, source: str, target: str) -> int:
+    """Objects in the source buckets not yet in their target twins (on AWS: also see the S3
+    replication metrics OperationsPendingReplication in CloudWatch)."""
+    s3 = client(settings, "s3", source)
+    missing = 0
+    for b in schema.BUCKETS:
+        pages = s3.get_paginator("list_objects_v2")
+        have = {o["Key"] for p in pages.paginate(Bucket=settings.bucket(b.purpose, target)) for o in p.get("Contents", [])}
+        missing += sum(1 for p in pages.paginate(Bucket=settings.bucket(b.purpose, source))
+                       for o in p.get("Contents", []) if o["Key"] not in have)
+    return missing
+
+
+def _lease(settings: Settings, region: str) -> dict[str, Any]:
+    ddb = client(settings, "dynamodb", region)
+    item = ddb.get_item(TableName=settings.table_name, Key={k: {"S": v} for k, v in schema.lease_key(region).items()},
+                        ConsistentRead=True).get("Item") or {}
+    return {k: list(v.values())[0] for k, v in item.items()}
+
+
+def _flag(settings: Settings, region: str) -> str | None:
+    ddb = client(settings, "dynamodb", region)
+    item = ddb.get_item(TableName=settings.table_name, Key={k: {"S": v} for k, v in schema.ACTIVE_REGION_KEY.items()},
+                        ConsistentRead=True).get("Item")
+    return item["region"]["S"] if item else None
+
+
+def _set_flag(settings: Settings, region: str, active: str) -> None:
+    client(settings, "dynamodb", region).put_item(TableName=settings.table_name, Item={
+        **{k: {"S": v} for k, v in schema.ACTIVE_REGION_KEY.items()}, "region": {"S": active},
+        "updated_at": {"S": datetime.now(UTC).isoformat()}})
+
+
+def _alive(lease: dict[str, Any]) -> bool:
+    exp = lease.get("expires_at")
+    return bool(exp) and datetime.fromisoformat(exp.replace("Z", "+00:00")) > datetime.now(UTC)
+
+
+def switch_active_region(book: Runbook, settings: Settings, *, source: str, target: str, target_api: str,
+                         health_check_id: str | None = None, canary_key: str | None = None,
+                         wait_seconds: float = 60.0, source_reachable: bool = True) -> None:
+    ddb_target = client(settings, "dynamodb", target)
+    book.check(f"{target} table is ACTIVE",
+               lambda: ddb_target.describe_table(TableName=settings.table_name)["Table"]["TableStatus"] == "ACTIVE")
+    if source_reachable:
+        book.check(f"replication lag {source} → {target} (seconds)", lambda: probe_lag(settings, source, target),
+                   required=False)
+        book.check(f"S3 objects not yet replicated to {target}", lambda: s3_backlog(settings, source, target),
+                   required=False)
+    else:
+        book.check(f"{source} reachable", lambda: False, required=False)
+    book.check(f"{target} API healthy",
+               lambda: requests.get(f"{target_api.rstrip('/')}/api/v1/health", timeout=5).status_code == 200)
+    book.check(f"{target} controller passive (no live lease) or already active",
+               lambda: (not _alive(_lease(settings, target))) or _flag(settings, target) == target)
+
+    regions = [target, source] if source_reachable else [target]
+    book.act(f"set the active region to {target}", lambda: [_set_flag(settings, r, target) for r in regions],
+             done=lambda: _flag(settings, target) == target)
+    if health_check_id:
+        r53 = client(settings, "route53")
+        book.act(f"Route 53: force {source}'s health check unhealthy (inverted) so DNS fails over",
+                 lambda: r53.update_health_check(HealthCheckId=health_check_id, Inverted=True)["HealthCheck"]["Id"],
+                 done=lambda: r53.get_health_check(HealthCheckId=health_check_id)["HealthCheck"][
+                     "HealthCheckConfig"].get("Inverted", False))
+    else:
+        book.check("Route 53 health-check override", lambda: "no --health-check-id given (embedded stack: no DNS)",
+                   required=False)
+    if not book.execute:
+        return
+
+    def leader() -> str:
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            lease = _lease(settings, target)
+            if _alive(lease):
+                return f"{lease.get('holder')} epoch {lease.get('epoch')}"
+            time.sleep(0.5)
+        raise TimeoutError(f"no controller took the {target} lease within {wait_seconds}s")
+
+    book.check(f"{target} controller took the lease", leader)
+    if source_reachable:
+        book.check(f"{source} controller stood down", lambda: not _alive(_lease(settings, source)) or
+                   _flag(settings, source) == target)
+    if canary_key:
+        from local.client import Client
+
+        def canary() -> str:
+            c = Client(f"{target_api.rstrip('/')}/api/v1/email", canary_key)
+            tid = c.create_template("canary", "canary", "<p>canary {{ email }}</p>")
+            up = c.upload_csv("email\nsuccess@simulator.amazonses.com\n")
+            tx = c.call("POST", "/campaigns", json={"template_id": tid, "upload_id": up["upload_id"]})
+            return c.wait_for(tx["transaction_id"], {"COMPLETED"}, timeout=wait_seconds * 2)["status"]
+
+        book.check(f"canary campaign through {target}", canary)
