@@ -7,6 +7,7 @@ settings (a moto endpoint in the embedded stack, the real regional endpoint on A
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from typing import Any
@@ -50,14 +51,18 @@ class CallCounter:
         return boto_client
 
     def _on_call(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        """``before-call`` fires for wire calls only (not for presigning); ``params`` is the
+        serialized request, so item counts come from its JSON body (DynamoDB's protocol)."""
         name = f"{model.service_model.service_name}.{model.name}"
         written = 0
         if model.name in ("PutItem", "UpdateItem", "DeleteItem"):
             written = 1
-        elif model.name == "BatchWriteItem":
-            written = sum(len(v) for v in params.get("RequestItems", {}).values())
-        elif model.name == "TransactWriteItems":
-            written = sum(1 for i in params.get("TransactItems", []) if "ConditionCheck" not in i)
+        elif model.name in ("BatchWriteItem", "TransactWriteItems"):
+            body = json.loads(params.get("body") or b"{}")
+            if model.name == "BatchWriteItem":
+                written = sum(len(v) for v in body.get("RequestItems", {}).values())
+            else:
+                written = sum(1 for i in body.get("TransactItems", []) if "ConditionCheck" not in i)
         with self._lock:
             self.calls[name] += 1
             self.items_written += written
