@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test demo bench package clean chromium
+.PHONY: run test demo drill bench package clean chromium
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: $(STAMP) chromium
 
 demo: $(STAMP)
 	$(BIN)/python -m local.demo
+
+drill: $(STAMP)
+	$(BIN)/python -m local.drill
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest

@@ -107,7 +107,13 @@ class SimulatingMailer:
         self._thread = threading.Thread(target=self._publish_loop, name="ses-simulator", daemon=True)
         self._thread.start()
 
+    def cut(self) -> None:
+        """The region's compute is gone: its SES calls fail from now on (drills)."""
+        self._cut = True
+
     def send(self, **kw: Any) -> str:
+        if getattr(self, "_cut", False):
+            raise ConnectionError("SES endpoint unreachable from a killed region")
         ses_id = self.mailer.send(**kw)
         self.sent.append({"to": kw["to"], "ses_id": ses_id, "message_id": kw["tags"].get("message_id", "")})
         for i, kind in enumerate(plan_events(kw["to"], ses_id, self.rates)):

@@ -96,11 +96,27 @@ class Stack:
         for t in self._threads:
             if isinstance(t, SendWorker):
                 t.halt()
+        if self.simulator:
+            self.simulator.cut()
         for s in self._servers:
             s.shutdown()
             s.server_close()
         self._servers.clear()
         log.warning("region compute killed", region=self.settings.region)
+
+    def restart_compute(self) -> None:
+        """Bring a killed region's compute back: a new controller, API server and senders."""
+        from core.bootstrap import worker_name
+
+        assert self.deps is not None and self.simulator is not None
+        self.simulator._cut = False
+        self._servers.append(serve(api.handler, self.settings.api_port, deps=self.deps))
+        self.controller = Controller(self.deps, f"{worker_name()}:embedded:restarted")
+        self.controller.start()
+        for i in range(self.settings.sender_workers):
+            w = SendWorker(f"sender-r{i}", self.deps.send_queue, self._stop, batch=1, deps=self.deps)
+            self._threads.append(w)
+            w.start()
 
     def stop(self) -> None:
         """Stop everything, in order; a failing step never leaves the others (or moto) running."""
