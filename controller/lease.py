@@ -23,7 +23,9 @@ class Lease:
 
     def region_is_active(self) -> bool:
         flag = self.table.get(schema.ACTIVE_REGION_KEY)
-        return flag is None or flag.get("region") == self.region  # no flag yet: single-region setup
+        # No flag: a single-region setup. A two-region deployment sets the flag in both regions
+        # before the DR controller starts (infra bootstrap / the embedded stack / the drill).
+        return flag is None or flag.get("region") == self.region
 
     def acquire_or_renew(self) -> bool:
         """True while we hold the lease. Taking it from an expired holder bumps the epoch."""

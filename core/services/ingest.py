@@ -11,6 +11,7 @@ ingestion stops.
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import io
 import os
@@ -194,8 +195,9 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
             return  # cancelled meanwhile: write nothing more
         rejected = list(rejections)
         rejections.clear()
-        in_flight.append(writer.submit(write, tx, index, rows, rejected, last_line, progress.accepted,
-                                       progress.refused))
+        # copy_context: the writer thread keeps this thread's context (component attribution)
+        in_flight.append(writer.submit(contextvars.copy_context().run, write, tx, index, rows, rejected,
+                                       last_line, progress.accepted, progress.refused))
 
     try:
         for line, row in _rows(text):

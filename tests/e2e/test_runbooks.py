@@ -80,9 +80,11 @@ def dr(stack, moto_server):
     buckets = BucketReplicator(p, p.region, p.dr_region)
     table.start()
     buckets.start()
-    from runbooks.regions import _set_flag
+    from runbooks.regions import _set_flag, probe_lag
 
-    _set_flag(p, p.region, p.region)
+    for region in (p.region, p.dr_region):  # both regions know who is active before DR starts
+        _set_flag(p, region, p.region)
+    probe_lag(p, p.region, p.dr_region, timeout=300)  # the replica has caught up
     dr_stack = Stack.start(s, metrics=False)
     back = TableReplicator(p, p.dr_region, p.region, lag=0.2, from_now=True, echoes=echoes)  # both ways
     back.start()
