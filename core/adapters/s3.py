@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -68,15 +67,3 @@ class S3BlobStore:
 
     def put(self, bucket: str, key: str, data: bytes, content_type: str = "text/csv") -> None:
         self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
-
-    def exists(self, bucket: str, key: str) -> bool:
-        try:
-            self.size(bucket, key)
-            return True
-        except NotFound:
-            return False
-
-    def keys(self, bucket: str, prefix: str = "") -> Iterator[str]:
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                yield obj["Key"]

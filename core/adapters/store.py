@@ -387,15 +387,14 @@ class DynamoStore:
             condition="#st = :cur", values={":cur": tv.status}, names={"#st": "status"},
         ))
         if status == "ACTIVE":
-            self.table.update(Update(
-                schema.template_head_key(tv.template_id), set={"active_version": tv.version},
-                condition="attribute_not_exists(active_version) OR active_version < :v", values={":v": tv.version},
-            )) if self._newer_active(tv) else None
+            try:  # the newest confirmed version becomes the default for new campaigns
+                self.table.update(Update(
+                    schema.template_head_key(tv.template_id), set={"active_version": tv.version},
+                    condition="attribute_not_exists(active_version) OR active_version < :v",
+                    values={":v": tv.version}))
+            except StaleWrite:
+                pass  # a newer version is already active
         return tv.model_copy(update={"status": status, **{k: v for k, v in fields.items() if k in TemplateVersion.model_fields}})
-
-    def _newer_active(self, tv: TemplateVersion) -> bool:
-        head = self.table.get(schema.template_head_key(tv.template_id)) or {}
-        return int(head.get("active_version", 0)) < tv.version
 
     # ---------------------------------------------------------------- uploads
     def put_upload(self, up: Upload) -> None:
@@ -468,9 +467,6 @@ class DynamoStore:
         item = self.table.get(schema.tenant_key(tenant_id), consistent=False)
         return _fields(item) if item else None
 
-    def set_tenant_fields(self, tenant_id: str, fields: dict[str, Any]) -> None:
-        self.table.update(Update(schema.tenant_key(tenant_id), set=fields))
-
     # ---------------------------------------------------------------- platform switches
     def sending_paused(self, tenant_id: str) -> str | None:
         """Why sending is paused for this tenant (platform-wide or tenant kill switch), or None."""
@@ -503,5 +499,3 @@ class DynamoStore:
     def get_flag(self, key: dict[str, str]) -> dict[str, Any] | None:
         return self.table.get(key)
 
-    def put_flag(self, key: dict[str, str], fields: dict[str, Any]) -> None:
-        self.table.put({**key, **fields, "updated_at": iso(utcnow())})

@@ -101,10 +101,6 @@ MESSAGE_PRECEDENCE: dict[MessageStatus, int] = {
 }
 
 
-def can_transition(table: dict, current: StrEnum, target: StrEnum) -> bool:
-    return target in table[current]
-
-
 def outranks(new: MessageStatus, current: MessageStatus) -> bool:
     """True when an event carrying ``new`` may replace ``current``."""
     return MESSAGE_PRECEDENCE[new] > MESSAGE_PRECEDENCE[current]

@@ -20,7 +20,6 @@ import tempfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -299,7 +298,3 @@ def finalize(tx: Any, *, store: Any, clock: Any) -> Any:
             store.change_batch_status(batch, BatchStatus.READY)
     target = T.SCHEDULED if scheduled else T.READY_TO_SEND
     return change_status(store, clock, tx, target)
-
-
-def due_time(tx: Any) -> datetime | None:
-    return tx.send_at

@@ -181,37 +181,3 @@ def guard_reputation(active: list[Transaction], *, store: Any, clock: Any, setti
                 except DomainError:
                     continue
     return paused
-
-
-def ingest_pending(tx: Transaction, **deps: Any) -> Transaction:
-    from core.services.ingest import ingest_transaction
-
-    return ingest_transaction(tx, **deps)
-
-
-def reconcile_once(*, store: Any, blobs: Any, queue: Any, clock: Any, settings: Any,
-                   on_item_error: Any = None) -> dict[str, int]:
-    """One full level-triggered pass over active work (used by tests and the single-job mode)."""
-    stats = {"released": release_due(store=store, clock=clock), "active": 0}
-    active = list(store.active_transactions())
-    stats["active"] = len(active)
-    for tx in active:
-        try:
-            if tx.status in (T.ACCEPT, T.PROCESSING):
-                ingest_pending(tx, store=store, blobs=blobs, settings=settings, clock=clock)
-            else:
-                advance(tx, store=store, queue=queue, clock=clock, settings=settings)
-        except StaleWrite:
-            continue  # someone moved it first; the next pass sees the new state
-        except Exception as exc:
-            if on_item_error:
-                on_item_error("reconcile", tx, exc)
-            else:
-                raise
-    guard_reputation([t for t in active if t.status in (T.READY_TO_SEND, T.SENT, T.SCHEDULED)],
-                     store=store, clock=clock, settings=settings)
-    return stats
-
-
-def now_iso(clock: Any) -> datetime:
-    return clock.now()
