@@ -33,7 +33,15 @@ class EchoRegistry:
 
     @staticmethod
     def digest(image: dict[str, Any] | None) -> str:
-        return json.dumps(image, sort_keys=True) if image is not None else "DELETE"
+        """Order-insensitive for sets: a stream may list a set's members in any order."""
+        def canon(v: Any) -> Any:
+            if isinstance(v, dict):
+                return {k: (sorted(x) if k in ("SS", "NS", "BS") else canon(x)) for k, x in v.items()}
+            if isinstance(v, list):
+                return [canon(x) for x in v]
+            return v
+
+        return json.dumps(canon(image), sort_keys=True) if image is not None else "DELETE"
 
     def wrote(self, region: str, key: tuple[str, str], image: dict[str, Any] | None) -> None:
         with self._lock:
