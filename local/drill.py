@@ -9,6 +9,10 @@ messages lost. Then the primary's compute comes back and `runbooks/failback.py` 
 
 What stays up when the primary's compute dies: the AWS-managed parts (SES event publishing to
 SNS/SQS and the events Lambda, global-table and S3 replication).
+
+The send rate (40/s) is what moto's SQS can carry as SES events (two per message) without a
+backlog; the evidence window (120 s, 900 s in production) must exceed the event pipeline's lag,
+or an in-doubt message whose Send event is still queued would be sent again.
 """
 
 from __future__ import annotations
@@ -35,9 +39,9 @@ def main() -> int:
     configure_logging("WARNING")
     moto = MotoServer(free_port()).start()
     common = dict(aws_endpoint_url=moto.url, environment="local", callback_allow_loopback=True,
-                  callback_require_https=False, batch_size=250, send_chunk_size=25, ses_max_send_rate=150,
+                  callback_require_https=False, batch_size=250, send_chunk_size=25, ses_max_send_rate=40,
                   controller_interval_seconds=0.5, lease_seconds=5, redispatch_after_seconds=10,
-                  send_evidence_window_seconds=60, recount_interval_seconds=1.0, sender_workers=3,
+                  send_evidence_window_seconds=120, recount_interval_seconds=1.0, sender_workers=3,
                   local_api_key="ep_drill_key", completion_window_seconds=600)
     p = load_settings(**common, api_port=free_port(), metrics_port=free_port())
     d = p.model_copy(update={"region": p.dr_region, "dr_region": p.region, "api_port": free_port(),
