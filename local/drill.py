@@ -10,9 +10,9 @@ messages lost. Then the primary's compute comes back and `runbooks/failback.py` 
 What stays up when the primary's compute dies: the AWS-managed parts (SES event publishing to
 SNS/SQS and the events Lambda, global-table and S3 replication).
 
-The send rate (40/s) is what moto's SQS can carry as SES events (two per message) without a
-backlog; the evidence window (120 s, 900 s in production) must exceed the event pipeline's lag,
-or an in-doubt message whose Send event is still queued would be sent again.
+Known open problem (issue 9): the drill reports messages sent twice. DR re-sends every message
+of the chunks in flight at the kill, so the Send-event evidence recorded in the primary is not
+being counted by DR's in-doubt resolution. A longer window or a lower rate does not change it.
 """
 
 from __future__ import annotations
