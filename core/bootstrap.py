@@ -22,6 +22,7 @@ from core.adapters.ses import SesMailer
 from core.adapters.sqs import SqsQueue
 from core.adapters.store import DynamoStore
 from core.adapters.webhooks import GuardedHttpClient
+from core.services.events import SendEvidenceMark
 from core.services.ports import SystemClock
 
 
@@ -37,6 +38,7 @@ class Deps:
     limiter: SharedRateLimiter
     http: GuardedHttpClient
     clock: Any
+    evidence: SendEvidenceMark  # this region's Send-event progress (written by the events Lambda)
     counter: CallCounter | None = None
     analytics: Any = None
     clients: dict[str, Any] = field(default_factory=dict)
@@ -69,6 +71,7 @@ def bootstrap(settings: Settings | None = None, *, clock: Any = None, counter: C
         http=GuardedHttpClient(require_https=settings.callback_require_https,
                                allow_loopback=settings.callback_allow_loopback),
         clock=clock,
+        evidence=SendEvidenceMark(store, clock, region or settings.region),
         counter=counter,
         analytics=analytics,
         clients=clients,

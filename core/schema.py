@@ -120,6 +120,11 @@ def lease_key(region: str) -> dict[str, str]:
     return {PK: f"LEASE#{region}", SK: "CONTROLLER"}
 
 
+def send_evidence_key(region: str) -> dict[str, str]:
+    """How far a region's event pipeline has recorded SES Send events (see core/services/sending.py)."""
+    return {PK: f"EVIDENCE#{region}", SK: "SEND"}
+
+
 def rate_key(tenant_or_platform: str) -> dict[str, str]:
     return {PK: f"RATE#{tenant_or_platform}", SK: "SES"}
 

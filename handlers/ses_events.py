@@ -20,9 +20,11 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 def _record(record: SQSRecord) -> str:
     d = deps()
-    return record_ses_event(record.body, store=d.store, analytics=d.analytics)
+    return record_ses_event(record.body, store=d.store, analytics=d.analytics, evidence=d.evidence)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with acting_as("ses_events"):
-        return process_partial_response(event=event, record_handler=_record, processor=processor, context=context)
+        result = process_partial_response(event=event, record_handler=_record, processor=processor, context=context)
+        deps().evidence.flush()  # if this fails the batch is retried: its events are recognised as replays
+        return result

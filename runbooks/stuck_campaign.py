@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import datetime
 
 from core import schema
+from core.domain.models import iso
 from core.domain.statuses import TERMINAL_TRANSACTION, BatchStatus
 from runbooks.common import Runbook, main_guard, parser, region_deps, run
 
@@ -45,11 +46,20 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
             if b.status == BatchStatus.QUEUED and (lease_until is None or lease_until < now):
                 orphaned.append(b)
             _, logs = store.batch_partition(b.batch_id)
-            doubt = [lg for lg in logs if lg["state"] == "INTENT"]
+            latest: dict[int, dict] = {}
+            for lg in logs:  # only a chunk's latest attempt counts
+                if int(lg["chunk"]) not in latest or int(lg["attempt"]) > int(latest[int(lg["chunk"])]["attempt"]):
+                    latest[int(lg["chunk"])] = lg
+            doubt = [lg for lg in latest.values() if lg["state"] == "INTENT"]
             if doubt:
                 book.check(f"batch {b.batch_id} has chunks in doubt (waiting for SES evidence)",
                            lambda doubt=doubt: f"{len(doubt)} chunk(s), oldest {min(x['created_at'] for x in doubt)}",
                            required=False)
+                for region in sorted({lg.get("region") for lg in doubt if lg.get("region")}):
+                    mark = store.send_evidence(region)
+                    book.check(f"{region}'s event pipeline: newest Send event recorded (and when)",
+                               lambda mark=mark: f"{iso(mark[0])} (at {iso(mark[1])})" if mark else "none yet",
+                               required=False)
         book.check("queued batches no worker holds", lambda: [b.batch_id for b in orphaned] or "none")
         dead = [c.seq for c in store.callbacks(tx.transaction_id) if c.state == "DEAD"]
         book.check("dead-lettered callbacks", lambda: dead or "none", required=False)

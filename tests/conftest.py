@@ -83,7 +83,7 @@ def sns_envelope(ses_event: dict[str, Any], sns_id: str | None = None) -> str:
 
 
 def ses_event_for(name: str, *, tenant: str, message_id: str, recipient: str | None = None,
-                  ses_id: str | None = None) -> dict[str, Any]:
+                  ses_id: str | None = None, sent_at: str | None = None) -> dict[str, Any]:
     """A sample from tests/events/ addressed to one of our messages (as SES would tag it)."""
     from core.domain.models import batch_of_message, transaction_of_batch
 
@@ -95,4 +95,6 @@ def ses_event_for(name: str, *, tenant: str, message_id: str, recipient: str | N
         ev["mail"]["destination"] = [recipient]
     if ses_id:
         ev["mail"]["messageId"] = ses_id
+    if sent_at:
+        ev["mail"]["timestamp"] = sent_at
     return ev

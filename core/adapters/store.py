@@ -25,6 +25,7 @@ from core.domain.models import (
     Transaction,
     Upload,
     iso,
+    parse_iso,
     utcnow,
 )
 from core.domain.statuses import (
@@ -306,11 +307,17 @@ class DynamoStore:
             return False
 
     # ---------------------------------------------------------------- send log
-    def send_log_intent(self, batch_id: str, chunk: int, attempt: int, message_ids: list[str], worker: str) -> bool:
-        """Write-ahead record before the SES calls of one chunk. False if it already exists."""
+    def send_log_intent(self, batch_id: str, chunk: int, attempt: int, message_ids: list[str], worker: str, *,
+                        region: str, now: datetime, send_by: datetime) -> bool:
+        """Write-ahead record before the SES calls of one chunk. False if it already exists.
+
+        ``region`` names the event pipeline that will carry the chunk's Send events and
+        ``send_by`` bounds its last SES call; an in-doubt resolution needs both.
+        """
         return self.table.put_new({
             **schema.send_log_key(batch_id, chunk, attempt), "state": "INTENT", "chunk": chunk,
-            "attempt": attempt, "message_ids": message_ids, "worker": worker, "created_at": iso(utcnow()),
+            "attempt": attempt, "message_ids": message_ids, "worker": worker, "region": region,
+            "created_at": iso(now), "send_by": iso(send_by),
         })
 
     def send_log_done(self, batch_id: str, chunk: int, attempt: int, results: dict[str, dict[str, str]]) -> None:
@@ -319,6 +326,23 @@ class DynamoStore:
             set={"state": "DONE", "results": results, "done_at": iso(utcnow())},
             condition="#st = :i", values={":i": "INTENT"}, names={"#st": "state"},
         ))
+
+    def advance_send_evidence(self, region: str, newest: datetime, now: datetime) -> None:
+        """Move the region's Send-evidence mark forward (never back: concurrent recorders race)."""
+        try:
+            self.table.update(Update(
+                schema.send_evidence_key(region), set={"newest_send": iso(newest), "recorded_at": iso(now)},
+                condition="attribute_not_exists(newest_send) OR newest_send < :n", values={":n": iso(newest)},
+            ))
+        except StaleWrite:
+            pass
+
+    def send_evidence(self, region: str) -> tuple[datetime, datetime] | None:
+        """(newest Send event recorded, when) for a region's event pipeline; None if it never recorded one."""
+        item = self.table.get(schema.send_evidence_key(region))
+        if not item:
+            return None
+        return parse_iso(item["newest_send"]), parse_iso(item["recorded_at"])
 
     # ---------------------------------------------------------------- rejections
     def put_rejections(self, tx_id: str, rejections: Iterable[Rejection]) -> int:

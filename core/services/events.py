@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.domain.models import batch_of_message
+from core.domain.models import batch_of_message, parse_iso
 from core.domain.statuses import MessageStatus as M
 from core.observability import SES_EVENTS, log
 
@@ -117,7 +119,38 @@ def _detail_key(kind: str) -> str:
     return {"Rendering Failure": "failure", "DeliveryDelay": "deliveryDelay"}.get(kind, kind[0].lower() + kind[1:])
 
 
-def record_ses_event(body: str, *, store: Any, analytics: Any | None = None) -> str:
+class SendEvidenceMark:
+    """How far this region's event pipeline has recorded SES Send events.
+
+    The newest Send time seen goes to the table once per SQS batch (``flush``), not per event.
+    An in-doubt chunk (core/services/sending.py) waits until this mark is past it, or the
+    pipeline has gone quiet, so a lagging pipeline delays its resolution instead of letting a
+    fixed window run out before the evidence is in.
+    """
+
+    def __init__(self, store: Any, clock: Any, region: str):
+        self.store, self.clock, self.region = store, clock, region
+        self._newest: datetime | None = None
+        self._written: datetime | None = None
+        self._lock = threading.Lock()
+
+    def saw(self, send_time: str) -> None:
+        ts = parse_iso(send_time)
+        with self._lock:
+            if self._newest is None or ts > self._newest:
+                self._newest = ts
+
+    def flush(self) -> None:
+        with self._lock:
+            newest = self._newest
+            if newest is None or newest == self._written:
+                return
+            self._written = newest
+        self.store.advance_send_evidence(self.region, newest, self.clock.now())
+
+
+def record_ses_event(body: str, *, store: Any, analytics: Any | None = None,
+                     evidence: SendEvidenceMark | None = None) -> str:
     """Apply one SQS record. Returns the outcome (applied · kept · duplicate · ignored).
 
     Raises only for transient failures, so the SQS record is retried; malformed input is
@@ -142,6 +175,8 @@ def record_ses_event(body: str, *, store: Any, analytics: Any | None = None) -> 
     extra = {"ses_message_id": parsed.ses_message_id} if parsed.event_type == "Send" else None
     moved = store.record_message_event(batch_id, parsed.message_id, parsed.status, event, extra)
     outcome = {True: "applied", False: "kept", None: "duplicate"}[moved]
+    if evidence is not None and parsed.event_type == "Send":
+        evidence.saw(ev.mail.timestamp)
     if parsed.suppress_reason and parsed.tenant_id and parsed.recipient and moved is not None:
         store.suppress(parsed.tenant_id, parsed.recipient.lower(), parsed.suppress_reason, parsed.message_id)
     if analytics is not None and moved is not None:

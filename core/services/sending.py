@@ -3,13 +3,20 @@
 Crash policy (the dangerous point is between the SES call and recording it):
   * A worker takes the batch's lease, then for each chunk of messages writes a send-log entry
     in state INTENT *before* any SES call and marks it DONE with the SES message ids after.
+    The INTENT names its region and a ``send_by`` time (the lease's end): no SES call of the
+    chunk happens after it, even from a worker that stalled past its lease.
   * An INTENT entry without DONE means a worker died mid-chunk: which of its messages SES
     accepted is unknown. They are never re-sent blindly. SES publishes a Send event for every
     accepted message (the configuration set requires it), and the event recorder moves the
-    message to SENT. After ``send_evidence_window_seconds`` the chunk is resolved: messages
-    with evidence count as sent, the rest were never accepted and go out in a new attempt.
+    message to SENT. The chunk is resolved once that evidence is in: ``send_evidence_window``
+    after ``send_by`` *and* the region's event pipeline either has recorded Send events of mail
+    sent a window later than ``send_by`` or has recorded nothing for a window (drained). A
+    lagging pipeline therefore holds the chunk back rather than letting a fixed timer run out
+    first. Messages with evidence count as sent; the rest were never accepted and go out in a
+    new attempt.
   * The batch is SENT when every chunk is DONE; until then the controller re-dispatches it.
-This keeps the hot path to two small writes per chunk instead of two per message.
+This keeps the hot path to two small writes per chunk instead of two per message. A stalled
+(not lagging) event pipeline looks quiet; its queue-age alarm is the guard for that case.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from core.domain.errors import MessageRefused, StaleWrite, TemporaryError
-from core.domain.models import iso
+from core.domain.models import iso, parse_iso
 from core.domain.statuses import SENDABLE_MESSAGE, BatchStatus, MessageStatus
 from core.domain.statuses import TransactionStatus as T
 from core.observability import SEND_THROTTLED, SENDS, log
@@ -88,9 +95,8 @@ class BatchSender:
                 if prev["state"] == "DONE" and self._chunk_complete(chunk, prev):
                     continue
                 if prev["state"] == "INTENT":
-                    opened = datetime.fromisoformat(prev["created_at"].replace("Z", "+00:00"))
-                    until = opened + timedelta(seconds=self.settings.send_evidence_window_seconds)
-                    if self.clock.now() < until:
+                    until = self._evidence_pending_until(prev)
+                    if until is not None:
                         in_doubt_until = max(in_doubt_until or until, until)
                         continue
                 attempt = int(prev["attempt"]) + 1
@@ -101,8 +107,10 @@ class BatchSender:
                 todo = [m for m in todo if m.message_id not in done]
             if not todo:
                 continue
-            if not store.claim_batch(batch, self.worker, self.clock.now(), lease):
+            claimed_at = self.clock.now()
+            if not store.claim_batch(batch, self.worker, claimed_at, lease):
                 return SendOutcome("busy", outcome.sent, outcome.failed)  # our lease lapsed: another worker owns it
+            send_by = claimed_at + timedelta(seconds=lease)
             switched_off = store.sending_paused(tx.tenant_id)
             if switched_off:
                 log.warning("batch send held by kill switch", transaction_id=transaction_id, batch_id=batch_id,
@@ -115,11 +123,12 @@ class BatchSender:
                          status=current.status.value)
                 self._redispatch_at(batch, self.clock.now())
                 return SendOutcome("stopped", outcome.sent, outcome.failed)
-            if not store.send_log_intent(batch_id, c, attempt, [m.message_id for m in todo], self.worker):
+            if not store.send_log_intent(batch_id, c, attempt, [m.message_id for m in todo], self.worker,
+                                         region=self.settings.region, now=self.clock.now(), send_by=send_by):
                 return SendOutcome("busy", outcome.sent, outcome.failed)
-            results = self._send_chunk(tx, todo, subject_src, html_src, outcome)
+            results = self._send_chunk(tx, todo, subject_src, html_src, outcome, send_by)
             store.send_log_done(batch_id, c, attempt, results)
-            if len(results) < len(todo):  # stopped early (persistent throttling): retry later
+            if len(results) < len(todo):  # stopped early (throttling, or the lease ran out): retry later
                 self._redispatch_at(batch, self.clock.now() + timedelta(seconds=30))
                 return SendOutcome("stopped", outcome.sent, outcome.failed)
         if in_doubt_until is not None:
@@ -136,6 +145,23 @@ class BatchSender:
                  failed=outcome.failed)
         return outcome
 
+    def _evidence_pending_until(self, intent: dict[str, Any]) -> datetime | None:
+        """None once an in-doubt chunk's Send evidence is complete, else when to look again."""
+        window = timedelta(seconds=self.settings.send_evidence_window_seconds)
+        last_send = parse_iso(intent.get("send_by") or intent["created_at"])
+        now = self.clock.now()
+        if now < last_send + window:
+            return last_send + window
+        mark = self.store.send_evidence(intent["region"]) if intent.get("region") else None
+        if mark is None:
+            return None  # that region's pipeline never recorded an event: nothing is lagging
+        newest_send, recorded_at = mark
+        if newest_send >= last_send + window or now >= recorded_at + window:
+            return None  # the pipeline is past the chunk, or has been quiet for a window
+        log.info("in-doubt chunk waits for a lagging event pipeline", region=intent["region"],
+                 pipeline_at=iso(newest_send), chunk_sent_by=iso(last_send))
+        return recorded_at + window
+
     @staticmethod
     def _chunk_complete(chunk: list[Any], log_entry: dict[str, Any]) -> bool:
         results = log_entry.get("results") or {}
@@ -145,7 +171,7 @@ class BatchSender:
         self.store.release_batch(batch, when)
 
     def _send_chunk(self, tx: Any, todo: list[Any], subject_src: str, html_src: str,
-                    outcome: SendOutcome) -> dict[str, dict[str, str]]:
+                    outcome: SendOutcome, send_by: datetime) -> dict[str, dict[str, str]]:
         store, settings = self.store, self.settings
         suppressed = store.are_suppressed(tx.tenant_id, [m.recipient_email.lower() for m in todo])
         start = self.limiter.reserve(len(todo))
@@ -170,6 +196,9 @@ class BatchSender:
             token = unsubscribe_token(settings.unsubscribe_secret, tx.tenant_id, m.recipient_email, m.message_id)
             unsub = f"{settings.public_base_url}/api/v1/email/unsubscribe/{token}"
             self.limiter.pace(start, i)
+            if self.clock.now() >= send_by:
+                log.warning("chunk stopped at its send-by time", batch_id=m.batch_id, left=len(todo) - i)
+                break  # our lease is over: another worker may own the batch now
             ses_id = self._send_one(tx, m, subject, html, unsub, results)
             if ses_id is None and m.message_id not in results:
                 break  # throttled past our patience: the rest go in a later attempt

@@ -3,10 +3,12 @@
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 
 from core.domain.errors import TemporaryError
+from core.domain.models import iso
 from core.domain.statuses import BatchStatus, MessageStatus
 from core.services.events import record_ses_event
 from tests.conftest import make_settings, ses_event_for, sns_envelope
@@ -124,6 +126,85 @@ def test_crash_between_ses_accepting_and_the_send_log(deps, tenant, clock):
     assert deps.store.get_batch(batch.batch_id, tx_id).status == BatchStatus.SENT
 
 
+def _crash_after_four(deps, clock):
+    """Ten recipients in one chunk; the worker dies right after SES accepted the 4th."""
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(10))
+
+    def die_after_fourth(kw, before):
+        if not before and len(mailer.sent) == 4:
+            raise Crash("worker killed right after SES accepted the 4th message")
+
+    mailer = RecordingMailer(deps.mailer, die_after_fourth)
+    with pytest.raises(Crash):
+        batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    mailer.fail = None
+    return tx_id, batch, mailer
+
+
+def _pipeline_records(deps, sends):
+    """The events Lambda recording SES Send events (with the times SES sent them) and its mark."""
+    for s in sends:
+        body = sns_envelope(ses_event_for("ses_send.json", tenant="tenant-a", message_id=s["tags"]["message_id"],
+                                          recipient=s["to"], ses_id=s["ses_id"], sent_at=s["sent_at"]))
+        record_ses_event(body, store=deps.store, evidence=deps.evidence)
+    deps.evidence.flush()
+
+
+def test_an_in_doubt_chunk_waits_for_a_lagging_event_pipeline(deps, tenant, clock):
+    """A fixed window is not enough: when the event pipeline lags by more than the window, the
+    evidence of what SES accepted is still queued as the window ends. The chunk waits for it."""
+    crashed_at = clock.now()
+    tx_id, batch, mailer = _crash_after_four(deps, clock)
+    for s in mailer.sent:
+        s["sent_at"] = iso(crashed_at)
+    clock.advance(deps.settings.lease_seconds * 4 + deps.settings.send_evidence_window_seconds + 1)
+
+    # The pipeline is still working through mail older than the chunk.
+    deps.evidence.saw(iso(crashed_at - timedelta(seconds=1)))
+    deps.evidence.flush()
+    out = batch_sender(deps, mailer, "w2").send_batch(tx_id, batch.batch_id)
+    assert out.state == "in_doubt" and len(mailer.sent) == 4
+
+    _pipeline_records(deps, mailer.sent)  # it reaches the chunk's Send events ...
+    clock.advance(deps.settings.send_evidence_window_seconds + 1)  # ... and then has nothing more to record
+    out = batch_sender(deps, mailer, "w3").send_batch(tx_id, batch.batch_id)
+    assert out.state == "sent" and out.sent == 6
+    assert set(mailer.per_recipient().values()) == {1} and len(mailer.per_recipient()) == 10
+
+
+def test_an_in_doubt_chunk_resolves_once_the_pipeline_is_past_it(deps, tenant, clock):
+    crashed_at = clock.now()
+    tx_id, batch, mailer = _crash_after_four(deps, clock)
+    for s in mailer.sent:
+        s["sent_at"] = iso(crashed_at)
+    clock.advance(deps.settings.lease_seconds * 4 + deps.settings.send_evidence_window_seconds + 1)
+    _pipeline_records(deps, mailer.sent)
+    # Busy, but with mail sent a window after the chunk's send-by time: its evidence is in.
+    deps.evidence.saw(iso(clock.now()))
+    deps.evidence.flush()
+    out = batch_sender(deps, mailer, "w2").send_batch(tx_id, batch.batch_id)
+    assert out.state == "sent" and out.sent == 6
+    assert set(mailer.per_recipient().values()) == {1} and len(mailer.per_recipient()) == 10
+
+
+def test_a_worker_that_stalls_past_its_lease_sends_nothing_more(deps, tenant, clock):
+    """Every SES call of a chunk happens before its send-by time, the end of the batch lease."""
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(10))
+
+    def stall_after_third(kw, before):
+        if not before and len(mailer.sent) == 3:
+            clock.advance(deps.settings.lease_seconds * 4 + 1)  # a long pause: the lease is gone
+
+    mailer = RecordingMailer(deps.mailer, stall_after_third)
+    out = batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    assert out.state == "stopped" and len(mailer.sent) == 3
+    mailer.fail = None
+    clock.advance(31)
+    out = batch_sender(deps, mailer, "w2").send_batch(tx_id, batch.batch_id)
+    assert out.state == "sent" and out.sent == 7
+    assert set(mailer.per_recipient().values()) == {1} and len(mailer.per_recipient()) == 10
+
+
 def test_pause_stops_a_batch_between_chunks_and_resume_finishes_it(deps, tenant):
     from core.services import campaigns
 
@@ -187,3 +268,18 @@ def test_kill_switch_holds_sending_platform_wide_and_per_tenant(deps, tenant):
     assert mailer.sent == []
     deps.store.set_sending_switch(paused=False)
     assert batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id).state == "sent" and len(mailer.sent) == 5
+
+
+def test_stuck_campaign_shows_an_in_doubt_chunk_and_its_event_pipeline(deps, tenant, clock):
+    from runbooks import stuck_campaign
+
+    crashed_at = clock.now()
+    tx_id, batch, mailer = _crash_after_four(deps, clock)
+    for s in mailer.sent:
+        s["sent_at"] = iso(crashed_at)
+    _pipeline_records(deps, mailer.sent[:2])
+    lines: list[str] = []
+    assert stuck_campaign.main(["--campaign", tx_id], settings=deps.settings, out=lines.append) == 0
+    text = "\n".join(lines)
+    assert f"batch {batch.batch_id} has chunks in doubt (waiting for SES evidence): ok — 1 chunk(s)" in text
+    assert f"{deps.settings.region}'s event pipeline: newest Send event recorded (and when): ok — {iso(crashed_at)}" in text

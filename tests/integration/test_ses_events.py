@@ -1,5 +1,8 @@
 """The SES-events Lambda handler on SQS-shaped records: precedence, replays, suppression."""
 
+from datetime import timedelta
+
+from core.domain.models import parse_iso
 from core.domain.statuses import MessageStatus
 from handlers import ses_events
 from handlers.context import LocalContext, use
@@ -95,3 +98,17 @@ def test_counts_follow_events_and_the_campaign_completes(deps, tenant):
     assert (s.sent, s.delivered, s.opened, s.bounced, s.complained, s.rejected) == (4, 2, 1, 1, 1, 1)
     statuses = [cb.payload["status"] for cb in deps.store.callbacks(tx_id)]
     assert statuses == [] or statuses[-1] == "COMPLETED"
+
+
+def test_the_handler_marks_how_far_send_evidence_has_been_recorded(deps, tenant, clock):
+    use(deps)
+    try:
+        _, batch, sent = sent_campaign(deps, n=2)
+        newer, older = "2026-11-27T10:00:05.000Z", "2026-11-27T10:00:01.000Z"
+        ses_events.handler(sqs_event([ev("ses_send.json", sent[0], sent_at=newer)]), LocalContext())
+        assert deps.store.send_evidence(deps.settings.region) == (parse_iso(newer), clock.now())
+        clock.advance(10)
+        ses_events.handler(sqs_event([ev("ses_send.json", sent[1], sent_at=older)]), LocalContext())
+        assert deps.store.send_evidence(deps.settings.region) == (parse_iso(newer), clock.now() - timedelta(seconds=10))
+    finally:
+        use(None)
