@@ -125,19 +125,28 @@ class SimulatingMailer:
         while not self._stop.is_set() or pending or not self._q.empty():
             try:
                 pending.append(self._q.get(timeout=0.05))
+                while len(pending) < 1000:
+                    pending.append(self._q.get_nowait())
             except queue.Empty:
                 pass
             now = time.monotonic()
             due = [p for p in pending if p[0] <= now]
             pending = [p for p in pending if p[0] > now]
-            for _, kind, ses_id, kw in due:
-                ev = ses_event(kind, ses_id=ses_id, sender=kw["sender"], to=kw["to"], subject=kw["subject"], tags=kw["tags"])
-                try:
-                    self.sns.publish(TopicArn=self.topic_arn, Message=json.dumps(ev))
-                except Exception as exc:
-                    log.warning("simulator publish failed", error=str(exc)[:200])
+            due.sort(key=lambda p: (p[1] != "Send", p[0]))  # SES emits Send at acceptance, ahead of the rest
+            for i in range(0, len(due), 10):
+                self._publish([ses_event(kind, ses_id=ses_id, sender=kw["sender"], to=kw["to"], subject=kw["subject"],
+                                         tags=kw["tags"]) for _, kind, ses_id, kw in due[i:i + 10]])
             if self._stop.is_set() and not due and self._q.empty():
                 break
+
+    def _publish(self, events: list[dict[str, Any]]) -> None:
+        try:
+            resp = self.sns.publish_batch(TopicArn=self.topic_arn, PublishBatchRequestEntries=[
+                {"Id": str(i), "Message": json.dumps(ev)} for i, ev in enumerate(events)])
+            for failed in resp.get("Failed", []):
+                log.warning("simulator publish failed", error=str(failed)[:200])
+        except Exception as exc:
+            log.warning("simulator publish failed", error=str(exc)[:200])
 
     def idle(self) -> bool:
         return self._q.empty()
