@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from core.adapters.dynamodb import Update
@@ -11,10 +12,10 @@ from core.domain.errors import StaleWrite, TemporaryError
 class SharedRateLimiter:
     """A token schedule shared by all workers through one DynamoDB item.
 
-    ``reserve(n)`` books the next ``n`` send slots at ``rate``/s with a conditional write on
-    the slot pointer, and returns when the first slot starts; the caller spaces its sends by
-    ``1/rate``. Booked windows never overlap, so the total rate across workers stays within
-    the quota. One read and one write per chunk, not per message.
+    ``book(n)`` books the next ``n`` send slots at ``rate``/s with a conditional write on
+    the slot pointer; the caller waits for each of its slots (``Booking.wait_turn``). Booked
+    windows never overlap, so the total rate across workers stays within the quota. One read
+    and one write per chunk, not per message.
     """
 
     def __init__(self, table: Any, key: dict[str, str], rate: float, clock: Any):
@@ -37,7 +38,32 @@ class SharedRateLimiter:
                 continue
         raise TemporaryError("rate limiter contended", delay=0.5)
 
-    def pace(self, start: float, i: int) -> None:
-        wait = start + i / self.rate - self.clock.now().timestamp()
+    def book(self, n: int) -> Booking:
+        return Booking(self, n)
+
+
+class Booking:
+    """One worker's slots. A send that is late for its slot (a slow call) takes the next slot
+    that has not passed instead of catching up in a burst over other workers' slots; when its
+    own slots run out it books more (rare: one more write)."""
+
+    def __init__(self, limiter: SharedRateLimiter, n: int):
+        self.limiter = limiter
+        self.start, self.n, self.used = limiter.reserve(n), n, 0
+
+    @property
+    def end(self) -> float:
+        """When the booked slots end (epoch seconds)."""
+        return self.start + self.n / self.limiter.rate
+
+    def wait_turn(self, remaining: int) -> None:
+        """Wait for the next usable slot; ``remaining`` counts this send and the ones after it."""
+        rate, clock = self.limiter.rate, self.limiter.clock
+        passed = math.ceil((clock.now().timestamp() - self.start) * rate - 1e-6)
+        k = max(self.used, passed)
+        if k >= self.n:
+            self.start, self.n, self.used, k = self.limiter.reserve(remaining), remaining, 0, 0
+        self.used = k + 1
+        wait = self.start + k / rate - clock.now().timestamp()
         if wait > 0:
-            self.clock.sleep(wait)
+            clock.sleep(wait)

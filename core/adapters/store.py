@@ -320,6 +320,13 @@ class DynamoStore:
             "created_at": iso(now), "send_by": iso(send_by),
         })
 
+    def extend_send_by(self, batch_id: str, chunk: int, attempt: int, send_by: datetime) -> None:
+        """Push an INTENT's send-by time out (before its first SES call: its slots start late)."""
+        self.table.update(Update(
+            schema.send_log_key(batch_id, chunk, attempt), set={"send_by": iso(send_by)},
+            condition="#st = :i", values={":i": "INTENT"}, names={"#st": "state"},
+        ))
+
     def send_log_done(self, batch_id: str, chunk: int, attempt: int, results: dict[str, dict[str, str]]) -> None:
         self.table.update(Update(
             schema.send_log_key(batch_id, chunk, attempt),

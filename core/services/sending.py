@@ -1,10 +1,11 @@
 """Sending one batch: claim, render, send within the shared quota, record.
 
 Crash policy (the dangerous point is between the SES call and recording it):
-  * A worker takes the batch's lease, then for each chunk of messages writes a send-log entry
-    in state INTENT *before* any SES call and marks it DONE with the SES message ids after.
-    The INTENT names its region and a ``send_by`` time (the lease's end): no SES call of the
-    chunk happens after it, even from a worker that stalled past its lease.
+  * A send call takes the batch's lease, then for each chunk of messages writes a send-log
+    entry in state INTENT *before* any SES call and marks it DONE with the SES message ids
+    after. The INTENT names its region and a ``send_by`` time (the lease's end, pushed out
+    before the first call when the chunk's booked slots end later): no SES call of the chunk
+    happens after it, even from a worker that stalled past its lease.
   * An INTENT entry without DONE means a worker died mid-chunk: which of its messages SES
     accepted is unknown. They are never re-sent blindly. SES publishes a Send event for every
     accepted message (the configuration set requires it), and the event recorder moves the
@@ -24,8 +25,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core.domain.errors import MessageRefused, StaleWrite, TemporaryError
@@ -73,9 +75,12 @@ class BatchSender:
             self._redispatch_at(batch, now)
             return SendOutcome("stopped")
         lease = self.settings.lease_seconds * 4  # renewed before every chunk; a dead worker's lapses soon
-        if not store.claim_batch(batch, self.worker, now, lease):
+        # The lease holder is this call, not the process: threads or Lambda sandboxes can share a
+        # host name and pid, and a queue copy of the batch delivered twice must not pass as us.
+        me = f"{self.worker}:{uuid.uuid4().hex[:8]}"
+        if not store.claim_batch(batch, me, now, lease):
             return SendOutcome("busy")
-        log.info("batch send started", transaction_id=transaction_id, batch_id=batch_id, worker=self.worker)
+        log.info("batch send started", transaction_id=transaction_id, batch_id=batch_id, worker=me)
         messages, logs = store.batch_partition(batch_id)
         messages.sort(key=lambda m: m.message_id)
         latest: dict[int, dict[str, Any]] = {}
@@ -108,9 +113,8 @@ class BatchSender:
             if not todo:
                 continue
             claimed_at = self.clock.now()
-            if not store.claim_batch(batch, self.worker, claimed_at, lease):
+            if not store.claim_batch(batch, me, claimed_at, lease):
                 return SendOutcome("busy", outcome.sent, outcome.failed)  # our lease lapsed: another worker owns it
-            send_by = claimed_at + timedelta(seconds=lease)
             switched_off = store.sending_paused(tx.tenant_id)
             if switched_off:
                 log.warning("batch send held by kill switch", transaction_id=transaction_id, batch_id=batch_id,
@@ -123,10 +127,16 @@ class BatchSender:
                          status=current.status.value)
                 self._redispatch_at(batch, self.clock.now())
                 return SendOutcome("stopped", outcome.sent, outcome.failed)
-            if not store.send_log_intent(batch_id, c, attempt, [m.message_id for m in todo], self.worker,
+            send_by: datetime | None = claimed_at + timedelta(seconds=lease)
+            if not store.send_log_intent(batch_id, c, attempt, [m.message_id for m in todo], me,
                                          region=self.settings.region, now=self.clock.now(), send_by=send_by):
                 return SendOutcome("busy", outcome.sent, outcome.failed)
-            results = self._send_chunk(tx, todo, subject_src, html_src, outcome, send_by)
+            suppressed = store.are_suppressed(tx.tenant_id, [m.recipient_email.lower() for m in todo])
+            booking = self.limiter.book(len(todo))  # right before the sends
+            send_by = self._cover_booking(batch, me, c, attempt, booking.end, send_by)
+            if send_by is None:
+                return SendOutcome("busy", outcome.sent, outcome.failed)
+            results = self._send_chunk(tx, todo, suppressed, subject_src, html_src, outcome, booking, send_by)
             store.send_log_done(batch_id, c, attempt, results)
             if len(results) < len(todo):  # stopped early (throttling, or the lease ran out): retry later
                 self._redispatch_at(batch, self.clock.now() + timedelta(seconds=30))
@@ -170,11 +180,23 @@ class BatchSender:
     def _redispatch_at(self, batch: Any, when: datetime) -> None:
         self.store.release_batch(batch, when)
 
-    def _send_chunk(self, tx: Any, todo: list[Any], subject_src: str, html_src: str,
-                    outcome: SendOutcome, send_by: datetime) -> dict[str, dict[str, str]]:
+    def _cover_booking(self, batch: Any, me: str, chunk: int, attempt: int, booked_until: float,
+                       send_by: datetime) -> datetime | None:
+        """Slots booked behind other workers' can end after our lease: extend the lease and the
+        INTENT's send-by time before the first SES call (only then). None if the lease is lost."""
+        needed = datetime.fromtimestamp(booked_until, UTC) + timedelta(
+            seconds=self.settings.lease_seconds)
+        if needed <= send_by:
+            return send_by
+        now = self.clock.now()
+        if not self.store.claim_batch(batch, me, now, (needed - now).total_seconds()):
+            return None
+        self.store.extend_send_by(batch.batch_id, chunk, attempt, needed)
+        return needed
+
+    def _send_chunk(self, tx: Any, todo: list[Any], suppressed: set[str], subject_src: str, html_src: str,
+                    outcome: SendOutcome, booking: Any, send_by: datetime) -> dict[str, dict[str, str]]:
         store, settings = self.store, self.settings
-        suppressed = store.are_suppressed(tx.tenant_id, [m.recipient_email.lower() for m in todo])
-        start = self.limiter.reserve(len(todo))
         results: dict[str, dict[str, str]] = {}
         cache_key = f"{tx.template_id}:{tx.template_version}"
         for i, m in enumerate(todo):
@@ -195,7 +217,7 @@ class BatchSender:
                 continue
             token = unsubscribe_token(settings.unsubscribe_secret, tx.tenant_id, m.recipient_email, m.message_id)
             unsub = f"{settings.public_base_url}/api/v1/email/unsubscribe/{token}"
-            self.limiter.pace(start, i)
+            booking.wait_turn(len(todo) - i)
             if self.clock.now() >= send_by:
                 log.warning("chunk stopped at its send-by time", batch_id=m.batch_id, left=len(todo) - i)
                 break  # our lease is over: another worker may own the batch now
