@@ -11,6 +11,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from controller.lease import Lease
+from core.adapters.streams import follow_table_stream
 from core.bootstrap import Deps
 from core.domain.errors import DomainError, Fenced, StaleWrite
 from core.domain.statuses import TransactionStatus as T
@@ -169,28 +170,13 @@ class Controller:
 
     def _follow_stream(self) -> None:
         try:
-            ddb = self.deps.clients["dynamodb"]
-            streams = self.deps.clients["dynamodbstreams"]
-            arn = ddb.describe_table(TableName=self.settings.table_name)["Table"].get("LatestStreamArn")
-            if not arn:
-                return
-            iterators = {}
-            for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-                iterators[shard["ShardId"]] = streams.get_shard_iterator(
-                    StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="LATEST")["ShardIterator"]
-            while not self.stopping.is_set():
-                changed = False
-                for sid, it in list(iterators.items()):
-                    if not it:
-                        continue
-                    resp = streams.get_records(ShardIterator=it, Limit=100)
-                    iterators[sid] = resp.get("NextShardIterator")
-                    changed |= any(r["dynamodb"].get("Keys", {}).get("SK", {}).get("S") == "METADATA"
-                                   and r["dynamodb"]["Keys"]["PK"]["S"].startswith("TRANSACTION#")
-                                   for r in resp.get("Records", []))
+            for records in follow_table_stream(self.deps.clients["dynamodb"], self.deps.clients["dynamodbstreams"],
+                                               self.settings.table_name, self.stopping):
+                changed = any(r["dynamodb"].get("Keys", {}).get("SK", {}).get("S") == "METADATA"
+                              and r["dynamodb"]["Keys"]["PK"]["S"].startswith("TRANSACTION#") for r in records)
                 if changed and self.lease.epoch is not None:
                     self.nudge()
-                self.stopping.wait(0.5)
+                    self.stopping.wait(0.5)  # at most two nudges a second
         except Exception as exc:  # the periodic passes keep the controller correct without it
             log.warning("stream watch stopped", error=str(exc)[:300])
 

@@ -19,6 +19,7 @@ from typing import Any
 from config.settings import Settings
 from core import schema
 from core.adapters.aws import client
+from core.adapters.streams import follow_table_stream
 from core.observability import log
 
 
@@ -70,28 +71,19 @@ class TableReplicator(threading.Thread):
         self.ready = threading.Event()
 
     def run(self) -> None:
-        streams = client(self.settings, "dynamodbstreams", self.source)
-        ddb_src = client(self.settings, "dynamodb", self.source)
         dst = client(self.settings, "dynamodb", self.dest)
-        arn = ddb_src.describe_table(TableName=self.settings.table_name)["Table"]["LatestStreamArn"]
-        kind = "LATEST" if self.from_now else "TRIM_HORIZON"
-        its = {s["ShardId"]: streams.get_shard_iterator(StreamArn=arn, ShardId=s["ShardId"], ShardIteratorType=kind)[
-            "ShardIterator"] for s in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]}
-        self.ready.set()
-        while not self.stop_event.is_set():
-            idle = True
-            for sid, it in list(its.items()):
-                if not it:
-                    continue
-                resp = streams.get_records(ShardIterator=it, Limit=1000)
-                its[sid] = resp.get("NextShardIterator")
-                records = resp.get("Records", [])
-                if records:
-                    idle = False
-                    self.stop_event.wait(self.lag)
-                    self._apply(dst, records)
-            if idle:
-                self.stop_event.wait(0.2)
+        records = follow_table_stream(client(self.settings, "dynamodb", self.source),
+                                      client(self.settings, "dynamodbstreams", self.source), self.settings.table_name,
+                                      self.stop_event, start="LATEST" if self.from_now else "TRIM_HORIZON",
+                                      limit=1000, idle_wait=0.2)
+        first = True
+        for batch in records:
+            if first:  # the iterators exist: nothing written from now on can be missed
+                self.ready.set()
+                first = False
+            if batch:
+                self.stop_event.wait(self.lag)
+                self._apply(dst, batch)
 
     def _apply(self, dst: Any, records: list[dict[str, Any]]) -> None:
         pending: list[dict[str, Any]] = []

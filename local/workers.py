@@ -13,6 +13,8 @@ from handlers.context import LocalContext
 
 class QueueWorker(threading.Thread):
     component = "unattributed"  # the Lambda whose event source mapping this worker plays
+    lambda_handler: Any = None
+    retry_after: int | None = None
 
     def __init__(self, name: str, queue: Any, stop: threading.Event, batch: int = 10, deps: Any = None):
         super().__init__(name=name, daemon=True)
@@ -40,7 +42,14 @@ class QueueWorker(threading.Thread):
                 self.stop_event.wait(1)
 
     def handle(self, msgs: list[dict[str, Any]]) -> None:
-        raise NotImplementedError
+        """What the event source mapping does: delete what succeeded, leave the reported failures."""
+        resp = self.lambda_handler(_sqs_event(msgs, self.queue.name), LocalContext())
+        failed = {f["itemIdentifier"] for f in resp.get("batchItemFailures", [])}
+        self.queue.delete([m["ReceiptHandle"] for m in msgs if m["MessageId"] not in failed])
+        if self.retry_after is not None:
+            for m in msgs:
+                if m["MessageId"] in failed:
+                    self.queue.release(m["ReceiptHandle"], self.retry_after)
 
 
 def _sqs_event(msgs: list[dict[str, Any]], arn: str) -> dict[str, Any]:
@@ -53,18 +62,11 @@ def _sqs_event(msgs: list[dict[str, Any]], arn: str) -> dict[str, Any]:
 
 class SendWorker(QueueWorker):
     component = "sender"
-    def handle(self, msgs: list[dict[str, Any]]) -> None:
-        resp = sender.handler(_sqs_event(msgs, self.queue.name), LocalContext())
-        failed = {f["itemIdentifier"] for f in resp.get("batchItemFailures", [])}
-        self.queue.delete([m["ReceiptHandle"] for m in msgs if m["MessageId"] not in failed])
-        for m in msgs:
-            if m["MessageId"] in failed:
-                self.queue.release(m["ReceiptHandle"], 5)
+    lambda_handler = staticmethod(sender.handler)
+    retry_after = 5  # a failed batch record comes back soon (Lambda: the queue's visibility timeout)
 
 
 class EventsWorker(QueueWorker):
     component = "ses_events"
-    def handle(self, msgs: list[dict[str, Any]]) -> None:
-        resp = ses_events.handler(_sqs_event(msgs, self.queue.name), LocalContext())
-        failed = {f["itemIdentifier"] for f in resp.get("batchItemFailures", [])}
-        self.queue.delete([m["ReceiptHandle"] for m in msgs if m["MessageId"] not in failed])
+    lambda_handler = staticmethod(ses_events.handler)
+    retry_after = None  # failed records reappear after the visibility timeout, as on Lambda
