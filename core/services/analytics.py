@@ -76,22 +76,25 @@ SERIES = (("Delivery", "#2e7d32"), ("Open", "#1565c0"), ("Click", "#6a1b9a"), ("
 
 
 def chart(over_time: list[dict[str, Any]], width: int = 720, height: int = 260) -> dict[str, Any]:
-    """Polyline coordinates for an inline SVG: no script, renders anywhere (and in headless tests)."""
+    """Polyline coordinates for an inline SVG: no script, renders anywhere (and in headless tests).
+
+    The biggest series is drawn first so a small one (a few bounces) stays visible on top, and
+    markers sit only where a bucket has events.
+    """
     pad = 40
     xs = [datetime.fromisoformat(p["bucket"].replace("Z", "+00:00")).timestamp() for p in over_time] or [0.0]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
     peak = max([p.get(t, 0) for p in over_time for t, _ in SERIES] + [1])
-    lines = []
-    for t, color in SERIES:
-        pts = [(pad + (x - x0) / (x1 - x0) * (width - 2 * pad), height - pad - p.get(t, 0) / peak * (height - 2 * pad))
-               for x, p in zip(xs, over_time)]
+    lines, markers = [], []
+    for t, color in sorted(SERIES, key=lambda s: -sum(p.get(s[0], 0) for p in over_time)):
+        pts = [(pad + (x - x0) / (x1 - x0) * (width - 2 * pad), height - pad - p.get(t, 0) / peak * (height - 2 * pad),
+                p.get(t, 0)) for x, p in zip(xs, over_time)]
         if pts:
             lines.append({"type": t, "color": color,
-                          "points": " ".join(f"{a:.1f},{b:.1f}" for a, b in (pts if len(pts) > 1 else pts * 2))})
-    return {"width": width, "height": height, "pad": pad, "peak": peak, "lines": lines,
-            "start": over_time[0]["bucket"] if over_time else "", "end": over_time[-1]["bucket"] if over_time else "",
-            "markers": [{"color": line["color"], "type": line["type"], "x": pt.split(",")[0], "y": pt.split(",")[1]}
-                        for line in lines for pt in line["points"].split(" ")]}
+                          "points": " ".join(f"{a:.1f},{b:.1f}" for a, b, _ in (pts if len(pts) > 1 else pts * 2))})
+            markers += [{"color": color, "type": t, "x": f"{a:.1f}", "y": f"{b:.1f}"} for a, b, n in pts if n]
+    return {"width": width, "height": height, "pad": pad, "peak": peak, "lines": lines, "markers": markers,
+            "start": over_time[0]["bucket"] if over_time else "", "end": over_time[-1]["bucket"] if over_time else ""}
 
 
 def render_report(data: dict[str, Any], summary: dict[str, Any]) -> str:
