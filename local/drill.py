@@ -11,9 +11,9 @@ What stays up when the primary's compute dies: the AWS-managed parts (SES event 
 SNS/SQS and the events Lambda, global-table and S3 replication).
 
 The chunks in flight at the kill are in doubt. The embedded event pipeline runs well behind the
-sends (one moto process on two cores), far more than the evidence window, so DR only resolves
-them once the primary's pipeline has drained (core/services/sending.py). The drill prints that
-lag at the failure.
+sends (one moto process on two cores), often more than the evidence window, so DR only resolves
+them once the primary's pipeline has drained (core/services/sending.py). The drill prints how
+far behind that pipeline was at the failure.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def main() -> int:
         primary.kill_compute()
         mark = primary.deps.store.send_evidence(p.region)
         pipeline_lag = (datetime.now(UTC) - mark[0]).total_seconds() if mark else 0.0
+        events_queued = sum(primary.deps.events_queue.depth().values())
         sent_by_primary = len(primary.simulator.sent)
         out(f"killed {p.region}'s compute after {sent_by_primary} sends; replication lag at failure {rpo_probe:.2f}s")
 
@@ -115,7 +116,8 @@ def main() -> int:
         out(f"  RTO: failure → DR accepting API calls   {accepting - failed_at:.1f} s")
         out(f"  RTO: failure → DR sending               {first_dr_send - failed_at:.1f} s")
         out(f"  sent by primary / by DR                 {sent_by_primary} / {len(dr.simulator.sent)}")
-        out(f"  event pipeline lag at failure           {pipeline_lag:.1f} s (evidence window {p.send_evidence_window_seconds} s)")
+        out(f"  event pipeline at failure               newest Send recorded {pipeline_lag:.1f} s ago, {events_queued} events "
+            f"queued (evidence window {p.send_evidence_window_seconds} s)")
         out(f"  messages sent twice                     {twice}")
         out(f"  messages lost                           {lost}")
         out(f"  campaign                                {final['status']} {final['summary']}")
