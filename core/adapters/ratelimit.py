@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from core.adapters.dynamodb import Update
@@ -14,8 +13,9 @@ class SharedRateLimiter:
 
     ``book(n)`` books the next ``n`` send slots at ``rate``/s with a conditional write on
     the slot pointer; the caller waits for each of its slots (``Booking.wait_turn``). Booked
-    windows never overlap, so the total rate across workers stays within the quota. One read
-    and one write per chunk, not per message.
+    windows never overlap and no worker sends faster than the rate, so the sustained rate
+    across workers stays within the quota; a worker running late on its booking can overlap
+    the next one by about one call's latency. One read and one write per chunk, not per message.
     """
 
     def __init__(self, table: Any, key: dict[str, str], rate: float, clock: Any):
@@ -43,27 +43,26 @@ class SharedRateLimiter:
 
 
 class Booking:
-    """One worker's slots. A send that is late for its slot (a slow call) takes the next slot
-    that has not passed instead of catching up in a burst over other workers' slots; when its
-    own slots run out it books more (rare: one more write)."""
+    """One worker's slots, used in order. A send late for its slot (a slow call before it) waits
+    ``1/rate`` after this worker's previous send instead of catching up in a burst."""
 
     def __init__(self, limiter: SharedRateLimiter, n: int):
         self.limiter = limiter
         self.start, self.n, self.used = limiter.reserve(n), n, 0
+        self._last: float | None = None
 
     @property
     def end(self) -> float:
         """When the booked slots end (epoch seconds)."""
         return self.start + self.n / self.limiter.rate
 
-    def wait_turn(self, remaining: int) -> None:
-        """Wait for the next usable slot; ``remaining`` counts this send and the ones after it."""
+    def wait_turn(self) -> None:
         rate, clock = self.limiter.rate, self.limiter.clock
-        passed = math.ceil((clock.now().timestamp() - self.start) * rate - 1e-6)
-        k = max(self.used, passed)
-        if k >= self.n:
-            self.start, self.n, self.used, k = self.limiter.reserve(remaining), remaining, 0, 0
-        self.used = k + 1
-        wait = self.start + k / rate - clock.now().timestamp()
+        due = self.start + self.used / rate
+        if self._last is not None:
+            due = max(due, self._last + 1 / rate)
+        wait = due - clock.now().timestamp()
         if wait > 0:
             clock.sleep(wait)
+        self.used += 1
+        self._last = clock.now().timestamp()

@@ -217,7 +217,7 @@ class BatchSender:
                 continue
             token = unsubscribe_token(settings.unsubscribe_secret, tx.tenant_id, m.recipient_email, m.message_id)
             unsub = f"{settings.public_base_url}/api/v1/email/unsubscribe/{token}"
-            booking.wait_turn(len(todo) - i)
+            booking.wait_turn()
             if self.clock.now() >= send_by:
                 log.warning("chunk stopped at its send-by time", batch_id=m.batch_id, left=len(todo) - i)
                 break  # our lease is over: another worker may own the batch now
