@@ -145,8 +145,9 @@ class SendEvidenceMark:
             newest = self._newest
             if newest is None or newest == self._written:
                 return
-            self._written = newest
         self.store.advance_send_evidence(self.region, newest, self.clock.now())
+        with self._lock:  # only once written: a failed write is tried again by the retried batch
+            self._written = max(self._written or newest, newest)
 
 
 def record_ses_event(body: str, *, store: Any, analytics: Any | None = None,
