@@ -89,7 +89,7 @@ def regional(name: str, cfg: StackConfig, region: str, provider: Any, key_arn: A
     search = Search(f"{name}-search", SearchArgs(cfg.prefix, key_arn, provider))
     Monitoring(f"{name}-monitoring", MonitoringArgs(
         cfg.prefix, region, table.table.name, [d.name for d in messaging.dlqs.values()], api.rest.name, cfg.prefix,
-        cfg.dr_region, 0.04, 0.0008, provider))
+        cfg.dr_region, 0.04, 0.0008, provider, queue_names=[q.name for q in messaging.queues.values()]))
     return {"buckets": buckets, "messaging": messaging, "functions": functions, "api": api,
             "controller": controller, "search": search}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -69,6 +69,7 @@ class MonitoringArgs:
     bounce_alarm: float
     complaint_alarm: float
     provider: Any
+    queue_names: list[pulumi.Input[str]] = field(default_factory=list)  # work queues: send, SES events
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -84,13 +85,17 @@ class Monitoring(pulumi.ComponentResource):
              {"TableName": args.table_name, "ReceivingRegion": args.dr_region}),
             ("controller-lease-lost", "EmailPlatform", "controller_lease_lost_total", 0, {}),
         ]
+        # A backed-up SES-events queue also holds back in-doubt chunks (core/services/sending.py):
+        # their Send evidence is in it. Five minutes behind pages someone.
+        for i, queue in enumerate(args.queue_names):
+            alarms.append((f"queue-age-{i}", "AWS/SQS", "ApproximateAgeOfOldestMessage", 300, {"QueueName": queue}))
         for i, dlq in enumerate(args.dlq_names):
             alarms.append((f"dlq-depth-{i}", "AWS/SQS", "ApproximateNumberOfMessagesVisible", 0, {"QueueName": dlq}))
         self.alarms = []
         for alarm, ns, metric, threshold, dims in alarms:
             self.alarms.append(aws.cloudwatch.MetricAlarm(
                 f"{name}-{alarm}", name=f"{args.prefix}-{args.region}-{alarm}", namespace=ns, metric_name=metric,
-                statistic="Maximum" if "Rate" in metric or "Latency" in metric else "Sum", period=300,
+                statistic="Maximum" if "Rate" in metric or "Latency" in metric or "Age" in metric else "Sum", period=300,
                 evaluation_periods=1, threshold=threshold, comparison_operator="GreaterThanThreshold",
                 dimensions=dims or None, treat_missing_data="notBreaching", alarm_actions=[self.topic.arn], opts=o))
         aws.cloudwatch.Dashboard(f"{name}-dashboard", dashboard_name=f"{args.prefix}-{args.region}",

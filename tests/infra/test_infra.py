@@ -170,3 +170,11 @@ def test_opensearch_is_encrypted_and_https_only(resources):
         i = d.inputs
         assert i["encryptAtRest"]["enabled"] and i["nodeToNodeEncryption"]["enabled"]
         assert i["domainEndpointOptions"]["enforceHttps"] and i["advancedSecurityOptions"]["enabled"]
+
+
+def test_every_work_queue_alarms_when_its_oldest_message_ages(resources):
+    """The SES-events queue backing up also holds back in-doubt chunks: someone must hear of it."""
+    ages = [r for r in of(resources, "aws:cloudwatch/metricAlarm:MetricAlarm")
+            if r.inputs.get("metricName") == "ApproximateAgeOfOldestMessage"]
+    assert len(ages) == 2 * len(schema.QUEUES)  # every work queue, both regions
+    assert all(a.inputs["statistic"] == "Maximum" and a.inputs["threshold"] == 300 for a in ages)
