@@ -94,19 +94,10 @@ def test_throttling_backs_off_and_retries_without_duplicates(deps, tenant):
 
 def test_crash_between_ses_accepting_and_the_send_log(deps, tenant, clock):
     """The dangerous point: SES accepted some of a chunk, then the worker died."""
-    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(10))  # chunk size 10: one chunk
-
-    def die_after_fourth(kw, before):
-        if not before and len(mailer.sent) == 4:
-            raise Crash("worker killed right after SES accepted the 4th message")
-
-    mailer = RecordingMailer(deps.mailer, die_after_fourth)
-    with pytest.raises(Crash):
-        batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    tx_id, batch, mailer = _crash_after_four(deps, clock)
     assert len(mailer.sent) == 4
 
     # Another worker straight away: the dead worker's lease still holds the batch.
-    mailer.fail = None
     assert batch_sender(deps, mailer, "w2").send_batch(tx_id, batch.batch_id).state == "busy"
     # Once the lease lapses: the chunk is in doubt, nothing is re-sent blindly.
     clock.advance(deps.settings.lease_seconds * 4 + 1)
