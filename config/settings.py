@@ -6,6 +6,8 @@ process at start-up with one line naming the setting (see ``load_settings``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import sys
 from functools import lru_cache
 
@@ -22,6 +24,7 @@ class Settings(BaseSettings):
     dr_region: str = "eu-central-1"
     aws_endpoint_url: str | None = None  # moto server in the embedded stack; None on AWS
     name_prefix: str = Field("emailplatform", pattern=r"^[a-z][a-z0-9-]{2,30}$")
+    account_id: str | None = Field(None, pattern=r"^[0-9]{12}$")  # set on AWS: bucket names are global
 
     # --- sending ---------------------------------------------------------------------
     batch_size: int = Field(500, ge=1, le=5000)
@@ -41,6 +44,7 @@ class Settings(BaseSettings):
     max_csv_bytes: int = Field(1024 * 1024 * 1024, ge=1)
     presign_expiry_seconds: int = Field(900, ge=60, le=7 * 24 * 3600)
     schedule_grace_seconds: int = Field(300, ge=0)
+    max_schedule_days: int = Field(30, ge=1, le=365)  # how far ahead schedule.send_at may be
 
     # --- callbacks -------------------------------------------------------------------
     callback_timeout_seconds: float = Field(15.0, gt=0, le=60)
@@ -88,8 +92,28 @@ class Settings(BaseSettings):
     @field_validator("local_webhook_secret")
     @classmethod
     def _whsec(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith("whsec_"):
+        """A Standard Webhooks secret: ``whsec_`` + base64 of 24-64 random bytes (refused here,
+        not when the first callback is signed)."""
+        if v is None:
+            return v
+        if not v.startswith("whsec_"):
             raise ValueError("must start with 'whsec_'")
+        text = v.removeprefix("whsec_")
+        try:
+            key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be 'whsec_' followed by base64") from None
+        if not key:
+            raise ValueError("has no key after 'whsec_'")
+        if not 24 <= len(key) <= 64:
+            raise ValueError(f"must carry 24 to 64 bytes of key after 'whsec_' (has {len(key)})")
+        return v
+
+    @field_validator("local_api_key")
+    @classmethod
+    def _api_key_length(cls, v: str | None) -> str | None:
+        if v is not None and len(v) < 20:
+            raise ValueError(f"must be at least 20 characters long (has {len(v)})")
         return v
 
     @model_validator(mode="after")
@@ -104,6 +128,9 @@ class Settings(BaseSettings):
         return f"{self.name_prefix}-main"
 
     def bucket(self, purpose: str, region: str | None = None) -> str:
+        """Same names as infra/components/storage.py: the account id makes them globally unique on AWS."""
+        if self.account_id:
+            return f"{self.name_prefix}-{purpose}-{self.account_id}-{region or self.region}"
         return f"{self.name_prefix}-{purpose}-{region or self.region}"
 
     def queue(self, purpose: str) -> str:

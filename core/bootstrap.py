@@ -42,6 +42,9 @@ class Deps:
     counter: CallCounter | None = None
     analytics: Any = None
     clients: dict[str, Any] = field(default_factory=dict)
+    # Objects an entrypoint builds once per dependency set (the sender, the authenticator, the
+    # idempotent submit): they live and die with these dependencies, never in a global keyed by id().
+    memo: dict[str, Any] = field(default_factory=dict)
 
 
 def bootstrap(settings: Settings | None = None, *, clock: Any = None, counter: CallCounter | None = None,

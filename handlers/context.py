@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 from core.bootstrap import Deps, bootstrap
 
+T = TypeVar("T")
 _deps: Deps | None = None
 # Several embedded regions in one process: each stack's threads run with their own dependencies.
 _scoped: ContextVar[Deps | None] = ContextVar("deps", default=None)
@@ -38,9 +40,18 @@ def use(d: Deps | None) -> None:
     """Install dependencies (the embedded stack and tests call this before invoking handlers)."""
     global _deps
     _deps = d
-    from handlers.routes.common import reset_auth_cache
 
-    reset_auth_cache()
+
+_memo_lock = threading.Lock()
+
+
+def memo(name: str, build: Callable[[Deps], T]) -> T:
+    """One ``build(deps)`` per dependency set and name, built on first use (thread-safe)."""
+    d = deps()
+    with _memo_lock:
+        if name not in d.memo:
+            d.memo[name] = build(d)
+        return d.memo[name]
 
 
 class LocalContext:

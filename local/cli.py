@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import signal
 import sys
 import threading
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from config.settings import SettingsError, load_settings
+from core.domain.errors import DomainError
+from core.services.auth import SCOPES
+
+TENANT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # tenant ids are SES tag values
+
+
+def _local_defaults() -> dict[str, object]:
+    """`make run` defaults for a developer's machine (loopback callbacks over plain HTTP), applied
+    only where the environment says nothing: a strict local stack is one variable away."""
+    wanted = {"environment": "local", "callback_allow_loopback": True, "callback_require_https": False}
+    return {k: v for k, v in wanted.items() if f"EMAILPLATFORM_{k.upper()}" not in os.environ}
 
 
 def _up(args: argparse.Namespace) -> int:
     from core.observability import configure_logging
     from local.stack import Stack
 
-    settings = load_settings(environment="local", callback_allow_loopback=True, callback_require_https=False)
+    settings = load_settings(**_local_defaults())
     configure_logging(settings.log_level)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -44,12 +59,17 @@ def _deps():  # noqa: ANN202
 
 def _keys(args: argparse.Namespace) -> int:
     from core.services import auth
+    from core.services.tenants import create_tenant
 
-    d = _deps()
     if args.action == "create":
-        raw, key = auth.create_key(d.store, args.tenant, args.scope or None)
+        scopes = auth.check_scopes(args.scope) if args.scope else None
+        d = _deps()
+        create_tenant(d.store, d.secrets, args.tenant)  # a new tenant gets its webhook signing secret too
+        raw, key = auth.create_key(d.store, args.tenant, scopes)
         print(json.dumps({"api_key": raw, "key_id": key.key_id, "tenant_id": key.tenant_id, "scopes": key.scopes}))
-    elif args.action == "revoke":
+        return 0
+    d = _deps()
+    if args.action == "revoke":
         if not auth.revoke_key(d.store, args.tenant, args.key_id):
             print("no such key", file=sys.stderr)
             return 1
@@ -95,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="start the embedded stack (moto server, API, controller, workers)")
     k = sub.add_parser("keys", help="API keys (hashed at rest)")
     k.add_argument("action", choices=["create", "revoke", "list"])
-    k.add_argument("--tenant", required=True)
+    k.add_argument("--tenant", required=True, type=_tenant_id)
     k.add_argument("--key-id")
-    k.add_argument("--scope", action="append")
+    k.add_argument("--scope", action="append", help="repeatable; one of: " + ", ".join(SCOPES))
     s = sub.add_parser("webhook-secret", help="webhook signing secrets")
     s.add_argument("action", choices=["show", "rotate", "finish-rotation"])
-    s.add_argument("--tenant", required=True)
+    s.add_argument("--tenant", required=True, type=_tenant_id)
     r = sub.add_parser("report", help="write a campaign's HTML report to a file")
     r.add_argument("campaign")
     r.add_argument("--api-key", required=True)
@@ -112,6 +132,20 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except DomainError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as exc:
+        print(f"error: AWS call failed ({exc}). Against the embedded stack, set EMAILPLATFORM_AWS_ENDPOINT_URL "
+              "to its moto endpoint (printed by `make run` as aws_endpoint); against AWS, check your "
+              "credentials and EMAILPLATFORM_REGION.", file=sys.stderr)
+        return 2
+
+
+def _tenant_id(value: str) -> str:
+    if not TENANT_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError("a tenant id is 1-64 characters of A-Z a-z 0-9 _ -")
+    return value
 
 
 if __name__ == "__main__":

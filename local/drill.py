@@ -44,7 +44,7 @@ def main() -> int:
                   callback_require_https=False, batch_size=250, send_chunk_size=25, ses_max_send_rate=40,
                   controller_interval_seconds=0.5, lease_seconds=5, redispatch_after_seconds=10,
                   send_evidence_window_seconds=30, recount_interval_seconds=1.0, sender_workers=3,
-                  local_api_key="ep_drill_key", completion_window_seconds=600)
+                  local_api_key="ep_drill_key_000000000", completion_window_seconds=600)
     p = load_settings(**common, api_port=free_port(), metrics_port=free_port())
     d = p.model_copy(update={"region": p.dr_region, "dr_region": p.region, "api_port": free_port(),
                              "metrics_port": free_port()})
@@ -64,7 +64,7 @@ def main() -> int:
     papi, dapi = f"http://127.0.0.1:{p.api_port}", f"http://127.0.0.1:{d.api_port}"
     out = print
     try:
-        c = Client(f"{papi}/api/v1/email", "ep_drill_key")
+        c = Client(f"{papi}/api/v1/email", "ep_drill_key_000000000")
         tid = c.create_template("drill", "Drill {{ first_name }}", "<p>Hello {{ first_name }}</p>")
         rows = ["email,first_name"] + [f"person{i}@example.org,P{i}" for i in range(RECIPIENTS)]
         up = c.upload_csv("\n".join(rows) + "\n")
@@ -89,7 +89,7 @@ def main() -> int:
         if code:
             return 1
         accepting = None
-        dr_client = Client(f"{dapi}/api/v1/email", "ep_drill_key")
+        dr_client = Client(f"{dapi}/api/v1/email", "ep_drill_key_000000000")
         while accepting is None:
             try:
                 dr_client.call("GET", "/campaigns?limit=1")

@@ -1,4 +1,12 @@
-"""HTTP → API Gateway REST proxy event adapter, so the embedded stack runs the Lambda handler code."""
+"""HTTP → API Gateway REST proxy event adapter, so the embedded stack runs the Lambda handler code.
+
+Like a Lambda execution environment, one handler process serves one request at a time: the
+adapter accepts connections on many threads but invokes the handler under a lock. (The
+resolver keeps the current event in class-level state, exactly as it may on Lambda, where an
+environment never runs two invocations at once; sharing it between threads once answered a
+wrong-key request with another tenant's data.) Like API Gateway REST, ``path`` stays
+percent-encoded and ``pathParameters.proxy`` is decoded.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,7 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from handlers.context import LocalContext
 
@@ -24,25 +32,27 @@ def to_event(method: str, raw_path: str, headers: dict[str, str], body: bytes, s
         text, b64 = base64.b64encode(body).decode(), True
     request_id = str(uuid.uuid4())
     return {
-        "resource": parts.path,
+        "resource": "/{proxy+}",
         "path": parts.path,
         "httpMethod": method,
         "headers": headers,
         "multiValueHeaders": {k: [v] for k, v in headers.items()},
         "queryStringParameters": {k: v[-1] for k, v in multi.items()} or None,
         "multiValueQueryStringParameters": multi or None,
-        "pathParameters": None,
+        "pathParameters": {"proxy": unquote(parts.path.lstrip("/"))},
         "stageVariables": None,
         "body": text if body else None,
         "isBase64Encoded": b64,
         "requestContext": {
             "requestId": request_id, "stage": "local", "httpMethod": method, "path": parts.path,
-            "resourcePath": parts.path, "identity": {"sourceIp": source_ip}, "accountId": "000000000000",
+            "resourcePath": "/{proxy+}", "identity": {"sourceIp": source_ip}, "accountId": "000000000000",
         },
     }
 
 
 def serve(handler: Any, port: int, host: str = "127.0.0.1", deps: Any = None) -> ThreadingHTTPServer:
+    invoke = threading.Lock()  # one invocation at a time per execution environment
+
     class Adapter(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -59,7 +69,7 @@ def serve(handler: Any, port: int, host: str = "127.0.0.1", deps: Any = None) ->
             event = to_event(self.command, self.path, dict(self.headers.items()), body, self.client_address[0])
             from handlers.context import scoped
 
-            with scoped(deps):
+            with invoke, scoped(deps):
                 resp = handler(event, LocalContext(event["requestContext"]["requestId"]))
             out = resp.get("body") or ""
             data = base64.b64decode(out) if resp.get("isBase64Encoded") else out.encode()
@@ -75,9 +85,10 @@ def serve(handler: Any, port: int, host: str = "127.0.0.1", deps: Any = None) ->
                     self.send_header(k, v)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":
+                self.wfile.write(data)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = _handle
 
     server = ThreadingHTTPServer((host, port), Adapter)
     server.daemon_threads = True

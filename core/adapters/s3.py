@@ -65,5 +65,15 @@ class S3BlobStore:
             raise
         return io.TextIOWrapper(io.BufferedReader(_RawStream(body), 256 * 1024), encoding="utf-8-sig", newline="")
 
+    def open_bytes(self, bucket: str, key: str) -> io.BufferedReader:
+        """Stream an object's bytes (constant memory); ``readline`` works on it."""
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                raise NotFound(f"no object at s3://{bucket}/{key}") from None
+            raise
+        return io.BufferedReader(_RawStream(body), 256 * 1024)
+
     def put(self, bucket: str, key: str, data: bytes, content_type: str = "text/csv") -> None:
         self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from core.domain.errors import Forbidden, Unauthorized
+from core.domain.errors import Forbidden, InvalidInput, Unauthorized
 from core.domain.models import ApiKey, new_id
 
 SCOPES = ("campaigns:read", "campaigns:write", "templates:write", "suppressions:write", "admin")
@@ -18,6 +18,7 @@ class Principal:
     tenant_id: str
     key_id: str
     scopes: frozenset[str]
+    expires_at: float | None = None  # a bearer token's ``exp``: nothing may cache the principal longer
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes and "admin" not in self.scopes:
@@ -28,10 +29,18 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def check_scopes(scopes: list[str]) -> list[str]:
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise InvalidInput(f"unknown scope(s) {unknown}; the scopes are {list(SCOPES)}")
+    return sorted(set(scopes))
+
+
 def create_key(store: Any, tenant_id: str, scopes: list[str] | None = None, raw: str | None = None) -> tuple[str, ApiKey]:
     """Create a key; the raw value is returned once and never stored."""
+    scopes = check_scopes(scopes) if scopes else list(SCOPES)
     raw = raw or "ep_" + secrets.token_urlsafe(32)
-    key = ApiKey(key_id=new_id("key_"), tenant_id=tenant_id, scopes=list(scopes or SCOPES))
+    key = ApiKey(key_id=new_id("key_"), tenant_id=tenant_id, scopes=scopes)
     store.put_api_key(hash_key(raw), key)
     return raw, key
 
@@ -77,7 +86,8 @@ def authenticate_request(store: Any, api_key: str | None, authorization: str | N
                          verifier: BearerVerifier | None, bearer_required: bool = False) -> Principal:
     """API key always; a bearer token too when OAuth is configured (mandatory if required).
 
-    The token must name the key's tenant; its scopes narrow the key's.
+    The token must name the key's tenant; its scopes narrow the key's, and a token without a
+    ``scope`` claim grants nothing (least privilege). The principal expires with the token.
     """
     principal = authenticate(store, api_key)
     if verifier is None:
@@ -90,6 +100,8 @@ def authenticate_request(store: Any, api_key: str | None, authorization: str | N
     claims = verifier.claims(token)
     if claims.get(verifier.tenant_claim) != principal.tenant_id:
         raise Forbidden("the bearer token belongs to another tenant than the API key")
-    token_scopes = set(str(claims.get("scope", "")).split())
-    scopes = principal.scopes & token_scopes if token_scopes else principal.scopes
-    return Principal(principal.tenant_id, f"{principal.key_id}+{claims.get('sub', 'jwt')}", frozenset(scopes))
+    token_scopes = set(str(claims.get("scope") or "").split())
+    exp = claims.get("exp")
+    return Principal(principal.tenant_id, f"{principal.key_id}+{claims.get('sub', 'jwt')}",
+                     frozenset(principal.scopes & token_scopes),
+                     float(exp) if isinstance(exp, int | float) else None)

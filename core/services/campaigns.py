@@ -7,12 +7,13 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
-from core.domain.errors import Conflict, InvalidInput, NotFound
+from core.domain.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from core.domain.models import (
     Summary,
     TemplateStatus,
     Transaction,
     Upload,
+    batch_id_for,
     batch_of_message,
     new_id,
     transaction_of_batch,
@@ -21,6 +22,7 @@ from core.domain.statuses import TransactionStatus as T
 from core.domain.urls import check_callback_url
 from core.observability import log
 from core.services.callbacks import callback_for
+from core.services.rendering import template_variables
 
 # --- uploads -------------------------------------------------------------------------
 
@@ -63,9 +65,11 @@ def _csv_key(store: Any, blobs: Any, settings: Any, tenant_id: str, csv_file_url
         if not key.startswith(f"{tenant_id}/"):
             raise NotFound("upload not found")  # another tenant's object: indistinguishable from absent
     try:
-        blobs.size(settings.bucket("uploads"), key)
+        size = blobs.size(settings.bucket("uploads"), key)
     except NotFound:
         raise InvalidInput("the recipients CSV has not been uploaded yet") from None
+    if size > settings.max_csv_bytes:  # S3 enforces the presigned policy; moto and other writers may not
+        raise PayloadTooLarge(f"the recipients CSV is {size} bytes; the limit is {settings.max_csv_bytes}")
     return key
 
 
@@ -86,15 +90,19 @@ def submit_campaign(store: Any, blobs: Any, settings: Any, clock: Any, tenant_id
             raise InvalidInput("schedule.send_at must include a timezone (e.g. Z)")
         if send_at < now - timedelta(seconds=settings.schedule_grace_seconds):
             raise InvalidInput("schedule.send_at is in the past")
+        if send_at > now + timedelta(days=settings.max_schedule_days):
+            raise InvalidInput(f"schedule.send_at is more than {settings.max_schedule_days} days ahead")
         if send_at <= now:
             send_at = None
     callback = req.get("callback_url")
     if callback:
-        check_callback_url(callback, require_https=settings.callback_require_https,
-                           allow_loopback=settings.callback_allow_loopback)
+        callback = check_callback_url(callback, require_https=settings.callback_require_https,
+                           allow_loopback=settings.callback_allow_loopback).url
     subject = req.get("subject")
-    if subject is not None and ("\r" in subject or "\n" in subject):
-        raise InvalidInput("subject contains a line break")
+    if subject is not None:
+        if "\r" in subject or "\n" in subject:
+            raise InvalidInput("subject contains a line break")
+        template_variables(subject, what="subject")  # a broken subject is refused now, not per message
     tx = Transaction(
         transaction_id=new_id("tx_"), tenant_id=tenant_id, template_id=tv.template_id,
         template_version=tv.version, csv_s3_key=key, callback_url=callback, send_at=send_at,
@@ -163,22 +171,27 @@ def message_view(item: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+MESSAGE_PAGE_QUERIES = 25
+
+
 def list_messages(store: Any, tenant_id: str, tx_id: str, status: str | None, limit: int,
                   cursor: str | None) -> dict[str, Any]:
     """Messages across the campaign's batches; the cursor is ``<batch index>:<batch cursor>``."""
     tx = store.get_transaction(tx_id, tenant_id)
     batch_ix, inner = 1, None
     if cursor:
-        try:
-            ix, _, inner = cursor.partition(":")
-            batch_ix, inner = int(ix), inner or None
-        except ValueError:
-            raise InvalidInput("cursor is not valid") from None
-    from core.domain.models import batch_id_for
+        ix, _, inner = cursor.partition(":")
+        if not ix.isascii() or not ix.isdigit() or not 1 <= int(ix) <= max(tx.batch_count, 1):
+            raise InvalidInput("cursor is not valid")
+        batch_ix, inner = int(ix), inner or None
 
     items: list[dict[str, Any]] = []
-    while batch_ix <= tx.batch_count and len(items) < limit:
+    queries = 0
+    # A rare ?status= can match nothing in thousands of batches: a page costs at most
+    # MESSAGE_PAGE_QUERIES queries and may come back short, with a cursor to go on.
+    while batch_ix <= tx.batch_count and len(items) < limit and queries < MESSAGE_PAGE_QUERIES:
         page = store.messages_page(batch_id_for(tx_id, batch_ix), status, limit - len(items), inner)
+        queries += 1
         items += [message_view(i) for i in page.items]
         if page.cursor:
             inner = page.cursor

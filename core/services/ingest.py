@@ -11,9 +11,11 @@ ingestion stops.
 
 from __future__ import annotations
 
+import codecs
 import contextvars
 import csv
 import io
+import itertools
 import os
 import sqlite3
 import tempfile
@@ -30,6 +32,7 @@ from core.domain.statuses import BatchStatus, MessageStatus
 from core.domain.statuses import TransactionStatus as T
 from core.observability import ROWS_INGESTED, ROWS_REFUSED, log
 from core.services.campaigns import change_status
+from core.services.rendering import template_variables
 
 csv.field_size_limit(1024 * 1024)
 
@@ -71,18 +74,50 @@ class _Progress:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
-def _rows(text: io.TextIOBase) -> Iterator[tuple[int, list[str]]]:
-    reader = csv.reader(text, strict=False)
+MAX_LINE_BYTES = 1024 * 1024
+
+
+def _lines(raw: Any) -> Iterator[str]:
+    """Decode the file line by line, so a bad byte is reported on its own line (a text wrapper
+    decodes 256 KB ahead and would name a line before it)."""
+    n = 0
+    while True:
+        chunk = raw.readline(MAX_LINE_BYTES + 1)
+        if not chunk:
+            return
+        n += 1
+        if len(chunk) > MAX_LINE_BYTES:
+            raise IngestFailed(f"line {n} is longer than {MAX_LINE_BYTES} bytes")
+        if n == 1 and chunk.startswith(codecs.BOM_UTF8):
+            chunk = chunk[len(codecs.BOM_UTF8):]
+        try:
+            yield chunk.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise IngestFailed(f"line {n} is not UTF-8 text (byte {exc.start + 1} of the line): "
+                               "save the file as UTF-8") from None
+
+
+def _delimiter(first_line: str) -> str:
+    """Comma, or the semicolon/tab that spreadsheets in many locales write, judged by the header."""
+    counts = {d: first_line.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] and counts[best] > counts[","] else ","
+
+
+def _rows(raw: Any) -> Iterator[tuple[int, list[str]]]:
+    lines = _lines(raw)
+    first = next(lines, None)
+    if first is None:
+        return
+    reader = csv.reader(itertools.chain([first], lines), delimiter=_delimiter(first), strict=False)
     try:
         for row in reader:
             yield reader.line_num, row
-    except UnicodeDecodeError as exc:
-        raise IngestFailed(f"file is not UTF-8 text (near line {reader.line_num + 1}: {exc.reason})") from None
     except csv.Error as exc:
         raise IngestFailed(f"not a valid CSV file (line {reader.line_num}: {exc})") from None
 
 
-def _header(row: list[str]) -> list[str]:
+def _header(row: list[str], needed: set[str]) -> list[str]:
     names = [h.strip() for h in row]
     lowered = [n.lower() for n in names]
     if "email" not in lowered:
@@ -92,6 +127,10 @@ def _header(row: list[str]) -> list[str]:
         raise IngestFailed(f"duplicate column names in the header: {dupes}")
     if any(not n for n in names):
         raise IngestFailed("the header has an empty column name")
+    missing = sorted(needed - set(names) - {"email"})
+    if missing:  # every message would fail to render: refuse the file before anything is sent
+        raise IngestFailed(f"the CSV has no column for {missing}, which the template uses "
+                           f"(columns: {names})")
     return names
 
 
@@ -128,9 +167,10 @@ def _ingested(store: Any, tx: Any) -> bool:
 def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, should_stop: Any) -> Any:
     bucket = settings.bucket("uploads")
     try:
-        text = blobs.open_text(bucket, tx.csv_s3_key)
+        text = blobs.open_bytes(bucket, tx.csv_s3_key)
     except NotFound:
         raise IngestFailed("the recipients CSV no longer exists") from None
+    needed = _template_columns(store, tx)
     resume_at = tx.ingest_checkpoint  # batches already written by an earlier attempt
     resume_line = int((store.table.get({"PK": f"TRANSACTION#{tx.transaction_id}", "SK": "METADATA"}) or {}).get("ingest_line", 0))
     seen = _SpillSet()
@@ -203,7 +243,7 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
             if header is None:
                 if not row or not any(c.strip() for c in row):
                     continue
-                header = _header(row)
+                header = _header(row, needed)
                 email_ix = [h.lower() for h in header].index("email")
                 continue
             if not row or (len(row) == 1 and not row[0].strip()):
@@ -216,7 +256,9 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
                 continue
             raw_email = row[email_ix].strip()
             try:
-                email = validate_email(raw_email, check_deliverability=False).normalized
+                # SES needs an ASCII local part; an IDN domain goes out as punycode
+                checked = validate_email(raw_email, check_deliverability=False, allow_smtputf8=False)
+                email = checked.ascii_email or checked.normalized
             except EmailNotValidError as exc:
                 refuse(line, f"invalid_email: {exc}", raw_email or None)
                 continue
@@ -261,6 +303,15 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
     log.info("ingest complete", transaction_id=tx.transaction_id, batches=progress.batches,
              rows_accepted=progress.accepted, rows_refused=progress.refused, reasons=progress.reasons)
     return tx
+
+
+def _template_columns(store: Any, tx: Any) -> set[str]:
+    """The placeholders the campaign's template and subject use: the CSV must have a column each."""
+    tv = store.get_template_version(tx.template_id, tx.template_version)
+    needed = set(tv.variables)
+    if tx.subject:
+        needed |= set(template_variables(tx.subject))
+    return needed
 
 
 def _write_batch(tx: Any, batch_id: str, index: int, rows: list[tuple[str, dict[str, str]]],

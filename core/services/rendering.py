@@ -18,14 +18,14 @@ class RenderError(Exception):
     """A message could not be rendered; the reason is kept on the message."""
 
 
-def template_variables(source: str) -> list[str]:
+def template_variables(source: str, what: str = "template") -> list[str]:
     """Parse in the sandbox (raises InvalidInput with the line) and list the variables used."""
     try:
         ast = _html_env.parse(source)
     except TemplateSyntaxError as exc:
-        raise InvalidInput(f"template syntax error at line {exc.lineno}: {exc.message}",
+        raise InvalidInput(f"{what} syntax error at line {exc.lineno}: {exc.message}",
                            [{"line": exc.lineno, "message": exc.message}]) from None
-    return sorted(meta.find_undeclared_variables(ast))
+    return sorted(meta.find_undeclared_variables(ast) - set(_html_env.globals))  # range, dict… are not placeholders
 
 
 @lru_cache(maxsize=256)

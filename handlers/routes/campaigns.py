@@ -3,30 +3,49 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
     idempotent_function,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from core.domain.errors import InvalidInput
+from core.bootstrap import Deps
+from core.domain.errors import InvalidInput, NotFound
+from core.domain.statuses import MessageStatus
 from core.services import analytics, callbacks, campaigns
-from handlers.context import deps
-from handlers.routes.common import audit, limit_param, principal
+from handlers.context import deps, memo
+from handlers.routes.common import (
+    CursorParam,
+    Limit,
+    answers,
+    audit,
+    open_cursor,
+    path_param,
+    principal,
+    requires,
+    sealed,
+)
 
 router = Router()
 
+TagKey = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/=+@-]+$")]
+TagValue = Annotated[str, StringConstraints(max_length=256)]
+
 
 class Schedule(BaseModel):
-    send_at: datetime | None = None
+    model_config = ConfigDict(extra="forbid")
+    send_at: datetime | None = Field(None, description="ISO 8601 with a time zone; at most 30 days ahead")
 
 
 class SubmitCampaign(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
     template_id: str = Field(min_length=1, max_length=100)
     template_version: int | None = Field(None, ge=1)
     csv_file_url: str | None = Field(None, max_length=1024, description="s3:// URI in the upload bucket")
@@ -35,36 +54,27 @@ class SubmitCampaign(BaseModel):
     schedule: Schedule | None = None
     from_: str | None = Field(None, alias="from", max_length=320)
     reply_to: str | None = Field(None, max_length=320)
-    subject: str | None = Field(None, max_length=998)
-    tags: dict[str, str] | None = None
-
-    model_config = {"populate_by_name": True}
+    subject: str | None = Field(None, max_length=998, description="Jinja2; overrides the template's subject")
+    tags: dict[TagKey, TagValue] | None = Field(None, max_length=50, description="at most 50 tags")
 
 
-_submitters: dict[int, tuple[IdempotencyConfig, Any]] = {}
+def _build_submit(d: Deps) -> tuple[IdempotencyConfig, Any]:
+    """The idempotent submit for one dependency set: keys are per tenant, kept ≥ 24 h, the same
+    key with another body is refused, one still running answers 409."""
+    store = DynamoDBPersistenceLayer(
+        table_name=d.settings.table_name, key_attr="PK", sort_key_attr="SK",
+        static_pk_value="IDEMPOTENCY#campaigns", boto3_client=d.clients["dynamodb"],
+    )
+    config = IdempotencyConfig(event_key_jmespath="[tenant_id, key]", payload_validation_jmespath="body_hash",
+                               expires_after_seconds=d.settings.idempotency_ttl_seconds,
+                               raise_on_no_idempotency_key=True)
 
+    @idempotent_function(data_keyword_argument="request", config=config, persistence_store=store)
+    def submit(request: dict) -> dict:
+        return campaigns.submit_campaign(d.store, d.blobs, d.settings, d.clock, request["tenant_id"],
+                                         _revive(request["body"]))
 
-def _idempotent_submit() -> tuple[IdempotencyConfig, Any]:
-    """The idempotent submit for the current dependency set: keys are per tenant, kept ≥ 24 h,
-    the same key with another body is refused, one still running answers 409."""
-    d = deps()
-    if id(d) not in _submitters:
-        store = DynamoDBPersistenceLayer(
-            table_name=d.settings.table_name, key_attr="PK", sort_key_attr="SK",
-            static_pk_value="IDEMPOTENCY#campaigns", boto3_client=d.clients["dynamodb"],
-        )
-        config = IdempotencyConfig(event_key_jmespath="[tenant_id, key]", payload_validation_jmespath="body_hash",
-                                   expires_after_seconds=d.settings.idempotency_ttl_seconds,
-                                   raise_on_no_idempotency_key=True)
-
-        @idempotent_function(data_keyword_argument="request", config=config, persistence_store=store)
-        def submit(request: dict) -> dict:
-            d2 = deps()
-            return campaigns.submit_campaign(d2.store, d2.blobs, d2.settings, d2.clock, request["tenant_id"],
-                                             _revive(request["body"]))
-
-        _submitters[id(d)] = (config, submit)
-    return _submitters[id(d)]
+    return config, submit
 
 
 def _revive(body: dict) -> dict:
@@ -74,17 +84,19 @@ def _revive(body: dict) -> dict:
     return body
 
 
-@router.post("/campaigns", summary="Submit a campaign (202 ACCEPT); Idempotency-Key replays the first answer")
+@router.post("/campaigns", summary="Submit a campaign (202 ACCEPT); Idempotency-Key replays the first answer",
+             responses=answers(409, ok=202, ok_description="accepted"))
+@requires("campaigns:write")
 def submit_campaign(body: SubmitCampaign):
-    p = principal(router, "campaigns:write")
-    headers = router.current_event.headers
-    key = headers.get("idempotency-key") or headers.get("Idempotency-Key")
+    p = principal()
+    headers = router.current_event.headers or {}
+    key = next((v for k, v in headers.items() if k.lower() == "idempotency-key"), None)
     data = body.model_dump(mode="json", by_alias=True, exclude_none=True)
     if key:
         if len(key) > 255:
             raise InvalidInput("Idempotency-Key is longer than 255 characters")
         body_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-        config, submit = _idempotent_submit()
+        config, submit = memo("idempotent_submit", _build_submit)
         config.register_lambda_context(router.lambda_context)
         out = submit(request={"tenant_id": p.tenant_id, "key": key, "body": data, "body_hash": body_hash})
     else:
@@ -94,98 +106,108 @@ def submit_campaign(body: SubmitCampaign):
     return Response(202, "application/json", json.dumps(out))
 
 
-@router.get("/campaigns", summary="The tenant's campaigns, newest first")
-def list_campaigns() -> dict:
-    p = principal(router, "campaigns:read")
-    limit, cursor = limit_param(router)
-    return campaigns.list_campaigns(deps().store, p.tenant_id, limit, cursor)
-
-
-@router.get("/campaigns/<tx_id>", summary="Status and summary counts")
-def get_campaign(tx_id: str) -> dict:
-    p = principal(router, "campaigns:read")
-    return campaigns.get_campaign(deps().store, p.tenant_id, tx_id)
-
-
-@router.get("/campaigns/<tx_id>/batches")
-def list_batches(tx_id: str) -> dict:
-    p = principal(router, "campaigns:read")
-    limit, cursor = limit_param(router)
-    return campaigns.list_batches(deps().store, p.tenant_id, tx_id, limit, cursor)
-
-
-@router.get("/campaigns/<tx_id>/messages", summary="Messages, optionally ?status=, cursor-paginated")
-def list_messages(tx_id: str) -> dict:
-    p = principal(router, "campaigns:read")
-    limit, cursor = limit_param(router)
-    status = (router.current_event.query_string_parameters or {}).get("status")
-    if status:
-        from core.domain.statuses import MessageStatus
-
-        if status not in MessageStatus.__members__:
-            raise InvalidInput(f"unknown status {status!r}", [{"allowed": list(MessageStatus.__members__)}])
-    return campaigns.list_messages(deps().store, p.tenant_id, tx_id, status, limit, cursor)
-
-
-@router.get("/campaigns/<tx_id>/rejections", summary="CSV rows refused at ingest, with line and reason")
-def list_rejections(tx_id: str) -> dict:
-    p = principal(router, "campaigns:read")
-    limit, cursor = limit_param(router)
-    return campaigns.list_rejections(deps().store, p.tenant_id, tx_id, limit, cursor)
-
-
-@router.get("/campaigns/<tx_id>/callbacks", summary="Every callback with every delivery attempt")
-def list_callbacks(tx_id: str) -> dict:
-    p = principal(router, "campaigns:read")
+@router.get("/campaigns", summary="The tenant's campaigns, newest first", responses=answers())
+@requires("campaigns:read")
+def list_campaigns(limit: Limit = 50, cursor: CursorParam = None) -> dict:
     d = deps()
-    d.store.get_transaction(tx_id, p.tenant_id)
+    return sealed(d.settings, campaigns.list_campaigns(d.store, principal().tenant_id, limit,
+                                                       open_cursor(d.settings, cursor)))
+
+
+@router.get("/campaigns/<tx_id>", summary="Status and summary counts", responses=answers())
+@requires("campaigns:read")
+def get_campaign(tx_id: str) -> dict:
+    return campaigns.get_campaign(deps().store, principal().tenant_id, path_param(tx_id))
+
+
+@router.get("/campaigns/<tx_id>/batches", summary="The campaign's batches", responses=answers())
+@requires("campaigns:read")
+def list_batches(tx_id: str, limit: Limit = 50, cursor: CursorParam = None) -> dict:
+    d = deps()
+    return sealed(d.settings, campaigns.list_batches(d.store, principal().tenant_id, path_param(tx_id), limit,
+                                                     open_cursor(d.settings, cursor)))
+
+
+@router.get("/campaigns/<tx_id>/messages", summary="Messages, optionally ?status=, cursor-paginated",
+            responses=answers())
+@requires("campaigns:read")
+def list_messages(tx_id: str, limit: Limit = 50, cursor: CursorParam = None,
+                  status: Annotated[MessageStatus | None, Query(description="only messages in this status")] = None
+                  ) -> dict:
+    d = deps()
+    return sealed(d.settings, campaigns.list_messages(
+        d.store, principal().tenant_id, path_param(tx_id), status.value if status else None, limit,
+        open_cursor(d.settings, cursor)))
+
+
+@router.get("/campaigns/<tx_id>/rejections", summary="CSV rows refused at ingest, with line and reason",
+            responses=answers())
+@requires("campaigns:read")
+def list_rejections(tx_id: str, limit: Limit = 50, cursor: CursorParam = None) -> dict:
+    d = deps()
+    return sealed(d.settings, campaigns.list_rejections(d.store, principal().tenant_id, path_param(tx_id), limit,
+                                                        open_cursor(d.settings, cursor)))
+
+
+@router.get("/campaigns/<tx_id>/callbacks", summary="Every callback with every delivery attempt",
+            responses=answers())
+@requires("campaigns:read")
+def list_callbacks(tx_id: str) -> dict:
+    d = deps()
+    tx_id = path_param(tx_id)
+    d.store.get_transaction(tx_id, principal().tenant_id)
     return {"items": [c.model_dump(mode="json", exclude={"tenant_id"}) for c in d.store.callbacks(tx_id)]}
 
 
-@router.get("/campaigns/<tx_id>/analytics", summary="Counts, rates, events over time, bounce reasons, top links")
-def campaign_analytics(tx_id: str) -> dict:
-    p = principal(router, "campaigns:read")
+@router.get("/campaigns/<tx_id>/analytics", summary="Counts, rates, events over time, bounce reasons, top links",
+            responses=answers())
+@requires("campaigns:read")
+def campaign_analytics(tx_id: str, bucket_seconds: Annotated[int | None, Query(
+        ge=1, le=86400, description="width of the over-time buckets in seconds")] = None) -> dict:
     d = deps()
-    q = router.current_event.query_string_parameters or {}
-    bucket = max(1, int(q["bucket_seconds"])) if str(q.get("bucket_seconds", "")).isdigit() else None
-    return analytics.campaign_analytics(d.store, d.analytics, p.tenant_id, tx_id, bucket)
+    return analytics.campaign_analytics(d.store, d.analytics, principal().tenant_id, path_param(tx_id),
+                                        bucket_seconds)
 
 
-@router.get("/campaigns/<tx_id>/report", summary="An HTML report with a chart of events over time")
+@router.get("/campaigns/<tx_id>/report", summary="An HTML report with a chart of events over time",
+            responses=answers())
+@requires("campaigns:read")
 def campaign_report(tx_id: str):
-    p = principal(router, "campaigns:read")
     d = deps()
-    data = analytics.campaign_analytics(d.store, d.analytics, p.tenant_id, tx_id)
-    summary = campaigns.get_campaign(d.store, p.tenant_id, tx_id)["summary"]
+    tenant, tx_id = principal().tenant_id, path_param(tx_id)
+    data = analytics.campaign_analytics(d.store, d.analytics, tenant, tx_id)
+    summary = campaigns.get_campaign(d.store, tenant, tx_id)["summary"]
     return Response(200, "text/html; charset=utf-8", analytics.render_report(data, summary))
 
 
-@router.post("/campaigns/<tx_id>/callbacks/redeliver", summary="Re-queue dead-lettered callbacks")
+@router.post("/campaigns/<tx_id>/callbacks/redeliver", summary="Re-queue dead-lettered callbacks",
+             responses=answers())
+@requires("campaigns:write")
 def redeliver(tx_id: str) -> dict:
-    p = principal(router, "campaigns:write")
-    d = deps()
+    p, d, tx_id = principal(), deps(), path_param(tx_id)
     d.store.get_transaction(tx_id, p.tenant_id)
     seqs = callbacks.redeliver(d.store, tx_id, d.clock)
     audit(router, p, "campaign.callbacks.redeliver", tx_id, seqs=seqs)
     return {"requeued": seqs}
 
 
-@router.post("/campaigns/<tx_id>/<action>", summary="cancel | pause | resume")
-def campaign_action(tx_id: str, action: str) -> dict:
-    p = principal(router, "campaigns:write")
-    d = deps()
-    fn = {"cancel": campaigns.cancel_campaign, "pause": campaigns.pause_campaign,
-          "resume": campaigns.resume_campaign}.get(action)
-    if fn is None:
-        from core.domain.errors import NotFound
+ACTIONS = {"cancel": campaigns.cancel_campaign, "pause": campaigns.pause_campaign,
+           "resume": campaigns.resume_campaign}
 
+
+@router.post("/campaigns/<tx_id>/<action>", summary="cancel | pause | resume", responses=answers(409))
+@requires("campaigns:write")
+def campaign_action(tx_id: str, action: str) -> dict:
+    p, d, tx_id = principal(), deps(), path_param(tx_id)
+    fn = ACTIONS.get(action)
+    if fn is None:
         raise NotFound(f"no action {action!r}; use cancel, pause or resume")
     out = fn(d.store, d.clock, p.tenant_id, tx_id)
     audit(router, p, f"campaign.{action}", tx_id)
     return out
 
 
-@router.get("/messages/<message_id>", summary="One message with its status history")
+@router.get("/messages/<message_id>", summary="One message with its status history", responses=answers())
+@requires("campaigns:read")
 def get_message(message_id: str) -> dict:
-    p = principal(router, "campaigns:read")
-    return campaigns.get_message(deps().store, p.tenant_id, message_id)
+    return campaigns.get_message(deps().store, principal().tenant_id, path_param(message_id))

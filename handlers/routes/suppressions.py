@@ -2,45 +2,61 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.services import suppressions
 from handlers.context import deps
-from handlers.routes.common import audit, limit_param, principal
+from handlers.routes.common import (
+    PUBLIC,
+    CursorParam,
+    Limit,
+    answers,
+    audit,
+    open_cursor,
+    path_param,
+    principal,
+    requires,
+    sealed,
+)
 
 router = Router()
 
 
 class Suppress(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     reason: str = Field("manual", max_length=200)
 
 
-@router.get("/suppressions")
-def list_suppressions() -> dict:
-    p = principal(router, "campaigns:read")
-    limit, cursor = limit_param(router)
-    return suppressions.list_suppressions(deps().store, p.tenant_id, limit, cursor)
+@router.get("/suppressions", summary="The tenant's suppression list", responses=answers())
+@requires("campaigns:read")
+def list_suppressions(limit: Limit = 50, cursor: CursorParam = None) -> dict:
+    d = deps()
+    return sealed(d.settings, suppressions.list_suppressions(d.store, principal().tenant_id, limit,
+                                                             open_cursor(d.settings, cursor)))
 
 
-@router.get("/suppressions/<email>")
+@router.get("/suppressions/<email>", summary="Whether an address is suppressed, and why", responses=answers())
+@requires("campaigns:read")
 def get_suppression(email: str) -> dict:
-    p = principal(router, "campaigns:read")
-    return suppressions.get_suppression(deps().store, p.tenant_id, email)
+    return suppressions.get_suppression(deps().store, principal().tenant_id, path_param(email))
 
 
-@router.put("/suppressions/<email>")
+@router.put("/suppressions/<email>", summary="Suppress an address for this tenant", responses=answers())
+@requires("suppressions:write")
 def put_suppression(email: str, body: Suppress) -> dict:
-    p = principal(router, "suppressions:write")
-    out = suppressions.add_suppression(deps().store, p.tenant_id, email, body.reason)
+    p = principal()
+    out = suppressions.add_suppression(deps().store, p.tenant_id, path_param(email), body.reason)
     audit(router, p, "suppression.add", out["email"])
     return out
 
 
-@router.delete("/suppressions/<email>")
+@router.delete("/suppressions/<email>", summary="Lift a suppression",
+               responses=answers(ok=204, ok_description="removed"))
+@requires("suppressions:write")
 def delete_suppression(email: str):
-    p = principal(router, "suppressions:write")
-    suppressions.remove_suppression(deps().store, p.tenant_id, email)
-    audit(router, p, "suppression.remove", email)
+    p = principal()
+    suppressions.remove_suppression(deps().store, p.tenant_id, path_param(email))
+    audit(router, p, "suppression.remove", path_param(email))
     return Response(204, "application/json", "")
 
 
@@ -51,14 +67,18 @@ def _page(message: str):
     return Response(200, "text/html", html)
 
 
-@router.get("/unsubscribe/<token>", summary="Unsubscribe page (no API key)")
+@router.get("/unsubscribe/<token>", summary="Unsubscribe page (no API key)", responses=answers(public=True),
+            security=[])
+@requires(PUBLIC)
 def unsubscribe_page(token: str):
-    suppressions.verify_token(deps().settings.unsubscribe_secret, token)
+    suppressions.verify_token(deps().settings.unsubscribe_secret, path_param(token))
     return _page("Press the button to stop receiving these emails.")
 
 
-@router.post("/unsubscribe/<token>", summary="RFC 8058 one-click unsubscribe (no API key)")
+@router.post("/unsubscribe/<token>", summary="RFC 8058 one-click unsubscribe (no API key)",
+             responses=answers(public=True), security=[])
+@requires(PUBLIC)
 def unsubscribe(token: str):
     d = deps()
-    suppressions.unsubscribe(d.store, d.settings.unsubscribe_secret, token)
+    suppressions.unsubscribe(d.store, d.settings.unsubscribe_secret, path_param(token))
     return Response(200, "text/html", "<!doctype html><p>You are unsubscribed.</p>")

@@ -1,70 +1,77 @@
 from __future__ import annotations
 
+import json
+from typing import Annotated
+
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from pydantic import BaseModel, Field
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.services import campaigns, templates
 from handlers.context import deps
-from handlers.routes.common import audit, principal
+from handlers.routes.common import answers, audit, path_param, principal, requires
 
 router = Router()
 
 
 class CreateTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
     subject: str = Field(min_length=1, max_length=998, description="Jinja2; rendered per recipient")
 
 
 class CreateUpload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     filename: str | None = Field(None, max_length=255)
 
 
 def _created(body: dict):
-    import json
-
     return Response(201, "application/json", json.dumps(body, default=str))
 
 
-@router.post("/templates", summary="Register a template; returns a presigned, size-limited upload")
+@router.post("/templates", summary="Register a template; returns a presigned, size-limited upload",
+             responses=answers(ok=201, ok_description="created"))
+@requires("templates:write")
 def create_template(body: CreateTemplate):
-    p = principal(router, "templates:write")
-    d = deps()
+    p, d = principal(), deps()
     out = templates.create_template(d.store, d.blobs, d.settings, p.tenant_id, body.name, body.subject)
     audit(router, p, "template.create", out["template_id"])
     return _created(out)
 
 
-@router.post("/templates/<template_id>/versions", summary="Start a new version of a template")
+@router.post("/templates/<template_id>/versions", summary="Start a new version of a template",
+             responses=answers(ok=201, ok_description="created"))
+@requires("templates:write")
 def create_version(template_id: str, body: CreateTemplate):
-    p = principal(router, "templates:write")
-    d = deps()
+    p, d, template_id = principal(), deps(), path_param(template_id)
     out = templates.create_template(d.store, d.blobs, d.settings, p.tenant_id, body.name, body.subject, template_id)
     audit(router, p, "template.version", template_id, version=out["version"])
     return _created(out)
 
 
-@router.post("/templates/<template_id>/confirm", summary="Validate the uploaded source and activate it")
-def confirm_template(template_id: str) -> dict:
-    p = principal(router, "templates:write")
-    d = deps()
-    q = router.current_event.query_string_parameters or {}
-    version = int(q["version"]) if str(q.get("version", "")).isdigit() else None
+@router.post("/templates/<template_id>/confirm", summary="Validate the uploaded source and activate it",
+             responses=answers(409, 413))
+@requires("templates:write")
+def confirm_template(template_id: str, version: Annotated[int | None, Query(
+        ge=1, le=1_000_000, description="the version to confirm (default: the latest)")] = None) -> dict:
+    p, d, template_id = principal(), deps(), path_param(template_id)
     tv = templates.confirm_template(d.store, d.blobs, d.settings, p.tenant_id, template_id, version)
     audit(router, p, "template.confirm", template_id, version=tv.version)
     return tv.model_dump(mode="json", exclude={"tenant_id"})
 
 
-@router.get("/templates/<template_id>", summary="A template and its versions")
+@router.get("/templates/<template_id>", summary="A template and its versions", responses=answers())
+@requires("campaigns:read")
 def get_template(template_id: str) -> dict:
-    p = principal(router, "campaigns:read")
-    return templates.describe_template(deps().store, p.tenant_id, template_id)
+    return templates.describe_template(deps().store, principal().tenant_id, path_param(template_id))
 
 
-@router.post("/uploads", summary="Presigned upload for a recipients CSV")
+@router.post("/uploads", summary="Presigned upload for a recipients CSV",
+             responses=answers(ok=201, ok_description="created"))
+@requires("campaigns:write")
 def create_upload(body: CreateUpload):
-    p = principal(router, "campaigns:write")
-    d = deps()
+    p, d = principal(), deps()
     out = campaigns.create_upload(d.store, d.blobs, d.settings, p.tenant_id, body.filename)
     audit(router, p, "upload.create", out["upload_id"])
     return _created(out)

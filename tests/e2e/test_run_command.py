@@ -15,7 +15,7 @@ from local.moto import free_port
 def test_up_serves_health_and_metrics_and_stops_cleanly_on_ctrl_c():
     api, metrics, moto = free_port(), free_port(), free_port()
     env = {**os.environ, "EMAILPLATFORM_API_PORT": str(api), "EMAILPLATFORM_METRICS_PORT": str(metrics),
-           "EMAILPLATFORM_MOTO_PORT": str(moto), "EMAILPLATFORM_LOCAL_API_KEY": "ep_known_local_key"}
+           "EMAILPLATFORM_MOTO_PORT": str(moto), "EMAILPLATFORM_LOCAL_API_KEY": "ep_known_local_key_0001"}
     exe = Path(sys.executable).with_name("emailplatform")
     proc = subprocess.Popen([str(exe), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -30,12 +30,12 @@ def test_up_serves_health_and_metrics_and_stops_cleanly_on_ctrl_c():
             time.sleep(0.3)
         text = requests.get(f"http://127.0.0.1:{metrics}/metrics", timeout=5).text
         assert "# TYPE emailplatform_controller_pass_seconds histogram" in text
-        r = requests.get(f"http://127.0.0.1:{api}/api/v1/email/campaigns", headers={"X-API-Key": "ep_known_local_key"})
+        r = requests.get(f"http://127.0.0.1:{api}/api/v1/email/campaigns", headers={"X-API-Key": "ep_known_local_key_0001"})
         assert r.status_code == 200
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
         out = proc.stdout.read()
-        assert '"api_key": "ep_known_local_key"' in out and '"webhook_secret": "whsec_' in out
+        assert '"api_key": "ep_known_local_key_0001"' in out and '"webhook_secret": "whsec_' in out
         time.sleep(0.5)
         import socket
 

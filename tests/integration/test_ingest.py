@@ -5,7 +5,7 @@ import pytest
 from core.domain.statuses import BatchStatus, TransactionStatus
 from core.services import campaigns
 from core.services.ingest import ingest_transaction
-from tests.helpers import recipients, submit
+from tests.helpers import active_template, leader, recipients, submit
 
 
 def run_ingest(deps, tx_id, **kw):
@@ -50,7 +50,7 @@ def test_messy_csv_is_ingested_with_reasons_per_row(deps, tenant):
     (b"name,first\nx,y\n", "missing column 'email'"),
     (b"", "empty"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not UTF-8"),
-    (b"email,name\nnot-an-email,x\n", "no valid recipient"),
+    (b"email,first_name\nnot-an-email,x\n", "no valid recipient"),
     (b"email,email\na@x.org,b@x.org\n", "duplicate column"),
 ])
 def test_unusable_files_fail_the_campaign_with_a_reason_and_a_callback(deps, tenant, content, reason):
@@ -133,3 +133,41 @@ def test_scheduled_campaign_batches_wait_on_the_due_index(deps, tenant):
     assert {b.status for b in deps.store.batches(tx_id)} == {BatchStatus.SCHEDULED}
     assert deps.store.due("BATCH", deps.clock.now()) == []
     assert len(deps.store.due("BATCH", send_at)) == 2
+
+
+def test_a_csv_without_a_column_the_template_uses_fails_before_sending(deps, tenant):
+    from core.domain.statuses import TransactionStatus
+
+    tid = active_template(deps, "tenant-a", html="<p>{{ first_name }} on {{ plan }}</p>")
+    tx_id = submit(deps, "tenant-a", "email,first_name\na@example.org,A\n", template_id=tid)
+    leader(deps).ingest_pass()
+    tx = deps.store.get_transaction(tx_id)
+    assert tx.status == TransactionStatus.FAILED and "['plan']" in tx.failure_reason
+    assert deps.store.batches(tx_id) == []
+
+
+def test_a_bad_byte_late_in_the_file_names_its_line(deps, tenant):
+    from core.domain.statuses import TransactionStatus
+
+    rows = "".join(f"user{i}@example.org,U{i}\n" for i in range(3000)).encode()
+    data = b"email,first_name\n" + rows + b"late@example.org,Ren\xe9e\n" + rows.replace(b"user", b"more")
+    tx_id = submit(deps, "tenant-a", data)
+    c = leader(deps)
+    c.ingest_pass()
+    c.advance_pass()
+    tx = deps.store.get_transaction(tx_id)
+    assert tx.status == TransactionStatus.FAILED and tx.failure_reason.startswith("line 3002 is not UTF-8")
+    assert {b.status.value for b in deps.store.batches(tx_id)} <= {"CANCELLED"}
+
+
+def test_semicolon_csv_unicode_local_parts_and_idn_domains(deps, tenant):
+    csv_text = "email;first_name\nann@example.org;Ann\nüser@example.org;U\nbob@bücher.example;Bob\n"
+    tx_id = submit(deps, "tenant-a", csv_text)
+    leader(deps).ingest_pass()
+    tx = deps.store.get_transaction(tx_id)
+    assert tx.total_messages == 2 and tx.refused_rows == 1
+    (batch,) = deps.store.batches(tx_id)
+    emails = sorted(m.recipient_email for m in deps.store.batch_partition(batch.batch_id)[0])
+    assert emails == ["ann@example.org", "bob@xn--bcher-kva.example"]
+    rejected, _ = deps.store.rejections_page(tx_id, 10, None)
+    assert rejected[0].line == 3 and "invalid_email" in rejected[0].reason

@@ -81,3 +81,53 @@ def test_the_api_key_stays_mandatory(deps, signer):
     key, url = signer
     with pytest.raises(Unauthorized):
         authenticate_request(deps.store, None, token(key), BearerVerifier(ISSUER, AUDIENCE, url))
+
+
+def test_a_token_without_scope_grants_nothing(deps, signer):
+    key, url = signer
+    raw, _ = create_key(deps.store, "tenant-a")
+    p = authenticate_request(deps.store, raw, token(key), BearerVerifier(ISSUER, AUDIENCE, url))
+    assert p.scopes == frozenset()
+    with pytest.raises(Forbidden):
+        p.require("campaigns:read")
+
+
+def test_the_auth_cache_never_outlives_a_token_nor_a_few_seconds(deps, signer, monkeypatch):
+    """A cached principal is dropped at the token's exp, and a revoked key is refused within 5 s."""
+    from core.services import auth
+    from handlers.routes import common
+
+    key, url = signer
+    raw, api_key = create_key(deps.store, "tenant-a")
+    now = [time.time()]
+    monkeypatch.setattr(common.time, "time", lambda: now[0])
+    authn = common.Authenticator(deps.settings.model_copy(update={
+        "oauth_issuer": ISSUER, "oauth_audience": AUDIENCE, "oauth_jwks_url": url}), deps.store)
+    bearer = token(key, scope="campaigns:read", exp=int(now[0]) + 2)
+    assert authn.authenticate({"X-API-Key": raw, "Authorization": bearer}).scopes == {"campaigns:read"}
+    now[0] += 3  # past exp, inside the cache's own time: the cache must not answer
+    monkeypatch.setattr("jwt.api_jwt.datetime", _FrozenDatetime(now[0]), raising=False)
+    with pytest.raises(Unauthorized):
+        authn.authenticate({"X-API-Key": raw, "Authorization": bearer})
+
+    assert authn.authenticate({"X-API-Key": raw}).tenant_id == "tenant-a"
+    auth.revoke_key(deps.store, "tenant-a", api_key.key_id)
+    assert authn.authenticate({"X-API-Key": raw})  # cached, for a few seconds at most
+    now[0] += common.AUTH_CACHE_SECONDS + 0.1
+    with pytest.raises(Unauthorized, match="revoked"):
+        authn.authenticate({"X-API-Key": raw})
+
+
+class _FrozenDatetime:
+    """PyJWT reads the time through ``datetime.now``; this one is the test's clock."""
+
+    def __init__(self, at: float):
+        from datetime import UTC, datetime
+
+        self._at, self._dt = datetime.fromtimestamp(at, UTC), datetime
+
+    def now(self, tz=None):
+        return self._at
+
+    def __getattr__(self, name):
+        return getattr(self._dt, name)
