@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     event_workers: int = Field(3, ge=1, le=64)
     local_api_key: str | None = None
     local_webhook_secret: str | None = None
-    public_base_url: str = "http://127.0.0.1:8080"
+    public_base_url: str | None = None  # unset: the embedded API on api_port (unsubscribe links)
     unsubscribe_secret: str = Field("local-only-unsubscribe-secret", min_length=16)
 
     # --- analytics -------------------------------------------------------------------
@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     def _regions_differ(self) -> Settings:
         if self.region == self.dr_region:
             raise ValueError("dr_region must differ from region")
+        if self.public_base_url is None:
+            self.public_base_url = f"http://127.0.0.1:{self.api_port}"
         return self
 
     # Resource names derive from one prefix so infra and the embedded stack agree.

@@ -37,3 +37,10 @@ def test_process_start_fails_with_one_line(tmp_path):
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.strip().splitlines() if line]
     assert lines[-1].startswith("invalid setting EMAILPLATFORM_BATCH_SIZE")
+
+
+def test_unsubscribe_links_follow_a_changed_api_port():
+    from config.settings import load_settings
+
+    assert load_settings(api_port=9999).public_base_url == "http://127.0.0.1:9999"
+    assert load_settings(public_base_url="https://api.example.com").public_base_url == "https://api.example.com"
