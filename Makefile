@@ -46,3 +46,18 @@ package: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# `pulumi preview` of a stack with the CrossGuard policy pack (infra/policy). Needs: the pulumi CLI
+# on PATH, a logged-in backend (`pulumi login`), AWS credentials for the stack's account, and the
+# Lambda artifact (`make package`). Without the CLI it says so and stops (exit 0).
+STACK ?= staging
+.PHONY: preview
+preview:
+	@if ! command -v pulumi >/dev/null 2>&1; then \
+		echo "preview: the pulumi CLI is not installed (https://www.pulumi.com/docs/install/); nothing to do."; \
+		echo "preview: it also needs 'pulumi login', AWS credentials and dist/lambda.zip ('make package')."; \
+		exit 0; \
+	fi; \
+	$(MAKE) --no-print-directory $(STAMP) || exit 1; \
+	test -f dist/lambda.zip || echo "preview: dist/lambda.zip is missing; run 'make package' first."; \
+	pulumi preview --stack $(STACK) --policy-pack infra/policy --diff

@@ -1,8 +1,15 @@
-"""The Pulumi program: the same regional components in the primary and DR regions."""
+"""The Pulumi program: the same regional components in the primary and DR regions.
+
+Every resource gets an explicit provider (one per region; Route 53 and other global services use
+the primary's), and the providers carry the default tags. Default providers are never used:
+``tests/infra`` and the policy pack (``infra/policy``) both check it.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -23,7 +30,17 @@ from infra.components.operations import (
     SecretsArgs,
 )
 from infra.components.security import Keys, KeysArgs
-from infra.components.storage import Buckets, BucketsArgs, Replication, ReplicationArgs
+from infra.components.storage import (
+    Buckets,
+    BucketsArgs,
+    Replication,
+    ReplicationArgs,
+    replication_role_name,
+)
+
+# Pulumi runs `main: infra/` with infra/ as the working directory; paths in config are relative to
+# the repository root, so resolve them from this file, never from the cwd.
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -32,82 +49,179 @@ class StackConfig:
     primary_region: str
     dr_region: str
     ses_domain: str
-    controller_image: str
+    controller_image: str | dict[str, str]  # one image, or region → image (each region pulls its own registry)
     artifact: str = "dist/lambda.zip"
+    environment: str = "prod"  # EMAILPLATFORM_ENVIRONMENT and the `stack` tag
     ses_max_send_rate: float = 14.0
     api_rate_limit: float = 50.0
     api_burst_limit: int = 100
+    waf_rate_limit: int = 20_000  # per IP per 5 minutes
     allowed_origins: list[str] = field(default_factory=lambda: ["https://messagecentre.example.com"])
     hosted_zone_id: str | None = None
     record_name: str | None = None
-    api_domain: dict[str, Any] = field(default_factory=dict)  # region → {domain, certificate_arn, truststore_uri}
+    # region → {domain, certificate_arn, truststore_uri, failover_certificate_arn}
+    api_domain: dict[str, Any] = field(default_factory=dict)
     network: dict[str, Any] = field(default_factory=dict)  # region → {subnet_ids, security_group_ids}
+    alarm_email: str | None = None
+
+    @classmethod
+    def from_mapping(cls, c: dict[str, Any]) -> StackConfig:
+        """From the stack's config keys without the ``emailplatform:`` namespace (as in config/Pulumi.*.yaml)."""
+        image = c["controllerImage"]
+        if isinstance(image, str) and image.lstrip().startswith("{"):
+            image = json.loads(image)
+
+        def obj(key: str, default: Any) -> Any:
+            v = c.get(key)
+            return json.loads(v) if isinstance(v, str) else (v if v is not None else default)
+
+        return cls(
+            prefix=c["prefix"], primary_region=c["primaryRegion"], dr_region=c["drRegion"], ses_domain=c["sesDomain"],
+            controller_image=image, artifact=c.get("artifact") or "dist/lambda.zip",
+            environment=c.get("environment") or "prod",
+            ses_max_send_rate=float(c.get("sesMaxSendRate") or 14), api_rate_limit=float(c.get("apiRateLimit") or 50),
+            api_burst_limit=int(c.get("apiBurstLimit") or 100), waf_rate_limit=int(c.get("wafRateLimit") or 20_000),
+            allowed_origins=obj("allowedOrigins", ["https://messagecentre.example.com"]),
+            hosted_zone_id=c.get("hostedZoneId"), record_name=c.get("recordName"),
+            api_domain=obj("apiDomain", {}), network=obj("network", {}), alarm_email=c.get("alarmEmail"),
+        )
 
     @classmethod
     def from_pulumi(cls) -> StackConfig:
         c = pulumi.Config("emailplatform")
-        return cls(
-            prefix=c.require("prefix"), primary_region=c.require("primaryRegion"), dr_region=c.require("drRegion"),
-            ses_domain=c.require("sesDomain"), controller_image=c.require("controllerImage"),
-            artifact=c.get("artifact") or "dist/lambda.zip",
-            ses_max_send_rate=float(c.get("sesMaxSendRate") or 14), api_rate_limit=float(c.get("apiRateLimit") or 50),
-            api_burst_limit=int(c.get("apiBurstLimit") or 100),
-            allowed_origins=c.get_object("allowedOrigins") or ["https://messagecentre.example.com"],
-            hosted_zone_id=c.get("hostedZoneId"), record_name=c.get("recordName"),
-            api_domain=c.get_object("apiDomain") or {}, network=c.get_object("network") or {},
-        )
+        keys = ["prefix", "primaryRegion", "drRegion", "sesDomain", "controllerImage", "artifact", "environment",
+                "sesMaxSendRate", "apiRateLimit", "apiBurstLimit", "wafRateLimit", "allowedOrigins", "hostedZoneId",
+                "recordName", "apiDomain", "network", "alarmEmail"]
+        return cls.from_mapping({k: c.get(k) for k in keys})
+
+    def image_for(self, region: str) -> str:
+        if isinstance(self.controller_image, dict):
+            return self.controller_image[region]
+        return self.controller_image
+
+    def artifact_path(self) -> str:
+        p = Path(self.artifact)
+        return str(p if p.is_absolute() else REPO_ROOT / p)
 
 
-def regional(name: str, cfg: StackConfig, region: str, provider: Any, key_arn: Any, table: DataStore,
+def provider(name: str, cfg: StackConfig, region: str, role: str) -> aws.Provider:
+    return aws.Provider(name, region=region, default_tags={"tags": {
+        "project": cfg.prefix, "stack": cfg.environment, "region-role": role}})
+
+
+def public_base_url(cfg: StackConfig, region: str) -> str | None:
+    """What links in emails (unsubscribe) point at: the failover name, else the regional domain."""
+    if cfg.hosted_zone_id and cfg.record_name:
+        return f"https://{cfg.record_name}"
+    domain = cfg.api_domain.get(region, {}).get("domain")
+    return f"https://{domain}" if domain else None
+
+
+def regional(name: str, cfg: StackConfig, region: str, prov: Any, key_arn: Any, peer_key_arn: Any,
+             table: DataStore, secrets: Secrets, account_id: pulumi.Output[str], dns_provider: Any,
              active: bool) -> dict[str, Any]:
-    buckets = Buckets(f"{name}-buckets", BucketsArgs(cfg.prefix, region, key_arn, provider, cfg.allowed_origins))
-    messaging = Messaging(f"{name}-messaging", MessagingArgs(cfg.prefix, key_arn, cfg.prefix, cfg.ses_domain, provider))
+    buckets = Buckets(f"{name}-buckets", BucketsArgs(cfg.prefix, region, key_arn, prov, cfg.allowed_origins,
+                                                     account_id))
+    messaging = Messaging(f"{name}-messaging", MessagingArgs(cfg.prefix, key_arn, cfg.prefix, cfg.ses_domain, prov,
+                                                             region, cfg.hosted_zone_id, dns_provider))
+    search = Search(f"{name}-search", SearchArgs(cfg.prefix, key_arn, prov, account_id))
     table_arn = table.table.arn if active else table.table.arn.apply(lambda a: a.replace(cfg.primary_region, region))
     stream_arn = table_arn
-    secret_arn = pulumi.Output.concat("arn:aws:secretsmanager:", region, ":", aws.get_caller_identity_output(
-        opts=pulumi.InvokeOutputOptions(provider=provider)).account_id, ":secret:", cfg.prefix, "/*")
-    arns = {"table": table_arn, "table_stream": stream_arn, "key": key_arn, "secret": secret_arn,
-            "ses": pulumi.Output.concat("arn:aws:ses:", region, ":*:identity/", cfg.ses_domain),
+    in_region = pulumi.Output.concat("arn:aws:secretsmanager:", region, ":", account_id, ":secret:", cfg.prefix)
+    arns = {"table": table_arn, "table_stream": stream_arn, "key": key_arn, "peer_key": peer_key_arn,
+            "secret": pulumi.Output.concat(in_region, "/*"),
+            "webhook_secrets": pulumi.Output.concat(in_region, "/webhook-signing/*"),
+            # the replica has the primary's ARN with its own region
+            "unsubscribe_secret": secrets.unsubscribe.arn.apply(lambda a: a.replace(cfg.primary_region, region)),
+            "ses": pulumi.Output.concat("arn:aws:ses:", region, ":", account_id, ":identity/", cfg.ses_domain),
+            "ses_configuration_set": pulumi.Output.concat("arn:aws:ses:", region, ":", account_id,
+                                                          ":configuration-set/", cfg.prefix),
+            "search": search.domain.arn,
             **{f"bucket:{p}": b.arn for p, b in buckets.buckets.items()},
             **{f"queue:{p}": q.arn for p, q in messaging.queues.items()},
             **{f"topic:{p}": t.arn for p, t in messaging.topics.items()}}
-    env = {"EMAILPLATFORM_ENVIRONMENT": "prod", "EMAILPLATFORM_REGION": region,
-           "EMAILPLATFORM_DR_REGION": cfg.dr_region if active else cfg.primary_region,
-           "EMAILPLATFORM_NAME_PREFIX": cfg.prefix, "EMAILPLATFORM_SES_MAX_SEND_RATE": str(cfg.ses_max_send_rate),
-           "EMAILPLATFORM_SES_CONFIGURATION_SET": cfg.prefix}
+    env: dict[str, pulumi.Input[str]] = {
+        "EMAILPLATFORM_ENVIRONMENT": cfg.environment, "EMAILPLATFORM_REGION": region,
+        "EMAILPLATFORM_DR_REGION": cfg.dr_region if active else cfg.primary_region,
+        "EMAILPLATFORM_NAME_PREFIX": cfg.prefix, "EMAILPLATFORM_SES_MAX_SEND_RATE": str(cfg.ses_max_send_rate),
+        "EMAILPLATFORM_SES_CONFIGURATION_SET": cfg.prefix,
+        "EMAILPLATFORM_DEFAULT_FROM": f"noreply@{cfg.ses_domain}",
+        "EMAILPLATFORM_ACCOUNT_ID": account_id,
+        "EMAILPLATFORM_OPENSEARCH_ENDPOINT": search.endpoint,
+        # the runtime reads the signing key from Secrets Manager by this id (a name works in both regions)
+        "EMAILPLATFORM_UNSUBSCRIBE_SECRET_ID": secrets.unsubscribe.name,
+        # for secrets the runtime creates (tenant webhook secrets): this region's key and the
+        # other region's, for CreateSecret(KmsKeyId=…, AddReplicaRegions=[{Region, KmsKeyId}])
+        "EMAILPLATFORM_KMS_KEY_ARN": key_arn, "EMAILPLATFORM_PEER_KMS_KEY_ARN": peer_key_arn,
+    }
+    base_url = public_base_url(cfg, region)
+    if base_url:
+        env["EMAILPLATFORM_PUBLIC_BASE_URL"] = base_url
+    else:
+        pulumi.log.warn(f"{region}: no apiDomain configured; EMAILPLATFORM_PUBLIC_BASE_URL is left unset")
     functions = Functions(f"{name}-functions", FunctionsArgs(
-        cfg.prefix, region, cfg.artifact, env, arns, messaging.queues["send"].arn, messaging.queues["ses-events"].arn,
-        cfg.ses_max_send_rate, provider))
+        cfg.prefix, region, cfg.artifact_path(), env, arns, messaging.queues["send"].arn,
+        messaging.queues["ses-events"].arn, cfg.ses_max_send_rate, prov))
+    search.allow([functions.roles["api"].arn, functions.roles["ses_events"].arn])
     dom = cfg.api_domain.get(region, {})
-    api = Api(f"{name}-api", ApiArgs(cfg.prefix, region, functions.functions["api"], key_arn, cfg.api_rate_limit,
-                                     cfg.api_burst_limit, provider, dom.get("domain"), dom.get("certificate_arn"),
-                                     dom.get("truststore_uri")))
+    failover = cfg.record_name if cfg.hosted_zone_id else None
+    api = Api(f"{name}-api", ApiArgs(cfg.prefix, region, functions.functions["api"], functions.aliases["api"], key_arn,
+                                     cfg.api_rate_limit, cfg.api_burst_limit, prov, dom.get("domain"),
+                                     dom.get("certificate_arn"), dom.get("truststore_uri"), failover,
+                                     dom.get("failover_certificate_arn"), cfg.waf_rate_limit))
     net = cfg.network.get(region, {})
     controller = ControllerService(f"{name}-controller", ControllerArgs(
-        cfg.prefix, region, cfg.controller_image, net.get("subnet_ids", []), net.get("security_group_ids", []),
-        env, arns, provider))
-    search = Search(f"{name}-search", SearchArgs(cfg.prefix, key_arn, provider))
-    Monitoring(f"{name}-monitoring", MonitoringArgs(
+        cfg.prefix, region, cfg.image_for(region), net.get("subnet_ids", []), net.get("security_group_ids", []),
+        env, arns, prov))
+    monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
         cfg.prefix, region, table.table.name, [d.name for d in messaging.dlqs.values()], api.rest.name, cfg.prefix,
-        cfg.dr_region, 0.04, 0.0008, provider, queue_names=[q.name for q in messaging.queues.values()]))
+        cfg.dr_region, 0.04, 0.0008, prov, queue_names=[q.name for q in messaging.queues.values()],
+        alarm_email=cfg.alarm_email))
     return {"buckets": buckets, "messaging": messaging, "functions": functions, "api": api,
-            "controller": controller, "search": search}
+            "controller": controller, "search": search, "monitoring": monitoring}
 
 
 def build(cfg: StackConfig) -> dict[str, Any]:
-    primary = aws.Provider("primary", region=cfg.primary_region)
-    dr = aws.Provider("dr", region=cfg.dr_region)
-    keys = Keys("keys", KeysArgs(cfg.prefix, primary, dr))
+    primary = provider("primary", cfg, cfg.primary_region, "primary")
+    dr = provider("dr", cfg, cfg.dr_region, "dr")
+    account_id = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=primary)).account_id
+    directions = [(cfg.primary_region, cfg.dr_region), (cfg.dr_region, cfg.primary_region)]
+    role_arns = [pulumi.Output.concat("arn:aws:iam::", account_id, ":role/", replication_role_name(cfg.prefix, s, d))
+                 for s, d in directions]
+    keys = Keys("keys", KeysArgs(cfg.prefix, primary, dr, account_id, cfg.primary_region, cfg.dr_region, role_arns))
     data = DataStore("data", DataStoreArgs(f"{cfg.prefix}-main", cfg.dr_region, keys.primary.arn, keys.replica.arn,
                                            primary))
-    p = regional("primary", cfg, cfg.primary_region, primary, keys.primary.arn, data, active=True)
-    d = regional("dr", cfg, cfg.dr_region, dr, keys.replica.arn, data, active=False)
-    Replication("replication", ReplicationArgs(p["buckets"], d["buckets"], keys.replica.arn, keys.primary.arn, primary))
-    Secrets("secrets", SecretsArgs(cfg.prefix, keys.primary.arn, cfg.dr_region, keys.replica.arn, primary))
+    secrets = Secrets("secrets", SecretsArgs(cfg.prefix, keys.primary.arn, cfg.dr_region, keys.replica.arn, primary))
+    p = regional("primary", cfg, cfg.primary_region, primary, keys.primary.arn, keys.replica.arn, data, secrets,
+                 account_id, primary, active=True)
+    d = regional("dr", cfg, cfg.dr_region, dr, keys.replica.arn, keys.primary.arn, data, secrets, account_id,
+                 primary, active=False)
+    Replication("replication", ReplicationArgs(
+        p["buckets"], d["buckets"], keys.replica.arn, keys.primary.arn, primary,
+        replication_role_name(cfg.prefix, cfg.primary_region, cfg.dr_region), "to-dr"))
+    Replication("replication-back", ReplicationArgs(
+        d["buckets"], p["buckets"], keys.primary.arn, keys.replica.arn, dr,
+        replication_role_name(cfg.prefix, cfg.dr_region, cfg.primary_region), "to-primary"))
+    dns = None
     if cfg.hosted_zone_id and cfg.record_name:
-        FailoverDns("dns", FailoverDnsArgs(cfg.hosted_zone_id, cfg.record_name, p["api"], d["api"]))
+        dns = FailoverDns("dns", FailoverDnsArgs(cfg.hosted_zone_id, cfg.record_name, p["api"], d["api"], primary))
+
+    # outputs runbooks take as inputs
     pulumi.export("table", data.table.name)
-    pulumi.export("primary_api", p["api"].stage.invoke_url)
-    pulumi.export("dr_api", d["api"].stage.invoke_url)
+    pulumi.export("account_id", account_id)
+    pulumi.export("api_url", f"https://{cfg.record_name}" if dns else p["api"].url)
     pulumi.export("queues", [q.name(cfg.prefix) for q in schema.QUEUES])
-    return {"keys": keys, "data": data, "primary": p, "dr": d}
+    pulumi.export("unsubscribe_secret", secrets.unsubscribe.arn)
+    for role, r in (("primary", p), ("dr", d)):
+        pulumi.export(f"{role}_api", r["api"].url)  # the custom domain when there is one, never execute-api then
+        pulumi.export(f"{role}_api_domain", r["api"].domain.domain_name if r["api"].domain else None)
+        pulumi.export(f"{role}_api_health", pulumi.Output.concat("https://", r["api"].health_host,
+                                                                 r["api"].health_path))
+        pulumi.export(f"{role}_dkim_tokens", r["messaging"].dkim_tokens)
+        pulumi.export(f"{role}_alarm_topic", r["monitoring"].topic.arn)
+        pulumi.export(f"{role}_ecs_cluster", r["controller"].cluster.name)
+        pulumi.export(f"{role}_ecs_service", r["controller"].service.name)
+        pulumi.export(f"{role}_opensearch_endpoint", r["search"].endpoint)
+        pulumi.export(f"{role}_health_check", dns.health_checks["PRIMARY" if role == "primary" else "SECONDARY"].id
+                      if dns else None)
+    return {"keys": keys, "data": data, "primary": p, "dr": d, "secrets": secrets, "dns": dns}

@@ -1,4 +1,8 @@
-"""Lambda functions (api, sender, ses_events) with one least-privilege role each."""
+"""Lambda functions (api, sender, ses_events) with one least-privilege role each.
+
+Every function publishes a version on each deploy and a ``live`` alias points at it; the SQS event
+source mappings and the API integration call the alias, so a rollback is moving the alias back
+(``aws lambda update-alias --function-name <fn> --name live --function-version <previous>``)."""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ ASSUME_LAMBDA = json.dumps({"Version": "2012-10-17", "Statement": [{
 class FunctionsArgs:
     prefix: str
     region: str
-    artifact: str
+    artifact: str  # an absolute path (infra/program.py resolves it from the repository root)
     environment: dict[str, pulumi.Input[str]]
     arns: dict[str, pulumi.Input[str]]  # resource kind → ARN (see infra/policies.py)
     send_queue_arn: pulumi.Input[str]
@@ -35,12 +39,14 @@ class FunctionsArgs:
     provider: Any
     log_retention_days: int = 30
     policies: dict[str, pulumi.Output[str]] = field(default_factory=dict)
+    function_environment: dict[str, dict[str, pulumi.Input[str]]] = field(default_factory=dict)  # per function
 
 
 class Functions(pulumi.ComponentResource):
     def __init__(self, name: str, args: FunctionsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("emailPlatform:index:Functions", name, None, opts)
         self.functions: dict[str, aws.lambda_.Function] = {}
+        self.aliases: dict[str, aws.lambda_.Alias] = {}
         self.roles: dict[str, aws.iam.Role] = {}
         self.policies: dict[str, pulumi.Output[str]] = {}
         code = pulumi.FileArchive(args.artifact)
@@ -67,13 +73,18 @@ class Functions(pulumi.ComponentResource):
                 role=role.arn, timeout=timeout, memory_size=memory, architectures=["arm64"],
                 tracing_config={"mode": "Active"}, reserved_concurrent_executions=reserved,
                 kms_key_arn=args.arns["key"],
-                environment={"variables": {**args.environment, "POWERTOOLS_SERVICE_NAME": f"{args.prefix}-{fn}"}},
-                logging_config={"log_format": "JSON", "log_group": logs.name},
+                environment={"variables": {**args.environment, **args.function_environment.get(fn, {}),
+                                           "POWERTOOLS_SERVICE_NAME": f"{args.prefix}-{fn}"}},
+                logging_config={"log_format": "JSON", "log_group": logs.name}, publish=True,
                 opts=child(self, args.provider))
+            self.aliases[fn] = aws.lambda_.Alias(f"{name}-{fn}-live", name="live",
+                                                 function_name=self.functions[fn].name,
+                                                 function_version=self.functions[fn].version,
+                                                 opts=child(self.functions[fn], args.provider))
             self.roles[fn] = role
         for fn, queue_arn, size in (("sender", args.send_queue_arn, 1), ("ses_events", args.events_queue_arn, 10)):
             aws.lambda_.EventSourceMapping(f"{name}-{fn}-source", event_source_arn=queue_arn,
-                                           function_name=self.functions[fn].arn, batch_size=size,
+                                           function_name=self.aliases[fn].arn, batch_size=size,
                                            function_response_types=["ReportBatchItemFailures"],
                                            opts=child(self.functions[fn], args.provider))
-        self.register_outputs({fn: f.arn for fn, f in self.functions.items()})
+        self.register_outputs({fn: a.arn for fn, a in self.aliases.items()})

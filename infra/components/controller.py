@@ -17,7 +17,7 @@ from infra.policies import policy_document
 class ControllerArgs:
     prefix: str
     region: str
-    image: str
+    image: str  # pulled from this region's registry: replicate the ECR repository to DR
     subnet_ids: list[str]
     security_group_ids: list[str]
     environment: dict[str, pulumi.Input[str]]
@@ -45,7 +45,7 @@ class ControllerService(pulumi.ComponentResource):
                 {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": f"{arn}:*"},
                 {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken", "ecr:BatchGetImage",
                                                "ecr:GetDownloadUrlForLayer"], "Resource": "*"}]})), opts=o)
-        cluster = aws.ecs.Cluster(f"{name}-cluster", name=f"{args.prefix}-controller",
+        self.cluster = cluster = aws.ecs.Cluster(f"{name}-cluster", name=f"{args.prefix}-controller",
                                   settings=[{"name": "containerInsights", "value": "enabled"}], opts=o)
         container = pulumi.Output.all(logs.name, pulumi.Output.from_input(args.environment)).apply(lambda v: json.dumps([{
             "name": "controller", "image": args.image, "essential": True, "command": ["python", "-m", "controller"],
@@ -62,8 +62,10 @@ class ControllerService(pulumi.ComponentResource):
         self.service = aws.ecs.Service(f"{name}-service", cluster=cluster.arn, task_definition=task.arn,
                                        desired_count=1, launch_type="FARGATE",
                                        deployment_minimum_healthy_percent=0, deployment_maximum_percent=200,
+                                       # a task that never becomes healthy rolls back to the last good one
+                                       deployment_circuit_breaker={"enable": True, "rollback": True},
                                        network_configuration={"subnets": args.subnet_ids,
                                                               "security_groups": args.security_group_ids,
                                                               "assign_public_ip": False}, opts=o)
         self.prometheus = aws.amp.Workspace(f"{name}-prometheus", alias=f"{args.prefix}-{args.region}", opts=o)
-        self.register_outputs({"service": self.service.name, "prometheus": self.prometheus.prometheus_endpoint})
+        self.register_outputs({"cluster": self.cluster.name, "service": self.service.name, "prometheus": self.prometheus.prometheus_endpoint})

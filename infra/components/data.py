@@ -45,6 +45,6 @@ class DataStore(pulumi.ComponentResource):
             replicas=[aws.dynamodb.TableReplicaArgs(region_name=args.dr_region, kms_key_arn=args.replica_key_arn,
                                                     point_in_time_recovery=True, propagate_tags=True)],
             deletion_protection_enabled=True,
-            opts=child(self, args.provider, protect=False),
+            opts=child(self, args.provider, protect=True),
         )
         self.register_outputs({"table_arn": self.table.arn, "stream_arn": self.table.stream_arn})

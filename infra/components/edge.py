@@ -1,5 +1,25 @@
-"""API Gateway REST API per region (Lambda proxy, keys + usage plan, validation, WAF, access logs,
-custom domain with optional mutual TLS) and the Route 53 failover records in front of both."""
+"""API Gateway REST API per region (Lambda proxy to the ``live`` alias, API key + usage plan,
+validation, WAF, access logs, custom domains with optional mutual TLS) and the Route 53 failover
+records in front of both.
+
+What the caller must know:
+
+* Usage-plan throttling applies only to methods that require an API key, so the proxy method
+  requires one (``x-api-key``). Only ``GET /api/v1/health`` is open, for health checkers.
+* Stage access logs need the account's CloudWatch role for API Gateway (``aws.apigateway.Account``,
+  one per account and region); the stage depends on it. It is an account-wide setting: two stacks
+  in one account and region manage the same setting (last one wins, same managed policy).
+* Mutual TLS: a custom domain with a truststore asks every caller for a client certificate,
+  Route 53 health checkers included, which have none. With mTLS on, the execute-api endpoint of the
+  main API is disabled (otherwise mTLS could be bypassed), so each region also gets a tiny separate
+  REST API exposing only ``GET /api/v1/health`` (same ``live`` alias) on its own execute-api
+  endpoint, without mTLS; the Route 53 health checks target that (``/v1/api/v1/health``). Without
+  mTLS the health check targets the main API's execute-api stage endpoint directly.
+* Failover: the failover record name (``recordName``) must be served by an API Gateway custom
+  domain of its own in each region, with a certificate covering that name
+  (``apiDomain.<region>.failover_certificate_arn``), mapped to the regional stage; the records alias
+  to those domains. The failover domain carries the same truststore as the regional one.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +32,16 @@ import pulumi_aws as aws
 
 from infra.components.base import child
 
+HEALTH_PATH = ("api", "v1", "health")  # GET /api/v1/health, the one route without an API key
+PUSH_TO_CLOUDWATCH = "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+
 
 @dataclass
 class ApiArgs:
     prefix: str
     region: str
     function: aws.lambda_.Function
+    alias: aws.lambda_.Alias
     key_arn: pulumi.Input[str]
     rate_limit: float
     burst_limit: int
@@ -25,30 +49,61 @@ class ApiArgs:
     domain_name: str | None = None
     certificate_arn: str | None = None
     truststore_uri: str | None = None
+    failover_domain_name: str | None = None  # the Route 53 failover record name, served here too
+    failover_certificate_arn: str | None = None
+    waf_rate_limit: int = 20_000  # requests per IP per 5 minutes; above one Message Centre backend's polling
+
+
+def _health_route(name: str, rest: aws.apigateway.RestApi, alias: aws.lambda_.Alias,
+                  o: pulumi.ResourceOptions) -> aws.apigateway.Integration:
+    parent_id: pulumi.Input[str] = rest.root_resource_id
+    for part in HEALTH_PATH:
+        parent_id = aws.apigateway.Resource(f"{name}-path-{part}", rest_api=rest.id, parent_id=parent_id,
+                                            path_part=part, opts=o).id
+    method = aws.apigateway.Method(f"{name}-health-get", rest_api=rest.id, resource_id=parent_id, http_method="GET",
+                                   authorization="NONE", api_key_required=False, opts=o)
+    return aws.apigateway.Integration(f"{name}-health-lambda", rest_api=rest.id, resource_id=parent_id,
+                                      http_method=method.http_method, type="AWS_PROXY",
+                                      integration_http_method="POST", uri=alias.invoke_arn, opts=o)
+
+
+def _host(url: pulumi.Output[str]) -> pulumi.Output[str]:
+    return url.apply(lambda u: u.split("/")[2])
 
 
 class Api(pulumi.ComponentResource):
     def __init__(self, name: str, args: ApiArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("emailPlatform:index:Api", name, None, opts)
         o = child(self, args.provider)
+        mtls = {"truststore_uri": args.truststore_uri} if args.truststore_uri else None
+        custom_domain = bool(args.domain_name and args.certificate_arn)
+        cloudwatch_role = aws.iam.Role(f"{name}-cloudwatch-role", assume_role_policy=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                    "Principal": {"Service": "apigateway.amazonaws.com"}}]}), opts=o)
+        attach = aws.iam.RolePolicyAttachment(f"{name}-cloudwatch-push", role=cloudwatch_role.name,
+                                              policy_arn=PUSH_TO_CLOUDWATCH, opts=child(cloudwatch_role, args.provider))
+        self.account = aws.apigateway.Account(f"{name}-account", cloudwatch_role_arn=cloudwatch_role.arn,
+                                              opts=child(self, args.provider, depends_on=[attach]))
         self.rest = aws.apigateway.RestApi(f"{name}-rest", name=f"{args.prefix}-api",
-                                           endpoint_configuration={"types": "REGIONAL"}, opts=o)
+                                           endpoint_configuration={"types": "REGIONAL"},
+                                           disable_execute_api_endpoint=bool(mtls and custom_domain), opts=o)
         validator = aws.apigateway.RequestValidator(f"{name}-validator", rest_api=self.rest.id,
                                                     validate_request_body=True, validate_request_parameters=True, opts=o)
         proxy = aws.apigateway.Resource(f"{name}-proxy", rest_api=self.rest.id, parent_id=self.rest.root_resource_id,
                                         path_part="{proxy+}", opts=o)
         method = aws.apigateway.Method(f"{name}-any", rest_api=self.rest.id, resource_id=proxy.id, http_method="ANY",
-                                       authorization="NONE", api_key_required=False,
+                                       authorization="NONE", api_key_required=True,
                                        request_validator_id=validator.id, opts=o)
         integration = aws.apigateway.Integration(f"{name}-lambda", rest_api=self.rest.id, resource_id=proxy.id,
                                                  http_method=method.http_method, type="AWS_PROXY",
-                                                 integration_http_method="POST", uri=args.function.invoke_arn, opts=o)
+                                                 integration_http_method="POST", uri=args.alias.invoke_arn, opts=o)
+        health = _health_route(name, self.rest, args.alias, o)
         aws.lambda_.Permission(f"{name}-invoke", action="lambda:InvokeFunction", function=args.function.name,
-                               principal="apigateway.amazonaws.com",
+                               qualifier=args.alias.name, principal="apigateway.amazonaws.com",
                                source_arn=self.rest.execution_arn.apply(lambda a: f"{a}/*/*"), opts=o)
         deployment = aws.apigateway.Deployment(f"{name}-deployment", rest_api=self.rest.id,
-                                               triggers={"redeploy": integration.id},
-                                               opts=child(self, args.provider, depends_on=[integration]))
+                                               triggers={"redeploy": integration.id, "health": health.id},
+                                               opts=child(self, args.provider, depends_on=[integration, health]))
         access = aws.cloudwatch.LogGroup(f"{name}-access-logs", name=f"/aws/apigateway/{args.prefix}-api",
                                          retention_in_days=90, kms_key_id=args.key_arn, opts=o)
         self.stage = aws.apigateway.Stage(
@@ -56,7 +111,8 @@ class Api(pulumi.ComponentResource):
             access_log_settings={"destination_arn": access.arn, "format": json.dumps({
                 "requestId": "$context.requestId", "ip": "$context.identity.sourceIp", "method": "$context.httpMethod",
                 "path": "$context.path", "status": "$context.status", "latencyMs": "$context.responseLatency",
-                "apiKeyId": "$context.identity.apiKeyId", "waf": "$context.wafResponseCode"})}, opts=o)
+                "apiKeyId": "$context.identity.apiKeyId", "waf": "$context.wafResponseCode"})},
+            opts=child(self, args.provider, depends_on=[self.account]))
         plan = aws.apigateway.UsagePlan(f"{name}-plan", name=f"{args.prefix}-default",
                                         api_stages=[{"api_id": self.rest.id, "stage": self.stage.stage_name}],
                                         throttle_settings={"rate_limit": args.rate_limit, "burst_limit": args.burst_limit},
@@ -75,21 +131,50 @@ class Api(pulumi.ComponentResource):
                   for i, group in enumerate(["AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet",
                                              "AWSManagedRulesAmazonIpReputationList"])],
                 {"name": "rate-per-ip", "priority": 10, "action": {"block": {}},
-                 "statement": {"rate_based_statement": {"limit": 2000, "aggregate_key_type": "IP"}},
+                 "statement": {"rate_based_statement": {"limit": args.waf_rate_limit,
+                                                        "aggregate_key_type": "IP"}},
                  "visibility_config": {"cloudwatch_metrics_enabled": True, "metric_name": "rate-per-ip",
                                        "sampled_requests_enabled": True}},
             ], opts=o)
         aws.wafv2.WebAclAssociation(f"{name}-waf-assoc", resource_arn=self.stage.arn, web_acl_arn=self.waf.arn, opts=o)
-        self.domain = None
-        if args.domain_name and args.certificate_arn:
-            mtls = {"truststore_uri": args.truststore_uri} if args.truststore_uri else None
+        self.domain: aws.apigateway.DomainName | None = None
+        self.failover_domain: aws.apigateway.DomainName | None = None
+        if custom_domain:
             self.domain = aws.apigateway.DomainName(
                 f"{name}-domain", domain_name=args.domain_name, regional_certificate_arn=args.certificate_arn,
                 endpoint_configuration={"types": "REGIONAL"}, security_policy="TLS_1_2",
                 mutual_tls_authentication=mtls, opts=o)
             aws.apigateway.BasePathMapping(f"{name}-mapping", rest_api=self.rest.id, stage_name=self.stage.stage_name,
                                            domain_name=self.domain.domain_name, opts=o)
-        self.register_outputs({"invoke_url": self.stage.invoke_url})
+        if args.failover_domain_name and args.failover_certificate_arn:
+            self.failover_domain = aws.apigateway.DomainName(
+                f"{name}-failover-domain", domain_name=args.failover_domain_name,
+                regional_certificate_arn=args.failover_certificate_arn, endpoint_configuration={"types": "REGIONAL"},
+                security_policy="TLS_1_2", mutual_tls_authentication=mtls, opts=o)
+            aws.apigateway.BasePathMapping(f"{name}-failover-mapping", rest_api=self.rest.id,
+                                           stage_name=self.stage.stage_name,
+                                           domain_name=self.failover_domain.domain_name, opts=o)
+        # what a Route 53 health checker can reach without a client certificate
+        self.health_path = "/v1/" + "/".join(HEALTH_PATH)
+        if mtls and custom_domain:
+            health_rest = aws.apigateway.RestApi(f"{name}-health-rest", name=f"{args.prefix}-health",
+                                                 endpoint_configuration={"types": "REGIONAL"}, opts=o)
+            health_integration = _health_route(f"{name}-health", health_rest, args.alias, o)
+            aws.lambda_.Permission(f"{name}-health-invoke", action="lambda:InvokeFunction",
+                                   function=args.function.name, qualifier=args.alias.name,
+                                   principal="apigateway.amazonaws.com",
+                                   source_arn=health_rest.execution_arn.apply(lambda a: f"{a}/*/GET/*"), opts=o)
+            health_deployment = aws.apigateway.Deployment(
+                f"{name}-health-deployment", rest_api=health_rest.id, triggers={"redeploy": health_integration.id},
+                opts=child(self, args.provider, depends_on=[health_integration]))
+            health_stage = aws.apigateway.Stage(f"{name}-health-stage", rest_api=health_rest.id,
+                                                deployment=health_deployment.id, stage_name="v1", opts=o)
+            self.health_host: pulumi.Output[str] = _host(health_stage.invoke_url)
+        else:
+            self.health_host = _host(self.stage.invoke_url)
+        self.url: pulumi.Output[str] = (pulumi.Output.concat("https://", self.domain.domain_name) if self.domain
+                                        else self.stage.invoke_url)
+        self.register_outputs({"url": self.url, "health_host": self.health_host})
 
 
 @dataclass
@@ -98,29 +183,28 @@ class FailoverDnsArgs:
     record_name: str
     primary: Api
     dr: Api
-    health_path: str = "/v1/api/v1/health"
+    provider: Any  # Route 53 is global: the primary region's provider
 
 
 class FailoverDns(pulumi.ComponentResource):
-    """PRIMARY/SECONDARY records with a health check on each region's API."""
+    """PRIMARY/SECONDARY alias records to each region's failover custom domain, each with a health
+    check on that region's certificate-free health endpoint (see the module docstring)."""
 
     def __init__(self, name: str, args: FailoverDnsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("emailPlatform:index:FailoverDns", name, None, opts)
+        self.health_checks: dict[str, aws.route53.HealthCheck] = {}
         for role, api in (("PRIMARY", args.primary), ("SECONDARY", args.dr)):
-            if api.domain is not None:  # the regional custom domain (its certificate matches the name)
-                fqdn, path = api.domain.domain_name, "/api/v1/health"
-            else:
-                fqdn, path = api.stage.invoke_url.apply(lambda u: u.split("/")[2]), args.health_path
-            check = aws.route53.HealthCheck(f"{name}-{role.lower()}-health", type="HTTPS", fqdn=fqdn, port=443,
-                                            resource_path=path, failure_threshold=3, request_interval=10,
-                                            opts=pulumi.ResourceOptions(parent=self))
-            record: dict[str, Any] = {"zone_id": args.zone_id, "name": args.record_name, "set_identifier": role.lower(),
-                                      "failover_routing_policies": [{"type": role}], "health_check_id": check.id}
-            if api.domain is not None:
-                record.update(type="A", aliases=[{"name": api.domain.regional_domain_name,
-                                                  "zone_id": api.domain.regional_zone_id,
-                                                  "evaluate_target_health": True}])
-            else:
-                record.update(type="CNAME", ttl=30, records=[fqdn])
-            aws.route53.Record(f"{name}-{role.lower()}", **record, opts=pulumi.ResourceOptions(parent=self))
-        self.register_outputs({})
+            if api.failover_domain is None:
+                raise ValueError(f"{role}: the failover record {args.record_name} needs a custom domain in each "
+                                 "region (apiDomain.<region>.failover_certificate_arn)")
+            check = aws.route53.HealthCheck(f"{name}-{role.lower()}-health", type="HTTPS", fqdn=api.health_host,
+                                            port=443, resource_path=api.health_path, failure_threshold=3,
+                                            request_interval=10, opts=child(self, args.provider))
+            self.health_checks[role] = check
+            aws.route53.Record(f"{name}-{role.lower()}", zone_id=args.zone_id, name=args.record_name, type="A",
+                               set_identifier=role.lower(), failover_routing_policies=[{"type": role}],
+                               health_check_id=check.id,
+                               aliases=[{"name": api.failover_domain.regional_domain_name,
+                                         "zone_id": api.failover_domain.regional_zone_id,
+                                         "evaluate_target_health": True}], opts=child(self, args.provider))
+        self.register_outputs({role: c.id for role, c in self.health_checks.items()})

@@ -1,4 +1,6 @@
-"""Queues (+ DLQs), the SES events topic and the SES configuration set, from core/schema.py."""
+"""Queues (+ DLQs), the SES events topic and the SES configuration set, from core/schema.py; the SES
+identity with its DKIM and custom MAIL FROM records when the hosted zone is ours (an identity
+verifies only once its DKIM records are published; each region's SES has its own tokens)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ class MessagingArgs:
     configuration_set: str
     domain: str
     provider: Any
+    region: str = ""
+    zone_id: str | None = None  # the hosted zone of ``domain``: DKIM / MAIL FROM records are created in it
+    dns_provider: Any = None  # Route 53 is global: the primary's provider
 
 
 class Messaging(pulumi.ComponentResource):
@@ -43,6 +48,14 @@ class Messaging(pulumi.ComponentResource):
             topic = aws.sns.Topic(f"{name}-{t.purpose}", name=f"{args.prefix}-{t.purpose}", kms_master_key_id=args.key_arn,
                                   opts=child(self, args.provider))
             self.topics[t.purpose] = topic
+            # SES (the configuration set's event destination) publishes to the topic
+            aws.sns.TopicPolicy(f"{name}-{t.purpose}-from-ses", arn=topic.arn, policy=pulumi.Output.all(
+                topic.arn, aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=args.provider))
+                .account_id).apply(lambda a: json.dumps({"Version": "2012-10-17", "Statement": [{
+                    "Sid": "SesPublishesEvents", "Effect": "Allow", "Principal": {"Service": "ses.amazonaws.com"},
+                    "Action": "sns:Publish", "Resource": a[0],
+                    "Condition": {"StringEquals": {"aws:SourceAccount": a[1]}}}]})),
+                opts=child(topic, args.provider))
             for sub in t.subscribers:
                 queue = self.queues[sub]
                 aws.sqs.QueuePolicy(f"{name}-{sub}-from-{t.purpose}", queue_url=queue.id,
@@ -70,5 +83,23 @@ class Messaging(pulumi.ComponentResource):
                                                 configuration_set_name=self.configuration_set.configuration_set_name,
                                                 dkim_signing_attributes={"next_signing_key_length": "RSA_2048_BIT"},
                                                 opts=child(self, args.provider))
+        self.dkim_tokens: pulumi.Output[list[str]] = self.identity.dkim_signing_attributes.apply(
+            lambda d: list((d.tokens if d else None) or []))
+        self.mail_from_domain = f"bounce-{args.region}.{args.domain}"
+        aws.sesv2.EmailIdentityMailFromAttributes(
+            f"{name}-mail-from", email_identity=self.identity.email_identity, mail_from_domain=self.mail_from_domain,
+            behavior_on_mx_failure="USE_DEFAULT_VALUE", opts=child(self.identity, args.provider))
+        if args.zone_id:
+            dns = child(self.identity, args.dns_provider or args.provider)
+            for i in range(3):  # Easy DKIM always issues three tokens
+                token = self.dkim_tokens.apply(lambda t, i=i: t[i])
+                aws.route53.Record(f"{name}-dkim-{i}", zone_id=args.zone_id, type="CNAME", ttl=1800,
+                                   name=token.apply(lambda t: f"{t}._domainkey.{args.domain}"),
+                                   records=[token.apply(lambda t: f"{t}.dkim.amazonses.com")], opts=dns)
+            aws.route53.Record(f"{name}-mail-from-mx", zone_id=args.zone_id, type="MX", ttl=300,
+                               name=self.mail_from_domain,
+                               records=[f"10 feedback-smtp.{args.region}.amazonses.com"], opts=dns)
+            aws.route53.Record(f"{name}-mail-from-spf", zone_id=args.zone_id, type="TXT", ttl=300,
+                               name=self.mail_from_domain, records=["v=spf1 include:amazonses.com ~all"], opts=dns)
         self.register_outputs({"send_queue": self.queues["send"].arn, "events_queue": self.queues["ses-events"].arn,
                                "topic": self.topics["ses-events"].arn})

@@ -17,12 +17,24 @@ class SearchArgs:
     prefix: str
     key_arn: pulumi.Input[str]
     provider: Any
+    account_id: pulumi.Input[str]
     instance_type: str = "t3.small.search"
 
 
 class Search(pulumi.ComponentResource):
+    """OpenSearch with fine-grained access control and no internal user database: the master user is
+    an IAM role (``admin_role``, assumable by the account's administrators), which maps the writers'
+    IAM roles to OpenSearch roles in the security plugin (a runbook step: Pulumi has no handle on it).
+    The domain access policy (``allow``) admits the writers' roles over signed HTTP."""
+
     def __init__(self, name: str, args: SearchArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("emailPlatform:index:Search", name, None, opts)
+        self._name, self._provider = name, args.provider
+        self.admin_role = aws.iam.Role(
+            f"{name}-admin", assume_role_policy=pulumi.Output.from_input(args.account_id).apply(lambda a: json.dumps({
+                "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                        "Principal": {"AWS": f"arn:aws:iam::{a}:root"}}]})),
+            opts=child(self, args.provider))
         self.domain = aws.opensearch.Domain(
             f"{name}-domain", domain_name=f"{args.prefix}-events"[:28], engine_version="OpenSearch_2.13",
             cluster_config={"instance_type": args.instance_type, "instance_count": 2, "zone_awareness_enabled": True},
@@ -31,9 +43,20 @@ class Search(pulumi.ComponentResource):
             node_to_node_encryption={"enabled": True},
             domain_endpoint_options={"enforce_https": True, "tls_security_policy": "Policy-Min-TLS-1-2-2019-07"},
             advanced_security_options={"enabled": True, "internal_user_database_enabled": False,
-                                       "anonymous_auth_enabled": False},
-            opts=child(self, args.provider))
-        self.register_outputs({"endpoint": self.domain.endpoint})
+                                       "anonymous_auth_enabled": False,
+                                       "master_user_options": {"master_user_arn": self.admin_role.arn}},
+            opts=child(self, args.provider, protect=True))
+        self.endpoint: pulumi.Output[str] = self.domain.endpoint.apply(lambda e: f"https://{e}")
+        self.register_outputs({"endpoint": self.endpoint})
+
+    def allow(self, role_arns: list[pulumi.Input[str]]) -> aws.opensearch.DomainPolicy:
+        """The domain access policy: the writers' roles and the master role, over signed HTTP only."""
+        actions = ["es:ESHttpDelete", "es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut"]
+        doc = pulumi.Output.all(self.domain.arn, self.admin_role.arn, *role_arns).apply(lambda v: json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": sorted(v[1:])},
+                                                    "Action": actions, "Resource": f"{v[0]}/*"}]}))
+        return aws.opensearch.DomainPolicy(f"{self._name}-access", domain_name=self.domain.domain_name,
+                                           access_policies=doc, opts=child(self, self._provider))
 
 
 @dataclass
@@ -53,7 +76,8 @@ class Secrets(pulumi.ComponentResource):
         super().__init__("emailPlatform:index:Secrets", name, None, opts)
         self.unsubscribe = aws.secretsmanager.Secret(
             f"{name}-unsubscribe", name=f"{args.prefix}/unsubscribe-signing", kms_key_id=args.key_arn,
-            replicas=[{"region": args.dr_region, "kms_key_id": args.replica_key_arn}], opts=child(self, args.provider))
+            replicas=[{"region": args.dr_region, "kms_key_id": args.replica_key_arn}],
+            opts=child(self, args.provider, protect=True))
         self.register_outputs({"unsubscribe": self.unsubscribe.arn})
 
 
@@ -70,6 +94,7 @@ class MonitoringArgs:
     complaint_alarm: float
     provider: Any
     queue_names: list[pulumi.Input[str]] = field(default_factory=list)  # work queues: send, SES events
+    alarm_email: str | None = None  # who hears the alarms (an email subscription to the topic)
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -77,6 +102,9 @@ class Monitoring(pulumi.ComponentResource):
         super().__init__("emailPlatform:index:Monitoring", name, None, opts)
         o = child(self, args.provider)
         self.topic = aws.sns.Topic(f"{name}-alarms", name=f"{args.prefix}-alarms", opts=o)
+        if args.alarm_email:  # AWS emails a confirmation link: the subscription is pending until clicked
+            aws.sns.TopicSubscription(f"{name}-alarms-email", topic=self.topic.arn, protocol="email",
+                                      endpoint=args.alarm_email, opts=child(self.topic, args.provider))
         alarms = [
             ("bounce-rate", "AWS/SES", "Reputation.BounceRate", args.bounce_alarm, {}),
             ("complaint-rate", "AWS/SES", "Reputation.ComplaintRate", args.complaint_alarm, {}),

@@ -1,5 +1,6 @@
 """S3 buckets from core/schema.py in one region: versioned, SSE-KMS, private, TLS-only,
-lifecycle, CORS for presigned uploads; the primary's replicate to DR with RTC."""
+lifecycle, CORS for presigned uploads; each region's buckets replicate to the other's with RTC
+(both directions, so after a failover what DR wrote flows back to the primary)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,16 @@ from core import schema
 from infra.components.base import child
 
 
+def bucket_name(prefix: str, purpose: str, account_id: str, region: str) -> str:
+    """Bucket names are global across accounts: the same shape as ``Settings.bucket`` with an account id."""
+    return f"{prefix}-{purpose}-{account_id}-{region}"
+
+
+def replication_role_name(prefix: str, source_region: str, destination_region: str) -> str:
+    """Named so the key policies can name the role before it exists (in a condition)."""
+    return f"{prefix}-s3-repl-{source_region}-to-{destination_region}"[:64]
+
+
 @dataclass
 class BucketsArgs:
     prefix: str
@@ -21,18 +32,22 @@ class BucketsArgs:
     key_arn: pulumi.Input[str]
     provider: Any
     allowed_origins: list[str]
+    account_id: pulumi.Input[str]
 
 
 class Buckets(pulumi.ComponentResource):
     def __init__(self, name: str, args: BucketsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("emailPlatform:index:Buckets", name, None, opts)
         self.buckets: dict[str, aws.s3.Bucket] = {}
+        self.versioning: dict[str, aws.s3.BucketVersioning] = {}
         for spec in schema.BUCKETS:
-            bname = f"{args.prefix}-{spec.purpose}-{args.region}"
-            b = aws.s3.Bucket(f"{name}-{spec.purpose}", bucket=bname, force_destroy=False, opts=child(self, args.provider))
+            bname = pulumi.Output.from_input(args.account_id).apply(
+                lambda acct, p=spec.purpose: bucket_name(args.prefix, p, acct, args.region))
+            b = aws.s3.Bucket(f"{name}-{spec.purpose}", bucket=bname, force_destroy=False,
+                              opts=child(self, args.provider, protect=True))
             o = child(b, args.provider)
-            aws.s3.BucketVersioning(f"{name}-{spec.purpose}-versioning", bucket=b.id,
-                                    versioning_configuration={"status": "Enabled"}, opts=o)
+            self.versioning[spec.purpose] = aws.s3.BucketVersioning(
+                f"{name}-{spec.purpose}-versioning", bucket=b.id, versioning_configuration={"status": "Enabled"}, opts=o)
             aws.s3.BucketServerSideEncryptionConfiguration(
                 f"{name}-{spec.purpose}-sse", bucket=b.id,
                 rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms",
@@ -67,15 +82,20 @@ class ReplicationArgs:
     destination: Buckets
     destination_key_arn: pulumi.Input[str]
     source_key_arn: pulumi.Input[str]
-    provider: Any
+    provider: Any  # the source region's
+    role_name: str
+    rule_id: str = "to-dr"
 
 
 class Replication(pulumi.ComponentResource):
-    """Primary → DR replication with Replication Time Control (15 min SLA, metrics on)."""
+    """One direction of bucket replication with Replication Time Control (15 min SLA, metrics on).
+
+    S3 refuses a replication configuration unless versioning is already enabled on both buckets,
+    so every configuration depends on both versioning resources."""
 
     def __init__(self, name: str, args: ReplicationArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("emailPlatform:index:Replication", name, None, opts)
-        role = aws.iam.Role(f"{name}-role", assume_role_policy=json.dumps({
+        role = aws.iam.Role(f"{name}-role", name=args.role_name, assume_role_policy=json.dumps({
             "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                     "Principal": {"Service": "s3.amazonaws.com"}}]}),
             opts=child(self, args.provider))
@@ -101,12 +121,13 @@ class Replication(pulumi.ComponentResource):
         for purpose, src, dst in pairs:
             self.configs.append(aws.s3.BucketReplicationConfig(
                 f"{name}-{purpose}", bucket=src.id, role=role.arn,
-                rules=[{"id": "to-dr", "status": "Enabled", "filter": {},
+                rules=[{"id": args.rule_id, "status": "Enabled", "filter": {},
                         "delete_marker_replication": {"status": "Enabled"},
                         "source_selection_criteria": {"sse_kms_encrypted_objects": {"status": "Enabled"}},
                         "destination": {"bucket": dst.arn, "storage_class": "STANDARD",
                                         "encryption_configuration": {"replica_kms_key_id": args.destination_key_arn},
                                         "replication_time": {"status": "Enabled", "time": {"minutes": 15}},
                                         "metrics": {"status": "Enabled", "event_threshold": {"minutes": 15}}}}],
-                opts=child(self, args.provider)))
+                opts=child(self, args.provider, depends_on=[args.source.versioning[purpose],
+                                                            args.destination.versioning[purpose]])))
         self.register_outputs({"role_arn": role.arn})

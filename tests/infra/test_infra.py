@@ -1,40 +1,81 @@
-"""The Pulumi program under pulumi's mocks, with a prod-like config: policy, stated as tests."""
+"""The Pulumi program under pulumi's mocks, with a prod-like config: policy, stated as tests.
+
+A recording mock monitor keeps what the engine would see of every registered resource (type, name,
+URN, inputs + mocked outputs, provider, dependencies, protect, parent) as ``infra.policy.rules``
+records, so the policy pack's rules run here over the same shape as on a real stack.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
 
 import pulumi
 import pytest
+import yaml
+from pulumi.runtime.mocks import MockMonitor
 
 from core import schema
+from infra.policy import rules
+from infra.policy.rules import Resource
 
-RESOURCES: list[pulumi.runtime.MockResourceArgs] = []
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Mocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        RESOURCES.append(args)
         region = "eu-central-1" if "::dr::" in (args.provider or "") or args.name.startswith("dr-") else "eu-west-1"
-        outputs = {**args.inputs, "arn": f"arn:aws:{args.typ.split(':')[1]}:{region}:123456789012:{args.name}",
+        outputs = {**args.inputs, "arn": args.inputs.get(
+            "arn", f"arn:aws:{args.typ.split(':')[1]}:{region}:123456789012:{args.name}"),
                    "name": args.inputs.get("name", args.name), "id": f"{args.name}-id"}
+        if args.typ == "aws:iam/role:Role":  # IAM is global: no region, and the ARN carries the role name
+            outputs["arn"] = f"arn:aws:iam::123456789012:role/{outputs['name']}"
         if args.typ == "aws:dynamodb/table:Table":
             outputs["streamArn"] = outputs["arn"] + "/stream/2026"
         if args.typ == "aws:apigateway/stage:Stage":
-            outputs["invokeUrl"] = f"https://{args.name}.execute-api.{region}.amazonaws.com/v1"
+            outputs["invokeUrl"] = f"https://{args.inputs['restApi']}.execute-api.{region}.amazonaws.com/v1"
         if args.typ == "aws:apigateway/domainName:DomainName":
             outputs["regionalDomainName"] = f"d-{args.name}.execute-api.{region}.amazonaws.com"
             outputs["regionalZoneId"] = f"Z{region}"
         if args.typ == "aws:apigateway/restApi:RestApi":
             outputs["rootResourceId"] = "root"
             outputs["executionArn"] = f"arn:aws:execute-api:{region}:123456789012:{args.name}"
+        if args.typ == "aws:lambda/function:Function":
+            outputs["version"] = "7"
+        if args.typ == "aws:lambda/alias:Alias":
+            outputs["invokeArn"] = f"arn:aws:apigateway:{region}:lambda:path/functions/{outputs['arn']}/invocations"
+        if args.typ == "aws:sesv2/emailIdentity:EmailIdentity":
+            outputs["dkimSigningAttributes"] = {**args.inputs.get("dkimSigningAttributes", {}),
+                                                "tokens": [f"{region}tok{i}" for i in range(3)]}
+        if args.typ == "aws:opensearch/domain:Domain":
+            outputs["endpoint"] = f"search-{args.name}.{region}.es.amazonaws.com"
         return [f"{args.name}-id", outputs]
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": "123456789012", "arn": "arn:aws:iam::123456789012:root", "userId": "x"}
         return {}
+
+
+class RecordingMonitor(MockMonitor):
+    """Records what MockResourceArgs leaves out (protect, dependencies, parent) from the request."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks):
+        super().__init__(mocks)
+        self.records: list[Resource] = []
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.records.append(Resource(
+                type=request.type, name=request.name, urn=response.urn,
+                props=copy.deepcopy(self.resources[response.urn].state),
+                provider=request.provider.rsplit("::", 1)[0] if request.provider else None,
+                dependencies=list(request.dependencies), protect=bool(request.protect), parent=request.parent or None))
+        return response
 
 
 pulumi.runtime.set_mocks(Mocks(), preview=False)
@@ -44,41 +85,76 @@ from infra.program import StackConfig, build  # noqa: E402
 
 CFG = StackConfig(
     prefix="emailplatform", primary_region="eu-west-1", dr_region="eu-central-1", ses_domain="mail.example.com",
-    controller_image="example/controller:1", ses_max_send_rate=200, hosted_zone_id="Z1", record_name="api.example.com",
+    controller_image={"eu-west-1": "1.dkr.ecr.eu-west-1.amazonaws.com/c:1",
+                      "eu-central-1": "1.dkr.ecr.eu-central-1.amazonaws.com/c:1"},
+    ses_max_send_rate=200, hosted_zone_id="Z1", record_name="api.example.com", alarm_email="oncall@example.com",
     api_domain={r: {"domain": f"api-{r}.example.com", "certificate_arn": f"arn:aws:acm:{r}:1:certificate/x",
-                    "truststore_uri": "s3://trust/ca.pem"} for r in ("eu-west-1", "eu-central-1")},
+                    "truststore_uri": "s3://trust/ca.pem",
+                    "failover_certificate_arn": f"arn:aws:acm:{r}:1:certificate/failover"}
+                for r in ("eu-west-1", "eu-central-1")},
     network={r: {"subnet_ids": ["subnet-1"], "security_group_ids": ["sg-1"]} for r in ("eu-west-1", "eu-central-1")},
 )
 
 
-@pytest.fixture(scope="module")
-def resources():
-    RESOURCES.clear()
+def run_program(cfg: StackConfig) -> tuple[list[Resource], dict[str, Any]]:
+    """Build the program under fresh recording mocks; the resources and the resolved stack outputs."""
+    monitor = RecordingMonitor(Mocks())
+    pulumi.runtime.set_mocks(Mocks(), preview=False, monitor=monitor)
+    exports: dict[str, Any] = {}
+    real_export = pulumi.export
+    result: dict[str, Any] = {}
 
     @pulumi.runtime.test
     def run():
-        out = build(CFG)
-        return pulumi.Output.all(out["data"].table.arn, out["primary"]["api"].stage.invoke_url)
+        build(cfg)
+        return pulumi.Output.all(**exports).apply(result.update)
 
-    run()
-    return list(RESOURCES)
+    pulumi.export = lambda name, value: exports.__setitem__(name, pulumi.Output.from_input(value))
+    try:
+        run()
+    finally:
+        pulumi.export = real_export
+    return monitor.records, result
+
+
+def stack_config(stack: str) -> StackConfig:
+    raw = yaml.safe_load((REPO / "config" / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return StackConfig.from_mapping({k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("emailplatform:")})
+
+
+@pytest.fixture(scope="module")
+def program():
+    return run_program(CFG)
+
+
+@pytest.fixture(scope="module")
+def resources(program):
+    return program[0]
+
+
+@pytest.fixture(scope="module")
+def outputs(program):
+    return program[1]
 
 
 def of(resources, typ):
-    return [r for r in resources if r.typ == typ]
+    return [r for r in resources if r.type == typ]
+
+
+def named(resources, name):
+    (r,) = [r for r in resources if r.name == name]
+    return r
 
 
 def region_of(r) -> str:
     return "dr" if r.name.startswith("dr-") else "primary" if r.name.startswith("primary-") else "global"
-
-
 def test_every_bucket_is_encrypted_versioned_private_and_tls_only(resources):
     buckets = {r.name for r in of(resources, "aws:s3/bucket:Bucket")}
     assert len(buckets) == 2 * len(schema.BUCKETS)
-    sse = {r.name.removesuffix("-sse"): r.inputs for r in of(resources, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")}
-    ver = {r.name.removesuffix("-versioning"): r.inputs for r in of(resources, "aws:s3/bucketVersioning:BucketVersioning")}
-    pab = {r.name.removesuffix("-private"): r.inputs for r in of(resources, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")}
-    pol = {r.name.removesuffix("-tls-only"): json.loads(r.inputs["policy"]) for r in of(resources, "aws:s3/bucketPolicy:BucketPolicy")}
+    sse = {r.name.removesuffix("-sse"): r.props for r in of(resources, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")}
+    ver = {r.name.removesuffix("-versioning"): r.props for r in of(resources, "aws:s3/bucketVersioning:BucketVersioning")}
+    pab = {r.name.removesuffix("-private"): r.props for r in of(resources, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")}
+    pol = {r.name.removesuffix("-tls-only"): json.loads(r.props["policy"]) for r in of(resources, "aws:s3/bucketPolicy:BucketPolicy")}
     for b in buckets:
         rule = sse[b]["rules"][0]["applyServerSideEncryptionByDefault"]
         assert rule["sseAlgorithm"] == "aws:kms" and rule["kmsMasterKeyId"].startswith("arn:aws:kms"), b
@@ -90,7 +166,7 @@ def test_every_bucket_is_encrypted_versioned_private_and_tls_only(resources):
 
 def test_table_is_a_global_table_with_pitr_streams_ttl_and_kms(resources):
     (table,) = of(resources, "aws:dynamodb/table:Table")
-    i = table.inputs
+    i = table.props
     assert i["pointInTimeRecovery"]["enabled"] and i["streamEnabled"] and i["deletionProtectionEnabled"]
     assert i["serverSideEncryption"]["enabled"] and i["serverSideEncryption"]["kmsKeyArn"]
     assert i["ttl"] == {"attributeName": schema.TTL_ATTRIBUTE, "enabled": True}
@@ -105,37 +181,43 @@ def test_queues_and_topics_are_encrypted(resources):
     for r in queues + of(resources, "aws:sns/topic:Topic"):
         if r.name.endswith("-alarms"):
             continue
-        assert r.inputs.get("kmsMasterKeyId"), r.name
+        assert r.props.get("kmsMasterKeyId"), r.name
 
 
 def test_dr_mirrors_the_primary(resources):
     by_region: dict[str, Counter] = defaultdict(Counter)
     for r in resources:
-        by_region[region_of(r)][r.typ] += 1
+        by_region[region_of(r)][r.type] += 1
     assert by_region["primary"] == by_region["dr"]
     assert by_region["primary"]["aws:lambda/function:Function"] == 3
 
 
-def test_replication_goes_primary_to_dr_with_rtc(resources):
+def test_replication_goes_both_ways_with_rtc_and_each_direction_its_own_role(resources):
+    """What DR writes after a failover must flow back to the primary."""
     configs = of(resources, "aws:s3/bucketReplicationConfig:BucketReplicationConfig")
-    assert len(configs) == len(schema.BUCKETS)
+    assert len(configs) == 2 * len(schema.BUCKETS)
+    to_dr = [c for c in configs if c.props["bucket"].startswith("primary-")]
+    to_primary = [c for c in configs if c.props["bucket"].startswith("dr-")]
+    assert len(to_dr) == len(to_primary) == len(schema.BUCKETS)
     for c in configs:
-        dest = c.inputs["rules"][0]["destination"]
-        assert ":eu-central-1:" in dest["bucket"] and dest["replicationTime"]["status"] == "Enabled"
-        assert dest["encryptionConfiguration"]["replicaKmsKeyId"]
-        assert c.inputs["bucket"].startswith("primary-")
+        dest = c.props["rules"][0]["destination"]
+        other = ":eu-central-1:" if c in to_dr else ":eu-west-1:"
+        assert other in dest["bucket"] and dest["replicationTime"]["status"] == "Enabled"
+        assert other in dest["encryptionConfiguration"]["replicaKmsKeyId"]
+    assert len({c.props["role"] for c in configs}) == 2
 
 
 def test_failover_records_point_at_each_region(resources):
-    records = {r.inputs["failoverRoutingPolicies"][0]["type"]: r for r in of(resources, "aws:route53/record:Record")}
+    records = {r.props["failoverRoutingPolicies"][0]["type"]: r for r in of(resources, "aws:route53/record:Record")
+               if r.props.get("failoverRoutingPolicies")}
     assert set(records) == {"PRIMARY", "SECONDARY"}
-    assert all(r.inputs["healthCheckId"] for r in records.values())
-    assert "primary" in records["PRIMARY"].inputs["aliases"][0]["name"]
-    assert "dr" in records["SECONDARY"].inputs["aliases"][0]["name"]
+    assert all(r.props["healthCheckId"] for r in records.values())
+    assert "primary" in records["PRIMARY"].props["aliases"][0]["name"]
+    assert "dr" in records["SECONDARY"].props["aliases"][0]["name"]
 
 
 def test_role_policies_grant_exactly_the_component_tables_and_no_wildcard_actions(resources):
-    policies = {r.name: json.loads(r.inputs["policy"]) for r in of(resources, "aws:iam/rolePolicy:RolePolicy")}
+    policies = {r.name: json.loads(r.props["policy"]) for r in of(resources, "aws:iam/rolePolicy:RolePolicy")}
     for component in COMPONENT_ACTIONS:
         key = "controller-task-policy" if component == "controller" else f"functions-{component}-policy"
         for region in ("primary", "dr"):
@@ -150,24 +232,24 @@ def test_role_policies_grant_exactly_the_component_tables_and_no_wildcard_action
 
 def test_sender_concurrency_derives_from_the_ses_quota(resources):
     senders = [r for r in of(resources, "aws:lambda/function:Function") if r.name.endswith("-sender")]
-    assert {r.inputs["reservedConcurrentExecutions"] for r in senders} == {20}
+    assert {r.props["reservedConcurrentExecutions"] for r in senders} == {20}
     for r in of(resources, "aws:lambda/function:Function"):
-        assert r.inputs["tracingConfig"]["mode"] == "Active"
+        assert r.props["tracingConfig"]["mode"] == "Active"
     for m in of(resources, "aws:lambda/eventSourceMapping:EventSourceMapping"):
-        assert m.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert m.props["functionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
 def test_api_has_waf_usage_plan_and_mtls_domain(resources):
     assert len(of(resources, "aws:wafv2/webAclAssociation:WebAclAssociation")) == 2
     plans = of(resources, "aws:apigateway/usagePlan:UsagePlan")
-    assert all(p.inputs["throttleSettings"]["rateLimit"] == 50 for p in plans)
+    assert all(p.props["throttleSettings"]["rateLimit"] == 50 for p in plans)
     domains = of(resources, "aws:apigateway/domainName:DomainName")
-    assert all(d.inputs["mutualTlsAuthentication"]["truststoreUri"] == "s3://trust/ca.pem" for d in domains)
+    assert all(d.props["mutualTlsAuthentication"]["truststoreUri"] == "s3://trust/ca.pem" for d in domains)
 
 
 def test_opensearch_is_encrypted_and_https_only(resources):
     for d in of(resources, "aws:opensearch/domain:Domain"):
-        i = d.inputs
+        i = d.props
         assert i["encryptAtRest"]["enabled"] and i["nodeToNodeEncryption"]["enabled"]
         assert i["domainEndpointOptions"]["enforceHttps"] and i["advancedSecurityOptions"]["enabled"]
 
@@ -175,6 +257,403 @@ def test_opensearch_is_encrypted_and_https_only(resources):
 def test_every_work_queue_alarms_when_its_oldest_message_ages(resources):
     """The SES-events queue backing up also holds back in-doubt chunks: someone must hear of it."""
     ages = [r for r in of(resources, "aws:cloudwatch/metricAlarm:MetricAlarm")
-            if r.inputs.get("metricName") == "ApproximateAgeOfOldestMessage"]
+            if r.props.get("metricName") == "ApproximateAgeOfOldestMessage"]
     assert len(ages) == 2 * len(schema.QUEUES)  # every work queue, both regions
-    assert all(a.inputs["statistic"] == "Maximum" and a.inputs["threshold"] == 300 for a in ages)
+    assert all(a.props["statistic"] == "Maximum" and a.props["threshold"] == 300 for a in ages)
+
+
+# --- the review of cec7fed: one test per defect --------------------------------------------------
+
+def test_lambda_artifact_resolves_from_the_repository_root(resources):
+    """Pulumi runs `main: infra/` with infra/ as cwd: a relative path would look under infra/."""
+    for fn in of(resources, "aws:lambda/function:Function"):
+        assert Path(fn.props["code"].path) == REPO / "dist" / "lambda.zip", fn.name
+
+
+def key_policy(resources, name):
+    return json.loads(named(resources, name).props["policy"])
+
+
+@pytest.mark.parametrize("key,region", [("keys-primary", "eu-west-1"), ("keys-replica", "eu-central-1")])
+def test_each_key_policy_grants_the_services_that_encrypt_with_it(resources, key, region):
+    by_sid = {s["Sid"]: s for s in key_policy(resources, key)["Statement"]}
+    logs = by_sid["CloudWatchLogsEncryptsLogGroups"]
+    assert logs["Principal"] == {"Service": f"logs.{region}.amazonaws.com"}
+    assert logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"] == \
+        f"arn:aws:logs:{region}:123456789012:log-group:*"
+    for sid, service in (("SesPublishesToEncryptedTopic", "ses"), ("SnsDeliversToEncryptedQueues", "sns")):
+        assert by_sid[sid]["Principal"] == {"Service": f"{service}.amazonaws.com"}
+        assert {"kms:GenerateDataKey", "kms:Decrypt"} <= set(by_sid[sid]["Action"])
+    assert by_sid["AccountAdministersAndDelegatesToIam"]["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
+    assert by_sid["S3ReplicationReEncrypts"]["Condition"]["StringEquals"]["kms:ViaService"] == f"s3.{region}.amazonaws.com"
+    assert rules.key_policies_grant_writers(resources) == []
+
+
+def test_api_stage_logging_waits_for_the_account_cloudwatch_role(resources):
+    accounts = of(resources, "aws:apigateway/account:Account")
+    assert {region_of(a) for a in accounts} == {"primary", "dr"}
+    attachments = of(resources, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    assert {a.props["policyArn"] for a in attachments} == {
+        "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"}
+    for stage in [s for s in of(resources, "aws:apigateway/stage:Stage") if s.props.get("accessLogSettings")]:
+        assert any(a.urn in stage.dependencies for a in accounts), stage.name
+    assert rules.stage_logging_has_account_role(resources) == []
+
+
+def function_env(resources, fn):
+    return {r.name.split("-")[0]: r.props["environment"]["variables"]
+            for r in of(resources, "aws:lambda/function:Function") if r.name.endswith(f"-functions-{fn}")}
+
+
+def test_opensearch_has_a_master_role_an_access_policy_and_its_writers_know_the_endpoint(resources):
+    for d in of(resources, "aws:opensearch/domain:Domain"):
+        assert d.props["advancedSecurityOptions"]["masterUserOptions"]["masterUserArn"].startswith("arn:aws:iam")
+    policies = of(resources, "aws:opensearch/domainPolicy:DomainPolicy")
+    assert {region_of(p) for p in policies} == {"primary", "dr"}
+    for p in policies:
+        (stmt,) = json.loads(p.props["accessPolicies"])["Statement"]
+        assert len(stmt["Principal"]["AWS"]) == 3  # master role, api, ses_events
+    for fn in ("api", "ses_events"):
+        for region, env in function_env(resources, fn).items():
+            assert env["EMAILPLATFORM_OPENSEARCH_ENDPOINT"] == \
+                f"https://search-{region}-search-domain.{'eu-west-1' if region == 'primary' else 'eu-central-1'}.es.amazonaws.com"
+        assert {"es:ESHttpPost", "es:ESHttpPut", "es:ESHttpGet"} <= set(COMPONENT_ACTIONS[fn])
+    docs = {r.name: json.loads(r.props["policy"]) for r in of(resources, "aws:iam/rolePolicy:RolePolicy")}
+    es = [s for s in docs["primary-functions-api-policy"]["Statement"] if "es:ESHttpPost" in s["Action"]]
+    assert es and es[0]["Resource"] == ["arn:aws:opensearch/domain:eu-west-1:123456789012:primary-search-domain",
+                                        "arn:aws:opensearch/domain:eu-west-1:123456789012:primary-search-domain/*"]
+
+
+def test_replication_waits_for_versioning_on_both_buckets(resources):
+    versioning = {v.props["bucket"]: v.urn for v in of(resources, "aws:s3/bucketVersioning:BucketVersioning")}
+    for c in of(resources, "aws:s3/bucketReplicationConfig:BucketReplicationConfig"):
+        dst_bucket = c.props["rules"][0]["destination"]["bucket"].rsplit(":", 1)[1] + "-id"
+        assert versioning[c.props["bucket"]] in c.dependencies and versioning[dst_bucket] in c.dependencies
+    assert rules.replication_waits_for_versioning(resources) == []
+
+
+def test_every_resource_has_an_explicit_provider(resources):
+    """No default provider: its region would come from whoever runs `pulumi up`."""
+    custom = [r for r in resources if rules.is_custom(r)]
+    assert custom and all(r.provider for r in custom)
+    route53 = [r for r in resources if r.type.startswith("aws:route53/")]
+    assert route53 and all(r.provider.endswith("::primary") for r in route53)
+    assert rules.no_default_provider(resources) == []
+
+
+def test_sender_may_send_with_the_configuration_set(resources):
+    docs = {r.name: json.loads(r.props["policy"]) for r in of(resources, "aws:iam/rolePolicy:RolePolicy")}
+    for region, r in (("primary", "eu-west-1"), ("dr", "eu-central-1")):
+        (stmt,) = [s for s in docs[f"{region}-functions-sender-policy"]["Statement"] if "ses:SendEmail" in s["Action"]]
+        assert set(stmt["Resource"]) == {f"arn:aws:ses:{r}:123456789012:identity/mail.example.com",
+                                         f"arn:aws:ses:{r}:123456789012:configuration-set/emailplatform"}
+
+
+def test_functions_and_controller_get_the_production_environment(resources):
+    containers = {r.name.split("-")[0]: {e["name"]: e["value"] for e in json.loads(r.props["containerDefinitions"])[0]["environment"]}
+                  for r in of(resources, "aws:ecs/taskDefinition:TaskDefinition")}
+    for fn in ("api", "sender", "ses_events"):
+        for region, env in [*function_env(resources, fn).items(), *containers.items()]:
+            assert env["EMAILPLATFORM_REGION"] == ("eu-west-1" if region == "primary" else "eu-central-1")
+            assert env["EMAILPLATFORM_PUBLIC_BASE_URL"] == "https://api.example.com"
+            assert env["EMAILPLATFORM_DEFAULT_FROM"] == "noreply@mail.example.com"
+            assert env["EMAILPLATFORM_ACCOUNT_ID"] == "123456789012"
+            assert env["EMAILPLATFORM_UNSUBSCRIBE_SECRET_ID"] == "emailplatform/unsubscribe-signing"
+            assert env["EMAILPLATFORM_OPENSEARCH_ENDPOINT"].startswith("https://search-")
+            here, there = ("eu-west-1", "eu-central-1") if region == "primary" else ("eu-central-1", "eu-west-1")
+            assert f":{here}:" in env["EMAILPLATFORM_KMS_KEY_ARN"] and f":{there}:" in env["EMAILPLATFORM_PEER_KMS_KEY_ARN"]
+    docs = {r.name: json.loads(r.props["policy"]) for r in of(resources, "aws:iam/rolePolicy:RolePolicy")}
+    for fn in ("api", "sender"):
+        for region, r in (("primary", "eu-west-1"), ("dr", "eu-central-1")):
+            get = [s for s in docs[f"{region}-functions-{fn}-policy"]["Statement"]
+                   if "secretsmanager:GetSecretValue" in s["Action"]]
+            assert any(f"arn:aws:secretsmanager/secret:{r}:123456789012:secrets-unsubscribe" in s["Resource"]
+                       for s in get), (fn, region)
+
+
+def test_bucket_names_carry_the_account_id_like_settings(resources):
+    from config.settings import Settings
+    names = {r.props["bucket"] for r in of(resources, "aws:s3/bucket:Bucket")}
+    s = Settings(account_id="123456789012", region="eu-west-1", dr_region="eu-central-1")
+    expected = {s.bucket(b.purpose, region) for b in schema.BUCKETS for region in ("eu-west-1", "eu-central-1")}
+    assert names == expected
+    assert Settings().bucket("uploads") == "emailplatform-uploads-eu-west-1"  # unchanged when unset
+
+
+def test_api_may_create_webhook_secrets_with_a_dr_replica(resources):
+    docs = {r.name: json.loads(r.props["policy"]) for r in of(resources, "aws:iam/rolePolicy:RolePolicy")}
+    stmts = docs["primary-functions-api-policy"]["Statement"]
+    (create,) = [s for s in stmts if "secretsmanager:CreateSecret" in s["Action"]]
+    assert "secretsmanager:ReplicateSecretToRegions" in create["Action"]
+    assert create["Resource"] == ["arn:aws:secretsmanager:eu-west-1:123456789012:secret:emailplatform/webhook-signing/*"]
+    (kms,) = [s for s in stmts if "kms:GenerateDataKey" in s["Action"]]
+    assert any(":eu-central-1:" in k for k in kms["Resource"])  # the replica's key in DR
+
+
+def test_stateful_resources_are_protected_and_everything_is_tagged(resources):
+    for typ in rules.STATEFUL_TYPES:
+        for r in of(resources, typ):
+            assert r.protect, r.name
+    providers = {r.name: json.loads(r.props["defaultTags"]) for r in resources if r.type == "pulumi:providers:aws"}
+    assert providers == {role: {"tags": {"project": "emailplatform", "stack": "prod", "region-role": role}}
+                         for role in ("primary", "dr")}
+    assert rules.stateful_resources_protected(resources) == rules.resources_tagged_by_provider(resources) == []
+
+
+def test_each_region_pulls_the_controller_image_from_its_own_registry(resources):
+    for r in of(resources, "aws:ecs/taskDefinition:TaskDefinition"):
+        region = "eu-central-1" if r.name.startswith("dr-") else "eu-west-1"
+        assert json.loads(r.props["containerDefinitions"])[0]["image"].startswith(f"1.dkr.ecr.{region}.")
+    assert stack_config("prod").image_for("eu-central-1") != stack_config("prod").image_for("eu-west-1")
+
+
+def test_ses_identity_publishes_dkim_and_mail_from_records(resources, outputs):
+    records = of(resources, "aws:route53/record:Record")
+    for region in ("eu-west-1", "eu-central-1"):
+        dkim = [r for r in records if r.props["type"] == "CNAME" and region in r.props["name"]]
+        assert sorted(r.props["name"] for r in dkim) == [f"{region}tok{i}._domainkey.mail.example.com" for i in range(3)]
+        assert all(r.props["records"] == [r.props["name"].split(".")[0] + ".dkim.amazonses.com"] for r in dkim)
+        mail_from = f"bounce-{region}.mail.example.com"
+        assert {(r.props["type"], tuple(r.props["records"])) for r in records if r.props["name"] == mail_from} == {
+            ("MX", (f"10 feedback-smtp.{region}.amazonses.com",)), ("TXT", ("v=spf1 include:amazonses.com ~all",))}
+    assert {m.props["mailFromDomain"] for m in of(
+        resources, "aws:sesv2/emailIdentityMailFromAttributes:EmailIdentityMailFromAttributes")} == {
+        "bounce-eu-west-1.mail.example.com", "bounce-eu-central-1.mail.example.com"}
+    assert outputs["primary_dkim_tokens"] == ["eu-west-1tok0", "eu-west-1tok1", "eu-west-1tok2"]
+
+
+def test_usage_plan_applies_because_the_api_requires_a_key_and_waf_allows_polling(resources):
+    methods = {m.name: m.props for m in of(resources, "aws:apigateway/method:Method")}
+    assert methods["primary-api-any"]["apiKeyRequired"] is True
+    open_ = [n for n, m in methods.items() if not m["apiKeyRequired"]]
+    assert open_ and all(n.endswith("-health-get") and methods[n]["httpMethod"] == "GET" for n in open_)
+    for waf in of(resources, "aws:wafv2/webAcl:WebAcl"):
+        (rate,) = [r for r in waf.props["rules"] if r["name"] == "rate-per-ip"]
+        assert rate["statement"]["rateBasedStatement"]["limit"] == 20_000
+
+
+def test_health_checks_reach_a_certificate_free_endpoint_and_failover_names_have_domains(resources, outputs):
+    checks = of(resources, "aws:route53/healthCheck:HealthCheck")
+    rests = {r.props["id"]: r.props for r in of(resources, "aws:apigateway/restApi:RestApi")}
+    assert len(checks) == 2
+    for c in checks:
+        rest = rests[c.props["fqdn"].split(".")[0]]
+        assert rest["name"] == "emailplatform-health" and not rest.get("disableExecuteApiEndpoint")
+        assert c.props["resourcePath"] == "/v1/api/v1/health"
+    assert all(r["disableExecuteApiEndpoint"] for r in rests.values() if r["name"] == "emailplatform-api")
+    failover = [d for d in of(resources, "aws:apigateway/domainName:DomainName") if d.props["domainName"] == "api.example.com"]
+    assert sorted(d.props["regionalCertificateArn"] for d in failover) == [
+        "arn:aws:acm:eu-central-1:1:certificate/failover", "arn:aws:acm:eu-west-1:1:certificate/failover"]
+    assert rules.health_checks_avoid_mtls(resources) == []
+    assert outputs["primary_api"] == "https://api-eu-west-1.example.com"  # never execute-api with a custom domain
+    assert outputs["api_url"] == "https://api.example.com"
+
+
+def test_outputs_for_runbooks(outputs):
+    for role in ("primary", "dr"):
+        assert outputs[f"{role}_health_check"] == f"dns-{role if role == 'primary' else 'secondary'}-health-id"
+        assert outputs[f"{role}_api_domain"].startswith("api-eu-")
+        assert len(outputs[f"{role}_dkim_tokens"]) == 3
+        assert outputs[f"{role}_alarm_topic"].endswith(f"{role}-monitoring-alarms")
+        assert outputs[f"{role}_ecs_cluster"] == "emailplatform-controller"
+        assert outputs[f"{role}_ecs_service"] == f"{role}-controller-service"
+        assert outputs[f"{role}_api_health"].endswith(".amazonaws.com/v1/api/v1/health")
+    assert outputs["table"] == "emailplatform-main"
+
+
+def test_functions_are_invoked_through_the_live_alias_and_the_controller_rolls_back(resources):
+    aliases = {a.props["arn"]: a for a in of(resources, "aws:lambda/alias:Alias")}
+    assert len(aliases) == 6 and all(a.props["name"] == "live" for a in aliases.values())
+    assert all(f.props["publish"] for f in of(resources, "aws:lambda/function:Function"))
+    for m in of(resources, "aws:lambda/eventSourceMapping:EventSourceMapping"):
+        assert m.props["functionName"] in aliases
+    for i in of(resources, "aws:apigateway/integration:Integration"):
+        assert "/functions/arn:aws:lambda/alias:" in i.props["uri"]
+    for p in of(resources, "aws:lambda/permission:Permission"):
+        assert p.props["qualifier"] == "live"
+    for s in of(resources, "aws:ecs/service:Service"):
+        assert s.props["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+
+
+def test_alarm_topics_email_someone(resources):
+    subs = [s for s in of(resources, "aws:sns/topicSubscription:TopicSubscription") if s.props["protocol"] == "email"]
+    assert {s.props["endpoint"] for s in subs} == {"oncall@example.com"} and len(subs) == 2
+    assert rules.alarm_topics_have_subscribers(resources) == []
+
+
+# --- the policy pack's rules over the stacks' own config files -----------------------------------
+
+@pytest.fixture(scope="module", params=["prod", "staging"])
+def stack(request):
+    return request.param, run_program(stack_config(request.param))[0]
+
+
+def test_every_policy_rule_holds_for_the_stack_configs(stack):
+    name, resources = stack
+    assert [r for r in resources if rules.is_custom(r)]
+    assert rules.check(resources) == [], name
+
+
+def test_dns_records_only_where_the_stack_has_a_hosted_zone(stack):
+    """Staging: one region pair, no hosted zone, so no DKIM / MAIL FROM / failover records."""
+    name, resources = stack
+    cfg = stack_config(name)
+    assert cfg.environment == name and (cfg.primary_region, cfg.dr_region) == ("eu-west-1", "eu-central-1")
+    records = of(resources, "aws:route53/record:Record")
+    if name == "staging":
+        assert cfg.hosted_zone_id is None and not records and not of(resources, "aws:route53/healthCheck:HealthCheck")
+    else:
+        assert len(records) == 2 * (3 + 2) + 2  # per region: DKIM x3, MX, SPF; then the failover pair
+
+
+def test_the_rules_pass_on_the_test_config(resources):
+    assert rules.check(resources) == []
+
+
+# --- each rule, shown to catch the defect it exists for (a mutated copy of the recorded stack) ------
+
+def mutated(resources, name, change):
+    out = copy.deepcopy(resources)
+    change(named(out, name))
+    return out
+
+
+def drop_statement(sid):
+    def change(r):
+        doc = json.loads(r.props["policy"])
+        doc["Statement"] = [s for s in doc["Statement"] if s.get("Sid") != sid]
+        r.props["policy"] = json.dumps(doc)
+    return change
+
+
+def violations(rule, resources):
+    return [v.message for v in rule(resources)]
+
+
+def test_rule_catches_a_key_without_the_logs_grant(resources):
+    bad = mutated(resources, "keys-replica", drop_statement("CloudWatchLogsEncryptsLogGroups"))
+    found = violations(rules.key_policies_grant_writers, bad)
+    assert found and all("keys-replica" in m and "logs.eu-central-1" in m for m in found)
+
+
+def test_rule_catches_a_key_without_the_sns_grant(resources):
+    bad = mutated(resources, "keys-primary", drop_statement("SnsDeliversToEncryptedQueues"))
+    assert any("sns.amazonaws.com" in m for m in violations(rules.key_policies_grant_writers, bad))
+
+
+def test_rule_catches_a_key_without_the_replication_grant(resources):
+    bad = mutated(resources, "keys-primary", drop_statement("S3ReplicationReEncrypts"))
+    assert any("replication role" in m for m in violations(rules.key_policies_grant_writers, bad))
+
+
+def test_rule_catches_a_topic_ses_cannot_publish_to(resources):
+    bad = [r for r in resources if r.name != "dr-messaging-ses-events-from-ses"]
+    (topic,) = [t for t in of(resources, "aws:sns/topic:Topic") if t.name == "dr-messaging-ses-events"]
+    assert violations(rules.destinations_accept_their_producers, bad) == [
+        f"dr-messaging-ses-events: topic {topic.props['arn']} has no policy letting SES publish"]
+
+
+def test_rule_catches_a_queue_sns_cannot_deliver_to(resources):
+    (qp,) = [r for r in of(resources, "aws:sqs/queuePolicy:QueuePolicy") if r.name.startswith("primary-")][:1]
+    bad = [r for r in resources if r.name != qp.name]
+    assert len(violations(rules.destinations_accept_their_producers, bad)) == 1
+
+
+def test_rule_catches_replication_that_does_not_wait_for_versioning(resources):
+    config = of(resources, "aws:s3/bucketReplicationConfig:BucketReplicationConfig")[0]
+    destination = config.props["rules"][0]["destination"]["bucket"].rsplit(":", 1)[1] + "-versioning"
+    bad = mutated(resources, config.name, lambda r: r.dependencies.remove(named(resources, destination).urn))
+    assert violations(rules.replication_waits_for_versioning, bad) == [
+        f"{config.name}: does not depend on the destination bucket's versioning"]
+
+
+def test_rule_catches_an_alarm_topic_nobody_hears(resources):
+    bad = [r for r in resources if r.name != "dr-monitoring-alarms-email"]
+    assert len(violations(rules.alarm_topics_have_subscribers, bad)) == 1
+
+
+def test_rule_catches_a_health_check_on_the_mtls_domain(resources):
+    bad = mutated(resources, "dns-primary-health", lambda r: r.props.update(fqdn="api.example.com"))
+    assert violations(rules.health_checks_avoid_mtls, bad) == [
+        "dns-primary-health targets api.example.com, which requires a client certificate"]
+    bad = mutated(resources, "dns-primary-health",
+                  lambda r: r.props.update(fqdn="primary-api-rest-id.execute-api.eu-west-1.amazonaws.com"))
+    assert "execute-api endpoint is disabled" in violations(rules.health_checks_avoid_mtls, bad)[0]
+
+
+def test_rule_catches_the_default_provider(resources):
+    bad = mutated(resources, "dns-primary-health", lambda r: setattr(r, "provider", None))
+    assert violations(rules.no_default_provider, bad) == ["aws:route53/healthCheck:HealthCheck dns-primary-health "
+                                                         "uses the default provider"]
+
+
+def test_rule_catches_an_unprotected_table(resources):
+    bad = mutated(resources, "data-table", lambda r: setattr(r, "protect", False))
+    assert violations(rules.stateful_resources_protected, bad) == ["aws:dynamodb/table:Table data-table is not protected"]
+
+
+def test_rule_catches_a_provider_without_default_tags(resources):
+    bad = mutated(resources, "dr", lambda r: r.props.update(defaultTags=json.dumps({"tags": {"project": "x"}})))
+    found = violations(rules.resources_tagged_by_provider, bad)
+    assert found and all("['stack', 'region-role']" in m for m in found)
+    assert len(found) == sum(1 for r in resources if rules.is_custom(r) and r.provider.endswith("::dr"))
+
+
+def test_rule_catches_a_wildcard_action(resources):
+    def widen(r):
+        doc = json.loads(r.props["policy"])
+        doc["Statement"][0]["Action"] = ["s3:*"]
+        r.props["policy"] = json.dumps(doc)
+    bad = mutated(resources, "primary-functions-sender-policy", widen)
+    assert violations(rules.no_wildcard_actions, bad) == ["primary-functions-sender-policy allows wildcard actions ['s3:*']"]
+    widened_key = mutated(resources, "keys-primary", lambda r: r.props.update(policy=r.props["policy"].replace(
+        '"kms:GenerateDataKey"]', '"kms:GenerateDataKey*"]')))
+    assert violations(rules.no_wildcard_actions, widened_key)
+
+
+def test_rule_catches_a_stage_that_logs_before_the_account_role(resources):
+    account = named(resources, "dr-api-account").urn
+    bad = mutated(resources, "dr-api-stage", lambda r: r.dependencies.remove(account))
+    assert len(violations(rules.stage_logging_has_account_role, bad)) == 1
+
+
+# --- the policy pack's CrossGuard adapter over the same stack -----------------------------------
+
+def as_policy_resources(resources):
+    """The recorded stack as pulumi_policy hands it to a StackValidationPolicy."""
+    from pulumi_policy.policy import (
+        PolicyCustomTimeouts,
+        PolicyProviderResource,
+        PolicyResource,
+        PolicyResourceOptions,
+    )
+    providers = {r.urn: r for r in resources if r.type.startswith("pulumi:providers:")}
+    out = {}
+    for r in resources:
+        p = providers.get(r.provider) if r.provider else None
+        out[r.urn] = PolicyResource(
+            r.type, r.props, r.urn, r.name,
+            PolicyResourceOptions(r.protect, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], r.parent),
+            PolicyProviderResource(p.type, p.props, p.urn, p.name) if p else None, None, [], {})
+    for r in resources:
+        out[r.urn].dependencies = [out[d] for d in r.dependencies if d in out]
+    return list(out.values())
+
+
+def test_policy_pack_reports_through_crossguard(resources):
+    from pulumi_policy import StackValidationArgs
+
+    from infra.policy.pack import policies
+
+    def run(stack):
+        reported = []
+        for p in policies():
+            def report(msg, urn=None, name=p.name):
+                reported.append((name, urn))
+            p.validate(StackValidationArgs(as_policy_resources(stack)), report)
+        return reported
+
+    assert [p.name for p in policies()] == list(rules.RULES)
+    assert run(resources) == []
+    bad = mutated(resources, "data-table", lambda r: setattr(r, "protect", False))
+    assert run(bad) == [("stateful-resources-protected", named(resources, "data-table").urn)]

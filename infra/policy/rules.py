@@ -1,0 +1,367 @@
+"""Rules that span resources, as plain functions over a list of ``Resource`` records.
+
+The same functions run in two places:
+
+* ``infra/policy/__main__.py``: a CrossGuard policy pack, ``pulumi preview --policy-pack infra/policy``
+  against a real stack (each rule is a ``StackValidationPolicy``);
+* ``tests/infra``: over the resources the program registers under Pulumi's mocks.
+
+Each rule takes every resource of the stack and returns the violations it finds; an empty list
+means the rule holds. Properties use Pulumi's schema names (camelCase), as both the engine and the
+mocks report them. This module imports nothing from the project or from pulumi, so the policy pack
+runs on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Resource:
+    type: str
+    name: str
+    urn: str
+    props: Mapping[str, Any]  # outputs in a real stack; inputs + mocked outputs under the mocks
+    provider: str | None = None  # the provider's URN; None = the default provider
+    dependencies: list[str] = field(default_factory=list)  # URNs
+    protect: bool = False
+    parent: str | None = None
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    urn: str
+    message: str
+
+
+KEY_TYPES = ("aws:kms/key:Key", "aws:kms/replicaKey:ReplicaKey")
+STATEFUL_TYPES = ("aws:dynamodb/table:Table", "aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2", *KEY_TYPES,
+                  "aws:secretsmanager/secret:Secret", "aws:opensearch/domain:Domain")
+REQUIRED_TAGS = ("project", "stack", "region-role")
+COMPONENT_PACKAGES = ("emailPlatform",)
+# resource → the property holding a policy document we write
+POLICY_PROPS = {
+    "aws:iam/rolePolicy:RolePolicy": "policy", "aws:iam/policy:Policy": "policy",
+    "aws:iam/role:Role": "assumeRolePolicy", "aws:sqs/queuePolicy:QueuePolicy": "policy",
+    "aws:sns/topicPolicy:TopicPolicy": "policy", "aws:opensearch/domainPolicy:DomainPolicy": "accessPolicies",
+    "aws:s3/bucketPolicy:BucketPolicy": "policy", "aws:kms/key:Key": "policy", "aws:kms/replicaKey:ReplicaKey": "policy",
+}
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def is_custom(r: Resource) -> bool:
+    """A cloud resource (not a component, provider or the stack)."""
+    return not (r.type.startswith("pulumi:") or r.type.split(":")[0] in COMPONENT_PACKAGES)
+
+
+def of(resources: Iterable[Resource], *types: str) -> list[Resource]:
+    return [r for r in resources if r.type in types]
+
+
+def _list(v: Any) -> list[Any]:
+    if v is None:
+        return []
+    return list(v) if isinstance(v, list | tuple) else [v]
+
+
+def _doc(v: Any) -> dict[str, Any]:
+    if v is None or v == "":
+        return {}
+    return json.loads(v) if isinstance(v, str) else dict(v)
+
+
+def statements(v: Any) -> list[dict[str, Any]]:
+    return [dict(s) for s in _list(_doc(v).get("Statement"))]
+
+
+def _actions_cover(stmt: Mapping[str, Any], actions: Iterable[str]) -> bool:
+    granted = _list(stmt.get("Action"))
+    service = lambda a: a.split(":")[0]  # noqa: E731
+    return all(a in granted or f"{service(a)}:*" in granted or "*" in granted for a in actions)
+
+
+def _principals(stmt: Mapping[str, Any], kind: str) -> list[str]:
+    p = stmt.get("Principal")
+    if p == "*":
+        return ["*"]
+    return [str(x) for x in _list((p or {}).get(kind))]
+
+
+def _condition_values(stmt: Mapping[str, Any], key: str) -> list[str]:
+    return [str(v) for op in (stmt.get("Condition") or {}).values() for k, vals in dict(op).items() if k == key
+            for v in _list(vals)]
+
+
+def _region_of(arn: Any) -> str:
+    parts = str(arn).split(":")
+    return parts[3] if len(parts) > 3 else ""
+
+
+def _by(resources: Iterable[Resource], prop: str) -> dict[Any, Resource]:
+    return {r.props.get(prop): r for r in resources if r.props.get(prop) is not None}
+
+
+def producers(resources: list[Resource]) -> dict[str, set[str]]:
+    """Destination ARN → the AWS service principals that write to it."""
+    out: dict[str, set[str]] = {}
+    for d in of(resources, "aws:sesv2/configurationSetEventDestination:ConfigurationSetEventDestination"):
+        topic = ((d.props.get("eventDestination") or {}).get("snsDestination") or {}).get("topicArn")
+        if topic:
+            out.setdefault(topic, set()).add("ses.amazonaws.com")
+    for s in of(resources, "aws:sns/topicSubscription:TopicSubscription"):
+        if s.props.get("protocol") == "sqs":
+            out.setdefault(s.props.get("endpoint"), set()).add("sns.amazonaws.com")
+    for a in of(resources, "aws:cloudwatch/metricAlarm:MetricAlarm"):
+        for topic in _list(a.props.get("alarmActions")):
+            out.setdefault(topic, set()).add("cloudwatch.amazonaws.com")
+    return out
+
+
+Grant = Callable[[dict[str, Any]], bool]
+
+
+def _service_grant(principal: str, actions: list[str], condition: str | None = None) -> Grant:
+    """A key-policy statement for an AWS service principal (with a condition key, when given)."""
+    def ok(s: dict[str, Any]) -> bool:
+        return (principal in _principals(s, "Service") and _actions_cover(s, actions)
+                and (condition is None or bool(_condition_values(s, condition))))
+    return ok
+
+
+def _via_grant(service: str, region: str, actions: list[str], role: str | None = None) -> Grant:
+    """A key-policy statement for use through ``service`` in ``region`` (by ``role``, when given)."""
+    def ok(s: dict[str, Any]) -> bool:
+        return (f"{service}.{region}.amazonaws.com" in _condition_values(s, "kms:ViaService")
+                and _actions_cover(s, actions)
+                and (role is None or role in _principals(s, "AWS") or role in _condition_values(s, "aws:PrincipalArn")))
+    return ok
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+def key_policies_grant_writers(resources: list[Resource]) -> list[Violation]:
+    """Every KMS key used by log groups, SNS topics, SQS queues, S3 replication or secrets has a
+    key-policy statement for the service (or role) that encrypts with it in that region."""
+    rule, out = "key-policies-grant-writers", []
+    writers = producers(resources)
+    sse_by_bucket = {c.props.get("bucket"): c for c in of(
+        resources, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")}
+    for key in of(resources, *KEY_TYPES):
+        arn, region = key.props.get("arn"), _region_of(key.props.get("arn"))
+        stmts = [s for s in statements(key.props.get("policy")) if s.get("Effect") == "Allow"]
+        needs: list[tuple[str, Grant]] = []
+
+        for lg in of(resources, "aws:cloudwatch/logGroup:LogGroup"):
+            if lg.props.get("kmsKeyId") == arn:
+                needs.append((f"log group {lg.name}: logs.{region}.amazonaws.com with the aws:logs:arn context",
+                              _service_grant(f"logs.{region}.amazonaws.com", ["kms:Encrypt", "kms:GenerateDataKey"],
+                                      "kms:EncryptionContext:aws:logs:arn")))
+        for t in of(resources, "aws:sns/topic:Topic", "aws:sqs/queue:Queue"):
+            if t.props.get("kmsMasterKeyId") == arn:
+                for principal in sorted(writers.get(t.props.get("arn"), ())):
+                    needs.append((f"{t.name}: {principal} writes to it",
+                                  _service_grant(principal, ["kms:Decrypt", "kms:GenerateDataKey"])))
+        for c in of(resources, "aws:s3/bucketReplicationConfig:BucketReplicationConfig"):
+            role = c.props.get("role")
+            sse = sse_by_bucket.get(c.props.get("bucket"))
+            source_keys = [((r.get("applyServerSideEncryptionByDefault") or {}).get("kmsMasterKeyId"))
+                           for r in _list((sse.props if sse else {}).get("rules"))]
+            if arn in source_keys:
+                needs.append((f"{c.name}: the replication role decrypts the source", _via_grant("s3", region, ["kms:Decrypt"], role)))
+            for rr in _list(c.props.get("rules")):
+                dest = (rr.get("destination") or {})
+                if (dest.get("encryptionConfiguration") or {}).get("replicaKmsKeyId") == arn:
+                    needs.append((f"{c.name}: the replication role re-encrypts into the destination",
+                                  _via_grant("s3", region, ["kms:Encrypt", "kms:GenerateDataKey"], role)))
+        for sec in of(resources, "aws:secretsmanager/secret:Secret"):
+            keys = [sec.props.get("kmsKeyId"), *[r.get("kmsKeyId") for r in _list(sec.props.get("replicas"))]]
+            if arn in keys:
+                needs.append((f"secret {sec.name}: Secrets Manager encrypts it",
+                              _via_grant("secretsmanager", region, ["kms:Decrypt", "kms:GenerateDataKey"])))
+        for why, ok in needs:
+            if not any(ok(s) for s in stmts):
+                out.append(Violation(rule, key.urn, f"key {key.name} has no key-policy statement for {why}"))
+    return out
+
+
+def destinations_accept_their_producers(resources: list[Resource]) -> list[Violation]:
+    """Every topic SES publishes to has a topic policy for ses.amazonaws.com; every queue a topic
+    delivers to has a queue policy for sns.amazonaws.com naming that topic; every function's log
+    group can be written by the function's role."""
+    rule, out = "destinations-accept-their-producers", []
+    topic_policies = of(resources, "aws:sns/topicPolicy:TopicPolicy")
+    queue_policies = of(resources, "aws:sqs/queuePolicy:QueuePolicy")
+    for d in of(resources, "aws:sesv2/configurationSetEventDestination:ConfigurationSetEventDestination"):
+        topic = ((d.props.get("eventDestination") or {}).get("snsDestination") or {}).get("topicArn")
+        if topic and not any(p.props.get("arn") == topic and any(
+                "ses.amazonaws.com" in _principals(s, "Service") and _actions_cover(s, ["sns:Publish"])
+                for s in statements(p.props.get("policy")) if s.get("Effect") == "Allow") for p in topic_policies):
+            out.append(Violation(rule, d.urn, f"{d.name}: topic {topic} has no policy letting SES publish"))
+    queues_by_arn = _by(of(resources, "aws:sqs/queue:Queue"), "arn")
+    for sub in of(resources, "aws:sns/topicSubscription:TopicSubscription"):
+        if sub.props.get("protocol") != "sqs":
+            continue
+        q = queues_by_arn.get(sub.props.get("endpoint"))
+        urls = {q.props.get("url"), q.props.get("id")} - {None} if q else set()
+        if not any(p.props.get("queueUrl") in urls and any(
+                "sns.amazonaws.com" in _principals(s, "Service") and _actions_cover(s, ["sqs:SendMessage"])
+                and sub.props.get("topic") in _condition_values(s, "aws:SourceArn")
+                for s in statements(p.props.get("policy")) if s.get("Effect") == "Allow") for p in queue_policies):
+            out.append(Violation(rule, sub.urn, f"{sub.name}: queue {sub.props.get('endpoint')} has no policy "
+                                               f"letting topic {sub.props.get('topic')} deliver"))
+    roles_by_arn = _by(of(resources, "aws:iam/role:Role"), "arn")
+    # log group names repeat per region: the function's group is the one under the same provider
+    groups = {(g.props.get("name"), g.provider): g for g in of(resources, "aws:cloudwatch/logGroup:LogGroup")}
+    role_policies = of(resources, "aws:iam/rolePolicy:RolePolicy")
+    for fn in of(resources, "aws:lambda/function:Function"):
+        group = groups.get(((fn.props.get("loggingConfig") or {}).get("logGroup"), fn.provider))
+        role = roles_by_arn.get(fn.props.get("role"))
+        if group is None or role is None:
+            continue
+        role_ids = {role.props.get("id"), role.props.get("name")} - {None}
+        target = f"{group.props.get('arn')}:*"
+        if not any(p.props.get("role") in role_ids and any(
+                _actions_cover(s, ["logs:PutLogEvents"]) and target in _list(s.get("Resource"))
+                for s in statements(p.props.get("policy")) if s.get("Effect") == "Allow") for p in role_policies):
+            out.append(Violation(rule, fn.urn, f"{fn.name}: its role cannot write its log group {group.name}"))
+    return out
+
+
+def replication_waits_for_versioning(resources: list[Resource]) -> list[Violation]:
+    """S3 refuses a replication configuration until versioning is enabled on both buckets."""
+    rule, out = "replication-waits-for-versioning", []
+    buckets_by_arn = _by(of(resources, "aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"), "arn")
+    versioning = of(resources, "aws:s3/bucketVersioning:BucketVersioning")
+    for c in of(resources, "aws:s3/bucketReplicationConfig:BucketReplicationConfig"):
+        ends = {"source": c.props.get("bucket")}
+        for rr in _list(c.props.get("rules")):
+            b = buckets_by_arn.get((rr.get("destination") or {}).get("bucket"))
+            ends["destination"] = (b.props.get("id") or b.props.get("bucket")) if b else None
+        for end, bucket in ends.items():
+            v = [x for x in versioning if x.props.get("bucket") == bucket
+                 and (x.props.get("versioningConfiguration") or {}).get("status") == "Enabled"]
+            if not v:
+                out.append(Violation(rule, c.urn, f"{c.name}: the {end} bucket has no enabled versioning"))
+            elif not any(x.urn in c.dependencies for x in v):
+                out.append(Violation(rule, c.urn, f"{c.name}: does not depend on the {end} bucket's versioning"))
+    return out
+
+
+def alarm_topics_have_subscribers(resources: list[Resource]) -> list[Violation]:
+    """An alarm nobody hears is no alarm: every topic an alarm notifies has a subscription."""
+    rule = "alarm-topics-have-subscribers"
+    subscribed = {s.props.get("topic") for s in of(resources, "aws:sns/topicSubscription:TopicSubscription")}
+    topics = {t for a in of(resources, "aws:cloudwatch/metricAlarm:MetricAlarm") for t in _list(a.props.get("alarmActions"))}
+    by_arn = _by(of(resources, "aws:sns/topic:Topic"), "arn")
+    return [Violation(rule, by_arn[t].urn if t in by_arn else "", f"alarm topic {t} has no subscription")
+            for t in sorted(topics - subscribed)]
+
+
+def health_checks_avoid_mtls(resources: list[Resource]) -> list[Violation]:
+    """A Route 53 health checker has no client certificate: it must not target an mTLS domain (or a
+    name served by one), nor an execute-api endpoint that is disabled."""
+    rule, out = "health-checks-avoid-mtls", []
+    domains = of(resources, "aws:apigateway/domainName:DomainName")
+    mtls = {d.props.get("domainName") for d in domains
+            if (d.props.get("mutualTlsAuthentication") or {}).get("truststoreUri")}
+    mtls_targets = {d.props.get("regionalDomainName") for d in domains if d.props.get("domainName") in mtls}
+    for rec in of(resources, "aws:route53/record:Record"):
+        if any(a.get("name") in mtls_targets for a in _list(rec.props.get("aliases"))):
+            mtls.add(rec.props.get("name"))
+    disabled = {r.props.get("id") for r in of(resources, "aws:apigateway/restApi:RestApi")
+                if r.props.get("disableExecuteApiEndpoint")}
+    for hc in of(resources, "aws:route53/healthCheck:HealthCheck"):
+        fqdn = str(hc.props.get("fqdn") or "")
+        if fqdn in mtls:
+            out.append(Violation(rule, hc.urn, f"{hc.name} targets {fqdn}, which requires a client certificate"))
+        elif ".execute-api." in fqdn and fqdn.split(".")[0] in disabled:
+            out.append(Violation(rule, hc.urn, f"{hc.name} targets {fqdn}, whose execute-api endpoint is disabled"))
+    return out
+
+
+def no_default_provider(resources: list[Resource]) -> list[Violation]:
+    """Every cloud resource names an explicit provider (the region is never implicit)."""
+    rule, out = "no-default-provider", []
+    for r in resources:
+        if not is_custom(r):
+            continue
+        name = (r.provider or "").split("::")[-1]
+        if not r.provider or name.startswith("default"):
+            out.append(Violation(rule, r.urn, f"{r.type} {r.name} uses the default provider"))
+    return out
+
+
+def stateful_resources_protected(resources: list[Resource]) -> list[Violation]:
+    """Tables, buckets, keys, secrets and search domains cannot be deleted by a stray `pulumi up`."""
+    rule = "stateful-resources-protected"
+    return [Violation(rule, r.urn, f"{r.type} {r.name} is not protected") for r in of(resources, *STATEFUL_TYPES)
+            if not r.protect]
+
+
+def resources_tagged_by_provider(resources: list[Resource]) -> list[Violation]:
+    """Every cloud resource's provider sets default tags: project, stack and region role."""
+    rule, out = "resources-tagged-by-provider", []
+    providers = {r.urn: r for r in resources if r.type.startswith("pulumi:providers:")}
+    for r in resources:
+        if not is_custom(r) or not r.provider:
+            continue  # no-default-provider reports it
+        p = providers.get(r.provider.rsplit("::", 1)[0]) or providers.get(r.provider)
+        tags = dict((_doc(p.props.get("defaultTags")) if p else {}).get("tags") or {})
+        missing = [t for t in REQUIRED_TAGS if not tags.get(t)]
+        if missing:
+            out.append(Violation(rule, r.urn, f"{r.type} {r.name}: its provider's default tags lack {missing}"))
+    return out
+
+
+def no_wildcard_actions(resources: list[Resource]) -> list[Violation]:
+    """No Allow statement we write uses a wildcard action. The one exception is the key policy's
+    account-root statement (``kms:*`` to the account root is how a key delegates to IAM). A resource
+    of ``*`` stays allowed where AWS requires it (xray:PutTraceSegments, ecr:GetAuthorizationToken)."""
+    rule, out = "no-wildcard-actions", []
+    for r in resources:
+        prop = POLICY_PROPS.get(r.type)
+        if prop is None:
+            continue
+        for s in statements(r.props.get(prop)):
+            if s.get("Effect") != "Allow":
+                continue
+            wild = [a for a in _list(s.get("Action")) if "*" in str(a)]
+            root_admin = (r.type in KEY_TYPES and wild == ["kms:*"]
+                          and all(p.startswith("arn:aws:iam::") and p.endswith(":root") for p in _principals(s, "AWS"))
+                          and not _principals(s, "Service"))
+            if wild and not root_admin:
+                out.append(Violation(rule, r.urn, f"{r.name} allows wildcard actions {wild}"))
+    return out
+
+
+def stage_logging_has_account_role(resources: list[Resource]) -> list[Violation]:
+    """API Gateway writes access logs only once the account's CloudWatch role is set in that region."""
+    rule = "stage-logging-has-account-role"
+    accounts = {a.urn: a for a in of(resources, "aws:apigateway/account:Account") if a.props.get("cloudwatchRoleArn")}
+    return [Violation(rule, s.urn, f"{s.name} logs access but does not depend on the region's apigateway.Account")
+            for s in of(resources, "aws:apigateway/stage:Stage") if s.props.get("accessLogSettings")
+            and not any(u in accounts and accounts[u].provider == s.provider for u in s.dependencies)]
+
+
+RULES: dict[str, Callable[[list[Resource]], list[Violation]]] = {
+    "key-policies-grant-writers": key_policies_grant_writers,
+    "destinations-accept-their-producers": destinations_accept_their_producers,
+    "replication-waits-for-versioning": replication_waits_for_versioning,
+    "alarm-topics-have-subscribers": alarm_topics_have_subscribers,
+    "health-checks-avoid-mtls": health_checks_avoid_mtls,
+    "no-default-provider": no_default_provider,
+    "stateful-resources-protected": stateful_resources_protected,
+    "resources-tagged-by-provider": resources_tagged_by_provider,
+    "no-wildcard-actions": no_wildcard_actions,
+    "stage-logging-has-account-role": stage_logging_has_account_role,
+}
+
+
+def check(resources: list[Resource]) -> list[Violation]:
+    return [v for rule in RULES.values() for v in rule(resources)]
