@@ -1,5 +1,8 @@
 """Webhook delivery to a real HTTP server on loopback, verified with the standardwebhooks package."""
 
+import base64
+import hashlib
+import hmac
 import json
 import socket
 import threading
@@ -10,6 +13,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from core.adapters.webhooks import GuardedHttpClient
+from core.domain.errors import InvalidInput
 from core.domain.statuses import TransactionStatus
 from core.services import callbacks, campaigns
 from core.services.tenants import rotate_webhook_secret
@@ -76,7 +80,10 @@ def test_callbacks_are_signed_and_verify_independently(deps, tenant, receiver):
     headers, body = receiver.got[0]
     payload = Webhook(tenant["webhook_secret"]).verify(body, headers)
     assert payload["transaction_id"] == tx_id and payload["status"] == "CANCELLED" and payload["sequence"] == 1
-    assert headers["webhook-id"] == f"msg_{tx_id}_1" and len(headers["x-signature"]) == 64
+    assert headers["webhook-id"] == f"msg_{tx_id}_1"
+    key = base64.b64decode(tenant["webhook_secret"].removeprefix("whsec_"))
+    signed = f"{headers['webhook-timestamp']}.{body.decode()}".encode()
+    assert headers["x-signature"] == "v1=" + hmac.new(key, signed, hashlib.sha256).hexdigest()
     assert deps.store.callbacks(tx_id)[0].state == "DELIVERED"
     assert deliver(deps) == 0  # nothing due any more
 
@@ -209,3 +216,170 @@ def test_exhausted_retries_dead_letter_and_can_be_redelivered(deps, tenant, cloc
     assert cb.state == "DEAD" and len(cb.attempts) == len(callbacks.SCHEDULE_SECONDS)
     assert callbacks.redeliver(deps.store, tx_id, clock) == [1]
     assert deps.store.callbacks(tx_id)[0].state == "PENDING"
+
+
+class DripServer:
+    """Reads the request, then answers one byte at a time for up to ``drip_for`` seconds."""
+
+    def __init__(self, answer: bytes, every: float = 0.1, drip_for: float = 8.0):
+        self.answer, self.every, self.drip_for = answer, every, drip_for
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        conn, _ = self.listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(4096)
+            started = time.monotonic()
+            for i in range(len(self.answer)):
+                if self.stop.wait(self.every) or time.monotonic() - started > self.drip_for:
+                    return
+                try:
+                    conn.sendall(self.answer[i:i + 1])
+                except OSError:
+                    return  # the client hung up
+
+    def close(self):
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * 200 + b"\r\nContent-Length: 0\r\n\r\n",  # headers drip
+    b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n" + b"b" * 200,  # body drips
+], ids=["headers", "body"])
+def test_a_dripping_receiver_cannot_hold_an_attempt_past_its_deadline(answer):
+    server = DripServer(answer)
+    try:
+        started = time.monotonic()
+        res = http().post(server.url, b"{}", {}, timeout=1.0)
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert res.status is None and "timed out" in res.error
+    assert took < 1.0 + 1.0
+
+
+@pytest.mark.parametrize("url,shown", [
+    ("http://2852039166/hook", "169.254.169.254"),
+    ("http://017700000001/hook", "127.0.0.1"),
+    ("http://0x7f000001/hook", "127.0.0.1"),
+    ("http://127.1/hook", "127.0.0.1"),
+    ("http://10.0.0.1 /hook", "whitespace"),
+    ("http://[2002:a9fe:a9fe::1]/hook", "169.254.169.254"),
+    ("http://[64:ff9b::a00:1]/hook", "10.0.0.1"),
+    ("http://192.88.99.1/hook", "192.88.99.0/24"),
+    ("http://a..example.com/hook", "empty label"),
+])
+def test_obfuscated_and_malformed_callback_hosts_are_refused_at_submit(deps, tenant, url, shown):
+    deps.settings = deps.settings.model_copy(update={"callback_allow_loopback": False})
+    with pytest.raises(InvalidInput) as err:
+        submit(deps, "tenant-a", "email\na@x.org\n", callback_url=url)
+    assert err.value.http_status == 422 and shown in err.value.message
+
+
+def test_submit_stores_the_normalised_url_and_delivery_uses_it(deps, tenant, receiver):
+    written = receiver.url.replace("127.0.0.1", "127.1")
+    tx_id = cancelled_campaign(deps, written)
+    assert deps.store.get_transaction(tx_id).callback_url == receiver.url
+    assert deliver(deps) == 1 and len(receiver.got) == 1
+
+
+def test_a_campaigns_callbacks_arrive_in_sequence_order(deps, tenant, clock):
+    r = Receiver([(500, {}, 0)])  # the first attempt of the first callback fails
+    try:
+        tx_id = submit(deps, "tenant-a", "email\na@x.org\n", callback_url=r.url)
+        tx = deps.store.get_transaction(tx_id)
+        campaigns.change_status(deps.store, deps.clock, tx, TransactionStatus.PROCESSING)
+        assert deliver(deps) == 1
+        campaigns.cancel_campaign(deps.store, deps.clock, "tenant-a", tx_id)
+        assert deliver(deps) == 0  # CANCELLED waits while PROCESSING is retrying
+        assert [c.state for c in deps.store.callbacks(tx_id)] == ["PENDING", "PENDING"]
+        clock.advance(6)
+        assert deliver(deps) == 2
+        assert [json.loads(body)["sequence"] for _, body in r.got] == [1, 1, 2]
+        assert [c.state for c in deps.store.callbacks(tx_id)] == ["DELIVERED", "DELIVERED"]
+    finally:
+        r.close()
+
+
+def test_a_bad_stored_secret_fails_the_attempt_and_the_pass_goes_on(deps, tenant, receiver):
+    from core.services.tenants import ensure_tenant
+
+    ensure_tenant(deps.store, deps.secrets, "tenant-b")
+    bad_tx = cancelled_campaign(deps, receiver.url)
+    deps.secrets.set_secret("tenant-a", "whsec_", keep_previous=False)  # written around Settings
+    good_tx = submit(deps, "tenant-b", "email\na@x.org\n", callback_url=receiver.url)
+    campaigns.cancel_campaign(deps.store, deps.clock, "tenant-b", good_tx)
+    deliver(deps)
+    bad = deps.store.callbacks(bad_tx)[0]
+    assert bad.state == "PENDING" and "cannot sign" in bad.attempts[0]["error"]
+    assert deps.store.callbacks(good_tx)[0].state == "DELIVERED"
+    assert [h["webhook-id"] for h, _ in receiver.got] == [f"msg_{good_tx}_1"]
+
+
+def self_signed_localhost(tmp_path):
+    """A certificate for 'localhost' (PEM cert, PEM key) made for this test."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_an_answer_with_a_body_on_a_closing_connection_is_read(tmp_path, tls):
+    import ssl
+
+    seen: list[tuple[str, str]] = []
+
+    class H(BaseHTTPRequestHandler):  # HTTP/1.0: the server closes after the body
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.headers["Host"], self.path))
+            self.send_response(200)
+            self.send_header("Content-Length", "8")
+            self.end_headers()
+            self.wfile.write(b"received")
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    client_context = None
+    if tls:
+        cert, key = self_signed_localhost(tmp_path)
+        server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_context.load_cert_chain(cert, key)
+        server.socket = server_context.wrap_socket(server.socket, server_side=True)
+        client_context = ssl.create_default_context(cafile=cert)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = GuardedHttpClient(require_https=tls, allow_loopback=True, ssl_context=client_context)
+        scheme = "https" if tls else "http"
+        res = client.post(f"{scheme}://localhost:{server.server_port}/hook?x=1", b"{}", {}, timeout=2.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (res.status, res.error) == (200, None)
+    assert seen == [(f"localhost:{server.server_port}", "/hook?x=1")]

@@ -1,12 +1,21 @@
+import base64
+import hashlib
+import hmac
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from core.domain.models import Transaction
 from core.domain.statuses import TransactionStatus
-from core.services.callbacks import SCHEDULE_SECONDS, callback_for, next_attempt, signature_headers
+from core.services.callbacks import (
+    SCHEDULE_SECONDS,
+    InvalidSigningSecret,
+    callback_for,
+    next_attempt,
+    signature_headers,
+)
 from core.services.tenants import new_webhook_secret
 
 
@@ -30,16 +39,62 @@ def test_rotation_signs_with_both_secrets():
         Webhook(new_webhook_secret()).verify(body, headers)
 
 
-def test_owner_x_signature_is_hex_hmac_of_body():
-    import base64
-    import hashlib
-    import hmac
+def x_signature(secret, timestamp, body):
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    return "v1=" + hmac.new(key, f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
 
+
+def test_x_signature_is_v1_hmac_of_timestamp_and_body():
     secret = new_webhook_secret()
     body = '{"a":1}'
     h = signature_headers([secret], "m", datetime.now(UTC), body)
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    assert h["X-Signature"] == hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+    assert h["X-Signature"] == x_signature(secret, h["webhook-timestamp"], body)
+
+
+def test_x_signature_cannot_be_replayed_with_another_timestamp():
+    secret = new_webhook_secret()
+    first = signature_headers([secret], "m", datetime(2026, 1, 1, tzinfo=UTC), "{}")
+    later = signature_headers([secret], "m", datetime(2026, 1, 1, 0, 10, tzinfo=UTC), "{}")
+    assert first["X-Signature"] != later["X-Signature"]
+    assert x_signature(secret, later["webhook-timestamp"], "{}") != first["X-Signature"]
+
+
+def test_x_signature_carries_one_signature_per_secret_in_rotation_order():
+    new, old = new_webhook_secret(), new_webhook_secret()
+    h = signature_headers([new, old], "m", datetime.now(UTC), "{}")
+    ts = h["webhook-timestamp"]
+    assert h["X-Signature"].split(" ") == [x_signature(new, ts, "{}"), x_signature(old, ts, "{}")]
+    assert len(h["webhook-signature"].split(" ")) == 2
+
+
+@pytest.mark.parametrize("bad", ["whsec_", "whsec_!!!!", "whsec_a", "whsec_" + "=" * 8])
+def test_an_unusable_stored_secret_is_a_clear_error(bad):
+    with pytest.raises(InvalidSigningSecret, match="webhook signing secret"):
+        signature_headers([new_webhook_secret(), bad], "m", datetime.now(UTC), "{}")
+
+
+@pytest.mark.parametrize("value", [
+    "Wed, 21 Oct 2015 07:28:00 -0000",  # parsedate_to_datetime gives a naive datetime for -0000
+    "Wed, 21 Oct 2037 07:28:00 -0000",
+    "Wed, 21 Oct 2037 07:28:00",  # no zone at all
+    "Wed, 21 Oct 2015 07:28:00 GMT",
+    "-5", "-99999999999999999999", str(10**30), "9" * 5000, "+7", " 120 ", "soon", "Wed, 99 Foo 2015", "",
+])
+def test_any_retry_after_is_read_without_raising_and_clamped_to_a_day(value):
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    at = next_attempt(1, now, 429, value)
+    assert now <= at <= now + timedelta(hours=24)
+
+
+def test_retry_after_dates_in_minus_0000_are_utc():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    at = next_attempt(1, now, 503, "Thu, 01 Jan 2026 01:00:00 -0000")
+    assert (at - now).total_seconds() == 3600
+
+
+def test_a_huge_retry_after_waits_one_day():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert next_attempt(1, now, 429, str(10**30)) - now == timedelta(hours=24)
 
 
 def test_schedule_follows_standard_webhooks_and_then_gives_up():
