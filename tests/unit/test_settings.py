@@ -44,3 +44,100 @@ def test_unsubscribe_links_follow_a_changed_api_port():
 
     assert load_settings(api_port=9999).public_base_url == "http://127.0.0.1:9999"
     assert load_settings(public_base_url="https://api.example.com").public_base_url == "https://api.example.com"
+
+
+# --- staging and prod refuse local defaults, one line naming the setting ---------------------------
+
+DEPLOYED = dict(
+    environment="prod", unsubscribe_secret_id="emailplatform/unsubscribe-signing",
+    public_base_url="https://api.mail.acme.io", default_from="noreply@mail.acme.io",
+    opensearch_endpoint="https://search-emailplatform.eu-west-1.es.amazonaws.com",
+)
+
+
+def refusal(**overrides) -> str:
+    with pytest.raises(SettingsError) as err:
+        load_settings(**{**DEPLOYED, **overrides})
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+@pytest.mark.parametrize("environment", ["staging", "prod"])
+def test_a_complete_deployed_configuration_loads(environment):
+    s = load_settings(**{**DEPLOYED, "environment": environment})
+    assert s.unsubscribe_secret_id == "emailplatform/unsubscribe-signing" and not s.callback_allow_loopback
+
+
+def test_local_and_test_keep_their_defaults():
+    assert load_settings(environment="test", callback_allow_loopback=True).public_base_url.startswith("http://127.")
+
+
+def test_deployed_needs_the_unsubscribe_secret_id():
+    msg = refusal(unsubscribe_secret_id=None)
+    assert msg.startswith("invalid setting EMAILPLATFORM_UNSUBSCRIBE_SECRET_ID: ") and "Secrets Manager" in msg
+
+
+def test_deployed_refuses_an_unsubscribe_key_in_the_environment():
+    msg = refusal(unsubscribe_secret="a-key-somebody-pasted-into-the-env")
+    assert msg.startswith("invalid setting EMAILPLATFORM_UNSUBSCRIBE_SECRET: ")
+
+
+@pytest.mark.parametrize("url", [None, "http://api.mail.acme.io", "https://127.0.0.1:8443", "https://localhost",
+                                 "https://[::1]"])
+def test_deployed_needs_a_public_https_base_url(url):
+    assert refusal(public_base_url=url).startswith("invalid setting EMAILPLATFORM_PUBLIC_BASE_URL: ")
+
+
+def test_deployed_refuses_the_example_sender():
+    msg = refusal(default_from="noreply@example.com")
+    assert msg.startswith("invalid setting EMAILPLATFORM_DEFAULT_FROM: ") and "noreply@example.com" in msg
+
+
+def test_deployed_needs_opensearch():
+    assert refusal(opensearch_endpoint=None).startswith("invalid setting EMAILPLATFORM_OPENSEARCH_ENDPOINT: ")
+
+
+def test_deployed_refuses_an_aws_endpoint_override():
+    assert refusal(aws_endpoint_url="http://127.0.0.1:5000").startswith(
+        "invalid setting EMAILPLATFORM_AWS_ENDPOINT_URL: ")
+
+
+def test_deployed_refuses_loopback_callbacks():
+    assert refusal(callback_allow_loopback=True).startswith("invalid setting EMAILPLATFORM_CALLBACK_ALLOW_LOOPBACK: ")
+
+
+def test_deployed_requires_https_callbacks():
+    assert refusal(callback_require_https=False).startswith("invalid setting EMAILPLATFORM_CALLBACK_REQUIRE_HTTPS: ")
+
+
+def test_a_deployed_process_stops_with_one_line_naming_the_setting():
+    env = {"EMAILPLATFORM_ENVIRONMENT": "staging", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-m", "controller", "--once"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.strip().splitlines() if line]
+    assert lines[-1].startswith("invalid setting EMAILPLATFORM_UNSUBSCRIBE_SECRET_ID: ")
+
+
+def test_kms_key_settings_take_arns():
+    s = load_settings(kms_key_arn="arn:aws:kms:eu-west-1:123456789012:key/mrk-1",
+                      peer_kms_key_arn="arn:aws:kms:eu-central-1:123456789012:key/mrk-1")
+    assert s.peer_kms_key_arn.startswith("arn:aws:kms:eu-central-1")
+    with pytest.raises(SettingsError, match="EMAILPLATFORM_KMS_KEY_ARN"):
+        load_settings(kms_key_arn="mrk-1")
+
+
+def test_make_run_honours_explicit_callback_settings(monkeypatch):
+    """`make run` defaults to loopback callbacks over HTTP only where the environment is silent."""
+    from local.cli import _local_defaults
+
+    monkeypatch.delenv("EMAILPLATFORM_CALLBACK_REQUIRE_HTTPS", raising=False)
+    monkeypatch.delenv("EMAILPLATFORM_CALLBACK_ALLOW_LOOPBACK", raising=False)
+    assert _local_defaults()["callback_require_https"] is False
+    monkeypatch.setenv("EMAILPLATFORM_CALLBACK_REQUIRE_HTTPS", "true")
+    monkeypatch.setenv("EMAILPLATFORM_CALLBACK_ALLOW_LOOPBACK", "false")
+    from config.settings import load_settings
+
+    strict = load_settings(**_local_defaults())
+    assert strict.callback_require_https is True and strict.callback_allow_loopback is False
