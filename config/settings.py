@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import sys
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_UNSUBSCRIBE_SECRET = "local-only-unsubscribe-secret"
+DEPLOYED_ENVIRONMENTS = ("staging", "prod")
 
 
 class Settings(BaseSettings):
@@ -25,6 +31,10 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = None  # moto server in the embedded stack; None on AWS
     name_prefix: str = Field("emailplatform", pattern=r"^[a-z][a-z0-9-]{2,30}$")
     account_id: str | None = Field(None, pattern=r"^[0-9]{12}$")  # set on AWS: bucket names are global
+    # this region's KMS key and the other region's, for the secrets the runtime creates (tenants'
+    # webhook secrets: CreateSecret with KmsKeyId and a replica in dr_region under the peer key)
+    kms_key_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:kms:")
+    peer_kms_key_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:kms:")
 
     # --- sending ---------------------------------------------------------------------
     batch_size: int = Field(500, ge=1, le=5000)
@@ -66,7 +76,10 @@ class Settings(BaseSettings):
     local_api_key: str | None = None
     local_webhook_secret: str | None = None
     public_base_url: str | None = None  # unset: the embedded API on api_port (unsubscribe links)
-    unsubscribe_secret: str = Field("local-only-unsubscribe-secret", min_length=16)
+    unsubscribe_secret: str = Field(LOCAL_UNSUBSCRIBE_SECRET, min_length=16)
+    # on AWS: the Secrets Manager secret (name or ARN) holding the unsubscribe signing key; read once
+    # at bootstrap (core/bootstrap.py), where it replaces ``unsubscribe_secret``
+    unsubscribe_secret_id: str | None = Field(None, min_length=1)
 
     # --- analytics -------------------------------------------------------------------
     opensearch_endpoint: str | None = None  # unset: the embedded SQLite store
@@ -124,6 +137,45 @@ class Settings(BaseSettings):
             self.public_base_url = f"http://127.0.0.1:{self.api_port}"
         return self
 
+    @model_validator(mode="after")
+    def _deployed_refuses_local_defaults(self) -> Settings:
+        """staging and prod refuse what only makes sense on a laptop, naming the first setting."""
+        if self.environment not in DEPLOYED_ENVIRONMENTS:
+            return self
+        for name, problem in self._deployment_problems():
+            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+                type=PydanticCustomError("deployed_environment", "{problem}", {"problem": problem}),
+                loc=(name,), input=getattr(self, name))])
+        return self
+
+    def _deployment_problems(self) -> list[tuple[str, str]]:
+        env = self.environment
+        out: list[tuple[str, str]] = []
+        if not self.unsubscribe_secret_id:
+            out.append(("unsubscribe_secret_id", f"must name the Secrets Manager secret holding the unsubscribe "
+                                                 f"signing key in {env}"))
+        if self.unsubscribe_secret != LOCAL_UNSUBSCRIBE_SECRET:
+            out.append(("unsubscribe_secret", f"must not be set in {env}: the key comes from Secrets Manager "
+                                              f"(EMAILPLATFORM_UNSUBSCRIBE_SECRET_ID)"))
+        url = urlsplit(self.public_base_url or "")
+        if url.scheme != "https" or not url.hostname:
+            out.append(("public_base_url", f"must be an https:// URL in {env} (unsubscribe links), "
+                                           f"not {self.public_base_url!r}"))
+        elif _is_loopback(url.hostname):
+            out.append(("public_base_url", f"must not point at a loopback host in {env}: {url.hostname!r}"))
+        if self.default_from.rpartition("@")[2].lower().rstrip(".") in ("example.com", "example.org", "example.net"):
+            out.append(("default_from", f"must be an address at the SES domain in {env}, "
+                                        f"not {self.default_from!r}"))
+        if not self.opensearch_endpoint:
+            out.append(("opensearch_endpoint", f"must be set in {env} (the embedded SQLite store is local only)"))
+        if self.aws_endpoint_url:
+            out.append(("aws_endpoint_url", f"must be unset in {env} (it points the SDK away from AWS)"))
+        if self.callback_allow_loopback:
+            out.append(("callback_allow_loopback", f"must be false in {env}"))
+        if not self.callback_require_https:
+            out.append(("callback_require_https", f"must be true in {env}"))
+        return out
+
     # Resource names derive from one prefix so infra and the embedded stack agree.
     @property
     def table_name(self) -> str:
@@ -140,6 +192,15 @@ class Settings(BaseSettings):
 
     def topic(self, purpose: str) -> str:
         return f"{self.name_prefix}-{purpose}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(SystemExit):

@@ -11,7 +11,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from config.settings import Settings, get_settings
+from botocore.exceptions import ClientError
+
+from config.settings import Settings, SettingsError, get_settings
 from core import schema
 from core.adapters.aws import CallCounter, client
 from core.adapters.dynamodb import DynamoTable
@@ -52,6 +54,9 @@ def bootstrap(settings: Settings | None = None, *, clock: Any = None, counter: C
     settings = settings or get_settings()
     clock = clock or SystemClock()
     clients = {name: client(settings, name, region) for name in ("dynamodb", "dynamodbstreams", "s3", "sqs", "sesv2", "secretsmanager")}
+    if settings.unsubscribe_secret_id:
+        settings = settings.model_copy(update={"unsubscribe_secret": read_unsubscribe_secret(
+            clients["secretsmanager"], settings.unsubscribe_secret_id)})
     if counter is not None:
         for c in clients.values():
             counter.attach(c)
@@ -69,7 +74,7 @@ def bootstrap(settings: Settings | None = None, *, clock: Any = None, counter: C
         send_queue=SqsQueue(clients["sqs"], schema.SEND_QUEUE.name(prefix)),
         events_queue=SqsQueue(clients["sqs"], schema.EVENTS_QUEUE.name(prefix)),
         mailer=SesMailer(clients["sesv2"], settings.ses_configuration_set),
-        secrets=SecretsManagerStore(clients["secretsmanager"], prefix),
+        secrets=_webhook_secrets(settings, clients["secretsmanager"], region),
         limiter=SharedRateLimiter(table, schema.rate_key("platform"), settings.ses_max_send_rate, clock),
         http=GuardedHttpClient(require_https=settings.callback_require_https,
                                allow_loopback=settings.callback_allow_loopback),
@@ -79,6 +84,39 @@ def bootstrap(settings: Settings | None = None, *, clock: Any = None, counter: C
         analytics=analytics,
         clients=clients,
     )
+
+
+def read_unsubscribe_secret(secretsmanager: Any, secret_id: str) -> str:
+    """The unsubscribe signing key (the secret's current value, surrounding whitespace removed).
+
+    Raises ``SettingsError`` (one line naming EMAILPLATFORM_UNSUBSCRIBE_SECRET_ID) when the secret
+    is missing, has no value yet or holds a key too short to sign with; other AWS errors (access
+    denied, throttling) propagate as they are."""
+    name = "EMAILPLATFORM_UNSUBSCRIBE_SECRET_ID"
+    try:
+        value = secretsmanager.get_secret_value(SecretId=secret_id).get("SecretString") or ""
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+            raise SettingsError(f"invalid setting {name}: secret {secret_id!r} does not exist or has no value yet "
+                                f"(aws secretsmanager put-secret-value --secret-id {secret_id} …)") from None
+        raise
+    value = value.strip()
+    if len(value) < 16:
+        raise SettingsError(f"invalid setting {name}: secret {secret_id!r} holds {len(value)} characters; "
+                            f"the unsubscribe signing key needs at least 16")
+    return value
+
+
+def _webhook_secrets(settings: Settings, secretsmanager: Any, region: str | None) -> SecretsManagerStore:
+    """Tenants' webhook secrets, created under this region's key with a replica in the other region.
+
+    The keys name settings.region's key and its peer; a process bootstrapped for another region
+    (runbooks, the embedded DR stack) creates secrets without them rather than with a foreign key."""
+    home = region is None or region == settings.region
+    return SecretsManagerStore(secretsmanager, settings.name_prefix,
+                               kms_key_id=settings.kms_key_arn if home else None,
+                               replica_region=settings.dr_region if home else None,
+                               replica_kms_key_id=settings.peer_kms_key_arn if home else None)
 
 
 def worker_name() -> str:

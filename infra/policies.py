@@ -40,6 +40,8 @@ COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "sqs:GetQueueAttributes": ("queue:ses-events",),
         "kms:Decrypt": ("key",), "kms:GenerateDataKey": ("key",),
         "es:ESHttpGet": ("search",), "es:ESHttpPost": ("search",), "es:ESHttpPut": ("search",),
+        # every process's bootstrap reads the unsubscribe signing key (core/bootstrap.py)
+        "secretsmanager:GetSecretValue": ("unsubscribe_secret",),
     },
     "controller": {
         "dynamodb:GetItem": ("table",), "dynamodb:PutItem": ("table",), "dynamodb:UpdateItem": ("table",),
@@ -49,7 +51,7 @@ COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "s3:GetObject": ("bucket:uploads",), "s3:PutObject": ("bucket:batches",),
         "sqs:SendMessage": ("queue:send",), "sqs:GetQueueUrl": ("queue:send", "queue:ses-events"),
         "sqs:GetQueueAttributes": ("queue:send", "queue:ses-events"),
-        "secretsmanager:GetSecretValue": ("secret",),
+        "secretsmanager:GetSecretValue": ("secret", "unsubscribe_secret"),
         "kms:Decrypt": ("key",), "kms:GenerateDataKey": ("key",),
     },
 }
@@ -73,7 +75,7 @@ NOT_EXERCISED_LOCALLY: dict[str, set[str]] = {
                # used when a batch fails and the mapping hands the message back; happy paths don't
                "sqs:ChangeMessageVisibility"},
     "ses_events": {"kms:Decrypt", "kms:GenerateDataKey", "sqs:GetQueueAttributes",
-                   "es:ESHttpGet", "es:ESHttpPost", "es:ESHttpPut"},
+                   "es:ESHttpGet", "es:ESHttpPost", "es:ESHttpPut", "secretsmanager:GetSecretValue"},
     # the embedded stack resolves queue URLs once at start, before any component runs
     "controller": {"kms:Decrypt", "kms:GenerateDataKey", "sqs:GetQueueUrl"},
 }

@@ -127,7 +127,8 @@ class OpenSearchAnalytics:
             from opensearchpy import AWSV4SignerAuth, OpenSearch, RequestsHttpConnection
 
             auth = AWSV4SignerAuth(boto3.Session().get_credentials(), region, "es")
-            client = OpenSearch(hosts=[{"host": endpoint, "port": 443}], http_auth=auth, use_ssl=True,
+            host = (endpoint or "").removeprefix("https://").removeprefix("http://").rstrip("/")
+            client = OpenSearch(hosts=[{"host": host, "port": 443}], http_auth=auth, use_ssl=True,
                                 verify_certs=True, connection_class=RequestsHttpConnection, timeout=10,
                                 max_retries=3, retry_on_timeout=True)
         self.client = client

@@ -1,4 +1,8 @@
-"""Per-tenant webhook signing secrets in Secrets Manager (rotation keeps the previous one)."""
+"""Per-tenant webhook signing secrets in Secrets Manager (rotation keeps the previous one).
+
+On AWS a tenant's secret is created encrypted with this region's key and replicated to the other
+region under that region's key, so after a failover the DR region can still sign callbacks.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,23 @@ from botocore.exceptions import ClientError
 
 
 class SecretsManagerStore:
-    def __init__(self, client: Any, prefix: str):
+    def __init__(self, client: Any, prefix: str, *, kms_key_id: str | None = None,
+                 replica_region: str | None = None, replica_kms_key_id: str | None = None):
+        """``kms_key_id``: this region's key for new secrets (None: the account's default key).
+        ``replica_region`` + ``replica_kms_key_id``: new secrets get a replica there, under that key."""
         self.client = client
         self.prefix = prefix
+        self.kms_key_id = kms_key_id
+        self.replica_region = replica_region
+        self.replica_kms_key_id = replica_kms_key_id
+
+    def _create_options(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {}
+        if self.kms_key_id:
+            kw["KmsKeyId"] = self.kms_key_id
+        if self.replica_region and self.replica_kms_key_id:
+            kw["AddReplicaRegions"] = [{"Region": self.replica_region, "KmsKeyId": self.replica_kms_key_id}]
+        return kw
 
     def _name(self, tenant_id: str) -> str:
         return f"{self.prefix}/webhook-signing/{tenant_id}"
@@ -35,7 +53,7 @@ class SecretsManagerStore:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
-            self.client.create_secret(Name=self._name(tenant_id), SecretString=body)
+            self.client.create_secret(Name=self._name(tenant_id), SecretString=body, **self._create_options())
 
     def drop_previous(self, tenant_id: str) -> None:
         cur = self.signing_secrets(tenant_id)
