@@ -2,35 +2,74 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from controller.lease import Lease
+from core import schema
+from core.adapters.sqs import SqsQueue
 from core.adapters.streams import follow_table_stream
 from core.bootstrap import Deps
 from core.domain.errors import DomainError, Fenced, StaleWrite
+from core.domain.models import Summary, Transaction
 from core.domain.statuses import TransactionStatus as T
 from core.observability import (
     CALLBACK_BACKLOG,
     CAMPAIGNS,
+    CAMPAIGNS_STUCK,
+    EVENT_PIPELINE_LAG,
+    HEARTBEAT,
     PASS_ERRORS,
     PASS_SECONDS,
     QUEUE_DEPTH,
     SCHEDULER_LAG,
+    SEND_QUOTA,
     acting_as,
     log,
 )
 from core.services import callbacks, reconcile
 from core.services.ingest import Abandoned, ingest_transaction
 
+STUCK_AFTER_SECONDS = 600.0  # a sending campaign whose counts have not moved for this long is "stuck"
+
+
+class StuckCampaigns:
+    """Counts READY_TO_SEND campaigns whose summary has not changed for ``after`` seconds.
+
+    Keeps one entry per such campaign, replaced on every call by the campaigns passed in: a
+    campaign that leaves the active set (or READY_TO_SEND) is forgotten, so the state stays as
+    small as the active set. After a restart the clock starts again (the alert waits longer, never
+    fires wrongly)."""
+
+    def __init__(self, after: float = STUCK_AFTER_SECONDS):
+        self.after = after
+        self._unchanged_since: dict[str, tuple[Summary, datetime]] = {}
+
+    def count(self, active: Iterable[Transaction], now: datetime) -> int:
+        seen: dict[str, tuple[Summary, datetime]] = {}
+        for tx in active:
+            if tx.status != T.READY_TO_SEND:
+                continue
+            before = self._unchanged_since.get(tx.transaction_id)
+            seen[tx.transaction_id] = before if before is not None and before[0] == tx.summary else (tx.summary, now)
+        self._unchanged_since = seen
+        return sum(1 for _, since in seen.values() if (now - since).total_seconds() >= self.after)
+
+    def __len__(self) -> int:
+        return len(self._unchanged_since)
+
 
 class Controller:
-    def __init__(self, deps: Deps, holder: str, region: str | None = None):
+    def __init__(self, deps: Deps, holder: str, region: str | None = None, *,
+                 stuck_after: float = STUCK_AFTER_SECONDS):
         self.deps = deps
         self.settings = deps.settings
         self.region = region or deps.settings.region
@@ -40,6 +79,10 @@ class Controller:
         self.scheduler: BackgroundScheduler | None = None
         self._stream: threading.Thread | None = None
         self.recounts = reconcile.RecountThrottle(deps.settings.recount_interval_seconds)
+        self.stuck = StuckCampaigns(stuck_after)
+        self._dlqs = ([(f"{q.purpose.replace('-', '_')}-dlq", SqsQueue(deps.clients["sqs"], q.dlq_name(deps.settings.name_prefix)))
+                       for q in schema.QUEUES if q.dlq] if "sqs" in deps.clients else [])
+        self._dlq_unreadable: set[str] = set()
 
     # -- passes (each callable on its own, so tests drive them without the scheduler) ----
     @property
@@ -79,8 +122,15 @@ class Controller:
                 log.warning("item failed", job=job, transaction_id=tx.transaction_id, error=str(exc)[:300])
 
     def heartbeat(self) -> bool:
+        """Take or renew the lease; publish the attempt's time under this controller's role. An
+        attempt that raises (DynamoDB unreachable) publishes nothing, so the heartbeat goes stale."""
         with acting_as("controller"):
-            return self.lease.acquire_or_renew()
+            held = self.lease.acquire_or_renew()
+        role, other = ("leader", "standby") if held else ("standby", "leader")
+        HEARTBEAT.labels(self.region, role).set(self.deps.clock.now().timestamp())
+        with contextlib.suppress(KeyError):  # one series per controller: its current role
+            HEARTBEAT.remove(self.region, other)
+        return held
 
     def ingest_pass(self) -> None:
         def run() -> None:
@@ -108,18 +158,46 @@ class Controller:
     def callbacks_pass(self) -> None:
         self._timed("callbacks", lambda: callbacks.deliver_due(
             store=self.store, http=self.deps.http, secrets=self.deps.secrets, clock=self.deps.clock,
-            timeout=self.settings.callback_timeout_seconds))
+            timeout=self.settings.callback_timeout_seconds, should_stop=self.stopping.is_set))
 
     def metrics_pass(self) -> None:
         def run() -> None:
-            counts = Counter(t.status.value for t in self.deps.store.active_transactions())
+            now = self.deps.clock.now()
+            active = list(self.deps.store.active_transactions())
+            counts = Counter(t.status.value for t in active)
             for status in T:
                 CAMPAIGNS.labels(status.value).set(counts.get(status.value, 0))
+            CAMPAIGNS_STUCK.set(self.stuck.count(active, now))
+            depths: dict[str, dict[str, int]] = {}
             for name, q in (("send", self.deps.send_queue), ("ses_events", self.deps.events_queue)):
+                depths[name] = q.depth()
+                for state, n in depths[name].items():
+                    QUEUE_DEPTH.labels(name, state).set(n)
+            self._dlq_depths()
+            EVENT_PIPELINE_LAG.set(self._event_pipeline_lag(now, sum(depths["ses_events"].values())))
+            SEND_QUOTA.set(self.settings.ses_max_send_rate)
+            CALLBACK_BACKLOG.set(len(self.deps.store.due("CALLBACK", now, limit=1000)))
+        self._timed("metrics", run)
+
+    def _event_pipeline_lag(self, now: datetime, queued_events: int) -> float:
+        """How far behind the sends this region's SES event pipeline records Send events, while it
+        has events to work through (an idle pipeline is not lagging)."""
+        mark = self.deps.store.send_evidence(self.region)
+        if not queued_events or mark is None:
+            return 0.0
+        return max(0.0, (now - mark[0]).total_seconds())
+
+    def _dlq_depths(self) -> None:
+        """Dead-letter queue depths; one unreadable DLQ (e.g. not granted) is logged once and skipped."""
+        for name, q in self._dlqs:
+            try:
                 for state, n in q.depth().items():
                     QUEUE_DEPTH.labels(name, state).set(n)
-            CALLBACK_BACKLOG.set(len(self.deps.store.due("CALLBACK", self.deps.clock.now(), limit=1000)))
-        self._timed("metrics", run)
+            except Exception as exc:
+                PASS_ERRORS.labels("metrics", type(exc).__name__).inc()
+                if name not in self._dlq_unreadable:
+                    self._dlq_unreadable.add(name)
+                    log.warning("dead-letter queue unreadable", queue=q.name, error=str(exc)[:300])
 
     def run_once(self) -> None:
         """Every pass once, in order (tests and `python -m controller --once`)."""

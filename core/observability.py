@@ -65,3 +65,12 @@ CALLBACK_DEAD = Counter(f"{NS}_callback_dead_letters_total", "Callbacks that exh
 REPUTATION_PAUSES = Counter(f"{NS}_reputation_pauses_total", "Campaigns paused by the reputation guard", ["reason"])
 REPUTATION_ALARM = Gauge(f"{NS}_reputation_alarm", "1 while a tenant is over a bounce/complaint threshold", ["tenant", "kind"])
 API_REQUESTS = Counter(f"{NS}_api_requests_total", "API requests", ["route", "status"])
+# What the alert rules in ops/prometheus/rules.yml need from the controller. Timestamps come from
+# the controller's clock, so Prometheus compares them with time(); role is leader|standby.
+HEARTBEAT = Gauge(f"{NS}_controller_heartbeat_timestamp_seconds", "Unix time of this controller's last lease "
+                  "renewal attempt", ["region", "role"])
+CAMPAIGNS_STUCK = Gauge(f"{NS}_campaigns_stuck", "Active READY_TO_SEND campaigns whose summary has not changed "
+                        "for the controller's stuck_after seconds")
+EVENT_PIPELINE_LAG = Gauge(f"{NS}_ses_event_pipeline_lag_seconds", "Now minus the newest SES Send event the "
+                           "region's event pipeline recorded, while SES events are queued (0 when none are)")
+SEND_QUOTA = Gauge(f"{NS}_ses_max_send_rate", "Configured SES send rate across all workers (messages/s)")

@@ -49,8 +49,10 @@ COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "dynamodb:DescribeTable": ("table",), "dynamodb:DescribeStream": ("table_stream",),
         "dynamodb:GetShardIterator": ("table_stream",), "dynamodb:GetRecords": ("table_stream",),
         "s3:GetObject": ("bucket:uploads",), "s3:PutObject": ("bucket:batches",),
-        "sqs:SendMessage": ("queue:send",), "sqs:GetQueueUrl": ("queue:send", "queue:ses-events"),
-        "sqs:GetQueueAttributes": ("queue:send", "queue:ses-events"),
+        "sqs:SendMessage": ("queue:send",),
+        # the metrics pass reads every queue's depth, the dead-letter queues' too (DLQ alert)
+        "sqs:GetQueueUrl": ("queue:send", "queue:ses-events", "dlq:send", "dlq:ses-events"),
+        "sqs:GetQueueAttributes": ("queue:send", "queue:ses-events", "dlq:send", "dlq:ses-events"),
         "secretsmanager:GetSecretValue": ("secret", "unsubscribe_secret"),
         "kms:Decrypt": ("key",), "kms:GenerateDataKey": ("key",),
     },

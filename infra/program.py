@@ -139,6 +139,7 @@ def regional(name: str, cfg: StackConfig, region: str, prov: Any, key_arn: Any, 
             "search": search.domain.arn,
             **{f"bucket:{p}": b.arn for p, b in buckets.buckets.items()},
             **{f"queue:{p}": q.arn for p, q in messaging.queues.items()},
+            **{f"dlq:{p}": q.arn for p, q in messaging.dlqs.items()},
             **{f"topic:{p}": t.arn for p, t in messaging.topics.items()}}
     env: dict[str, pulumi.Input[str]] = {
         "EMAILPLATFORM_ENVIRONMENT": cfg.environment, "EMAILPLATFORM_REGION": region,
@@ -212,6 +213,8 @@ def build(cfg: StackConfig) -> dict[str, Any]:
     pulumi.export("api_url", f"https://{cfg.record_name}" if dns else p["api"].url)
     pulumi.export("queues", [q.name(cfg.prefix) for q in schema.QUEUES])
     pulumi.export("unsubscribe_secret", secrets.unsubscribe.arn)
+    # `EMAILPLATFORM_USAGE_PLAN_IDS="$(pulumi stack output usage_plan_ids --json)" emailplatform keys create …`
+    pulumi.export("usage_plan_ids", {cfg.primary_region: p["api"].plan.id, cfg.dr_region: d["api"].plan.id})
     for role, r in (("primary", p), ("dr", d)):
         pulumi.export(f"{role}_api", r["api"].url)  # the custom domain when there is one, never execute-api then
         pulumi.export(f"{role}_api_domain", r["api"].domain.domain_name if r["api"].domain else None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -14,9 +13,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from config.settings import SettingsError, load_settings
 from core.domain.errors import DomainError
+from core.domain.ids import check_tenant_id
 from core.services.auth import SCOPES
-
-TENANT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # tenant ids are SES tag values
 
 
 def _local_defaults() -> dict[str, object]:
@@ -35,11 +33,15 @@ def _up(args: argparse.Namespace) -> int:
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    stack = Stack.start(settings)
+    # EMAILPLATFORM_PROMETHEUS=1: a real Prometheus with ops/prometheus/rules.yml (not a Settings field:
+    # only the embedded stack has it); its port is EMAILPLATFORM_PROMETHEUS_PORT (9090).
+    stack = Stack.start(settings, prometheus=os.environ.get("EMAILPLATFORM_PROMETHEUS") == "1",
+                        prometheus_port=int(os.environ.get("EMAILPLATFORM_PROMETHEUS_PORT", "9090")))
     print(json.dumps({
         "api": f"http://127.0.0.1:{settings.api_port}/api/v1/email",
         "health": f"http://127.0.0.1:{settings.api_port}/api/v1/health",
         "metrics": f"http://127.0.0.1:{settings.metrics_port}/metrics",
+        "prometheus": f"{stack.prometheus.url}/alerts" if stack.prometheus else "off (EMAILPLATFORM_PROMETHEUS=1)",
         "aws_endpoint": stack.settings.aws_endpoint_url,
         "tenant_id": stack.tenant["tenant_id"],
         "api_key": stack.tenant["api_key"],
@@ -57,6 +59,17 @@ def _deps():  # noqa: ANN202
     return bootstrap(load_settings())
 
 
+def _gateway(settings):  # noqa: ANN001, ANN202
+    """The API Gateway usage plans of every region, when the deployment requires gateway keys."""
+    if not settings.usage_plan_ids:
+        return None
+    from core.adapters.apigateway import UsagePlanKeys
+    from core.adapters.aws import client
+
+    return UsagePlanKeys({region: (client(settings, "apigateway", region), plan)
+                          for region, plan in settings.usage_plan_ids.items()})
+
+
 def _keys(args: argparse.Namespace) -> int:
     from core.services import auth
     from core.services.tenants import create_tenant
@@ -65,12 +78,12 @@ def _keys(args: argparse.Namespace) -> int:
         scopes = auth.check_scopes(args.scope) if args.scope else None
         d = _deps()
         create_tenant(d.store, d.secrets, args.tenant)  # a new tenant gets its webhook signing secret too
-        raw, key = auth.create_key(d.store, args.tenant, scopes)
+        raw, key = auth.create_key(d.store, args.tenant, scopes, gateway=_gateway(d.settings))
         print(json.dumps({"api_key": raw, "key_id": key.key_id, "tenant_id": key.tenant_id, "scopes": key.scopes}))
         return 0
     d = _deps()
     if args.action == "revoke":
-        if not auth.revoke_key(d.store, args.tenant, args.key_id):
+        if not auth.revoke_key(d.store, args.tenant, args.key_id, gateway=_gateway(d.settings)):
             print("no such key", file=sys.stderr)
             return 1
         print(json.dumps({"revoked": args.key_id}))
@@ -143,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _tenant_id(value: str) -> str:
-    if not TENANT_ID.fullmatch(value):
-        raise argparse.ArgumentTypeError("a tenant id is 1-64 characters of A-Z a-z 0-9 _ -")
-    return value
+    try:
+        return check_tenant_id(value)
+    except DomainError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 if __name__ == "__main__":

@@ -13,13 +13,21 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
     book = Runbook("resume-sending", args.execute, out)
 
     def body() -> None:
-        book.check("current state", lambda: d.store.sending_paused(args.tenant or "-") or "sending is not paused")
+        tenant = args.tenant or "-"  # "-" is no tenant: only platform-wide switches apply
+        book.check("current state", lambda: d.store.sending_paused(tenant) or "sending is not paused")
         book.act(f"resume sending for {'tenant ' + args.tenant if args.tenant else 'platform'}",
                  lambda: d.store.set_sending_switch(paused=None if args.tenant else False, tenant_id=args.tenant,
                                                     tenant_paused=False if args.tenant else None),
-                 done=lambda: d.store.sending_paused(args.tenant or "-") is None)
+                 done=lambda: d.store.sending_holds(tenant)["operator"] is None)
+        holds = d.store.sending_holds(tenant)
+        if holds["automatic"]:
+            # An automatic hold (an SES account/configuration error) lifts itself when a probe send
+            # succeeds; lift it by hand only once the cause is fixed.
+            book.act(f"lift the automatic hold ({', '.join(holds['automatic'])}: {holds['reason']})",
+                     lambda: d.store.lift_automatic_hold(args.tenant or "-", holds["automatic"]),
+                     done=lambda: not d.store.sending_holds(tenant)["automatic"])
         if args.execute:
-            book.check("switch lifted", lambda: d.store.sending_paused(args.tenant or "-") is None)
+            book.check("switch lifted", lambda: d.store.sending_paused(tenant) is None)
 
     return run(book, body, args.json)
 

@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
             for lg in logs:  # only a chunk's latest attempt counts
                 if int(lg["chunk"]) not in latest or int(lg["attempt"]) > int(latest[int(lg["chunk"])]["attempt"]):
                     latest[int(lg["chunk"])] = lg
-            doubt = [lg for lg in latest.values() if lg["state"] == "INTENT"]
+            # unfinished chunks, and finished ones with a call whose outcome SES never told us
+            doubt = [lg for lg in latest.values() if lg["state"] == "INTENT" or lg.get("in_doubt_at")
+                     or any((r or {}).get("outcome") == "IN_DOUBT" for r in (lg.get("results") or {}).values())]
             if doubt:
                 book.check(f"batch {b.batch_id} has chunks in doubt (waiting for SES evidence)",
                            lambda doubt=doubt: f"{len(doubt)} chunk(s), oldest {min(x['created_at'] for x in doubt)}",

@@ -19,6 +19,14 @@ from config.settings import Settings
 from core.observability import component
 
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
+# SendEmail is not idempotent: a retry after a lost response sends the mail twice. The SES
+# client makes exactly one attempt and gives up quickly; the sender classifies what happened
+# (core.adapters.ses) and retries only what SES certainly did not accept.
+# (botocore's ``max_attempts`` counts retries, so ``max_attempts: 1`` would still send twice:
+# ``total_max_attempts`` counts the first attempt too.)
+SES_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1}, max_pool_connections=32,
+                    connect_timeout=2, read_timeout=5)
+_SERVICE_CONFIG = {"sesv2": SES_CONFIG, "ses": SES_CONFIG}
 
 
 def session(settings: Settings, region: str | None = None) -> boto3.session.Session:
@@ -30,7 +38,7 @@ def session(settings: Settings, region: str | None = None) -> boto3.session.Sess
 
 def client(settings: Settings, service: str, region: str | None = None) -> Any:
     return session(settings, region).client(
-        service, endpoint_url=settings.aws_endpoint_url, config=_CONFIG
+        service, endpoint_url=settings.aws_endpoint_url, config=_SERVICE_CONFIG.get(service, _CONFIG)
     )
 
 

@@ -22,7 +22,14 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from core import schema
-from core.domain.errors import Fenced, IllegalTransition, InvalidInput, NotFound, StaleWrite
+from core.domain.errors import (
+    Fenced,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+    StaleWrite,
+    TemporaryError,
+)
 
 _ser, _deser = TypeSerializer(), TypeDeserializer()
 
@@ -79,10 +86,20 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
 
 
 def is_condition_failure(exc: ClientError) -> bool:
-    return exc.response["Error"]["Code"] in (
-        "ConditionalCheckFailedException",
-        "TransactionCanceledException",
-    )
+    """A lost condition, including a transaction cancelled only by failed conditions."""
+    code = exc.response["Error"]["Code"]
+    if code == "ConditionalCheckFailedException":
+        return True
+    if code != "TransactionCanceledException":
+        return False
+    codes = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+    codes = [c for c in codes if c and c != "None"]
+    return not codes or all(c == "ConditionalCheckFailed" for c in codes)
+
+
+# Cancellation reasons that are not a lost condition and go away on a retry.
+CONDITION_OR_TEMPORARY = {"ConditionalCheckFailed", "TransactionConflict", "ThrottlingError",
+                          "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
 
 
 @dataclass
@@ -347,13 +364,29 @@ class DynamoTable:
         try:
             self.client.transact_write_items(TransactItems=items)
         except ClientError as exc:
-            if is_condition_failure(exc):
-                reasons = exc.response.get("CancellationReasons") or []
-                raise self._fenced_or(
-                    StaleWrite(f"transaction lost a condition: {[r.get('Code') for r in reasons]}"),
-                    updates[0].key if updates else puts[0][0],
-                ) from None
-            raise
+            code = exc.response["Error"]["Code"]
+            if code == "ConditionalCheckFailedException":
+                raise self._fenced_or(StaleWrite("transaction lost a condition"),
+                                      updates[0].key if updates else puts[0][0]) from None
+            if code != "TransactionCanceledException":
+                raise
+            raise self._cancelled(exc, updates[0].key if updates else puts[0][0]) from None
+
+    def _cancelled(self, exc: ClientError, key: dict[str, str]) -> Exception:
+        """What a cancelled transaction means, from its ``CancellationReasons`` (one per item,
+        ``None`` for items that were fine): only a lost condition is ``StaleWrite``; a conflict
+        with another transaction or throttling is temporary; a validation error is our bug."""
+        reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+        codes = [c for c in reasons if c and c != "None"]
+        if "ValidationError" in codes:
+            return exc  # a malformed request: a bug, never retried or mistaken for a lost race
+        if codes and all(c in CONDITION_OR_TEMPORARY for c in codes):
+            if "ConditionalCheckFailed" in codes:
+                return self._fenced_or(StaleWrite(f"transaction lost a condition: {codes}"), key)
+            return TemporaryError(f"transaction cancelled, retry: {codes}", delay=0.1)
+        if not codes:  # no reasons given (an older SDK or an emulator): the cautious reading
+            return self._fenced_or(StaleWrite("transaction cancelled without reasons"), key)
+        return exc
 
 
 def expect_status(expected: Iterable[str]) -> tuple[str, dict[str, Any], dict[str, str]]:

@@ -130,6 +130,21 @@ class DynamoStore:
         ))
         return Transaction.model_validate({**tx.model_dump(), **{k: v for k, v in sets.items() if k in Transaction.model_fields}})
 
+    def request_failure(self, tx_id: str, reason: str) -> bool:
+        """A worker found the campaign cannot be sent (e.g. its template is gone): record why on
+        the READY_TO_SEND transaction for the controller, which moves it to FAILED with its
+        callback. No version bump and no status change here: the sender may only UpdateItem,
+        and a user's pause or cancel in the meantime still wins. False if it was not READY_TO_SEND."""
+        try:
+            self.table.update(Update(
+                schema.transaction_key(tx_id), set={"failure_reason": reason},
+                condition="#st = :r AND attribute_not_exists(failure_reason)",
+                values={":r": TransactionStatus.READY_TO_SEND}, names={"#st": "status"},
+            ))
+            return True
+        except StaleWrite:
+            return False
+
     def deactivate(self, tx: Transaction) -> None:
         """Drop a settled transaction from the active index: the controller stops reading it."""
         self.table.update(Update(schema.transaction_key(tx.transaction_id), set={},
@@ -174,12 +189,14 @@ class DynamoStore:
         return Batch.model_validate({**batch.model_dump(), **{k: v for k, v in sets.items() if k in Batch.model_fields}})
 
     def update_batch_summary(self, batch: Batch, summary: Summary) -> Batch:
+        """Store a recount. Counts are derived data, re-counted from the messages every pass, so
+        the write leaves ``version`` alone: status writes are conditioned on it, and a recount
+        must never make the sender's QUEUED → SENT (or any status write) lose its condition."""
         self.table.update(Update(
             schema.batch_key(batch.transaction_id, batch.batch_id),
-            set={"summary": summary.model_dump(), "version": batch.version + 1},
-            condition="#ver = :ver", values={":ver": batch.version}, names={"#ver": "version"},
+            set={"summary": summary.model_dump()}, condition="attribute_exists(PK)",
         ))
-        return batch.model_copy(update={"summary": summary, "version": batch.version + 1})
+        return batch.model_copy(update={"summary": summary})
 
     def claim_batch(self, batch: Batch, worker: str, now: datetime, lease_seconds: float) -> bool:
         """Take the batch's send lease; False when another live worker holds it."""
@@ -200,32 +217,76 @@ class DynamoStore:
             return False
 
     def release_batch(self, batch: Batch, when: datetime) -> None:
-        """Give up the send lease and ask the controller to re-dispatch the batch at ``when``."""
+        """Give up the send lease and ask the controller to re-dispatch the batch at ``when``
+        (``released_at``: the sender consumed its queue message, so a new one is needed)."""
         try:
             self.table.update(Update(
                 schema.batch_key(batch.transaction_id, batch.batch_id),
-                set={"redispatch_at": iso(when)}, remove=("lease_owner", "lease_until"),
+                set={"redispatch_at": iso(when), "released_at": iso(when)}, remove=("lease_owner", "lease_until"),
                 condition="#st = :q", values={":q": BatchStatus.QUEUED}, names={"#st": "status"},
             ))
         except StaleWrite:
             pass
 
     def mark_queued(self, batch: Batch, now: datetime, redispatch_at: datetime) -> Batch:
-        """READY → QUEUED, or a re-dispatch of a QUEUED batch (bumps ``dispatches``)."""
+        """READY → QUEUED, or a re-dispatch of a QUEUED batch (bumps ``dispatches``). Written
+        *before* the queue message is sent. A re-dispatch never takes a batch from a live lease
+        holder, and it clears the old claim and hand-back: from here the batch waits for a claim."""
         sets = {"status": BatchStatus.QUEUED, "version": batch.version + 1, "queued_at": now,
                 "redispatch_at": iso(redispatch_at)}
+        cond = "#st = :cur AND #ver = :ver"
+        values: dict[str, Any] = {":cur": batch.status, ":ver": batch.version}
+        remove: tuple[str, ...] = ()
+        if batch.status == BatchStatus.QUEUED:
+            cond += " AND (attribute_not_exists(lease_until) OR lease_until <= :now)"
+            values[":now"] = iso(now)
+            remove = ("lease_owner", "lease_until", "released_at")
         self.table.update(Update(
             schema.batch_key(batch.transaction_id, batch.batch_id), set=sets, add={"dispatches": 1},
-            condition="#st = :cur AND #ver = :ver", values={":cur": batch.status, ":ver": batch.version},
-            names={"#st": "status", "#ver": "version"},
+            remove=remove, condition=cond, values=values, names={"#st": "status", "#ver": "version"},
         ))
         return Batch.model_validate({**batch.model_dump(), "status": BatchStatus.QUEUED,
-                                     "version": batch.version + 1, "queued_at": now})
+                                     "version": batch.version + 1, "queued_at": now,
+                                     "redispatch_at": redispatch_at, "dispatches": batch.dispatches + 1})
+
+    def dispatch_state(self, batch: Batch) -> dict[str, Any]:
+        """The send-lease fields of a batch (not part of the entity): who claimed it, until when,
+        and whether a sender handed it back (``released_at``)."""
+        item = self.table.get(schema.batch_key(batch.transaction_id, batch.batch_id)) or {}
+        return {k: item.get(k) for k in ("lease_owner", "lease_until", "released_at", "version", "status")}
+
+    def postpone_redispatch(self, batch: Batch, when: datetime) -> None:
+        """Look at an unclaimed QUEUED batch again at ``when`` (its queue message still waits)."""
+        try:
+            self.table.update(Update(
+                schema.batch_key(batch.transaction_id, batch.batch_id), set={"redispatch_at": iso(when)},
+                condition="#st = :q AND #ver = :ver AND attribute_not_exists(lease_owner)",
+                values={":q": BatchStatus.QUEUED, ":ver": batch.version}, names={"#st": "status", "#ver": "version"},
+            ))
+        except StaleWrite:
+            pass
+
+    def snooze_due(self, batch: Batch, until: datetime) -> bool:
+        """Move a SCHEDULED batch's ``due`` entry to ``until`` (its campaign is paused): due items
+        that cannot act must not fill the page every pass reads first. Version unchanged."""
+        try:
+            self.table.update(Update(
+                schema.batch_key(batch.transaction_id, batch.batch_id), set={"due_at": iso(until)},
+                condition="#st = :s AND attribute_exists(due_pk)", values={":s": BatchStatus.SCHEDULED},
+                names={"#st": "status"},
+            ))
+            return True
+        except StaleWrite:
+            return False
 
     def due(self, kind: str, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
         """Items of ``kind`` (BATCH, CALLBACK) due at or before ``now``, via the ``due`` index."""
+        return self.due_page(kind, now, limit).items
+
+    def due_page(self, kind: str, now: datetime, limit: int = 100, cursor: str | None = None) -> Page:
+        """One page of due items and the cursor of the next (None at the end)."""
         return self.table.query(kind, index="due", pk_name="due_pk", sk_name="due_at",
-                                sk_upto=iso(now), limit=limit).items
+                                sk_upto=iso(now), limit=limit, cursor=cursor)
 
     # ---------------------------------------------------------------- messages
     def put_messages(self, messages: Iterable[Message]) -> int:
@@ -327,10 +388,14 @@ class DynamoStore:
             condition="#st = :i", values={":i": "INTENT"}, names={"#st": "state"},
         ))
 
-    def send_log_done(self, batch_id: str, chunk: int, attempt: int, results: dict[str, dict[str, str]]) -> None:
+    def send_log_done(self, batch_id: str, chunk: int, attempt: int, results: dict[str, dict[str, str]],
+                      in_doubt_at: datetime | None = None) -> None:
+        """Close a chunk's INTENT with each message's outcome. ``in_doubt_at`` (with IN_DOUBT
+        outcomes) bounds when SES may have accepted the message whose call did not complete."""
         self.table.update(Update(
             schema.send_log_key(batch_id, chunk, attempt),
-            set={"state": "DONE", "results": results, "done_at": iso(utcnow())},
+            set={"state": "DONE", "results": results, "done_at": iso(utcnow()),
+                 "in_doubt_at": iso(in_doubt_at) if in_doubt_at else None},
             condition="#st = :i", values={":i": "INTENT"}, names={"#st": "state"},
         ))
 
@@ -499,24 +564,52 @@ class DynamoStore:
         return _fields(item) if item else None
 
     # ---------------------------------------------------------------- platform switches
+    # One item holds two kinds of switch. The operator's (``paused``, ``paused_tenants``: the
+    # runbooks) and the automatic holds the sender trips on SES account/configuration errors
+    # (``auto_paused``, ``auto_paused_tenants``). Only a successful probe lifts an automatic hold,
+    # and it never touches the operator's switch.
     def sending_paused(self, tenant_id: str) -> str | None:
         """Why sending is paused for this tenant (platform-wide or tenant kill switch), or None."""
-        item = self.table.get(schema.SENDING_SWITCH_KEY, consistent=False) or {}
-        if item.get("paused"):
-            return f"platform: {item.get('reason', 'paused')}"
-        if tenant_id in (item.get("paused_tenants") or set()):
-            return f"tenant: {item.get('reason', 'paused')}"
+        holds = self.sending_holds(tenant_id)
+        if holds["operator"]:
+            return holds["operator"]
+        if holds["automatic"]:
+            return f"{'platform' if 'platform' in holds['automatic'] else 'tenant'} (automatic): {holds['reason']}"
         return None
 
+    def sending_holds(self, tenant_id: str) -> dict[str, Any]:
+        """``operator``: why an operator switch holds this tenant (or None); ``automatic``: the
+        automatic holds that apply (``platform``, ``tenant``) and their ``reason``."""
+        item = self.table.get(schema.SENDING_SWITCH_KEY, consistent=False) or {}
+        operator = None
+        if item.get("paused"):
+            operator = f"platform: {item.get('reason', 'paused')}"
+        elif tenant_id in (item.get("paused_tenants") or set()):
+            operator = f"tenant: {item.get('reason', 'paused')}"
+        automatic = []
+        if item.get("auto_paused"):
+            automatic.append("platform")
+        if tenant_id in (item.get("auto_paused_tenants") or set()):
+            automatic.append("tenant")
+        return {"operator": operator, "automatic": automatic, "reason": item.get("auto_reason")}
+
     def set_sending_switch(self, *, paused: bool | None = None, tenant_id: str | None = None,
-                           tenant_paused: bool | None = None, reason: str = "") -> dict[str, Any]:
+                           tenant_paused: bool | None = None, reason: str = "",
+                           source: str = "operator") -> dict[str, Any]:
+        """Set the platform-wide and/or a tenant's kill switch. ``source="automatic"`` sets the
+        sender's automatic hold instead, which lives apart from the operator's switch."""
+        auto = source == "automatic"
+        flag, tenants, why = ("auto_paused", "auto_paused_tenants", "auto_reason") if auto else (
+            "paused", "paused_tenants", "reason")
         add = delete = None
-        sets: dict[str, Any] = {"updated_at": iso(utcnow()), "reason": reason or None}
+        sets: dict[str, Any] = {"updated_at": iso(utcnow()), why: reason or None}
+        if auto:
+            sets = {"auto_updated_at": iso(utcnow()), why: reason or None}
         if paused is not None:
-            sets["paused"] = paused
+            sets[flag] = paused
         if tenant_id is not None:
             if tenant_paused:
-                add = {"paused_tenants": {tenant_id}}
+                add = {tenants: {tenant_id}}
             else:
                 delete = tenant_id
         self.table.update(Update(schema.SENDING_SWITCH_KEY, set=sets, add=add))
@@ -524,8 +617,37 @@ class DynamoStore:
             self.table.client.update_item(
                 TableName=self.table.name, Key={"PK": {"S": schema.SENDING_SWITCH_KEY["PK"]},
                                                 "SK": {"S": schema.SENDING_SWITCH_KEY["SK"]}},
-                UpdateExpression="DELETE paused_tenants :t", ExpressionAttributeValues={":t": {"SS": [delete]}})
+                UpdateExpression="DELETE #t :t", ExpressionAttributeNames={"#t": tenants},
+                ExpressionAttributeValues={":t": {"SS": [delete]}})
         return _fields(self.table.get(schema.SENDING_SWITCH_KEY) or {})
+
+    def lift_automatic_hold(self, tenant_id: str, scopes: Iterable[str]) -> None:
+        """A probe send succeeded: lift the automatic holds in ``scopes`` (never the operator's)."""
+        scopes = set(scopes)
+        if "platform" in scopes:
+            self.table.update(Update(schema.SENDING_SWITCH_KEY, set={"auto_paused": False,
+                                                                     "auto_updated_at": iso(utcnow())}))
+        if "tenant" in scopes:
+            self.set_sending_switch(tenant_id=tenant_id, tenant_paused=False, source="automatic")
+
+    def claim_sending_probe(self, scope: str, now: datetime, every_seconds: float) -> bool:
+        """Half-open breaker: at most one probe send per ``scope`` every ``every_seconds``."""
+        from datetime import timedelta
+
+        try:
+            self.table.update(Update(
+                {"PK": schema.SENDING_SWITCH_KEY["PK"], "SK": f"SENDING_PROBE#{scope}"},
+                set={"next_probe_at": iso(now + timedelta(seconds=every_seconds))},
+                condition="attribute_not_exists(next_probe_at) OR next_probe_at <= :now", values={":now": iso(now)},
+            ))
+            return True
+        except StaleWrite:
+            return False
+
+    def delay_sending_probe(self, scope: str, until: datetime) -> None:
+        """No probe for ``scope`` before ``until`` (a hold was just tripped)."""
+        self.table.update(Update({"PK": schema.SENDING_SWITCH_KEY["PK"], "SK": f"SENDING_PROBE#{scope}"},
+                                 set={"next_probe_at": iso(until)}))
 
     def get_flag(self, key: dict[str, str]) -> dict[str, Any] | None:
         return self.table.get(key)

@@ -73,3 +73,23 @@ class MessageRefused(DomainError):
     """A permanent, per-message refusal (e.g. SES rejected the address). Not retried."""
 
     code, http_status = "message_refused", 422
+
+
+class SendInDoubt(DomainError):
+    """SES may or may not have accepted the message (timeout, connection error, 5xx, unknown
+    error). Never retried blindly: the Send-evidence policy decides."""
+
+    code, http_status = "send_in_doubt", 503
+
+
+class SendingHeld(DomainError):
+    """SES refused the call for a reason about the account or its configuration, not about
+    the message: every further send would fail the same way. ``scope`` is ``tenant`` when it
+    is about the tenant's identity or from address, else ``platform``."""
+
+    code, http_status = "sending_held", 503
+
+    def __init__(self, message: str, *, ses_code: str, scope: str):
+        super().__init__(message)
+        self.ses_code = ses_code
+        self.scope = scope

@@ -54,7 +54,7 @@ TRANSACTION_TRANSITIONS: dict[TransactionStatus, frozenset[TransactionStatus]] =
     T.ACCEPT: frozenset({T.PROCESSING, T.FAILED, T.CANCELLED}),
     T.PROCESSING: frozenset({T.SCHEDULED, T.READY_TO_SEND, T.FAILED, T.CANCELLED}),
     T.SCHEDULED: frozenset({T.READY_TO_SEND, T.PAUSED, T.CANCELLED}),
-    T.READY_TO_SEND: frozenset({T.SENT, T.PAUSED, T.CANCELLED}),
+    T.READY_TO_SEND: frozenset({T.SENT, T.PAUSED, T.CANCELLED, T.FAILED}),  # FAILED: unsendable (template gone)
     T.PAUSED: frozenset({T.SCHEDULED, T.READY_TO_SEND, T.CANCELLED}),
     T.SENT: frozenset({T.COMPLETED}),
     T.COMPLETED: frozenset(),

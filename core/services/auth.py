@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from core.domain.errors import Forbidden, InvalidInput, Unauthorized
 from core.domain.models import ApiKey, new_id
@@ -36,19 +36,36 @@ def check_scopes(scopes: list[str]) -> list[str]:
     return sorted(set(scopes))
 
 
-def create_key(store: Any, tenant_id: str, scopes: list[str] | None = None, raw: str | None = None) -> tuple[str, ApiKey]:
-    """Create a key; the raw value is returned once and never stored."""
+class GatewayKeys(Protocol):
+    """Where API keys must also exist for the edge to let requests through (API Gateway usage plans)."""
+
+    def register(self, raw: str, name: str) -> list[str]: ...
+    def disable(self, name: str) -> int: ...
+
+
+def gateway_key_name(key: ApiKey) -> str:
+    return f"{key.tenant_id}.{key.key_id}"
+
+
+def create_key(store: Any, tenant_id: str, scopes: list[str] | None = None, raw: str | None = None,
+               gateway: GatewayKeys | None = None) -> tuple[str, ApiKey]:
+    """Create a key; the raw value is returned once and never stored (only its hash, and the
+    gateway's own copy when the edge requires keys)."""
     scopes = check_scopes(scopes) if scopes else list(SCOPES)
     raw = raw or "ep_" + secrets.token_urlsafe(32)
     key = ApiKey(key_id=new_id("key_"), tenant_id=tenant_id, scopes=scopes)
+    if gateway is not None:  # first at the edge: a key the edge refuses is of no use
+        gateway.register(raw, gateway_key_name(key))
     store.put_api_key(hash_key(raw), key)
     return raw, key
 
 
-def revoke_key(store: Any, tenant_id: str, key_id: str) -> bool:
+def revoke_key(store: Any, tenant_id: str, key_id: str, gateway: GatewayKeys | None = None) -> bool:
     for key_hash, key in store.api_keys(tenant_id):
         if key.key_id == key_id:
             store.revoke_api_key(key_hash)
+            if gateway is not None:
+                gateway.disable(gateway_key_name(key))
             return True
     return False
 

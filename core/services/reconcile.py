@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from core.domain.errors import DomainError, StaleWrite
-from core.domain.models import Summary, Transaction
+from core.domain.models import Summary, Transaction, parse_iso
 from core.domain.statuses import FINAL_MESSAGE, TERMINAL_BATCH, BatchStatus, MessageStatus
 from core.domain.statuses import TransactionStatus as T
 from core.observability import BATCHES_DISPATCHED, REPUTATION_ALARM, REPUTATION_PAUSES, log
@@ -20,24 +20,45 @@ B = BatchStatus
 DELIVERED_LIKE = {"DELIVERED", "OPENED", "CLICKED", "COMPLAINED"}
 
 
-def release_due(*, store: Any, clock: Any) -> int:
-    """Scheduled batches whose send_at has come: SCHEDULED → READY; then the transaction."""
+# A pass reads the due index page by page up to this many items: enough to get past items that
+# cannot act (paused campaigns), bounded so one pass stays short.
+DUE_PAGE, DUE_BUDGET = 100, 2000
+PAUSED_RECHECK = timedelta(seconds=60)  # a paused campaign's due batch is looked at again after this
+
+
+def release_due(*, store: Any, clock: Any, page_size: int = DUE_PAGE, budget: int = DUE_BUDGET) -> int:
+    """Scheduled batches whose send_at has come: SCHEDULED → READY; then the transaction.
+
+    A paused campaign's batches stay due but cannot act: each is snoozed (its due entry moved
+    ``PAUSED_RECHECK`` ahead) and the pass pages on, so however many there are they never
+    starve another tenant's schedule. Resuming the campaign makes them due again within that time.
+    """
     released = 0
     touched: set[str] = set()
-    for item in store.due("BATCH", clock.now()):
-        batch = store.get_batch(item["batch_id"], item["transaction_id"])
-        if batch.status != B.SCHEDULED:
-            continue
-        tx = store.get_transaction(batch.transaction_id)
-        if tx.status == T.PAUSED:
-            continue
-        target = B.CANCELLED if tx.status in (T.CANCELLED, T.FAILED) else B.READY
-        try:
-            store.change_batch_status(batch, target, clear_due=True)
-            released += target == B.READY
-            touched.add(batch.transaction_id)
-        except StaleWrite:
-            continue
+    txs: dict[str, Transaction] = {}
+    now, cursor, seen = clock.now(), None, 0
+    while seen < budget:
+        page = store.due_page("BATCH", now, min(page_size, budget - seen), cursor)
+        seen += len(page.items)
+        for item in page.items:
+            batch = store.get_batch(item["batch_id"], item["transaction_id"])
+            if batch.status != B.SCHEDULED:
+                continue
+            tx = txs.get(batch.transaction_id) or store.get_transaction(batch.transaction_id)
+            txs[batch.transaction_id] = tx
+            if tx.status == T.PAUSED:
+                store.snooze_due(batch, now + PAUSED_RECHECK)
+                continue
+            target = B.CANCELLED if tx.status in (T.CANCELLED, T.FAILED) else B.READY
+            try:
+                store.change_batch_status(batch, target, clear_due=True)
+                released += target == B.READY
+                touched.add(batch.transaction_id)
+            except StaleWrite:
+                continue
+        cursor = page.cursor
+        if not cursor:
+            break
     for tx_id in touched:
         tx = store.get_transaction(tx_id)
         if tx.status == T.SCHEDULED and not any(b.status == B.SCHEDULED for b in store.batches(tx_id)):
@@ -47,30 +68,61 @@ def release_due(*, store: Any, clock: Any) -> int:
 
 def dispatch(tx: Transaction, batches: list[Any], *, store: Any, queue: Any, clock: Any,
              stale_after: timedelta) -> int:
-    """READY batches → the send queue once; QUEUED batches whose redispatch time passed again.
+    """READY batches → the send queue once; a QUEUED batch again only when its message is gone.
 
-    The queue message is sent before the status write. A crash between the two re-sends it
-    with the same deduplication id (FIFO drops it within 5 minutes) and the sender's lease and
-    send log make any later duplicate a no-op.
+    The QUEUED status is written (conditionally) *before* the queue message is sent, so two
+    controllers cannot both send it and a crash in between leaves a QUEUED batch with no message,
+    which the re-dispatch rule repairs. A QUEUED batch is sent again only when (a) a sender
+    handed it back (it consumed the message: paused, throttled, held, in doubt), (b) its claim
+    expired (the sender died), or (c) no sender claimed it for ``stale_after`` and its message is
+    known lost: the send queue is empty, or it has waited ``LOST_AFTER`` re-dispatch periods
+    (gone to the dead-letter queue). A message still waiting in a backed-up queue is left alone:
+    re-sending it would only grow the backlog.
     """
     now = clock.now()
     sent = 0
+    queue_empty: bool | None = None
     for batch in batches:
         redispatch = batch.status == B.QUEUED and batch.redispatch_at is not None and batch.redispatch_at <= now
         if batch.status != B.READY and not redispatch:
             continue
-        # A re-dispatch goes in a new FIFO group: a lost in-flight copy must not block it.
-        queue.send({"tenant_id": tx.tenant_id, "transaction_id": tx.transaction_id, "batch_id": batch.batch_id},
-                   group=f"{batch.batch_id}:{batch.dispatches}", dedup_id=f"{batch.batch_id}:{batch.version}")
+        if redispatch:
+            state = store.dispatch_state(batch)
+            lease_until = parse_iso(state["lease_until"]) if state.get("lease_until") else None
+            if lease_until is not None and lease_until > now:
+                continue  # a sender holds it
+            if lease_until is None and not state.get("released_at"):
+                # Never claimed since it was queued: is its message waiting, or lost?
+                lost_at = (batch.queued_at or now) + stale_after * LOST_AFTER
+                if queue_empty is None:
+                    queue_empty = _queue_empty(queue)
+                if not queue_empty and now < lost_at:
+                    store.postpone_redispatch(batch, min(now + stale_after, lost_at))
+                    continue
         try:
-            store.mark_queued(batch, now, now + stale_after)
+            queued = store.mark_queued(batch, now, now + stale_after)
         except StaleWrite:
             continue
+        # A re-dispatch goes in a new FIFO group: a lost in-flight copy must not block it.
+        queue.send({"tenant_id": tx.tenant_id, "transaction_id": tx.transaction_id, "batch_id": batch.batch_id},
+                   group=f"{batch.batch_id}:{queued.dispatches}", dedup_id=f"{batch.batch_id}:{queued.version}")
         sent += 1
         BATCHES_DISPATCHED.inc()
         log.info("batch dispatched", transaction_id=tx.transaction_id, batch_id=batch.batch_id,
                  redispatch=redispatch)
     return sent
+
+
+LOST_AFTER = 30  # re-dispatch periods an unclaimed batch may wait in a busy queue before it counts as lost
+
+
+def _queue_empty(queue: Any) -> bool:
+    """True when the send queue holds no message at all (visible or in flight)."""
+    depth = getattr(queue, "depth", None)
+    if depth is None:
+        return False
+    d = depth()
+    return sum(d.values()) == 0
 
 
 def count_batch(store: Any, batch: Any) -> tuple[Summary, bool]:
@@ -127,6 +179,9 @@ def advance(tx: Transaction, *, store: Any, queue: Any, clock: Any, settings: An
         return tx
     if tx.status not in (T.READY_TO_SEND, T.SENT):
         return tx
+    if tx.status == T.READY_TO_SEND and tx.failure_reason:  # a sender found it unsendable (store.request_failure)
+        log.error("campaign failed", transaction_id=tx.transaction_id, reason=tx.failure_reason)
+        return change_status(store, clock, tx, T.FAILED, {"failure_reason": tx.failure_reason})
     batches = store.batches(tx.transaction_id)
     if tx.status == T.READY_TO_SEND:
         dispatch(tx, batches, store=store, queue=queue, clock=clock,

@@ -15,6 +15,18 @@ Crash policy (the dangerous point is between the SES call and recording it):
     lagging pipeline therefore holds the chunk back rather than letting a fixed timer run out
     first. Messages with evidence count as sent; the rest were never accepted and go out in a
     new attempt.
+  * A single SES call can be in doubt too: a timeout, a dropped connection, a 5xx or an error
+    we do not know (the SES client makes one attempt, never an SDK retry). The chunk stops there,
+    its send log is closed with that message's outcome IN_DOUBT and ``in_doubt_at`` (the call had
+    ended by then), and the same evidence rule decides it: a Send event moves it to SENT, without
+    one after the window it is sent again. Throttling is the only error retried at once (SES did
+    not accept the call), and never past ``send_by``.
+  * An SES error about the account or its configuration (permissions, configuration set,
+    unverified identity or from domain, sandbox, suspended or paused sending, a refused tag) would
+    fail every message alike: nothing is failed, the batch is given back and an automatic hold
+    (distinct from the operators' kill switch) stops the tenant or the platform. Every
+    ``HOLD_PROBE_SECONDS`` one held batch probes SES with one message; its success lifts the hold.
+  * A template that cannot be loaded for good (deleted, access denied) fails the campaign.
   * The batch is SENT when every chunk is DONE; until then the controller re-dispatches it.
 This keeps the hot path to two small writes per chunk instead of two per message. A stalled
 (not lagging) event pipeline looks quiet; its queue-age alarm is the guard for that case.
@@ -30,19 +42,45 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from core.domain.errors import MessageRefused, StaleWrite, TemporaryError
+from botocore.exceptions import ClientError
+
+from core.domain.errors import (
+    MessageRefused,
+    NotFound,
+    PayloadTooLarge,
+    SendInDoubt,
+    SendingHeld,
+    StaleWrite,
+    TemporaryError,
+)
 from core.domain.models import iso, parse_iso
 from core.domain.statuses import SENDABLE_MESSAGE, BatchStatus, MessageStatus
 from core.domain.statuses import TransactionStatus as T
 from core.observability import SEND_THROTTLED, SENDS, log
 from core.services.rendering import RenderError, check_header, render
 
+IN_DOUBT = "IN_DOUBT"  # a send-log outcome: SES may have accepted it; Send evidence decides
+HOLD_PROBE_SECONDS = 60.0  # how often a held tenant/platform is probed with one real send
+# S3 answers that no retry will change: the campaign cannot be sent with this template.
+_TEMPLATE_GONE = {"AccessDenied", "403", "NoSuchKey", "404", "NoSuchBucket", "NotFound", "KMS.DisabledException",
+                  "KMS.KMSInvalidStateException", "KMS.NotFoundException", "AccessDeniedException"}
+
 
 @dataclass
 class SendOutcome:
-    state: str  # sent · in_doubt · busy · stopped · nothing_to_do
+    state: str  # sent · in_doubt · busy · stopped · held · failed · nothing_to_do
     sent: int = 0
     failed: int = 0
+
+
+@dataclass
+class ChunkRun:
+    """What one chunk's sends came to; ``stop`` says why it ended early (None: it did not)."""
+
+    results: dict[str, dict[str, str]]
+    stop: str | None = None  # partial (throttled, send-by reached) · in_doubt · held
+    in_doubt_at: datetime | None = None
+    held: SendingHeld | None = None
 
 
 def unsubscribe_token(secret: str, tenant_id: str, email: str, message_id: str) -> str:
@@ -84,21 +122,29 @@ class BatchSender:
         messages, logs = store.batch_partition(batch_id)
         messages.sort(key=lambda m: m.message_id)
         latest: dict[int, dict[str, Any]] = {}
-        for entry in logs:
+        outcomes: dict[int, dict[str, dict[str, str]]] = {}  # every attempt's outcomes, later ones winning
+        for entry in sorted(logs, key=lambda e: int(e["attempt"])):
             c = int(entry["chunk"])
-            if c not in latest or int(entry["attempt"]) > int(latest[c]["attempt"]):
-                latest[c] = entry
+            latest[c] = entry
+            if entry["state"] == "DONE":
+                outcomes.setdefault(c, {}).update(entry.get("results") or {})
         k = self.settings.send_chunk_size
         outcome = SendOutcome("sent")
         in_doubt_until: datetime | None = None
-        subject_src, html_src = self._source(tx)
+        source: tuple[str, str] | None = None  # loaded once there is something to send
         for c in range(0, (len(messages) + k - 1) // k):
             chunk = messages[c * k:(c + 1) * k]
             prev = latest.get(c)
             attempt = 1
             if prev is not None:
-                if prev["state"] == "DONE" and self._chunk_complete(chunk, prev):
-                    continue
+                if prev["state"] == "DONE":
+                    if self._doubt_left(chunk, prev):  # a call that did not complete: wait for evidence
+                        until = self._evidence_pending_until({**prev, "send_by": prev["in_doubt_at"]})
+                        if until is not None:
+                            in_doubt_until = max(in_doubt_until or until, until)
+                            continue
+                    if self._chunk_complete(chunk, outcomes.get(c, {})):
+                        continue
                 if prev["state"] == "INTENT":
                     until = self._evidence_pending_until(prev)
                     if until is not None:
@@ -107,20 +153,33 @@ class BatchSender:
                 attempt = int(prev["attempt"]) + 1
             # Without evidence (no Send event moved it to SENT) a message was never accepted.
             todo = [m for m in chunk if m.status in SENDABLE_MESSAGE or m.status == MessageStatus.SENDING]
-            if prev is not None:
-                done = set((prev.get("results") or {}).keys()) if prev["state"] == "DONE" else set()
-                todo = [m for m in todo if m.message_id not in done]
+            # Sent in an earlier attempt but not yet moved to SENT by its event: never again.
+            done = {mid for mid, r in outcomes.get(c, {}).items() if r.get("outcome") != IN_DOUBT}
+            todo = [m for m in todo if m.message_id not in done]
             if not todo:
                 continue
+            if source is None:
+                try:
+                    source = self._source(tx)
+                except Exception as exc:  # noqa: BLE001 - classified there; anything unknown is retried
+                    return self._template_unavailable(tx, batch, exc)
+            subject_src, html_src = source
             claimed_at = self.clock.now()
             if not store.claim_batch(batch, me, claimed_at, lease):
                 return SendOutcome("busy", outcome.sent, outcome.failed)  # our lease lapsed: another worker owns it
-            switched_off = store.sending_paused(tx.tenant_id)
-            if switched_off:
+            holds = store.sending_holds(tx.tenant_id)
+            if holds["operator"]:
                 log.warning("batch send held by kill switch", transaction_id=transaction_id, batch_id=batch_id,
-                            why=switched_off)
+                            why=holds["operator"])
                 self._redispatch_at(batch, self.clock.now() + timedelta(seconds=30))
                 return SendOutcome("stopped", outcome.sent, outcome.failed)
+            probing: list[str] = holds["automatic"]
+            if probing and not store.claim_sending_probe(self._probe_scope(tx, probing), self.clock.now(),
+                                                         self._probe_every()):
+                log.info("batch send held until SES works again", transaction_id=transaction_id,
+                         batch_id=batch_id, scopes=probing, why=holds["reason"])
+                self._redispatch_at(batch, self.clock.now() + timedelta(seconds=self._probe_every()))
+                return SendOutcome("held", outcome.sent, outcome.failed)
             current = store.get_transaction(transaction_id)
             if current.status != T.READY_TO_SEND:
                 log.info("batch send stopped", transaction_id=transaction_id, batch_id=batch_id,
@@ -136,9 +195,20 @@ class BatchSender:
             send_by = self._cover_booking(batch, me, c, attempt, booking.end, send_by)
             if send_by is None:
                 return SendOutcome("busy", outcome.sent, outcome.failed)
-            results = self._send_chunk(tx, todo, suppressed, subject_src, html_src, outcome, booking, send_by)
-            store.send_log_done(batch_id, c, attempt, results)
-            if len(results) < len(todo):  # stopped early (throttling, or the lease ran out): retry later
+            run = self._send_chunk(tx, todo, suppressed, subject_src, html_src, outcome, booking, send_by, probing)
+            store.send_log_done(batch_id, c, attempt, run.results, in_doubt_at=run.in_doubt_at)
+            if run.stop == "in_doubt":
+                until = self._evidence_pending_until({"send_by": iso(run.in_doubt_at), "region": self.settings.region,
+                                                      "created_at": iso(run.in_doubt_at)})
+                until = until or self.clock.now()
+                self._redispatch_at(batch, until)
+                log.warning("batch has in-doubt chunks", transaction_id=transaction_id, batch_id=batch_id,
+                            resolve_at=iso(until))
+                return SendOutcome("in_doubt", outcome.sent, outcome.failed)
+            if run.stop == "held":
+                self._hold(tx, batch, run.held)
+                return SendOutcome("held", outcome.sent, outcome.failed)
+            if run.stop is not None:  # stopped early (throttling, or the lease ran out): retry later
                 self._redispatch_at(batch, self.clock.now() + timedelta(seconds=30))
                 return SendOutcome("stopped", outcome.sent, outcome.failed)
         if in_doubt_until is not None:
@@ -154,6 +224,59 @@ class BatchSender:
         log.info("batch sent", transaction_id=transaction_id, batch_id=batch_id, sent=outcome.sent,
                  failed=outcome.failed)
         return outcome
+
+    # -- holds (SES account/configuration errors) -----------------------------------------
+    def _probe_every(self) -> float:
+        return float(getattr(self.settings, "ses_hold_probe_seconds", HOLD_PROBE_SECONDS))
+
+    @staticmethod
+    def _probe_scope(tx: Any, scopes: list[str]) -> str:
+        return "platform" if "platform" in scopes else f"tenant#{tx.tenant_id}"
+
+    def _hold(self, tx: Any, batch: Any, held: SendingHeld) -> None:
+        """Trip the automatic hold for the error's scope and give the batch back: it comes back
+        after a delay and probes SES with one message (half-open), which lifts the hold."""
+        reason = f"SES {held.ses_code}: {held.message}"[:500]
+        if held.scope == "tenant":
+            self.store.set_sending_switch(tenant_id=tx.tenant_id, tenant_paused=True, reason=reason,
+                                          source="automatic")
+        else:
+            self.store.set_sending_switch(paused=True, reason=reason, source="automatic")
+        later = self.clock.now() + timedelta(seconds=self._probe_every())
+        self.store.delay_sending_probe(self._probe_scope(tx, [held.scope]), later)
+        self._redispatch_at(batch, later)
+        log.error("sending held: SES account or configuration error", transaction_id=tx.transaction_id,
+                  batch_id=batch.batch_id, tenant_id=tx.tenant_id, scope=held.scope, code=held.ses_code,
+                  why=held.message[:300], probe_at=iso(later))
+
+    # -- templates ------------------------------------------------------------------------
+    def _template_unavailable(self, tx: Any, batch: Any, exc: Exception) -> SendOutcome:
+        """A template that cannot be loaded for good fails the campaign (the controller writes the
+        FAILED status and its callback); anything else is given back for a later attempt."""
+        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+        permanent = isinstance(exc, NotFound | PayloadTooLarge | UnicodeDecodeError) or code in _TEMPLATE_GONE
+        if not permanent:
+            log.warning("template could not be loaded, retrying later", transaction_id=tx.transaction_id,
+                        batch_id=batch.batch_id, error=str(exc)[:300])
+            self._redispatch_at(batch, self.clock.now() + timedelta(seconds=30))
+            return SendOutcome("stopped")
+        what = f"{code}: " if code else f"{type(exc).__name__}: "
+        reason = f"template {tx.template_id} version {tx.template_version} cannot be loaded ({what}{exc})"[:500]
+        # The controller moves the campaign to FAILED (with its callback) on its next pass; the
+        # batches are cancelled with it. Asking instead of writing keeps the sender to UpdateItem.
+        self.store.request_failure(tx.transaction_id, reason)
+        log.error("campaign cannot be sent: template cannot be loaded", transaction_id=tx.transaction_id,
+                  template_id=tx.template_id, version=tx.template_version, error=str(exc)[:300])
+        self._redispatch_at(batch, self.clock.now() + timedelta(seconds=self._probe_every()))
+        return SendOutcome("failed")
+
+    @staticmethod
+    def _doubt_left(chunk: list[Any], log_entry: dict[str, Any]) -> bool:
+        """A message of this chunk is in doubt and no Send event has settled it yet."""
+        results = log_entry.get("results") or {}
+        return bool(log_entry.get("in_doubt_at")) and any(
+            (results.get(m.message_id) or {}).get("outcome") == IN_DOUBT
+            and (m.status in SENDABLE_MESSAGE or m.status == MessageStatus.SENDING) for m in chunk)
 
     def _evidence_pending_until(self, intent: dict[str, Any]) -> datetime | None:
         """None once an in-doubt chunk's Send evidence is complete, else when to look again."""
@@ -173,9 +296,9 @@ class BatchSender:
         return recorded_at + window
 
     @staticmethod
-    def _chunk_complete(chunk: list[Any], log_entry: dict[str, Any]) -> bool:
-        results = log_entry.get("results") or {}
-        return all(m.message_id in results or m.status not in SENDABLE_MESSAGE for m in chunk)
+    def _chunk_complete(chunk: list[Any], results: dict[str, dict[str, str]]) -> bool:
+        return all((m.message_id in results and results[m.message_id].get("outcome") != IN_DOUBT)
+                   or m.status not in SENDABLE_MESSAGE for m in chunk)
 
     def _redispatch_at(self, batch: Any, when: datetime) -> None:
         self.store.release_batch(batch, when)
@@ -195,9 +318,14 @@ class BatchSender:
         return needed
 
     def _send_chunk(self, tx: Any, todo: list[Any], suppressed: set[str], subject_src: str, html_src: str,
-                    outcome: SendOutcome, booking: Any, send_by: datetime) -> dict[str, dict[str, str]]:
+                    outcome: SendOutcome, booking: Any, send_by: datetime, probing: list[str]) -> ChunkRun:
+        """Send a chunk's messages in order. Stops at the first call in doubt (recorded as such),
+        at an account/configuration error (nothing more can go out), when throttling outlasts our
+        patience, or at ``send_by``. With ``probing`` (automatic holds in force) the first
+        message is the probe: its success lifts those holds."""
         store, settings = self.store, self.settings
-        results: dict[str, dict[str, str]] = {}
+        run = ChunkRun(results={})
+        results = run.results
         cache_key = f"{tx.template_id}:{tx.template_version}"
         for i, m in enumerate(todo):
             if m.recipient_email.lower() in suppressed:
@@ -220,20 +348,44 @@ class BatchSender:
             booking.wait_turn()
             if self.clock.now() >= send_by:
                 log.warning("chunk stopped at its send-by time", batch_id=m.batch_id, left=len(todo) - i)
+                run.stop = "partial"
                 break  # our lease is over: another worker may own the batch now
-            ses_id = self._send_one(tx, m, subject, html, unsub, results)
+            try:
+                ses_id = self._send_one(tx, m, subject, html, unsub, results, send_by)
+            except SendInDoubt as exc:
+                run.in_doubt_at = self.clock.now()  # SES accepted it by now, if at all
+                results[m.message_id] = {"outcome": IN_DOUBT, "reason": str(exc)[:300]}
+                run.stop = "in_doubt"
+                SENDS.labels("in_doubt").inc()
+                log.warning("send in doubt: waiting for SES evidence", batch_id=m.batch_id,
+                            message_id=m.message_id, error=str(exc)[:300])
+                break
+            except SendingHeld as exc:
+                run.held, run.stop = exc, "held"
+                SENDS.labels("held").inc()
+                break
             if ses_id is None and m.message_id not in results:
-                break  # throttled past our patience: the rest go in a later attempt
+                run.stop = "partial"
+                break  # throttled past our patience (or send-by reached): the rest go in a later attempt
             if ses_id:
                 results[m.message_id] = {"outcome": "SENT", "ses": ses_id}
                 outcome.sent += 1
                 SENDS.labels("sent").inc()
-        return results
+                if probing:
+                    store.lift_automatic_hold(tx.tenant_id, probing)
+                    log.info("sending hold lifted: a probe send succeeded", tenant_id=tx.tenant_id,
+                             scopes=probing, batch_id=m.batch_id)
+                    probing = []
+        return run
 
     def _send_one(self, tx: Any, m: Any, subject: str, html: str, unsub: str,
-                  results: dict[str, dict[str, str]]) -> str | None:
+                  results: dict[str, dict[str, str]], send_by: datetime) -> str | None:
+        """One message, retried only on throttling (SES did not accept those calls). Raises
+        SendInDoubt and SendingHeld; None when it failed for good or must wait for a later attempt."""
         delay = 0.2
-        for _ in range(6):
+        for attempt in range(6):
+            if attempt and self.clock.now() >= send_by:
+                return None  # no SES call starts after the chunk's send-by time
             try:
                 return self.mailer.send(
                     sender=tx.from_address or self.settings.default_from, to=m.recipient_email,

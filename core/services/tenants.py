@@ -7,6 +7,7 @@ import secrets as _secrets
 from typing import Any
 
 from core.domain.errors import Conflict
+from core.domain.ids import check_tenant_id
 from core.services.auth import create_key, hash_key
 
 
@@ -16,6 +17,7 @@ def new_webhook_secret() -> str:
 
 def create_tenant(store: Any, signing: Any, tenant_id: str) -> None:
     """The tenant record and its webhook signing secret (every callback needs one); idempotent."""
+    check_tenant_id(tenant_id)
     if store.get_tenant(tenant_id) is None:
         store.put_tenant(tenant_id, {"name": tenant_id})
     if not signing.signing_secrets(tenant_id):
@@ -25,6 +27,7 @@ def create_tenant(store: Any, signing: Any, tenant_id: str) -> None:
 def ensure_tenant(store: Any, signing: Any, tenant_id: str, *, api_key: str | None = None,
                   webhook_secret: str | None = None) -> dict[str, Any]:
     """Create (or re-assert) a tenant; idempotent, so a restart with the same values is a no-op."""
+    check_tenant_id(tenant_id)
     if store.get_tenant(tenant_id) is None:
         store.put_tenant(tenant_id, {"name": tenant_id})
     existing = store.api_key(hash_key(api_key)) if api_key else None

@@ -113,7 +113,7 @@ class Api(pulumi.ComponentResource):
                 "path": "$context.path", "status": "$context.status", "latencyMs": "$context.responseLatency",
                 "apiKeyId": "$context.identity.apiKeyId", "waf": "$context.wafResponseCode"})},
             opts=child(self, args.provider, depends_on=[self.account]))
-        plan = aws.apigateway.UsagePlan(f"{name}-plan", name=f"{args.prefix}-default",
+        self.plan = plan = aws.apigateway.UsagePlan(f"{name}-plan", name=f"{args.prefix}-default",
                                         api_stages=[{"api_id": self.rest.id, "stage": self.stage.stage_name}],
                                         throttle_settings={"rate_limit": args.rate_limit, "burst_limit": args.burst_limit},
                                         opts=o)

@@ -33,14 +33,14 @@ def test_ready_batches_are_dispatched_once(deps, tenant):
     assert {b.status for b in deps.store.batches(tx_id)} == {BatchStatus.QUEUED}
 
 
-def test_crash_between_queue_send_and_status_write_does_not_duplicate(deps, tenant, monkeypatch):
+def test_crash_before_the_status_write_does_not_duplicate(deps, tenant, monkeypatch):
     tx_id = submit(deps, "tenant-a", recipients(50))
     c = leader(deps)
     c.ingest_pass()
     real = type(deps.store).mark_queued
 
     def dies(*a, **kw):
-        raise RuntimeError("killed after the queue send, before the status write")
+        raise RuntimeError("killed before the status write")
 
     monkeypatch.setattr(type(deps.store), "mark_queued", dies)
     tx = deps.store.get_transaction(tx_id)
@@ -48,9 +48,98 @@ def test_crash_between_queue_send_and_status_write_does_not_duplicate(deps, tena
         reconcile.dispatch(tx, deps.store.batches(tx_id), store=deps.store, queue=deps.send_queue,
                            clock=deps.clock, stale_after=timedelta(minutes=15))
     monkeypatch.setattr(type(deps.store), "mark_queued", real)
-    c.advance_pass()  # restart: the batch is still READY, so it is sent again with the same dedup id
-    assert len(drain(deps.send_queue)) == 1  # FIFO deduplication dropped the second copy
+    assert drain(deps.send_queue) == []  # the status is written before the queue message is sent
+    c.advance_pass()  # restart: the batch is still READY, so it is dispatched now
+    assert len(drain(deps.send_queue)) == 1
     assert deps.store.batches(tx_id)[0].status == BatchStatus.QUEUED
+
+
+def test_crash_between_status_write_and_queue_send_is_repaired_by_the_redispatch_rule(deps, tenant, clock,
+                                                                                    monkeypatch):
+    tx_id = submit(deps, "tenant-a", recipients(50))
+    c = leader(deps)
+    c.ingest_pass()
+
+    def dies(*a, **kw):
+        raise RuntimeError("killed after the status write, before the queue send")
+
+    monkeypatch.setattr(deps.send_queue, "send", dies)
+    c.advance_pass()  # the pass logs the item's failure and goes on
+    monkeypatch.undo()
+    assert deps.store.batches(tx_id)[0].status == BatchStatus.QUEUED and drain(deps.send_queue) == []
+    c.advance_pass()
+    assert drain(deps.send_queue) == []  # not yet: the message might still be on its way
+    clock.advance(deps.settings.redispatch_after_seconds + 1)
+    c.heartbeat()
+    c.advance_pass()  # nobody claimed it and the queue is empty: the message is lost
+    assert len(drain(deps.send_queue)) == 1
+    c.advance_pass()
+    assert drain(deps.send_queue) == []
+
+
+def test_a_batch_waiting_in_a_busy_queue_is_not_redispatched(deps, tenant, clock):
+    """No redispatch storm: a backed-up queue is not fed a copy of every waiting batch."""
+    tx_id = submit(deps, "tenant-a", recipients(120))
+    c = leader(deps)
+    c.ingest_pass()
+    c.advance_pass()
+    for _ in range(5):
+        clock.advance(deps.settings.redispatch_after_seconds + 1)
+        c.heartbeat()
+        c.advance_pass()
+    assert len(drain(deps.send_queue)) == 3  # one message per batch, still waiting
+    assert {b.dispatches for b in deps.store.batches(tx_id)} == {1}
+
+
+def test_an_expired_claim_or_a_handed_back_batch_is_redispatched(deps, tenant, clock):
+    tx_id = submit(deps, "tenant-a", recipients(100))
+    c = leader(deps)
+    c.ingest_pass()
+    c.advance_pass()
+    assert len(drain(deps.send_queue)) == 2  # both messages consumed by senders
+    b1, b2 = deps.store.batches(tx_id)
+    assert deps.store.claim_batch(b1, "dead-worker", clock.now(), 60)  # dies holding the lease
+    assert deps.store.claim_batch(b2, "live-worker", clock.now(), 60)
+    deps.store.release_batch(b2, clock.now() + timedelta(seconds=30))  # e.g. throttled: give it back
+    clock.advance(31)
+    c.heartbeat()
+    c.advance_pass()
+    assert [m["Body"] for m in drain(deps.send_queue)] == [
+        f'{{"tenant_id": "tenant-a", "transaction_id": "{tx_id}", "batch_id": "{b2.batch_id}"}}']
+    clock.advance(30)  # b1's claim has expired now
+    c.heartbeat()
+    c.advance_pass()
+    assert len(drain(deps.send_queue)) == 1
+    c.advance_pass()
+    assert drain(deps.send_queue) == []
+
+
+def test_paused_campaigns_due_batches_do_not_starve_other_tenants(deps, tenant, clock):
+    from core.domain.models import Batch, batch_id_for, iso
+
+    early = clock.now() - timedelta(hours=1)
+    paused = Transaction(transaction_id="tx_paused", tenant_id="tenant-p", template_id="t", template_version=1,
+                         csv_s3_key="k", status=TransactionStatus.PAUSED, paused_from=TransactionStatus.SCHEDULED)
+    deps.store.table.put({"PK": "TRANSACTION#tx_paused", "SK": "METADATA", **paused.model_dump()})
+    deps.store.table.batch_put(
+        {"PK": "TRANSACTION#tx_paused", "SK": f"BATCH#{batch_id_for('tx_paused', i)}", "due_pk": "BATCH",
+         "due_at": iso(early + timedelta(seconds=i)),
+         **Batch(batch_id=batch_id_for("tx_paused", i), transaction_id="tx_paused", tenant_id="tenant-p", index=i,
+                 status=BatchStatus.SCHEDULED, message_count=1).model_dump()} for i in range(1, 151))
+    tx_id = submit(deps, "tenant-a", recipients(60), schedule={"send_at": clock.now() + timedelta(minutes=5)})
+    c = leader(deps)
+    c.ingest_pass()
+    clock.advance(6 * 60)
+    c.heartbeat()
+    c.advance_pass()
+    assert deps.store.get_transaction(tx_id).status == TransactionStatus.READY_TO_SEND
+    assert {b.status for b in deps.store.batches("tx_paused")} == {BatchStatus.SCHEDULED}  # still held
+    # resumed: its batches are due again within the recheck time
+    tx = deps.store.get_transaction("tx_paused")
+    deps.store.change_transaction_status(tx, TransactionStatus.SCHEDULED)
+    clock.advance(reconcile.PAUSED_RECHECK.total_seconds() + 1)
+    reconcile.release_due(store=deps.store, clock=clock)
+    assert {b.status for b in deps.store.batches("tx_paused")} == {BatchStatus.READY}
 
 
 def test_scheduled_batches_are_released_when_due(deps, tenant, clock):

@@ -313,3 +313,35 @@ def test_slots_booked_behind_other_workers_extend_the_lease_instead_of_stopping(
     assert out.state == "sent" and len(mailer.sent) == 10
     (entry,) = [i for i in deps.store.table.query_all(f"BATCH#{batch.batch_id}", "SENDLOG#")]
     assert parse_iso(entry["send_by"]) > parse_iso(entry["created_at"]) + timedelta(seconds=120)
+
+
+@pytest.mark.parametrize("how", ["deleted", "access_denied"])
+def test_a_template_that_cannot_be_loaded_fails_the_campaign(deps, tenant, how, monkeypatch):
+    """Not re-dispatched forever: the campaign goes FAILED with a reason and its callback."""
+    from core.domain.statuses import TransactionStatus
+    from tests.helpers import leader
+
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(5), callback_url="http://127.0.0.1:9/cb")
+    tx = deps.store.get_transaction(tx_id)
+    tv = deps.store.get_template_version(tx.template_id, tx.template_version)
+    if how == "deleted":
+        deps.clients["s3"].delete_object(Bucket=deps.settings.bucket("templates"), Key=tv.s3_key)
+    else:
+        from botocore.exceptions import ClientError
+
+        def denied(*a, **kw):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                               "ResponseMetadata": {"HTTPStatusCode": 403}}, "GetObject")
+
+        monkeypatch.setattr(deps.blobs, "read_bytes", denied)
+    mailer = RecordingMailer(deps.mailer)
+    out = batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    assert out.state == "failed" and mailer.sent == []
+    c = leader(deps)
+    c.advance_pass()
+    tx = deps.store.get_transaction(tx_id)
+    assert tx.status == TransactionStatus.FAILED
+    assert f"template {tx.template_id} version {tx.template_version} cannot be loaded" in tx.failure_reason
+    assert [cb.payload["status"] for cb in deps.store.callbacks(tx_id)][-1] == "FAILED"
+    c.advance_pass()
+    assert deps.store.get_batch(batch.batch_id, tx_id).status == BatchStatus.CANCELLED

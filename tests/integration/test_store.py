@@ -103,3 +103,64 @@ def test_fenced_writes_refuse_an_older_epoch(deps):
     tx = new_leader.change_transaction_status(tx, TransactionStatus.PROCESSING)
     with pytest.raises(Fenced):
         old_leader.update_transaction(tx, {"refused_rows": 1})
+
+
+def test_a_recount_does_not_make_a_status_write_lose(deps):
+    """The controller's summary recount and the sender's QUEUED → SENT race all the time."""
+    from core.domain.models import Summary
+
+    store = deps.store
+    store.create_transaction(_tx())
+    b = Batch(batch_id=batch_id_for("tx_1", 1), transaction_id="tx_1", tenant_id="tenant-a", index=1, message_count=3)
+    store.put_batch(b)
+    senders_copy = store.get_batch(b.batch_id, "tx_1")
+    store.update_batch_summary(store.get_batch(b.batch_id, "tx_1"), Summary(total_messages=3, sent=2))
+    moved = store.change_batch_status(senders_copy, BatchStatus.READY)  # read before the recount: still wins
+    assert moved.status == BatchStatus.READY
+    got = store.get_batch(b.batch_id, "tx_1")
+    assert got.summary.sent == 2 and got.version == senders_copy.version + 1
+
+
+class _CancellingClient:
+    """A DynamoDB client whose TransactWriteItems is cancelled with the given reasons."""
+
+    def __init__(self, real, codes):
+        self.real, self.codes = real, codes
+
+    def transact_write_items(self, **kw):
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+                           "CancellationReasons": [{"Code": c, "Message": c} for c in self.codes]},
+                          "TransactWriteItems")
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize(("codes", "expected"), [
+    (["None", "ConditionalCheckFailed"], "stale"),
+    (["TransactionConflict", "None"], "temporary"),
+    (["ThrottlingError"], "temporary"),
+    (["None", "ValidationError"], "bug"),
+])
+def test_a_cancelled_transaction_is_read_from_its_reasons(deps, codes, expected):
+    from botocore.exceptions import ClientError
+
+    from core.adapters.dynamodb import DynamoTable, Update
+    from core.domain.errors import TemporaryError
+
+    table = DynamoTable(_CancellingClient(deps.store.table.client, codes), deps.store.table.name)
+    raises = {"stale": StaleWrite, "temporary": TemporaryError, "bug": ClientError}[expected]
+    with pytest.raises(raises) as err:
+        table.transact([Update({"PK": "X", "SK": "Y"}, set={"a": 1}, condition="attribute_exists(PK)")])
+    if expected != "stale":
+        assert not isinstance(err.value, StaleWrite)
+
+
+def test_a_real_lost_condition_in_a_transaction_is_stale(deps):
+    """The moto server's own cancellation (with its reasons) still reads as a lost condition."""
+    from core.adapters.dynamodb import Update
+
+    with pytest.raises(StaleWrite):
+        deps.store.table.transact([Update({"PK": "X", "SK": "Y"}, set={"a": 1}, condition="attribute_exists(PK)")])

@@ -28,3 +28,29 @@ def test_a_new_tenant_gets_a_signing_secret_and_keys_only_known_scopes(deps):
     raw, key = auth.create_key(deps.store, "tenant-new", ["templates:write", "campaigns:read"])
     assert key.scopes == ["campaigns:read", "templates:write"]
     assert auth.authenticate(deps.store, raw).scopes == {"campaigns:read", "templates:write"}
+
+
+def test_keys_are_usage_plan_keys_in_every_region_and_revocation_disables_them(deps):
+    """The edge requires an API Gateway key in x-api-key: a tenant key is registered as one in
+    both regions' usage plans (so the plan's throttling applies per tenant) and disabled on revoke."""
+    from core.adapters.apigateway import UsagePlanKeys
+    from core.adapters.aws import client
+
+    plans = {}
+    for region in (deps.settings.region, deps.settings.dr_region):
+        gw = client(deps.settings, "apigateway", region)
+        api = gw.create_rest_api(name=f"{deps.settings.name_prefix}-api")["id"]
+        plan = gw.create_usage_plan(name=f"{deps.settings.name_prefix}-default",
+                                    throttle={"rateLimit": 100, "burstLimit": 200})["id"]
+        plans[region] = (gw, plan)
+        assert api
+    gateway = UsagePlanKeys(plans)
+    raw, key = auth.create_key(deps.store, "tenant-gw", ["campaigns:read"], gateway=gateway)
+    for gw, plan in plans.values():
+        (item,) = [k for k in gw.get_api_keys(includeValues=True)["items"] if k["name"] == f"tenant-gw.{key.key_id}"]
+        assert item["value"] == raw and item["enabled"]
+        assert item["id"] in {k["id"] for k in gw.get_usage_plan_keys(usagePlanId=plan)["items"]}
+    assert auth.revoke_key(deps.store, "tenant-gw", key.key_id, gateway=gateway)
+    for gw, _ in plans.values():
+        (item,) = [k for k in gw.get_api_keys()["items"] if k["name"] == f"tenant-gw.{key.key_id}"]
+        assert not item["enabled"]
