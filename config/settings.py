@@ -11,6 +11,7 @@ import binascii
 import ipaddress
 import sys
 from functools import lru_cache
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -40,7 +41,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(500, ge=1, le=5000)
     send_chunk_size: int = Field(100, ge=1, le=100)  # messages per send-log entry (and per in-doubt window)
     ses_max_send_rate: float = Field(14.0, gt=0, le=100000)  # messages per second, all workers
-    ses_configuration_set: str = "emailplatform"
+    ses_configuration_set: str = ""  # unset: the name prefix, as infra names it
     default_from: str = "noreply@example.com"
     send_evidence_window_seconds: int = Field(900, ge=1)  # in-doubt sends wait this long for SES evidence
     redispatch_after_seconds: int = Field(120, ge=1)  # a QUEUED batch no worker holds is sent again
@@ -64,10 +65,19 @@ class Settings(BaseSettings):
     callback_allow_loopback: bool = False  # embedded stack only: lets `make demo` receive callbacks
     callback_require_https: bool = True
 
+    # --- regions ---------------------------------------------------------------------
+    # the API refuses writes (503) in the passive region; it re-reads the replicated
+    # PLATFORM/ACTIVE_REGION flag at most this often, and tells callers to retry after
+    active_region_cache_seconds: float = Field(5.0, ge=0)
+    passive_region_retry_after_seconds: int = Field(30, ge=1)
+
     # --- controller ------------------------------------------------------------------
     controller_interval_seconds: float = Field(2.0, gt=0)
     lease_seconds: float = Field(15.0, gt=0)
-    recount_interval_seconds: float = Field(2.0, ge=0)  # how often a sending batch's counts are re-read
+    recount_interval_seconds: float = Field(2.0, ge=0)  # unused: counts are live (kept for old environments)
+    # a settled campaign's final recount applies only after this long without a count added
+    # (longer than an events Lambda runs), so nothing it already saw is added twice
+    recount_quiet_seconds: float = Field(120.0, ge=0)
     idempotency_ttl_seconds: int = Field(24 * 3600, ge=24 * 3600)
 
     # --- ports (embedded stack) ------------------------------------------------------
@@ -131,6 +141,16 @@ class Settings(BaseSettings):
         if v is not None and len(v) < 20:
             raise ValueError(f"must be at least 20 characters long (has {len(v)})")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _configuration_set_from_prefix(cls, data: Any) -> Any:
+        """Infra names the SES configuration set after the prefix (its event destination feeds
+        that prefix's topic), so unset means the prefix: stacks sharing one SES never cross."""
+        if isinstance(data, dict) and not data.get("ses_configuration_set"):
+            prefix = data.get("name_prefix") or cls.model_fields["name_prefix"].default
+            data = {**data, "ses_configuration_set": prefix}
+        return data
 
     @model_validator(mode="after")
     def _regions_differ(self) -> Settings:

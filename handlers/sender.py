@@ -1,4 +1,8 @@
-"""Send-queue Lambda: one SQS record per batch; failures are reported per record."""
+"""Send-queue Lambda: one SQS record per batch; failures are reported per record.
+
+A batch processor per invocation (the embedded stack's send workers are threads of one process);
+one BatchSender per dependency set, so templates compile once per version per process.
+"""
 
 from __future__ import annotations
 
@@ -12,28 +16,18 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from core.bootstrap import worker_name
+from core.bootstrap import Deps, worker_name
 from core.observability import acting_as, log
 from core.services.sending import BatchSender
 from core.services.templates import load_source
-from handlers.context import deps
-
-processor = BatchProcessor(event_type=EventType.SQS)
-
-
-_senders: dict[int, BatchSender] = {}
+from handlers.context import memo
 
 
 def sender() -> BatchSender:
-    """One BatchSender per dependency set (templates compiled once per version per process)."""
-    d = deps()
-    if id(d) not in _senders:
-        _senders[id(d)] = _build(d)
-    return _senders[id(d)]
+    return memo("batch_sender", _build)
 
 
-def _build(d) -> BatchSender:  # noqa: ANN001
-
+def _build(d: Deps) -> BatchSender:
     def loader(template_id: str, version: int) -> tuple[str, str]:
         tv, source = load_source(d.store, d.blobs, d.settings, template_id, version)
         return tv.subject, source
@@ -56,4 +50,5 @@ def _record(record: SQSRecord) -> str:
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with acting_as("sender"):
-        return process_partial_response(event=event, record_handler=_record, processor=processor, context=context)
+        return process_partial_response(event=event, record_handler=_record,
+                                        processor=BatchProcessor(event_type=EventType.SQS), context=context)

@@ -1,4 +1,8 @@
-"""SES-events Lambda (SNS → SQS): typed parsing, precedence-aware recording, partial failures."""
+"""SES-events Lambda (SNS → SQS): typed parsing, precedence-aware recording, partial failures.
+
+Each invocation has its own batch processor and count buffer: the embedded stack runs several
+event workers as threads of one process, and a module-level processor would mix their records.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +16,22 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from core.observability import acting_as
-from core.services.events import record_ses_event
+from core.services.events import CountBuffer, record_ses_event
 from handlers.context import deps
-
-processor = BatchProcessor(event_type=EventType.SQS)
-
-
-def _record(record: SQSRecord) -> str:
-    d = deps()
-    return record_ses_event(record.body, store=d.store, analytics=d.analytics, evidence=d.evidence)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with acting_as("ses_events"):
-        result = process_partial_response(event=event, record_handler=_record, processor=processor, context=context)
-        deps().evidence.flush()  # if this fails the batch is retried: its events are recognised as replays
+        d = deps()
+        counts = CountBuffer(d.store, d.clock)
+
+        def record(record: SQSRecord) -> str:  # powertools passes it by this name
+            return record_ses_event(record.body, store=d.store, analytics=d.analytics, evidence=d.evidence, counts=counts)
+
+        result = process_partial_response(event=event, record_handler=record,
+                                          processor=BatchProcessor(event_type=EventType.SQS), context=context)
+        # If a flush fails the batch is retried: its events are recognised as replays, and the
+        # campaign's final recount restores any count they did not add.
+        counts.flush()
+        d.evidence.flush()
         return result

@@ -4,7 +4,11 @@ Every state change is a conditional write on the expected status and version; a 
 condition becomes ``StaleWrite``/``IllegalTransition``, never a silent overwrite. Reads take a
 tenant id and answer ``NotFound`` for another tenant's item. When the store carries a fencing
 epoch (the controller's), every conditional write also requires ``fence <= epoch`` and stamps
-the epoch, so a deposed leader cannot overwrite what its successor wrote.
+the epoch, so a deposed leader cannot overwrite what its successor wrote. The epoch is a
+fencing token from one replicated counter (``FENCING_COUNTER_KEY``) that every leader election in
+any region bumps, so tokens order leaderships across regions: after a failover the new region's
+leader outranks every item the old region stamped. A fenced store's bulk puts are create-only
+transactions that also check the counter (BatchWriteItem takes no condition).
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ from core.domain.errors import (
 )
 
 _ser, _deser = TypeSerializer(), TypeDeserializer()
+
+# The replicated fencing counter: its ``epoch`` is the token of the newest leader elected in any
+# region (controller/lease.py bumps it with a conditional write on every election).
+FENCING_COUNTER_KEY = {schema.PK: "PLATFORM", schema.SK: "EPOCH"}
+# TransactWriteItems: at most 100 items and 4 MB; one item is the fencing check.
+_FENCED_PUTS_PER_CALL = 99
+_FENCED_BYTES_PER_CALL = 3 * 1024 * 1024
 
 
 def _plain(v: Any) -> Any:
@@ -261,14 +272,17 @@ class DynamoTable:
             params["ExpressionAttributeValues"] = serialize(values)
         return params
 
-    def update(self, u: Update, *, return_old_on_fail: bool = False) -> dict[str, Any]:
-        """Apply a conditional update; raise ``StaleWrite`` (with ``.current``) when it loses."""
+    def update(self, u: Update, *, return_old_on_fail: bool = False, returns: str = "ALL_NEW") -> dict[str, Any]:
+        """Apply a conditional update; raise ``StaleWrite`` (with ``.current``) when it loses.
+
+        Returns the item after the update, or what ``returns`` asks for (``UPDATED_OLD``: the old
+        values of the attributes the update changed)."""
         params = self._update_params(u)
-        params["ReturnValues"] = "ALL_NEW"
+        params["ReturnValues"] = returns
         if return_old_on_fail:
             params["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
         try:
-            return deserialize(self.client.update_item(**params)["Attributes"])
+            return deserialize(self.client.update_item(**params).get("Attributes") or {})
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 err = StaleWrite("the item changed; re-read and retry")
@@ -314,7 +328,12 @@ class DynamoTable:
             raise
 
     def batch_put(self, items: Iterable[dict[str, Any]]) -> int:
-        """Idempotent bulk puts, 25 per call, retrying unprocessed items with backoff."""
+        """Idempotent bulk puts, 25 per call, retrying unprocessed items with backoff.
+
+        On a fenced store (the controller's) the puts are create-only and fenced instead (see
+        ``_fenced_puts``): an item that already exists is kept as it is. Returns the write calls."""
+        if self.fence_epoch is not None:
+            return self._fenced_puts(items)
         calls = 0
         chunk: list[dict[str, Any]] = []
         for item in items:
@@ -337,6 +356,78 @@ class DynamoTable:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
         return calls
+
+    def _fenced_puts(self, items: Iterable[dict[str, Any]]) -> int:
+        """Bulk puts a deposed leader cannot land: BatchWriteItem takes no condition, so each chunk
+        is a transaction of a check that no newer leader was elected anywhere (the fencing counter
+        is at most our epoch) and up to 99 puts conditioned on ``attribute_not_exists(PK)``. Ids
+        are deterministic, so an item that exists already is what an earlier attempt or our
+        successor wrote (a message it may have sent since): it is left alone, never reset.
+        Raises ``Fenced`` when the counter is newer than our epoch."""
+        calls, size = 0, 0
+        chunk: list[dict[str, Any]] = []
+        for item in items:
+            ser = serialize(item)
+            n = len(json.dumps(ser, default=str))
+            if chunk and (len(chunk) == _FENCED_PUTS_PER_CALL or size + n > _FENCED_BYTES_PER_CALL):
+                calls += self._fenced_put_chunk(chunk)
+                chunk, size = [], 0
+            chunk.append(ser)
+            size += n
+        if chunk:
+            calls += self._fenced_put_chunk(chunk)
+        return calls
+
+    def _fenced_put_chunk(self, chunk: list[dict[str, Any]]) -> int:
+        check = {"ConditionCheck": {
+            "TableName": self.name, "Key": serialize(FENCING_COUNTER_KEY),
+            "ConditionExpression": "attribute_not_exists(epoch) OR epoch <= :fence",
+            "ExpressionAttributeValues": serialize({":fence": self.fence_epoch})}}
+        calls, delay, pending = 0, 0.05, chunk
+        for _ in range(20):
+            if not pending:
+                return calls
+            puts = [{"Put": {"TableName": self.name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
+                    for item in pending]
+            calls += 1
+            try:
+                self.client.transact_write_items(TransactItems=[check, *puts])
+                return calls
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                reasons = [r.get("Code") or "None" for r in exc.response.get("CancellationReasons") or []]
+                cancelled = exc
+            if len(reasons) != len(puts) + 1:  # no reasons (an emulator): check, then put one by one
+                return calls + self._fenced_puts_one_by_one(pending)
+            if reasons[0] == "ConditionalCheckFailed":
+                self._check_fence()
+            if "ValidationError" in reasons:
+                raise cancelled  # e.g. an item over 400 KB: the caller's to classify, never retried here
+            others = [c for c in reasons if c not in ("None", "ConditionalCheckFailed")]
+            if others and not all(c in CONDITION_OR_TEMPORARY for c in others):
+                raise cancelled
+            pending = [item for item, code in zip(pending, reasons[1:], strict=True) if code != "ConditionalCheckFailed"]
+            if others:  # a conflicting transaction or throttling: the rest again after a pause
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise TemporaryError("fenced bulk put kept being cancelled; retry", delay=1.0)
+
+    def _check_fence(self) -> None:
+        """Raise ``Fenced`` when a leader newer than our epoch was elected in any region."""
+        counter = self.get(FENCING_COUNTER_KEY) or {}
+        if self.fence_epoch is not None and int(counter.get("epoch", 0)) > self.fence_epoch:
+            raise Fenced(f"fenced by epoch {counter['epoch']} (ours {self.fence_epoch})")
+
+    def _fenced_puts_one_by_one(self, items: list[dict[str, Any]]) -> int:
+        self._check_fence()
+        for item in items:
+            try:
+                self.client.put_item(TableName=self.name, Item=item, ConditionExpression="attribute_not_exists(PK)")
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+        return 1 + len(items)
 
     def transact(self, updates: list[Update], puts: list[tuple[dict[str, Any], str | None]] = (), checks: list[tuple[dict[str, str], str, dict[str, Any]]] = ()) -> None:  # type: ignore[assignment]
         """All-or-nothing: conditional updates + conditional puts + condition checks."""

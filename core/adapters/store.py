@@ -8,6 +8,7 @@ outbox entry) in the same DynamoDB transaction, so a change never exists without
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ from core.domain.statuses import (
     BatchStatus,
     MessageStatus,
     TransactionStatus,
+    count_delta,
     statuses_below,
 )
 
@@ -42,6 +44,22 @@ _STRIP = {"PK", "SK", "active_pk", "active_sk", "due_pk", "due_at", "tenant_pk",
 
 def _fields(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k not in _STRIP}
+
+
+def _transaction(item: dict[str, Any]) -> Transaction:
+    """A transaction item: its fields, and its live counts from the n_<counter> attributes."""
+    fields = _fields(item)
+    fields["counts"] = {k[2:]: int(v) for k, v in item.items() if k.startswith("n_")}
+    return Transaction.model_validate(fields)
+
+
+@dataclass
+class Recorded:
+    """What recording one event did: ``moved`` True (status moved), False (kept, late), None
+    (replay or unknown message); ``delta`` how the campaign's counts change."""
+
+    moved: bool | None
+    delta: dict[str, int]
 
 
 class DynamoStore:
@@ -69,14 +87,14 @@ class DynamoStore:
         item = self.table.get(schema.transaction_key(tx_id))
         if not item or (tenant_id is not None and item.get("tenant_id") != tenant_id):
             raise NotFound(f"campaign {tx_id} not found")
-        return Transaction.model_validate(_fields(item))
+        return _transaction(item)
 
     def list_transactions(self, tenant_id: str, limit: int, cursor: str | None) -> tuple[list[Transaction], str | None]:
         page = self.table.query(
             f"TENANT#{tenant_id}#CAMPAIGNS", index="tenant", pk_name="tenant_pk", sk_name="tenant_sk",
             limit=limit, cursor=cursor, forward=False,
         )
-        return [Transaction.model_validate(_fields(i)) for i in page.items], page.cursor
+        return [_transaction(i) for i in page.items], page.cursor
 
     def active_transactions(self) -> Iterator[Transaction]:
         """Transactions needing controller attention, via the sparse ``active`` index."""
@@ -323,11 +341,11 @@ class DynamoStore:
         return self.table.query(f"BATCH#{batch_id}", "MESSAGE#", limit=limit, cursor=cursor, **kw)
 
     def record_message_event(self, batch_id: str, message_id: str, new: MessageStatus, event: dict[str, Any],
-                             extra: dict[str, Any] | None = None) -> bool | None:
+                             extra: dict[str, Any] | None = None) -> Recorded:
         """Record an SES event on its message; move the status only if ``new`` outranks it.
 
-        One write in the common case. Returns True if the status moved, False if the event was
-        kept without moving it (late or out of order), None for a replay or an unknown message.
+        One write in the common case; the old status and statuses seen come back with it (no
+        read), so the caller learns how the campaign's counts change.
         """
         key = schema.message_key(batch_id, message_id)
         eid = event["id"]
@@ -335,24 +353,71 @@ class DynamoStore:
         record = {"add": {"event_ids": {eid}, "seen": {new.value}}, "append": {"events": [event]},
                   "set_if_absent": {f"ts_{new.value.lower()}": event["at"], **(extra or {})}}
         try:
-            self.table.update(Update(
+            old = self.table.update(Update(
                 key,
                 set={"status": new},
                 condition=("attribute_exists(PK) AND NOT contains(event_ids, :eid) AND #st IN ("
                            + ", ".join(placeholders) + ")"),
                 values={":eid": eid, **placeholders}, names={"#st": "status"}, **record,
-            ), return_old_on_fail=True)
-            return True
+            ), return_old_on_fail=True, returns="UPDATED_OLD")
+            seen = set(old.get("seen") or ())
+            return Recorded(True, count_delta((old.get("status"), seen), (new.value, seen | {new.value})))
         except StaleWrite as exc:
             current = getattr(exc, "current", None)
             if not current or eid in (current.get("event_ids") or set()):
-                return None
+                return Recorded(None, {})
         try:  # late or out of order: keep the event with its time, leave the status
-            self.table.update(Update(key, set={}, condition="attribute_exists(PK) AND NOT contains(event_ids, :eid)",
-                                     values={":eid": eid}, **record))
-            return False
+            old = self.table.update(Update(key, set={}, condition="attribute_exists(PK) AND NOT contains(event_ids, :eid)",
+                                           values={":eid": eid}, **record), returns="ALL_OLD")
+            seen = set(old.get("seen") or ())
+            status = old.get("status")
+            return Recorded(False, count_delta((status, seen), (status, seen | {new.value})))
         except StaleWrite:
-            return None
+            return Recorded(None, {})
+
+    def add_counts(self, tx_id: str, delta: dict[str, int], now: datetime) -> None:
+        """Add to a campaign's live counts (one write for many messages; never bumps ``version``,
+        so it cannot make a status write lose)."""
+        delta = {k: v for k, v in delta.items() if v}
+        if not delta:
+            return
+        self.table.update(Update(
+            schema.transaction_key(tx_id), set={"counts_at": iso(now)},
+            add={**{f"n_{k}": v for k, v in delta.items()}, "count_gen": 1},
+            condition="attribute_exists(PK)"), returns="NONE")
+
+    def start_recount(self, tx: Transaction, truth: dict[str, int], now: datetime) -> None:
+        """First half of the final recount: remember the truth and the counts generation it saw."""
+        self.table.update(Update(
+            schema.transaction_key(tx.transaction_id),
+            set={"recount": {"gen": tx.count_gen, "at": iso(now), "truth": truth}},
+            condition="attribute_not_exists(count_gen) OR count_gen = :g", values={":g": tx.count_gen}))
+
+    def finish_recount(self, tx: Transaction, *, apply: bool) -> None:
+        """Second half: write the recounted truth if no count was added since it was taken
+        (``apply``), and mark the campaign recounted; or drop a stale recount to take it again."""
+        rc = tx.recount or {}
+        if apply:
+            self.table.update(Update(
+                schema.transaction_key(tx.transaction_id),
+                set={**{f"n_{k}": int(v) for k, v in (rc.get("truth") or {}).items()}, "recounted": True},
+                remove=("recount",),
+                condition="attribute_not_exists(count_gen) OR count_gen = :g", values={":g": int(rc.get("gen", 0))}))
+        else:
+            self.table.update(Update(schema.transaction_key(tx.transaction_id), set={}, remove=("recount",)))
+
+    def cancel_message(self, batch_id: str, message_id: str, now: datetime) -> bool:
+        """Mark a never-sent message CANCELLED (only from a sendable status)."""
+        cond, vals, names = expect_status(["CREATED", "SCHEDULED", "READY_TO_SEND", "SENDING"])
+        try:
+            self.table.update(Update(
+                schema.message_key(batch_id, message_id),
+                set={"status": MessageStatus.CANCELLED, "ts_cancelled": iso(now)},
+                condition=cond, values=vals, names=names, add={"seen": {MessageStatus.CANCELLED.value}},
+            ), returns="NONE")
+            return True
+        except StaleWrite:
+            return False
 
     def fail_message(self, batch_id: str, message_id: str, status: MessageStatus, reason: str) -> bool:
         """Mark a message FAILED/SUPPRESSED before any send; only from a sendable status."""

@@ -73,6 +73,7 @@ class Summary(BaseModel):
     rejected: int = 0
     failed: int = 0
     suppressed: int = 0
+    cancelled: int = 0
     refused_at_ingest: int = 0
 
     def __add__(self, other: Summary) -> Summary:
@@ -106,6 +107,20 @@ class Transaction(Entity):
     paused_from: TransactionStatus | None = None
     failure_reason: str | None = None
     summary: Summary = Field(default_factory=Summary)
+    # Live counts (``core.domain.statuses.COUNTERS``), added to by whoever moves a message; stored
+    # as n_<name> attributes. ``count_gen`` grows with every addition (the final recount's guard).
+    counts: dict[str, int] = Field(default_factory=dict)
+    count_gen: int = 0
+    counts_at: datetime | None = None
+    recount: dict[str, Any] | None = None
+    recounted: bool = False
+
+    def live_summary(self) -> Summary:
+        """The campaign's summary from its live counts."""
+        c = self.counts
+        return Summary(total_messages=self.total_messages, refused_at_ingest=self.refused_rows,
+                       **{k: max(0, int(c.get(k, 0))) for k in Summary.model_fields
+                          if k not in ("total_messages", "refused_at_ingest")})
 
 
 class Batch(Entity):

@@ -46,6 +46,7 @@ class MessageStatus(StrEnum):
     COMPLAINED = "COMPLAINED"
     SUPPRESSED = "SUPPRESSED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"  # never sent: its campaign was cancelled first
 
 
 T, B, M = TransactionStatus, BatchStatus, MessageStatus
@@ -76,29 +77,67 @@ TERMINAL_TRANSACTION = frozenset({T.COMPLETED, T.FAILED, T.CANCELLED})
 TERMINAL_BATCH = frozenset({B.COMPLETED, B.CANCELLED})
 # Message statuses after which nothing is sent and no delivery outcome is awaited.
 FINAL_MESSAGE = frozenset(
-    {M.DELIVERED, M.REJECTED, M.BOUNCED, M.OPENED, M.CLICKED, M.COMPLAINED, M.SUPPRESSED, M.FAILED}
+    {M.DELIVERED, M.REJECTED, M.BOUNCED, M.OPENED, M.CLICKED, M.COMPLAINED, M.SUPPRESSED, M.FAILED, M.CANCELLED}
 )
 SENDABLE_MESSAGE = frozenset({M.CREATED, M.SCHEDULED, M.READY_TO_SEND})
 
 # Precedence for event-driven moves. Higher wins; equal or lower is a late/duplicate event
 # that is recorded but does not change the status. SUPPRESSED and FAILED are decided before a
 # send and absorb everything; a bounce may follow a delivery (asynchronous bounce); a
-# complaint is the strongest signal about a recipient and outranks engagement.
+# complaint is the strongest signal about a recipient and outranks engagement. CANCELLED sits just
+# below SENT: a cancel marks what was not sent, and a late Send event (SES had accepted a call in
+# flight) proves otherwise and wins.
 MESSAGE_PRECEDENCE: dict[MessageStatus, int] = {
     M.CREATED: 0,
     M.SCHEDULED: 1,
     M.READY_TO_SEND: 2,
     M.SENDING: 3,
-    M.SENT: 4,
-    M.DELIVERED: 5,
-    M.REJECTED: 5,
-    M.BOUNCED: 6,
-    M.OPENED: 7,
-    M.CLICKED: 8,
-    M.COMPLAINED: 9,
-    M.SUPPRESSED: 10,
-    M.FAILED: 10,
+    M.CANCELLED: 4,
+    M.SENT: 5,
+    M.DELIVERED: 6,
+    M.REJECTED: 6,
+    M.BOUNCED: 7,
+    M.OPENED: 8,
+    M.CLICKED: 9,
+    M.COMPLAINED: 10,
+    M.SUPPRESSED: 11,
+    M.FAILED: 11,
 }
+
+# What a message contributes to its campaign's counts, from its status and every status it has
+# held (``seen``). Engagement implies delivery; anything SES took counts as sent.
+_SENT_LIKE = frozenset({M.SENT, M.DELIVERED, M.REJECTED, M.BOUNCED, M.OPENED, M.CLICKED, M.COMPLAINED})
+_DELIVERED_LIKE = frozenset({M.DELIVERED, M.OPENED, M.CLICKED, M.COMPLAINED})
+COUNTERS = ("sent", "delivered", "bounced", "complained", "opened", "clicked", "rejected", "failed",
+            "suppressed", "cancelled", "final")
+
+
+def contribution(status: str | None, seen: frozenset[str] | set[str] | None) -> dict[str, int]:
+    """The counts one message adds to its campaign (pure; deltas are differences of these)."""
+    held = {MessageStatus(s) for s in (seen or ())}
+    if status:
+        held.add(MessageStatus(status))
+    st = MessageStatus(status) if status else None
+    return {
+        "sent": int(bool(held & _SENT_LIKE)),
+        "delivered": int(bool(held & _DELIVERED_LIKE)),
+        "bounced": int(M.BOUNCED in held),
+        "complained": int(M.COMPLAINED in held),
+        "opened": int(bool(held & {M.OPENED, M.CLICKED})),
+        "clicked": int(M.CLICKED in held),
+        "rejected": int(M.REJECTED in held),
+        "failed": int(st == M.FAILED),
+        "suppressed": int(st == M.SUPPRESSED),
+        "cancelled": int(st == M.CANCELLED),
+        "final": int(st in FINAL_MESSAGE),
+    }
+
+
+def count_delta(before: tuple[str | None, set[str] | None], after: tuple[str | None, set[str] | None]
+                ) -> dict[str, int]:
+    """How a message's move from ``before`` to ``after`` (status, seen) changes the counts."""
+    old, new = contribution(*before), contribution(*after)
+    return {k: new[k] - old[k] for k in COUNTERS if new[k] != old[k]}
 
 
 def outranks(new: MessageStatus, current: MessageStatus) -> bool:

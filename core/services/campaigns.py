@@ -118,10 +118,8 @@ def submit_campaign(store: Any, blobs: Any, settings: Any, clock: Any, tenant_id
 
 
 def summarize(store: Any, tx: Transaction) -> Summary:
-    total = Summary()
-    for b in store.batches(tx.transaction_id):
-        total = total + b.summary
-    return total.model_copy(update={"total_messages": tx.total_messages, "refused_at_ingest": tx.refused_rows})
+    """The campaign's counts: live counters on its item (no read of batches or messages)."""
+    return tx.live_summary()
 
 
 def campaign_view(tx: Transaction, summary: Summary) -> dict[str, Any]:
@@ -138,6 +136,9 @@ def campaign_view(tx: Transaction, summary: Summary) -> dict[str, Any]:
         "batch_count": tx.batch_count,
         "tags": tx.tags,
         "summary": summary.model_dump(),
+        # counts follow SES events: when they last changed, and whether the final recount is done
+        "counts_updated_at": tx.counts_at.isoformat() if tx.counts_at else None,
+        "counts_final": tx.recounted,
     }
 
 
@@ -221,7 +222,7 @@ CANCELLABLE = {T.ACCEPT, T.PROCESSING, T.SCHEDULED, T.READY_TO_SEND, T.PAUSED}
 
 def change_status(store: Any, clock: Any, tx: Transaction, target: T, fields: dict[str, Any] | None = None) -> Transaction:
     """The one way a transaction's status changes: conditional write + callback outbox entry."""
-    summary = summarize(store, tx) if tx.batch_count else Summary(total_messages=tx.total_messages)
+    summary = tx.live_summary()
     merged = tx.model_copy(update=fields or {})
     cb = callback_for(merged, target, summary, clock.now())
     new = store.change_transaction_status(tx, target, fields={**(fields or {}), "summary": summary.model_dump()}, callback=cb)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.domain.models import batch_of_message, parse_iso
+from core.domain.models import batch_of_message, parse_iso, transaction_of_batch
 from core.domain.statuses import MessageStatus as M
 from core.observability import SES_EVENTS, log
 
@@ -150,8 +151,40 @@ class SendEvidenceMark:
             self._written = max(self._written or newest, newest)
 
 
+class _WallClock:
+    @staticmethod
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+
+class CountBuffer:
+    """Count changes gathered while a batch of events (or a chunk of sends) is handled, written as
+    one addition per campaign at ``flush``: the message writes stay one per event.
+
+    If the process dies before ``flush`` the additions are lost (the redelivered events are
+    recognised as replays): the campaign's final recount restores the exact counts.
+    """
+
+    def __init__(self, store: Any, clock: Any):
+        self.store, self.clock = store, clock
+        self._pending: dict[str, Counter[str]] = defaultdict(Counter)
+        self._lock = threading.Lock()
+
+    def add(self, tx_id: str | None, delta: dict[str, int]) -> None:
+        if tx_id and delta:
+            with self._lock:
+                self._pending[tx_id].update(delta)
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, defaultdict(Counter)
+        now = self.clock.now()
+        for tx_id, delta in pending.items():
+            self.store.add_counts(tx_id, dict(delta), now)
+
+
 def record_ses_event(body: str, *, store: Any, analytics: Any | None = None,
-                     evidence: SendEvidenceMark | None = None) -> str:
+                     evidence: SendEvidenceMark | None = None, counts: CountBuffer | None = None) -> str:
     """Apply one SQS record. Returns the outcome (applied · kept · duplicate · ignored).
 
     Raises only for transient failures, so the SQS record is retried; malformed input is
@@ -174,8 +207,17 @@ def record_ses_event(body: str, *, store: Any, analytics: Any | None = None,
         return "ignored"
     event = {"id": parsed.event_id, "type": parsed.event_type, "at": parsed.at, **parsed.detail}
     extra = {"ses_message_id": parsed.ses_message_id} if parsed.event_type == "Send" else None
-    moved = store.record_message_event(batch_id, parsed.message_id, parsed.status, event, extra)
+    recorded = store.record_message_event(batch_id, parsed.message_id, parsed.status, event, extra)
+    moved = recorded.moved
     outcome = {True: "applied", False: "kept", None: "duplicate"}[moved]
+    if moved is not None:
+        delta = dict(recorded.delta)
+        if parsed.event_type == "Bounce" and parsed.detail.get("bounce_type") == "Permanent":
+            delta["hard_bounced"] = delta.get("hard_bounced", 0) + 1  # what SES's bounce rate counts
+        buffer = counts if counts is not None else CountBuffer(store, _WallClock())
+        buffer.add(parsed.transaction_id or transaction_of_batch(batch_id), delta)
+        if counts is None:  # a caller without a buffer gets its counts written now
+            buffer.flush()
     if evidence is not None and parsed.event_type == "Send":
         evidence.saw(ev.mail.timestamp)
     if parsed.suppress_reason and parsed.tenant_id and parsed.recipient and moved is not None:

@@ -5,19 +5,28 @@ from the sparse ``active`` index, due work from the ``due`` index.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import datetime, timedelta
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from core.domain.errors import DomainError, StaleWrite
-from core.domain.models import Summary, Transaction, parse_iso
-from core.domain.statuses import FINAL_MESSAGE, TERMINAL_BATCH, BatchStatus, MessageStatus
+from core.domain.models import Transaction, batch_id_for, parse_iso
+from core.domain.statuses import (
+    COUNTERS,
+    SENDABLE_MESSAGE,
+    TERMINAL_BATCH,
+    BatchStatus,
+    MessageStatus,
+    contribution,
+    count_delta,
+)
 from core.domain.statuses import TransactionStatus as T
 from core.observability import BATCHES_DISPATCHED, REPUTATION_ALARM, REPUTATION_PAUSES, log
-from core.services.campaigns import change_status, summarize
+from core.services.campaigns import change_status
+from core.services.events import CountBuffer
 
 B = BatchStatus
-DELIVERED_LIKE = {"DELIVERED", "OPENED", "CLICKED", "COMPLAINED"}
 
 
 # A pass reads the due index page by page up to this many items: enough to get past items that
@@ -125,99 +134,130 @@ def _queue_empty(queue: Any) -> bool:
     return sum(d.values()) == 0
 
 
-def count_batch(store: Any, batch: Any) -> tuple[Summary, bool]:
-    """Recount a batch from its messages (the source of truth), never from increments.
+RECOUNT_TRIES = 3
 
-    Returns the summary and whether every message has reached a final status. One paginated
-    query of small projections per batch.
+
+def campaign_truth(store: Any, tx: Transaction) -> dict[str, int]:
+    """The campaign's counts recounted from its messages (the source of truth): one paginated
+    query of small projections per batch, done once when the campaign settles."""
+    total: Counter[str] = Counter()
+    for ix in range(1, tx.batch_count + 1):
+        for item in store.message_statuses(batch_id_for(tx.transaction_id, ix)):
+            total.update(contribution(item.get("status"), set(item.get("seen") or ())))
+    return {k: int(total.get(k, 0)) for k in COUNTERS}
+
+
+def cancel_unsent(tx: Transaction, batch: Any, *, store: Any, clock: Any, workers: int = 8) -> int:
+    """Mark a stopped campaign's never-sent messages CANCELLED (conditional, so a message a sender
+    got out first keeps its status, and a rerun after a crash does only what is left)."""
+    sendable = [i["message_id"] for i in store.message_statuses(batch.batch_id)
+                if MessageStatus(i["status"]) in SENDABLE_MESSAGE or i["status"] == MessageStatus.SENDING.value]
+    if not sendable:
+        return 0
+    counts = CountBuffer(store, clock)
+    now = clock.now()
+    delta = count_delta((MessageStatus.READY_TO_SEND.value, set()), (MessageStatus.CANCELLED.value, {"CANCELLED"}))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cancel") as pool:
+        done = sum(pool.map(lambda mid: store.cancel_message(batch.batch_id, mid, now), sendable))
+    counts.add(tx.transaction_id, {k: v * done for k, v in delta.items()})
+    counts.flush()
+    return done
+
+
+def settle(tx: Transaction, *, store: Any, clock: Any, settings: Any) -> Transaction:
+    """A campaign in a terminal status: cancel what was never sent, close its batches, make its
+    counts exact, then drop it from the active index (the controller stops reading it).
+
+    The final recount is taken once and applied only if no count was added for
+    ``recount_quiet_seconds`` after it (longer than any events Lambda runs), so an addition for
+    a message the recount already saw cannot be counted twice.
     """
-    s = Summary(total_messages=batch.message_count)
-    all_final = True
-    for item in store.message_statuses(batch.batch_id):
-        seen = set(item.get("seen") or ())
-        status = item.get("status")
-        all_final &= MessageStatus(status) in FINAL_MESSAGE
-        if seen & {"SENT", *DELIVERED_LIKE, "BOUNCED", "REJECTED"}:
-            s.sent += 1
-        s.delivered += bool(seen & DELIVERED_LIKE)
-        s.opened += bool(seen & {"OPENED", "CLICKED"})
-        s.clicked += "CLICKED" in seen
-        s.bounced += "BOUNCED" in seen
-        s.complained += "COMPLAINED" in seen
-        s.rejected += "REJECTED" in seen
-        s.failed += status == "FAILED"
-        s.suppressed += status == "SUPPRESSED"
-    return s, all_final
+    now = clock.now()
+    for b in store.batches(tx.transaction_id):
+        if b.status in TERMINAL_BATCH:
+            continue
+        if b.status == B.SENT:
+            store.change_batch_status(b, B.COMPLETED)
+            continue
+        cancelled = cancel_unsent(tx, b, store=store, clock=clock)
+        store.change_batch_status(b, B.CANCELLED, clear_due=True)
+        if cancelled:
+            log.info("unsent messages cancelled", transaction_id=tx.transaction_id, batch_id=b.batch_id,
+                     messages=cancelled)
+    tx = store.get_transaction(tx.transaction_id)
+    if not tx.recounted:
+        rc = tx.recount
+        if rc is None:
+            store.start_recount(tx, {**campaign_truth(store, tx), "tries": 0}, now)
+            return tx
+        if now < parse_iso(rc["at"]) + timedelta(seconds=settings.recount_quiet_seconds):
+            return tx
+        tries = int((rc.get("truth") or {}).get("tries", 0))
+        quiet = int(rc.get("gen", 0)) == tx.count_gen
+        if quiet:
+            truth = {k: v for k, v in (rc.get("truth") or {}).items() if k != "tries"}
+            if {k: tx.counts.get(k, 0) for k in truth} != truth:
+                log.warning("campaign counts corrected by the final recount", transaction_id=tx.transaction_id,
+                            live=tx.counts, recounted=truth)
+            store.finish_recount(tx.model_copy(update={"recount": {**rc, "truth": truth}}), apply=True)
+        elif tries + 1 < RECOUNT_TRIES:
+            store.finish_recount(tx, apply=False)
+            store.start_recount(store.get_transaction(tx.transaction_id),
+                                {**campaign_truth(store, tx), "tries": tries + 1}, now)
+            return tx
+        else:
+            log.info("campaign still receiving events: live counts kept", transaction_id=tx.transaction_id)
+            store.finish_recount(tx, apply=False)
+    store.deactivate(tx)
+    log.info("campaign settled", transaction_id=tx.transaction_id, status=tx.status.value)
+    return tx
 
 
-class RecountThrottle:
-    """Remembers when each batch was last counted so a busy pass does not re-read it every
-    time. Only an optimisation: losing it (restart) just means counting once more."""
+def advance(tx: Transaction, *, store: Any, queue: Any, clock: Any, settings: Any) -> Transaction:
+    """Move one active transaction one step: dispatch, batch and transaction statuses.
 
-    def __init__(self, every_seconds: float):
-        self.every = every_seconds
-        self.last: dict[str, datetime] = {}
-
-    def due(self, batch_id: str, now: datetime) -> bool:
-        last = self.last.get(batch_id)
-        if last is not None and (now - last).total_seconds() < self.every:
-            return False
-        self.last[batch_id] = now
-        return True
-
-
-def advance(tx: Transaction, *, store: Any, queue: Any, clock: Any, settings: Any,
-            throttle: RecountThrottle | None = None) -> Transaction:
-    """Move one active transaction one step: counts, batch statuses, transaction status."""
+    Counts are not read here: whoever moves a message adds to the campaign's counters, so a pass
+    reads the campaign item and its batch items, never its messages.
+    """
     now = clock.now()
     if tx.status in (T.CANCELLED, T.FAILED, T.COMPLETED):
-        for b in store.batches(tx.transaction_id):
-            if b.status not in TERMINAL_BATCH and b.status != B.SENT:
-                store.change_batch_status(b, B.CANCELLED, clear_due=True)
-        store.deactivate(tx)
-        log.info("campaign settled", transaction_id=tx.transaction_id, status=tx.status.value)
-        return tx
+        return settle(tx, store=store, clock=clock, settings=settings)
     if tx.status not in (T.READY_TO_SEND, T.SENT):
         return tx
     if tx.status == T.READY_TO_SEND and tx.failure_reason:  # a sender found it unsendable (store.request_failure)
         log.error("campaign failed", transaction_id=tx.transaction_id, reason=tx.failure_reason)
         return change_status(store, clock, tx, T.FAILED, {"failure_reason": tx.failure_reason})
-    batches = store.batches(tx.transaction_id)
     if tx.status == T.READY_TO_SEND:
+        batches = store.batches(tx.transaction_id)
         dispatch(tx, batches, store=store, queue=queue, clock=clock,
                  stale_after=timedelta(seconds=settings.redispatch_after_seconds))
-    window = timedelta(seconds=settings.completion_window_seconds)
-    for b in batches:
-        if b.status not in (B.QUEUED, B.SENT) or (throttle and not throttle.due(b.batch_id, now)):
-            continue
-        counted, all_final = count_batch(store, b)
-        if counted != b.summary:
-            b = store.update_batch_summary(b, counted)
-        if b.status == B.SENT and (all_final or (b.sent_at and b.sent_at + window <= now)):
-            store.change_batch_status(b, B.COMPLETED)
-    batches = store.batches(tx.transaction_id)
-    statuses = {b.status for b in batches}
-    if tx.status == T.READY_TO_SEND and statuses <= {B.SENT, B.COMPLETED, B.CANCELLED}:
-        tx = change_status(store, clock, tx, T.SENT)
-    if tx.status == T.SENT and statuses <= {B.COMPLETED, B.CANCELLED}:
-        tx = change_status(store, clock, tx, T.COMPLETED)
+        if {b.status for b in batches} <= {B.SENT, B.COMPLETED, B.CANCELLED}:
+            tx = change_status(store, clock, tx, T.SENT)
+    if tx.status == T.SENT:
+        window = timedelta(seconds=settings.completion_window_seconds)
+        if tx.counts.get("final", 0) >= tx.total_messages or tx.updated_at + window <= now:
+            for b in store.batches(tx.transaction_id):
+                if b.status == B.SENT:
+                    store.change_batch_status(b, B.COMPLETED)
+            tx = change_status(store, clock, tx, T.COMPLETED)
     return tx
 
 
 def guard_reputation(active: list[Transaction], *, store: Any, clock: Any, settings: Any) -> list[str]:
     """Pause a tenant's sending campaigns when its bounce or complaint rate crosses our
     thresholds (below SES's own) over a representative volume."""
-    per_tenant: dict[str, Summary] = defaultdict(Summary)
-    for tx in active:
-        per_tenant[tx.tenant_id] = per_tenant[tx.tenant_id] + summarize(store, tx)
+    per_tenant: dict[str, Counter[str]] = defaultdict(Counter)
+    for tx in active:  # live counts: no read beyond the campaign items the pass already has
+        per_tenant[tx.tenant_id].update(tx.counts)
     paused = []
     for tenant, s in per_tenant.items():
-        if s.sent < settings.reputation_min_volume:
+        if s["sent"] < settings.reputation_min_volume:
             continue
         reasons = []
-        if s.bounced / s.sent > settings.bounce_rate_threshold:
+        # SES's bounce rate counts hard bounces only: a soft bounce (mailbox full) is no reputation signal
+        if s["hard_bounced"] / s["sent"] > settings.bounce_rate_threshold:
             reasons.append("bounce_rate")
-        if s.complained / s.sent > settings.complaint_rate_threshold:
+        if s["complained"] / s["sent"] > settings.complaint_rate_threshold:
             reasons.append("complaint_rate")
         REPUTATION_ALARM.labels(tenant, "bounce").set(int("bounce_rate" in reasons))
         REPUTATION_ALARM.labels(tenant, "complaint").set(int("complaint_rate" in reasons))
@@ -231,8 +271,8 @@ def guard_reputation(active: list[Transaction], *, store: Any, clock: Any, setti
                     REPUTATION_PAUSES.labels(reasons[0]).inc()
                     paused.append(tx.transaction_id)
                     log.warning("campaign paused by reputation guard", transaction_id=tx.transaction_id,
-                                tenant_id=tenant, reasons=reasons, sent=s.sent, bounced=s.bounced,
-                                complained=s.complained)
+                                tenant_id=tenant, reasons=reasons, sent=s["sent"], bounced=s["hard_bounced"],
+                                complained=s["complained"])
                 except DomainError:
                     continue
     return paused

@@ -54,9 +54,10 @@ from core.domain.errors import (
     TemporaryError,
 )
 from core.domain.models import iso, parse_iso
-from core.domain.statuses import SENDABLE_MESSAGE, BatchStatus, MessageStatus
+from core.domain.statuses import SENDABLE_MESSAGE, BatchStatus, MessageStatus, count_delta
 from core.domain.statuses import TransactionStatus as T
 from core.observability import SEND_THROTTLED, SENDS, log
+from core.services.events import CountBuffer
 from core.services.rendering import RenderError, check_header, render
 
 IN_DOUBT = "IN_DOUBT"  # a send-log outcome: SES may have accepted it; Send evidence decides
@@ -208,6 +209,10 @@ class BatchSender:
             if run.stop == "held":
                 self._hold(tx, batch, run.held)
                 return SendOutcome("held", outcome.sent, outcome.failed)
+            if run.stop == "campaign_stopped":  # cancelled or paused between two sends
+                log.info("batch send stopped", transaction_id=transaction_id, batch_id=batch_id)
+                self._redispatch_at(batch, self.clock.now())
+                return SendOutcome("stopped", outcome.sent, outcome.failed)
             if run.stop is not None:  # stopped early (throttling, or the lease ran out): retry later
                 self._redispatch_at(batch, self.clock.now() + timedelta(seconds=30))
                 return SendOutcome("stopped", outcome.sent, outcome.failed)
@@ -321,15 +326,34 @@ class BatchSender:
                     outcome: SendOutcome, booking: Any, send_by: datetime, probing: list[str]) -> ChunkRun:
         """Send a chunk's messages in order. Stops at the first call in doubt (recorded as such),
         at an account/configuration error (nothing more can go out), when throttling outlasts our
-        patience, or at ``send_by``. With ``probing`` (automatic holds in force) the first
-        message is the probe: its success lifts those holds."""
-        store, settings = self.store, self.settings
+        patience, at ``send_by``, or when the campaign is no longer READY_TO_SEND (checked before
+        every call). With ``probing`` (automatic holds in force) the first message is the probe:
+        its success lifts those holds."""
         run = ChunkRun(results={})
-        results = run.results
+        counts = CountBuffer(self.store, self.clock)
+        try:
+            return self._send_messages(tx, todo, suppressed, subject_src, html_src, outcome, booking, send_by,
+                                       probing, run, counts)
+        finally:
+            counts.flush()  # the campaign's counts for the messages this chunk failed or suppressed
+
+    def _fail(self, m: Any, status: MessageStatus, reason: str, counts: CountBuffer) -> None:
+        if self.store.fail_message(m.batch_id, m.message_id, status, reason):
+            counts.add(m.transaction_id, count_delta((None, set()), (status.value, {status.value})))
+
+    def _still_sending(self, tx: Any) -> bool:
+        """Read the campaign's status right before each SES call: a cancel or a pause stops every
+        worker within one call (one small strongly consistent read per message)."""
+        return self.store.get_transaction(tx.transaction_id).status == T.READY_TO_SEND
+
+    def _send_messages(self, tx: Any, todo: list[Any], suppressed: set[str], subject_src: str, html_src: str,
+                       outcome: SendOutcome, booking: Any, send_by: datetime, probing: list[str], run: ChunkRun,
+                       counts: CountBuffer) -> ChunkRun:
+        settings, results = self.settings, run.results
         cache_key = f"{tx.template_id}:{tx.template_version}"
         for i, m in enumerate(todo):
             if m.recipient_email.lower() in suppressed:
-                store.fail_message(m.batch_id, m.message_id, MessageStatus.SUPPRESSED, "address is suppressed")
+                self._fail(m, MessageStatus.SUPPRESSED, "address is suppressed", counts)
                 results[m.message_id] = {"outcome": "SUPPRESSED"}
                 SENDS.labels("suppressed").inc()
                 continue
@@ -338,20 +362,23 @@ class BatchSender:
                 subject = check_header("subject", render(cache_key + ":s", tx.subject or subject_src, data, html=False))
                 html = render(cache_key + ":h", html_src, data, html=True)
             except RenderError as exc:
-                store.fail_message(m.batch_id, m.message_id, MessageStatus.FAILED, str(exc))
+                self._fail(m, MessageStatus.FAILED, str(exc), counts)
                 results[m.message_id] = {"outcome": "FAILED", "reason": str(exc)}
                 outcome.failed += 1
                 SENDS.labels("render_failed").inc()
                 continue
             token = unsubscribe_token(settings.unsubscribe_secret, tx.tenant_id, m.recipient_email, m.message_id)
             unsub = f"{settings.public_base_url}/api/v1/email/unsubscribe/{token}"
+            if not self._still_sending(tx):  # before the slot wait, which keeps sends 1/rate apart
+                run.stop = "campaign_stopped"
+                break
             booking.wait_turn()
             if self.clock.now() >= send_by:
                 log.warning("chunk stopped at its send-by time", batch_id=m.batch_id, left=len(todo) - i)
                 run.stop = "partial"
                 break  # our lease is over: another worker may own the batch now
             try:
-                ses_id = self._send_one(tx, m, subject, html, unsub, results, send_by)
+                ses_id = self._send_one(tx, m, subject, html, unsub, results, send_by, counts)
             except SendInDoubt as exc:
                 run.in_doubt_at = self.clock.now()  # SES accepted it by now, if at all
                 results[m.message_id] = {"outcome": IN_DOUBT, "reason": str(exc)[:300]}
@@ -372,14 +399,14 @@ class BatchSender:
                 outcome.sent += 1
                 SENDS.labels("sent").inc()
                 if probing:
-                    store.lift_automatic_hold(tx.tenant_id, probing)
+                    self.store.lift_automatic_hold(tx.tenant_id, probing)
                     log.info("sending hold lifted: a probe send succeeded", tenant_id=tx.tenant_id,
                              scopes=probing, batch_id=m.batch_id)
                     probing = []
         return run
 
     def _send_one(self, tx: Any, m: Any, subject: str, html: str, unsub: str,
-                  results: dict[str, dict[str, str]], send_by: datetime) -> str | None:
+                  results: dict[str, dict[str, str]], send_by: datetime, counts: CountBuffer) -> str | None:
         """One message, retried only on throttling (SES did not accept those calls). Raises
         SendInDoubt and SendingHeld; None when it failed for good or must wait for a later attempt."""
         delay = 0.2
@@ -399,7 +426,7 @@ class BatchSender:
                 self.clock.sleep(max(delay, exc.delay if exc.delay < 5 else delay))
                 delay = min(delay * 2, 5.0)
             except MessageRefused as exc:
-                self.store.fail_message(m.batch_id, m.message_id, MessageStatus.FAILED, f"SES refused: {exc}")
+                self._fail(m, MessageStatus.FAILED, f"SES refused: {exc}", counts)
                 results[m.message_id] = {"outcome": "FAILED", "reason": str(exc)}
                 SENDS.labels("refused").inc()
                 return None

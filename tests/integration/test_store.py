@@ -85,14 +85,28 @@ def test_message_events_apply_by_precedence_and_replays_are_recognised(deps):
     store.put_messages([m])
     click = {"id": "e-click", "type": "Click", "at": "2026-01-01T10:04:00Z"}
     delivery = {"id": "e-del", "type": "Delivery", "at": "2026-01-01T10:01:00Z"}
-    assert store.record_message_event(b, m.message_id, MessageStatus.CLICKED, click) is True
-    assert store.record_message_event(b, m.message_id, MessageStatus.DELIVERED, delivery) is False  # late
-    assert store.record_message_event(b, m.message_id, MessageStatus.CLICKED, click) is None  # replay
-    assert store.record_message_event(b, "tx_1-b00001-09999", MessageStatus.SENT, {"id": "x", "at": "t"}) is None
+    first = store.record_message_event(b, m.message_id, MessageStatus.CLICKED, click)
+    assert first.moved is True
+    assert first.delta == {"sent": 1, "delivered": 1, "opened": 1, "clicked": 1, "final": 1}
+    late = store.record_message_event(b, m.message_id, MessageStatus.DELIVERED, delivery)
+    assert late.moved is False and late.delta == {}  # a click already implied the delivery
+    assert store.record_message_event(b, m.message_id, MessageStatus.CLICKED, click).moved is None  # replay
+    assert store.record_message_event(b, "tx_1-b00001-09999", MessageStatus.SENT, {"id": "x", "at": "t"}).moved is None
     item = store.table.get({"PK": f"BATCH#{b}", "SK": f"MESSAGE#{m.message_id}"})
     assert item["status"] == "CLICKED"
     assert [e["id"] for e in item["events"]] == ["e-click", "e-del"]  # every event kept, once
     assert item["seen"] == {"CLICKED", "DELIVERED"}
+
+
+def test_live_counts_add_up_without_touching_the_version(deps):
+    store = deps.store
+    tx = store.create_transaction(_tx())
+    store.add_counts("tx_1", {"sent": 3, "delivered": 2}, deps.clock.now())
+    store.add_counts("tx_1", {"sent": 1, "cancelled": 4}, deps.clock.now())
+    got = store.get_transaction("tx_1")
+    assert got.counts == {"sent": 4, "delivered": 2, "cancelled": 4} and got.count_gen == 2
+    assert got.version == tx.version and got.live_summary().cancelled == 4
+    store.change_transaction_status(tx, TransactionStatus.PROCESSING)  # the status write still wins
 
 
 def test_fenced_writes_refuse_an_older_epoch(deps):
