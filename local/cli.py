@@ -107,6 +107,20 @@ def _secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def _senders(args: argparse.Namespace) -> int:
+    from core.services import tenants
+
+    d = _deps()
+    if args.action == "allow":
+        out = tenants.allow_sender(d.store, args.tenant, args.sender)
+    elif args.action == "revoke":
+        out = tenants.revoke_sender(d.store, args.tenant, args.sender)
+    else:
+        out = sorted((d.store.get_tenant(args.tenant) or {}).get("senders", []))
+    print(json.dumps({"tenant_id": args.tenant, "senders": out}))
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     """Write a campaign's HTML report (from a running stack or a deployed API) to a file."""
     import requests
@@ -134,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("webhook-secret", help="webhook signing secrets")
     s.add_argument("action", choices=["show", "rotate", "finish-rotation"])
     s.add_argument("--tenant", required=True, type=_tenant_id)
+    sd = sub.add_parser("senders", help="From addresses (or @domain) a tenant may send as")
+    sd.add_argument("action", choices=["allow", "revoke", "list"])
+    sd.add_argument("sender", nargs="?", default="", help="an address, or @domain for a domain the tenant owns")
+    sd.add_argument("--tenant", required=True, type=_tenant_id)
     r = sub.add_parser("report", help="write a campaign's HTML report to a file")
     r.add_argument("campaign")
     r.add_argument("--api-key", required=True)
@@ -141,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default="report.html")
     args = p.parse_args(argv)
     try:
-        return {"up": _up, "keys": _keys, "webhook-secret": _secret, "report": _report}[args.cmd](args)
+        return {"up": _up, "keys": _keys, "webhook-secret": _secret, "senders": _senders,
+                "report": _report}[args.cmd](args)
     except SettingsError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -51,29 +51,57 @@ class CallCounter:
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.items_written = 0
+        # DynamoDB capacity as AWS would bill it, estimated from the bytes on the wire: a read
+        # unit per 4 KB returned (half for an eventually consistent read), a write unit per 1 KB
+        # written (twice inside a transaction). moto reports no real consumed capacity.
+        self.read_units = 0.0
+        self.write_units = 0.0
         self.by_component: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def attach(self, boto_client: Any) -> Any:
         boto_client.meta.events.register("before-call.*.*", self._on_call)
+        boto_client.meta.events.register("after-call.dynamodb.*", self._on_result)
         return boto_client
+
+    def _on_result(self, http_response: Any = None, parsed: Any = None, model: Any = None, **_: Any) -> None:
+        if model is None or model.name not in ("GetItem", "Query", "BatchGetItem", "Scan"):
+            return
+        raw = getattr(http_response, "content", b"") or b""
+        body = json.loads(raw or b"{}")
+        if model.name == "GetItem":
+            sizes = [len(json.dumps(body["Item"]))] if "Item" in body else [0]
+        elif model.name == "BatchGetItem":
+            sizes = [len(json.dumps(i)) for items in (body.get("Responses") or {}).values() for i in items]
+        else:  # a query is billed on the items it read together, in 4 KB steps
+            sizes = [sum(len(json.dumps(i)) for i in body.get("Items", []))]
+        units = sum(max(1, -(-size // 4096)) for size in sizes)
+        with self._lock:
+            self.read_units += units
 
     def _on_call(self, params: dict[str, Any], model: Any, **_: Any) -> None:
         """``before-call`` fires for wire calls only (not for presigning); ``params`` is the
         serialized request, so item counts come from its JSON body (DynamoDB's protocol)."""
         name = f"{model.service_model.service_name}.{model.name}"
-        written = 0
+        written, units = 0, 0.0
         if model.name in ("PutItem", "UpdateItem", "DeleteItem"):
-            written = 1
+            written, units = 1, 1.0
+            if model.name == "PutItem":
+                body = json.loads(params.get("body") or b"{}")
+                units = max(1, -(-len(json.dumps(body.get("Item", {}))) // 1024))
         elif model.name in ("BatchWriteItem", "TransactWriteItems"):
             body = json.loads(params.get("body") or b"{}")
             if model.name == "BatchWriteItem":
-                written = sum(len(v) for v in body.get("RequestItems", {}).values())
+                reqs = [r for v in body.get("RequestItems", {}).values() for r in v]
+                written = len(reqs)
+                units = sum(max(1, -(-len(json.dumps(r)) // 1024)) for r in reqs)
             else:
                 written = sum(1 for i in body.get("TransactItems", []) if "ConditionCheck" not in i)
+                units = 2.0 * len(body.get("TransactItems", []))
         with self._lock:
             self.calls[name] += 1
             self.items_written += written
+            self.write_units += units
             self.by_component.setdefault(component.get(), set()).add(name)
 
     def total(self, prefix: str = "") -> int:
@@ -83,3 +111,4 @@ class CallCounter:
         with self._lock:
             self.calls.clear()
             self.items_written = 0
+            self.read_units = self.write_units = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -21,7 +22,9 @@ class SqsQueue:
     def send(self, body: dict[str, Any], *, group: str | None = None, dedup_id: str | None = None) -> None:
         kw: dict[str, Any] = {"QueueUrl": self.url, "MessageBody": json.dumps(body)}
         if self.name.endswith(".fifo"):
-            kw.update(MessageGroupId=group or "default", MessageDeduplicationId=dedup_id or body.get("id", ""))
+            # FIFO queues refuse an empty deduplication id: default to the body's content hash
+            dedup = dedup_id or hashlib.sha256(kw["MessageBody"].encode()).hexdigest()
+            kw.update(MessageGroupId=group or "default", MessageDeduplicationId=dedup)
         self.client.send_message(**kw)
 
     def receive(self, max_messages: int = 10, wait_seconds: int = 1, visibility: int | None = None) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ outbox entry) in the same DynamoDB transaction, so a change never exists without
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -366,6 +367,11 @@ class DynamoStore:
             current = getattr(exc, "current", None)
             if not current or eid in (current.get("event_ids") or set()):
                 return Recorded(None, {})
+        if new in (MessageStatus.OPENED, MessageStatus.CLICKED):
+            # a repeated open or click: counted on the item, not appended, so a message opened a
+            # thousand times stays far below DynamoDB's 400 KB item limit
+            record = {"add": {"event_ids": {eid}, "seen": {new.value}, f"n_{new.value.lower()}": 1},
+                      "set_if_absent": record["set_if_absent"]}
         try:  # late or out of order: keep the event with its time, leave the status
             old = self.table.update(Update(key, set={}, condition="attribute_exists(PK) AND NOT contains(event_ids, :eid)",
                                            values={":eid": eid}, **record), returns="ALL_OLD")
@@ -593,6 +599,7 @@ class DynamoStore:
         keys = [schema.suppression_key(tenant_id, e) for e in dict.fromkeys(emails)]
         from core.adapters.dynamodb import serialize
 
+        delay = 0.05
         for i in range(0, len(keys), 100):
             pending: dict[str, Any] = {self.table.name: {"Keys": [serialize(k) for k in keys[i:i + 100]],
                                                          "ProjectionExpression": "email"}}
@@ -601,6 +608,9 @@ class DynamoStore:
                 for raw in resp.get("Responses", {}).get(self.table.name, []):
                     found.add(raw["email"]["S"])
                 pending = resp.get("UnprocessedKeys") or {}
+                if pending:  # throttled: back off before asking for the rest (AWS's advice)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
         return found
 
     # ---------------------------------------------------------------- tenants and keys
@@ -623,6 +633,11 @@ class DynamoStore:
 
     def put_tenant(self, tenant_id: str, fields: dict[str, Any]) -> None:
         self.table.put({**schema.tenant_key(tenant_id), "tenant_id": tenant_id, **fields})
+
+    def set_tenant_senders(self, tenant_id: str, senders: list[str]) -> None:
+        """The From addresses (or ``@domain`` entries) this tenant may send as."""
+        self.table.update(Update(schema.tenant_key(tenant_id), set={"senders": sorted(set(senders))},
+                                 condition="attribute_exists(PK)"))
 
     def get_tenant(self, tenant_id: str) -> dict[str, Any] | None:
         item = self.table.get(schema.tenant_key(tenant_id), consistent=False)

@@ -15,6 +15,7 @@ from core.domain.models import (
     Upload,
     batch_id_for,
     batch_of_message,
+    iso,
     new_id,
     transaction_of_batch,
 )
@@ -23,6 +24,7 @@ from core.domain.urls import check_callback_url
 from core.observability import log
 from core.services.callbacks import callback_for
 from core.services.rendering import template_variables
+from core.services.tenants import check_sender
 
 # --- uploads -------------------------------------------------------------------------
 
@@ -103,6 +105,7 @@ def submit_campaign(store: Any, blobs: Any, settings: Any, clock: Any, tenant_id
         if "\r" in subject or "\n" in subject:
             raise InvalidInput("subject contains a line break")
         template_variables(subject, what="subject")  # a broken subject is refused now, not per message
+    check_sender(store, settings, tenant_id, _email("from", req.get("from")))
     tx = Transaction(
         transaction_id=new_id("tx_"), tenant_id=tenant_id, template_id=tv.template_id,
         template_version=tv.version, csv_s3_key=key, callback_url=callback, send_at=send_at,
@@ -129,15 +132,15 @@ def campaign_view(tx: Transaction, summary: Summary) -> dict[str, Any]:
         "template_id": tx.template_id,
         "template_version": tx.template_version,
         "callback_url": tx.callback_url,
-        "send_at": tx.send_at.isoformat() if tx.send_at else None,
-        "created_at": tx.created_at.isoformat(),
-        "updated_at": tx.updated_at.isoformat(),
+        "send_at": iso(tx.send_at) if tx.send_at else None,  # one format everywhere: UTC with Z
+        "created_at": iso(tx.created_at),
+        "updated_at": iso(tx.updated_at),
         "failure_reason": tx.failure_reason,
         "batch_count": tx.batch_count,
         "tags": tx.tags,
         "summary": summary.model_dump(),
         # counts follow SES events: when they last changed, and whether the final recount is done
-        "counts_updated_at": tx.counts_at.isoformat() if tx.counts_at else None,
+        "counts_updated_at": iso(tx.counts_at) if tx.counts_at else None,
         "counts_final": tx.recounted,
     }
 

@@ -6,7 +6,7 @@ import base64
 import secrets as _secrets
 from typing import Any
 
-from core.domain.errors import Conflict
+from core.domain.errors import Conflict, Forbidden, InvalidInput
 from core.domain.ids import check_tenant_id
 from core.services.auth import create_key, hash_key
 
@@ -49,3 +49,42 @@ def rotate_webhook_secret(signing: Any, tenant_id: str) -> dict[str, Any]:
     fresh = new_webhook_secret()
     signing.set_secret(tenant_id, fresh, keep_previous=True)
     return {"secrets": signing.signing_secrets(tenant_id)}
+
+
+def sender_entry(value: str) -> str:
+    """An authorised sender: a full address, or ``@domain`` for any address at a domain the
+    tenant owns (verified as its own SES identity)."""
+    v = value.strip().lower()
+    local, at, domain = v.rpartition("@")
+    if not at or not domain or "." not in domain or any(c.isspace() for c in v):
+        raise InvalidInput(f"{value!r} is neither an address nor @domain")
+    return v
+
+
+def allow_sender(store: Any, tenant_id: str, value: str) -> list[str]:
+    tenant = store.get_tenant(check_tenant_id(tenant_id)) or {}
+    senders = sorted({*tenant.get("senders", []), sender_entry(value)})
+    store.set_tenant_senders(tenant_id, senders)
+    return senders
+
+
+def revoke_sender(store: Any, tenant_id: str, value: str) -> list[str]:
+    tenant = store.get_tenant(check_tenant_id(tenant_id)) or {}
+    senders = sorted(set(tenant.get("senders", [])) - {sender_entry(value)})
+    store.set_tenant_senders(tenant_id, senders)
+    return senders
+
+
+def check_sender(store: Any, settings: Any, tenant_id: str, from_header: str | None) -> None:
+    """A tenant may send as the platform's default sender or as a sender authorised for it:
+    a shared domain's other local parts belong to other tenants."""
+    if not from_header:
+        return
+    address = from_header.split("<")[-1].rstrip(">").strip().lower()
+    if address == settings.default_from.lower():
+        return
+    allowed = set((store.get_tenant(tenant_id) or {}).get("senders", []))
+    if address in allowed or f"@{address.rpartition('@')[2]}" in allowed:
+        return
+    raise Forbidden(f"this tenant may not send as {address}: an administrator authorises senders "
+                    "(`emailplatform senders allow --tenant … ADDRESS`)")

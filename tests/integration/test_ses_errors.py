@@ -100,7 +100,10 @@ def test_an_account_or_configuration_error_holds_sending_until_a_probe_succeeds(
 def test_a_tenant_hold_does_not_stop_other_tenants(deps, tenant, faults):
     from core.services.tenants import ensure_tenant
 
+    from core.services.tenants import allow_sender
+
     ensure_tenant(deps.store, deps.secrets, "tenant-b")
+    allow_sender(deps.store, "tenant-a", "@tenant-a.example")
     tx_a, (batch_a,) = queued_campaign(deps, "tenant-a", recipients(3), **{"from": "news@tenant-a.example"})
     tx_b, (batch_b,) = queued_campaign(deps, "tenant-b", recipients(3))
     faults.inject("MailFromDomainNotVerifiedException", sender="@tenant-a.example", times=None)

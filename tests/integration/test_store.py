@@ -178,3 +178,16 @@ def test_a_real_lost_condition_in_a_transaction_is_stale(deps):
 
     with pytest.raises(StaleWrite):
         deps.store.table.transact([Update({"PK": "X", "SK": "Y"}, set={"a": 1}, condition="attribute_exists(PK)")])
+
+
+def test_repeated_opens_are_counted_not_appended(deps):
+    """A message opened hundreds of times must stay far below DynamoDB's 400 KB item limit."""
+    store = deps.store
+    b = "tx_1-b00001"
+    m = Message(message_id=f"{b}-00001", batch_id=b, transaction_id="tx_1", tenant_id="t", recipient_email="a@x.org")
+    store.put_messages([m])
+    for i in range(60):
+        store.record_message_event(b, m.message_id, MessageStatus.OPENED, {"id": f"open-{i}", "type": "Open",
+                                                                           "at": "2026-01-01T10:04:00Z"})
+    item = store.table.get({"PK": f"BATCH#{b}", "SK": f"MESSAGE#{m.message_id}"})
+    assert item["status"] == "OPENED" and len(item["events"]) == 1 and item["n_opened"] == 59

@@ -54,3 +54,24 @@ def test_keys_are_usage_plan_keys_in_every_region_and_revocation_disables_them(d
     for gw, _ in plans.values():
         (item,) = [k for k in gw.get_api_keys()["items"] if k["name"] == f"tenant-gw.{key.key_id}"]
         assert not item["enabled"]
+
+
+def test_a_tenant_sends_only_as_a_sender_authorised_for_it(deps):
+    """The shared domain's other local parts belong to other tenants."""
+    from core.domain.errors import Forbidden
+    from core.services.tenants import allow_sender, revoke_sender
+    from tests.helpers import submit
+
+    ensure_tenant(deps.store, deps.secrets, "tenant-a")
+    with pytest.raises(Forbidden, match="may not send as ceo@example.com"):
+        submit(deps, "tenant-a", "email,first_name\na@example.org,A\n", **{"from": "CEO <ceo@example.com>"})
+    assert submit(deps, "tenant-a", "email,first_name\na@example.org,A\n", **{"from": deps.settings.default_from})
+    allow_sender(deps.store, "tenant-a", "news@acme.example")
+    allow_sender(deps.store, "tenant-a", "@mail.acme.example")
+    for sender in ("Acme News <news@acme.example>", "billing@mail.acme.example"):
+        assert submit(deps, "tenant-a", "email,first_name\na@example.org,A\n", **{"from": sender})
+    revoke_sender(deps.store, "tenant-a", "news@acme.example")
+    with pytest.raises(Forbidden):
+        submit(deps, "tenant-a", "email,first_name\na@example.org,A\n", **{"from": "news@acme.example"})
+    with pytest.raises(InvalidInput):
+        allow_sender(deps.store, "tenant-a", "not a sender")
