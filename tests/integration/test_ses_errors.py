@@ -98,9 +98,7 @@ def test_an_account_or_configuration_error_holds_sending_until_a_probe_succeeds(
 
 
 def test_a_tenant_hold_does_not_stop_other_tenants(deps, tenant, faults):
-    from core.services.tenants import ensure_tenant
-
-    from core.services.tenants import allow_sender
+    from core.services.tenants import allow_sender, ensure_tenant
 
     ensure_tenant(deps.store, deps.secrets, "tenant-b")
     allow_sender(deps.store, "tenant-a", "@tenant-a.example")
