@@ -38,6 +38,7 @@ from core.observability import (
 from core.services import callbacks, reconcile
 from core.services.ingest import Abandoned, ingest_transaction
 
+STREAM_RESTART_SECONDS = 5.0  # pause before the stream watch starts again after an error
 STUCK_AFTER_SECONDS = 600.0  # a sending campaign whose counts have not moved for this long is "stuck"
 
 
@@ -78,7 +79,6 @@ class Controller:
         self.stopping = threading.Event()
         self.scheduler: BackgroundScheduler | None = None
         self._stream: threading.Thread | None = None
-        self.recounts = reconcile.RecountThrottle(deps.settings.recount_interval_seconds)
         self.stuck = StuckCampaigns(stuck_after)
         self._dlqs = ([(f"{q.purpose.replace('-', '_')}-dlq", SqsQueue(deps.clients["sqs"], q.dlq_name(deps.settings.name_prefix)))
                        for q in schema.QUEUES if q.dlq] if "sqs" in deps.clients else [])
@@ -147,11 +147,9 @@ class Controller:
             reconcile.release_due(store=store, clock=self.deps.clock)
             active = [t for t in store.active_transactions() if t.status not in (T.ACCEPT, T.PROCESSING)]
             self._each("advance", active, lambda tx: reconcile.advance(
-                tx, store=store, queue=self.deps.send_queue, clock=self.deps.clock, settings=self.settings,
-                throttle=self.recounts))
+                tx, store=store, queue=self.deps.send_queue, clock=self.deps.clock, settings=self.settings))
             reconcile.guard_reputation(
-                [store.get_transaction(t.transaction_id) for t in active
-                 if t.status in (T.READY_TO_SEND, T.SENT, T.SCHEDULED)],
+                [t for t in active if t.status in (T.READY_TO_SEND, T.SENT, T.SCHEDULED)],
                 store=store, clock=self.deps.clock, settings=self.settings)
         self._timed("advance", run)
 
@@ -242,11 +240,17 @@ class Controller:
                 job.modify(next_run_time=dt.datetime.now(dt.UTC))
 
     def _watch_stream(self) -> None:
-        """Follow the table stream; any record only makes the passes run sooner."""
+        """Follow the table stream; any record only makes the passes run sooner. An error
+        (throttling, an expired iterator) restarts the follower after a pause: the periodic passes
+        keep the controller correct meanwhile."""
         with acting_as("controller"):
-            self._follow_stream()
+            while not self.stopping.is_set():
+                if self._follow_stream():
+                    return
+                self.stopping.wait(STREAM_RESTART_SECONDS)
 
-    def _follow_stream(self) -> None:
+    def _follow_stream(self) -> bool:
+        """True when the follower ended normally (stopping, or the table has no stream)."""
         try:
             for records in follow_table_stream(self.deps.clients["dynamodb"], self.deps.clients["dynamodbstreams"],
                                                self.settings.table_name, self.stopping):
@@ -255,8 +259,11 @@ class Controller:
                 if changed and self.lease.epoch is not None:
                     self.nudge()
                     self.stopping.wait(0.5)  # at most two nudges a second
-        except Exception as exc:  # the periodic passes keep the controller correct without it
-            log.warning("stream watch stopped", error=str(exc)[:300])
+            return True
+        except Exception as exc:
+            PASS_ERRORS.labels("stream", type(exc).__name__).inc()
+            log.warning("stream watch failed, restarting", error=str(exc)[:300], retry_in=STREAM_RESTART_SECONDS)
+            return False
 
     def stop(self) -> None:
         """Finish or abandon the current item (ingest resumes from its checkpoint), release the lease."""

@@ -1,5 +1,12 @@
-"""Leader lease with a fencing epoch (regional item, not replicated), gated by the
-replicated active-region flag: only the lease holder in the active region acts."""
+"""Leader lease per region, gated by the replicated active-region flag: only the lease holder in
+the active region acts.
+
+The lease's epoch is the leader's fencing token. Tokens come from one replicated counter
+(``FENCING_COUNTER_KEY``, ``PLATFORM/EPOCH``) that an election in any region bumps in the same
+transaction that takes the lease, so the newest leader anywhere has the highest token: after a
+failover the new region's leader is never fenced out by items the old region's leaders stamped,
+and a deposed leader (of either region) is fenced by its successor's writes. The first election
+after an upgrade starts the counter above both regions' lease epochs."""
 
 from __future__ import annotations
 
@@ -7,8 +14,8 @@ from datetime import timedelta
 from typing import Any
 
 from core import schema
-from core.adapters.dynamodb import DynamoTable, Update
-from core.domain.errors import StaleWrite
+from core.adapters.dynamodb import FENCING_COUNTER_KEY, DynamoTable, Update
+from core.domain.errors import StaleWrite, TemporaryError
 from core.domain.models import iso
 from core.observability import LEASE_HOLDER, LEASE_LOST, log
 
@@ -28,7 +35,7 @@ class Lease:
         return flag is None or flag.get("region") == self.region
 
     def acquire_or_renew(self) -> bool:
-        """True while we hold the lease. Taking it from an expired holder bumps the epoch."""
+        """True while we hold the lease. Taking it from an expired holder takes the next fencing token."""
         now = self.clock.now()
         until = iso(now + timedelta(seconds=self.seconds))
         if not self.region_is_active():
@@ -41,20 +48,28 @@ class Lease:
                 return True
             except StaleWrite:
                 return self._lost("renewal lost")
+        peer: dict[str, Any] = {}
         if self.peer_key is not None:  # after a region switch, let the other region's leader lapse first
             peer = self.table.get(self.peer_key) or {}
             if peer.get("expires_at", "") > iso(now):
                 LEASE_HOLDER.labels(self.region, self.holder).set(0)
                 return False
         current = self.table.get(self.key) or {}
-        epoch = int(current.get("epoch", 0)) + 1
+        counter = self.table.get(FENCING_COUNTER_KEY)
+        counted = int((counter or {}).get("epoch", 0))
+        epoch = max(counted, int(current.get("epoch", 0)), int(peer.get("epoch", 0))) + 1
         try:
-            self.table.update(Update(
-                self.key, set={"holder": self.holder, "epoch": epoch, "expires_at": until},
-                condition="attribute_not_exists(epoch) OR (epoch = :old AND (expires_at < :now OR holder = :me))",
-                values={":old": int(current.get("epoch", 0)), ":now": iso(now), ":me": self.holder},
-            ))
-        except StaleWrite:
+            self.table.transact([
+                Update(self.key, set={"holder": self.holder, "epoch": epoch, "expires_at": until},
+                       condition="attribute_not_exists(epoch) OR (epoch = :old AND (expires_at < :now OR holder = :me))",
+                       values={":old": int(current.get("epoch", 0)), ":now": iso(now), ":me": self.holder}),
+                Update(FENCING_COUNTER_KEY, set={"epoch": epoch, "region": self.region, "holder": self.holder,
+                                                 "elected_at": iso(now)},
+                       condition="attribute_not_exists(epoch) OR epoch = :counted" if counter is not None
+                       else "attribute_not_exists(epoch)",
+                       values={":counted": counted} if counter is not None else None),
+            ])
+        except (StaleWrite, TemporaryError):  # another contender won (here or in the other region)
             LEASE_HOLDER.labels(self.region, self.holder).set(0)
             return False
         self.epoch = epoch

@@ -2,8 +2,10 @@
 
 The gate answers what the resolver cannot answer well: unknown paths (404), known paths with
 another method (405, OPTIONS 204, HEAD as GET without a body), oversized or undecodable bodies,
-authentication and authorisation before any validation (401, 403, then 422), and query
-parameters a route does not declare (422, so a typo never passes silently).
+authentication and authorisation before any validation (401, 403, then 422), writes in the
+passive region (503: global tables settle conflicting writes last-writer-wins, so only the active
+region takes them), and query parameters a route does not declare (422, so a typo never passes
+silently).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, get_args, get_type_hints
 
@@ -24,6 +27,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 
+from core import schema
 from core.domain.errors import DomainError
 from core.observability import API_REQUESTS, acting_as, log
 from handlers.context import context_or_local, deps, memo
@@ -179,6 +183,43 @@ def _match(method: str, path: str) -> tuple[Endpoint | None, list[str]]:
     return None, sorted(set(allowed))
 
 
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class _ActiveRegion:
+    """The replicated ``PLATFORM/ACTIVE_REGION`` flag, re-read at most every ``seconds``. No flag:
+    a single-region setup, every region is active. A failed read keeps the last answer (at first:
+    active), so an unreachable table never turns into refusals of its own."""
+
+    def __init__(self, table: Any, seconds: float, monotonic: Any = time.monotonic):
+        self.table, self.seconds, self.monotonic = table, seconds, monotonic
+        self._region: str | None = None
+        self._read_at: float | None = None
+
+    def region(self) -> str | None:
+        now = self.monotonic()
+        if self._read_at is None or now - self._read_at >= self.seconds:
+            try:
+                item = self.table.get(schema.ACTIVE_REGION_KEY)
+                self._region = item.get("region") if item else None
+            except Exception as exc:
+                log.warning("active-region flag unreadable", error=str(exc)[:300])
+            self._read_at = now
+        return self._region
+
+
+def _passive_refusal() -> Response | None:
+    """503 for a write when this region is not the active one (reads keep working)."""
+    d = deps()
+    active = memo("active_region", lambda d: _ActiveRegion(d.store.table, d.settings.active_region_cache_seconds)).region()
+    if active is None or active == d.settings.region:
+        return None
+    retry = d.settings.passive_region_retry_after_seconds
+    return error(503, "passive_region",
+                 f"this region ({d.settings.region}) is passive and takes no writes; the active region is {active}",
+                 [{"region": d.settings.region, "active_region": active}], headers={"Retry-After": str(retry)})
+
+
 def _gate(event: dict[str, Any], method: str) -> tuple[Endpoint | None, Response | None]:
     path = event.get("path") or "/"
     ep, allowed = _match(method, path)
@@ -202,6 +243,11 @@ def _gate(event: dict[str, Any], method: str) -> tuple[Endpoint | None, Response
         except DomainError as exc:
             return ep, error(exc.http_status, exc.code, exc.message, exc.details)
         token = set_principal(p)
+    passive = _passive_refusal() if method not in READS else None
+    if passive is not None:
+        if token is not None:
+            reset_principal(token)
+        return ep, passive
     unknown = sorted(set(event.get("queryStringParameters") or {}) - ep.query)
     if unknown:
         if token is not None:

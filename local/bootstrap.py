@@ -10,9 +10,13 @@ from botocore.exceptions import ClientError
 from config.settings import Settings
 from core import schema
 from core.adapters.aws import client
+from core.observability import log
+from local.ses_simulator import Rates, event_destination_name, v1_event_type
 
 
-def create_resources(settings: Settings, region: str | None = None) -> dict[str, Any]:
+def create_resources(settings: Settings, region: str | None = None, rates: Rates | None = None) -> dict[str, Any]:
+    """``rates``: the simulated SES's delivery/open/click/complaint rates for this configuration
+    set (``Rates()`` if None), carried by its event destination (see local/ses_simulator.py)."""
     region = region or settings.region
     ddb = client(settings, "dynamodb", region)
     s3 = client(settings, "s3", region)
@@ -80,4 +84,27 @@ def create_resources(settings: Settings, region: str | None = None) -> dict[str,
     except ClientError as exc:
         if not exc.response["Error"]["Code"].endswith("AlreadyExistsException"):
             raise
+    _event_destination(settings, region, topics[schema.SES_EVENTS_TOPIC.purpose], rates or Rates())
     return {"topics": topics, "queues": arns}
+
+
+def _event_destination(settings: Settings, region: str, topic_arn: str, rates: Rates) -> None:
+    """The configuration set publishes every SES event type to the SES events topic, as infra's
+    ConfigurationSetEventDestination does (the SES v1 call: moto implements only that one)."""
+    ses = client(settings, "ses", region)
+    name = event_destination_name(settings.ses_configuration_set, rates)
+    try:
+        ses.create_configuration_set_event_destination(
+            ConfigurationSetName=settings.ses_configuration_set,
+            EventDestination={"Name": name, "Enabled": True,
+                              "MatchingEventTypes": [v1_event_type(t) for t in schema.SES_EVENT_TYPES],
+                              "SNSDestination": {"TopicARN": topic_arn}})
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "EventDestinationAlreadyExists":
+            raise
+        current = ses.describe_configuration_set(ConfigurationSetName=settings.ses_configuration_set,
+                                                 ConfigurationSetAttributeNames=["eventDestinations"])
+        names = [d.get("Name") for d in current.get("EventDestinations") or [] if d]
+        if name not in names:  # moto cannot update a destination: another rate setting stays in effect
+            log.warning("ses event destination of other rates in effect", configuration_set=settings.ses_configuration_set,
+                        wanted=name, in_effect=names)

@@ -16,6 +16,13 @@ recipient campaign):
 It also makes each DynamoDB write (and a whole transaction) one critical section: moto's server
 serves requests on threads and checks a condition apart from the write it guards, so two
 concurrent conditional writes could both pass; on AWS they cannot.
+
+And it publishes SES events, which moto does not: SES v2 SendEmail with a configuration set
+whose event destination (SES v1 ``CreateConfigurationSetEventDestination``, what
+local/bootstrap.py creates like infra does on AWS) names an SNS topic gets the Send event on that
+topic before the call returns, the later events (Delivery, Bounce, …) shortly after
+(``local.ses_simulator.SesEventPublisher``). The answer carries the ``x-emailplatform-ses-events``
+header, so the embedded stack knows its SES endpoint publishes.
 """
 
 from __future__ import annotations
@@ -87,8 +94,42 @@ STREAM_RECORDS = 200_000
 STREAM_ITERATORS = 10_000
 
 
+def patch_ses_events() -> None:
+    """SES v2 SendEmail publishes SES events (see the module docstring). Idempotent."""
+    import json
+
+    from moto.ses.models import ses_backends
+    from moto.sesv2.responses import SESV2Response
+    from moto.sns.models import sns_backends
+
+    from local.ses_simulator import EVENTS_HEADER, SesEventPublisher
+
+    if getattr(SESV2Response, "_emailplatform_patched", False):
+        return
+
+    def publish(topic_arn: str, message: str) -> None:
+        _, _, _, region, account, _ = topic_arn.split(":", 5)
+        sns_backends[account][region].publish(message, arn=topic_arn)
+
+    publisher = SesEventPublisher(publish)
+    original = SESV2Response.send_email
+
+    def send_email(self):  # noqa: ANN001, ANN202
+        answer = original(self)  # raises when SES refuses the message: no events then
+        request = json.loads(self.body)
+        name = request.get("ConfigurationSetName")
+        destination = (ses_backends[self.current_account][self.region].config_set_event_destination.get(name)
+                       if name else None)
+        sends = publisher.accepted(ses_id=json.loads(answer)["MessageId"], request=request, destination=destination)
+        return answer, {EVENTS_HEADER: str(sends)}
+
+    SESV2Response.send_email = send_email  # type: ignore[method-assign]
+    SESV2Response._emailplatform_patched = True  # type: ignore[attr-defined]
+
+
 def patch_moto() -> None:
     """Apply the patches described in the module docstring (idempotent)."""
+    patch_ses_events()
     import copy
     from collections import OrderedDict
 

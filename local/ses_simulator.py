@@ -1,18 +1,28 @@
-"""Plays SES event publishing, which moto does not do.
+"""Plays SES event publishing, which moto does not do, and SES errors, which moto never returns.
 
-Wraps the real mailer: every message moto's SES accepted gets real-format SES event
-notifications (the shapes in tests/events/) published to the SNS topic, following the SES
-mailbox simulator addresses and configurable rates for other addresses. Events go out from a
-background thread after small delays, so they arrive after the send like on AWS.
+Event publishing runs where SES runs: inside the moto server process (``local.moto`` wires
+``SesEventPublisher`` into moto's SendEmail). Like a configuration set's event destination on
+AWS, every message SES accepted gets real-format notifications (the shapes in tests/events/) on
+the destination's SNS topic: the Send event before SendEmail returns, so it survives a crash of
+the caller (it is the evidence ``core.services.sending`` relies on), the later events
+(Delivery, Bounce, Complaint, Open, Click) after small delays from a worker thread. Which ones
+follow the SES mailbox simulator addresses and, for other addresses, the rates carried in the
+event destination's name (``event_destination_name``; local/bootstrap.py creates it).
+
+In the platform process ``SimulatingMailer`` wraps the real mailer: it records accepted sends
+(tests, the drill), cuts a region off (drills) and injects SES errors (``SesFaults``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
-import queue
+import re
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +39,39 @@ class Rates:
     open: float = 0.45
     click: float = 0.15
     complaint: float = 0.0
+
+
+# An event destination's name carries the rates of the stack that created it, in 1/10,000
+# (AWS allows 64 letters, digits, '_' and '-'). The name also carries a digest of the
+# configuration set, because moto wants destination names unique per SES region, not per
+# configuration set as AWS does. A name without rates (infra's "to-sns") means ``Rates()``.
+_RATES_IN_NAME = re.compile(r"-d(\d{4})-o(\d{4})-c(\d{4})-x(\d{4})$")
+
+
+def event_destination_name(configuration_set: str, rates: Rates) -> str:
+    digest = hashlib.sha256(configuration_set.encode()).hexdigest()[:8]
+    d, o, c, x = (min(9999, max(0, round(v * 10_000)))
+                  for v in (rates.delivery, rates.open, rates.click, rates.complaint))
+    return f"to-sns-{digest}-d{d:04d}-o{o:04d}-c{c:04d}-x{x:04d}"
+
+
+def rates_of(destination_name: str) -> Rates:
+    m = _RATES_IN_NAME.search(destination_name or "")
+    if not m:
+        return Rates()
+    d, o, c, x = (int(g) / 10_000 for g in m.groups())
+    return Rates(delivery=d, open=o, click=c, complaint=x)
+
+
+def v1_event_type(name: str) -> str:
+    """SES v2 / schema spelling (``RENDERING_FAILURE``) → SES v1 MatchingEventTypes (``renderingFailure``)."""
+    first, *rest = name.lower().split("_")
+    return first + "".join(p.title() for p in rest)
+
+
+# Which MatchingEventTypes entry lets each simulated event out.
+_MATCHING_TYPE = {"Send": "send", "Delivery": "delivery", "Bounce": "bounce", "BounceSuppressed": "bounce",
+                  "Complaint": "complaint", "Open": "open", "Click": "click"}
 
 
 def _now() -> str:
@@ -60,14 +103,17 @@ def plan_events(to: str, ses_id: str, rates: Rates) -> list[str]:
     return events
 
 
-def ses_event(kind: str, *, ses_id: str, sender: str, to: str, subject: str, tags: dict[str, str]) -> dict[str, Any]:
+def ses_event(kind: str, *, ses_id: str, sender: str, to: str, subject: str, tags: dict[str, str],
+              configuration_set: str = "emailplatform", sent_at: str | None = None) -> dict[str, Any]:
+    """One SES event notification (``Message`` of the SNS envelope) as SES publishes it. ``sent_at``:
+    when SES accepted the mail (``mail.timestamp``, the same in every event of a message); now if None."""
     ts = _now()
     mail = {
-        "timestamp": ts, "source": sender, "sendingAccountId": "123456789012", "messageId": ses_id,
+        "timestamp": sent_at or ts, "source": sender, "sendingAccountId": "123456789012", "messageId": ses_id,
         "destination": [to], "headersTruncated": False,
         "headers": [{"name": "From", "value": sender}, {"name": "To", "value": to}, {"name": "Subject", "value": subject}],
         "commonHeaders": {"from": [sender], "to": [to], "messageId": ses_id, "subject": subject},
-        "tags": {"ses:configuration-set": ["emailplatform"], "ses:source-ip": ["192.0.2.0"],
+        "tags": {"ses:configuration-set": [configuration_set], "ses:source-ip": ["192.0.2.0"],
                  **{k: [v] for k, v in tags.items()}},
     }
     if kind == "Send":
@@ -207,20 +253,107 @@ class SesFaults:
             raise TRANSPORT_ERRORS.get(fault.code, TRANSPORT_ERRORS["ReadTimeout"])("https://email.amazonaws.com")
 
 
-class SimulatingMailer:
-    """The real SES adapter plus SES's event publishing, for the embedded stack only."""
+EVENTS_HEADER = "x-emailplatform-ses-events"  # on SendEmail answers of an endpoint that publishes SES events
 
-    def __init__(self, mailer: Any, sns: Any, topic_arn: str, rates: Rates | None = None, delay: float = 0.05):
-        self.mailer, self.sns, self.topic_arn = mailer, sns, topic_arn
-        self.rates = rates or Rates()
+
+class SesEventPublisher:
+    """SES's configuration-set event publishing, run inside the SES endpoint's process (local.moto).
+
+    ``accepted`` is called by SendEmail once SES accepted a message and before it answers: the
+    Send event is published at once, in the request's own thread, so a crash of the caller after
+    the call cannot lose it. The later events go to a worker thread that publishes the n-th of a
+    message ``n × delay`` after acceptance (they are outcomes, not evidence). Publishing never
+    fails a send: on AWS a destination SES cannot write to loses events too (noted on stderr).
+    One recipient per message, as the platform sends: the events name the first one.
+    """
+
+    def __init__(self, publish: Callable[[str, str], Any], delay: float = 0.05):
+        self._publish_to = publish  # (topic ARN, message text) → publishes, raises on failure
         self.delay = delay
+        self._due: list[tuple[float, int, str, str, dict[str, Any]]] = []  # (when, seq, kind, topic, event args)
+        self._seq = 0
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def accepted(self, *, ses_id: str, request: dict[str, Any], destination: dict[str, Any] | None) -> int:
+        """Publish the events of one accepted SendEmail (``request``: its JSON body) to
+        ``destination`` (the configuration set's event destination; None: it has none, so no
+        events). Returns how many Send events were published (0 or 1)."""
+        if not destination or str(destination.get("Enabled", True)).lower() == "false":
+            return 0
+        topic = (destination.get("SNSDestination") or {}).get("TopicARN")
+        if not topic:
+            return 0
+        matching = set(destination.get("MatchingEventTypes") or [])
+        args = _mail_args(ses_id, request)
+        published, now = 0, time.monotonic()
+        for i, kind in enumerate(plan_events(args["to"], ses_id, rates_of(destination.get("Name", "")))):
+            if _MATCHING_TYPE[kind] not in matching:
+                continue
+            if kind == "Send":
+                published += self._publish(topic, kind, args)
+                continue
+            with self._cv:
+                self._seq += 1
+                heapq.heappush(self._due, (now + self.delay * i, self._seq, kind, topic, args))
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._later, name="ses-events", daemon=True)
+                    self._thread.start()
+                self._cv.notify()
+        return published
+
+    def _publish(self, topic: str, kind: str, args: dict[str, Any]) -> int:
+        try:
+            self._publish_to(topic, json.dumps(ses_event(kind, **args)))
+            return 1
+        except Exception as exc:  # noqa: BLE001 - a lost event, not a failed send
+            print(f"ses events: {kind} for {args['ses_id']} not published to {topic}: {exc}"[:300],
+                  file=sys.stderr)
+            return 0
+
+    def _later(self) -> None:
+        while True:
+            with self._cv:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._cv.wait(timeout=(self._due[0][0] - time.monotonic()) if self._due else None)
+                due = []
+                while self._due and self._due[0][0] <= time.monotonic():
+                    due.append(heapq.heappop(self._due))
+            for _, _, kind, topic, args in due:
+                self._publish(topic, kind, args)
+
+
+def _mail_args(ses_id: str, request: dict[str, Any]) -> dict[str, Any]:
+    """``ses_event`` arguments from a SendEmail request body (SES v2 JSON)."""
+    dest = request.get("Destination") or {}
+    to = [*dest.get("ToAddresses", []), *dest.get("CcAddresses", []), *dest.get("BccAddresses", [])]
+    simple = (request.get("Content") or {}).get("Simple") or {}
+    return {"ses_id": ses_id, "sender": request.get("FromEmailAddress") or "", "to": to[0] if to else "",
+            "subject": (simple.get("Subject") or {}).get("Data", ""),
+            "tags": {t["Name"]: t["Value"] for t in request.get("EmailTags") or []},
+            "configuration_set": request.get("ConfigurationSetName") or "", "sent_at": _now()}
+
+
+class SimulatingMailer:
+    """The real SES adapter as the embedded stack uses it, for the embedded stack only.
+
+    Records every accepted send (``sent``: tests and the drill count them), cuts the region's SES
+    off (``cut``, drills) and fails sends on demand (``faults``/``inject``). It publishes no SES
+    events: the SES endpoint does (local.moto, see the module docstring), the Send event before
+    SendEmail returns. An endpoint whose answers lack ``EVENTS_HEADER`` publishes none: that is
+    logged once (its in-doubt sends will never find evidence).
+    """
+
+    def __init__(self, mailer: Any):
+        self.mailer = mailer
         self.sent: list[dict[str, str]] = []  # every accepted send, for tests and the drill
         # SES errors on demand (AWS returns them, moto never does): ``simulator.faults.inject(...)``
         self.faults = SesFaults(mailer.client) if hasattr(mailer, "client") else None
-        self._q: queue.Queue = queue.Queue()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._publish_loop, name="ses-simulator", daemon=True)
-        self._thread.start()
+        self.endpoint_publishes: bool | None = None  # None until the first accepted send
+        self._cut = False
+        if hasattr(mailer, "client"):
+            mailer.client.meta.events.register("after-call.sesv2.SendEmail", self._after_call,
+                                               unique_id=f"simulator-{id(self)}")
 
     def inject(self, code: str, **kw: Any) -> Fault:
         """See ``SesFaults.inject``."""
@@ -231,46 +364,25 @@ class SimulatingMailer:
         """The region's compute is gone: its SES calls fail from now on (drills)."""
         self._cut = True
 
+    def resume(self) -> None:
+        """The region's compute is back (``cut`` undone)."""
+        self._cut = False
+
     def send(self, **kw: Any) -> str:
-        if getattr(self, "_cut", False):
+        if self._cut:
             raise ConnectionError("SES endpoint unreachable from a killed region")
         ses_id = self.mailer.send(**kw)
         self.sent.append({"to": kw["to"], "ses_id": ses_id, "message_id": kw["tags"].get("message_id", "")})
-        for i, kind in enumerate(plan_events(kw["to"], ses_id, self.rates)):
-            self._q.put((time.monotonic() + self.delay * (i + 1), kind, ses_id, kw))
         return ses_id
 
-    def _publish_loop(self) -> None:
-        pending: list[tuple[float, str, str, dict[str, Any]]] = []
-        while not self._stop.is_set() or pending or not self._q.empty():
-            try:
-                pending.append(self._q.get(timeout=0.05))
-                while len(pending) < 1000:
-                    pending.append(self._q.get_nowait())
-            except queue.Empty:
-                pass
-            now = time.monotonic()
-            due = [p for p in pending if p[0] <= now]
-            pending = [p for p in pending if p[0] > now]
-            due.sort(key=lambda p: (p[1] != "Send", p[0]))  # SES emits Send at acceptance, ahead of the rest
-            for i in range(0, len(due), 10):
-                self._publish([ses_event(kind, ses_id=ses_id, sender=kw["sender"], to=kw["to"], subject=kw["subject"],
-                                         tags=kw["tags"]) for _, kind, ses_id, kw in due[i:i + 10]])
-            if self._stop.is_set() and not due and self._q.empty():
-                break
-
-    def _publish(self, events: list[dict[str, Any]]) -> None:
-        try:
-            resp = self.sns.publish_batch(TopicArn=self.topic_arn, PublishBatchRequestEntries=[
-                {"Id": str(i), "Message": json.dumps(ev)} for i, ev in enumerate(events)])
-            for failed in resp.get("Failed", []):
-                log.warning("simulator publish failed", error=str(failed)[:200])
-        except Exception as exc:
-            log.warning("simulator publish failed", error=str(exc)[:200])
-
-    def idle(self) -> bool:
-        return self._q.empty()
+    def _after_call(self, http_response: Any = None, parsed: Any = None, **_: Any) -> None:
+        if self.endpoint_publishes is not None or not isinstance(parsed, dict) or "MessageId" not in parsed:
+            return
+        self.endpoint_publishes = EVENTS_HEADER in (getattr(http_response, "headers", None) or {})
+        if not self.endpoint_publishes:
+            log.warning("the SES endpoint publishes no SES events: no Send evidence, no outcomes",
+                        endpoint=self.mailer.client.meta.endpoint_url)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        if hasattr(self.mailer, "client"):
+            self.mailer.client.meta.events.unregister("after-call.sesv2.SendEmail", unique_id=f"simulator-{id(self)}")

@@ -22,8 +22,6 @@ from prometheus_client import start_http_server
 
 from config.settings import Settings
 from controller.jobs import Controller
-from core import schema
-from core.adapters.aws import client
 from core.bootstrap import Deps, bootstrap
 from core.observability import log
 from core.services.tenants import ensure_tenant
@@ -138,13 +136,9 @@ class Stack:
             stack.moto = moto or MotoServer(settings.moto_port).start()
             settings = settings.model_copy(update={"aws_endpoint_url": stack.moto.url})
             stack.settings = settings
-        resources = create_resources(settings)
+        create_resources(settings, rates=rates)  # SES publishes its events from the moto server (local.moto)
         deps = bootstrap(settings, clock=clock, counter=counter)
-        sns = client(settings, "sns")
-        if counter is not None:
-            counter.attach(sns)
-        stack.simulator = SimulatingMailer(deps.mailer, sns,
-                                           resources["topics"][schema.SES_EVENTS_TOPIC.purpose], rates)
+        stack.simulator = SimulatingMailer(deps.mailer)
         deps.mailer = stack.simulator  # type: ignore[assignment]
         stack.deps = deps
         use(deps)
@@ -201,7 +195,7 @@ class Stack:
         from core.bootstrap import worker_name
 
         assert self.deps is not None and self.simulator is not None
-        self.simulator._cut = False
+        self.simulator.resume()
         self._servers.append(serve(api.handler, self.settings.api_port, deps=self.deps))
         self.controller = Controller(self.deps, f"{worker_name()}:embedded:restarted")
         self.controller.start()

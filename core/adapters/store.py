@@ -367,14 +367,15 @@ class DynamoStore:
             current = getattr(exc, "current", None)
             if not current or eid in (current.get("event_ids") or set()):
                 return Recorded(None, {})
-        if new in (MessageStatus.OPENED, MessageStatus.CLICKED):
+        condition, values = "attribute_exists(PK) AND NOT contains(event_ids, :eid)", {":eid": eid}
+        if new in (MessageStatus.OPENED, MessageStatus.CLICKED) and new.value in set(current.get("seen") or ()):
             # a repeated open or click: counted on the item, not appended, so a message opened a
-            # thousand times stays far below DynamoDB's 400 KB item limit
+            # thousand times stays far below DynamoDB's 400 KB item limit (the first one is kept)
             record = {"add": {"event_ids": {eid}, "seen": {new.value}, f"n_{new.value.lower()}": 1},
                       "set_if_absent": record["set_if_absent"]}
+            condition, values = condition + " AND contains(seen, :sv)", {**values, ":sv": new.value}
         try:  # late or out of order: keep the event with its time, leave the status
-            old = self.table.update(Update(key, set={}, condition="attribute_exists(PK) AND NOT contains(event_ids, :eid)",
-                                           values={":eid": eid}, **record), returns="ALL_OLD")
+            old = self.table.update(Update(key, set={}, condition=condition, values=values, **record), returns="ALL_OLD")
             seen = set(old.get("seen") or ())
             status = old.get("status")
             return Recorded(False, count_delta((status, seen), (status, seen | {new.value})))

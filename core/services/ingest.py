@@ -7,6 +7,11 @@ transaction's checkpoint advances with a conditional write; a restart re-reads t
 rebuilds the duplicate state without writing, and resumes at the checkpoint: no message is
 written twice and none is lost. A cancel during ingest makes the checkpoint write lose and
 ingestion stops.
+
+Errors are classified: a row too large for a message item is refused with a reason; a CSV the
+platform may not read or that is gone (AccessDenied, NoSuchKey) and a write DynamoDB refuses as
+invalid (an item over 400 KB) fail the campaign with the reason; anything else (throttling, 5xx,
+a dropped connection) propagates, and the next pass resumes from the checkpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError
 from email_validator import EmailNotValidError, validate_email
 
 from core.domain.errors import NotFound, StaleWrite
@@ -58,6 +64,9 @@ class _SpillSet:
     def add(self, key: str) -> bool:
         return self.db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (key,)).rowcount == 1
 
+    def remove(self, key: str) -> None:
+        self.db.execute("DELETE FROM seen WHERE e = ?", (key,))
+
     def suppressed(self, key: str) -> bool:
         return self.db.execute("SELECT 1 FROM suppressed WHERE e = ?", (key,)).fetchone() is not None
 
@@ -75,6 +84,33 @@ class _Progress:
 
 
 MAX_LINE_BYTES = 1024 * 1024
+# A message item holds the row's values and, later, its events: DynamoDB items are at most 400 KB.
+MAX_ROW_DATA_BYTES = 300 * 1024
+# S3 answers about the object itself or our access to it: no retry will change them.
+S3_PERMANENT = {"AccessDenied": "the platform is not allowed to read it (AccessDenied)",
+                "AllAccessDisabled": "access to it is disabled (AllAccessDisabled)",
+                "NoSuchKey": "it no longer exists (NoSuchKey)", "404": "it no longer exists",
+                "NoSuchBucket": "its bucket does not exist (NoSuchBucket)",
+                "InvalidObjectState": "it is archived (InvalidObjectState)",
+                "KMS.DisabledException": "its KMS key is disabled", "KMS.NotFoundException": "its KMS key is gone",
+                "KMS.AccessDeniedException": "the platform may not use its KMS key"}
+
+
+def _row_bytes(email: str, data: dict[str, str]) -> int:
+    return len(email.encode()) + sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
+
+
+def _permanent_write_error(exc: ClientError) -> str | None:
+    """The reason a DynamoDB write can never succeed (a ValidationException, e.g. an item over
+    400 KB), or None for an error a retry may cure."""
+    err = exc.response.get("Error", {})
+    reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+    if err.get("Code") != "ValidationException" and "ValidationError" not in reasons:
+        return None
+    message = err.get("Message", "")
+    if "size" in message.lower():
+        return f"a row makes a message larger than DynamoDB's 400 KB item limit ({message})"
+    return f"DynamoDB refused the campaign's data as invalid: {message[:300]}"
 
 
 def _lines(raw: Any) -> Iterator[str]:
@@ -150,13 +186,22 @@ def ingest_transaction(tx: Any, *, store: Any, blobs: Any, settings: Any, clock:
             tx = _ingest_file(tx, store=store, blobs=blobs, settings=settings, clock=clock, should_stop=should_stop)
             if tx.status != T.PROCESSING:
                 return tx
+    except ClientError as exc:
+        reason = _permanent_write_error(exc)
+        if reason is None:
+            raise  # temporary (throttling, 5xx): the next pass resumes from the checkpoint
+        return _fail(store, clock, tx, reason)
     except IngestFailed as exc:
-        log.warning("ingest failed", transaction_id=tx.transaction_id, reason=str(exc))
-        tx = store.get_transaction(tx.transaction_id)
-        if tx.status == T.PROCESSING:
-            tx = change_status(store, clock, tx, T.FAILED, {"failure_reason": str(exc)})
-        return tx
+        return _fail(store, clock, tx, str(exc))
     return finalize(store.get_transaction(tx.transaction_id), store=store, clock=clock)
+
+
+def _fail(store: Any, clock: Any, tx: Any, reason: str) -> Any:
+    log.warning("ingest failed", transaction_id=tx.transaction_id, reason=reason)
+    tx = store.get_transaction(tx.transaction_id)
+    if tx.status == T.PROCESSING:
+        tx = change_status(store, clock, tx, T.FAILED, {"failure_reason": reason})
+    return tx
 
 
 def _ingested(store: Any, tx: Any) -> bool:
@@ -170,6 +215,11 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
         text = blobs.open_bytes(bucket, tx.csv_s3_key)
     except NotFound:
         raise IngestFailed("the recipients CSV no longer exists") from None
+    except ClientError as exc:
+        why = S3_PERMANENT.get(exc.response.get("Error", {}).get("Code", ""))
+        if why is None:
+            raise  # throttling (SlowDown), 5xx: temporary
+        raise IngestFailed(f"the recipients CSV cannot be read: {why}") from None
     needed = _template_columns(store, tx)
     resume_at = tx.ingest_checkpoint  # batches already written by an earlier attempt
     resume_line = int((store.table.get({"PK": f"TRANSACTION#{tx.transaction_id}", "SK": "METADATA"}) or {}).get("ingest_line", 0))
@@ -184,6 +234,7 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
     line = 0
 
     def refuse(line_no: int, reason: str, email: str | None = None) -> None:
+        reason, email = reason[:1000], email[:320] if email else email  # a rejection is a small item too
         progress.refused += 1
         key = reason.split(":")[0]
         progress.reasons[key] = progress.reasons.get(key, 0) + 1
@@ -270,6 +321,12 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
                 refuse(line, "suppressed: address is on the tenant's suppression list", email)
                 continue
             data = {h: row[i] for i, h in enumerate(header) if i != email_ix}
+            size = _row_bytes(email, data)
+            if size > MAX_ROW_DATA_BYTES:
+                seen.remove(key)  # the address was not used: a later, smaller row for it may be
+                refuse(line, f"too_large: the row's values are {size // 1024} KB; a recipient's data may be at "
+                             f"most {MAX_ROW_DATA_BYTES // 1024} KB (DynamoDB items are at most 400 KB)", email)
+                continue
             batch_rows.append((email, data))
             progress.accepted += 1
             if len(batch_rows) >= settings.batch_size:
