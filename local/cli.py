@@ -70,6 +70,21 @@ def _gateway(settings):  # noqa: ANN001, ANN202
                           for region, plan in settings.usage_plan_ids.items()})
 
 
+def _audit(d, tenant: str, action: str, target: dict[str, str]) -> None:  # noqa: ANN001
+    """Operator actions go to the tenant's audit log like API writes (core/services/audit.py)."""
+    import getpass
+    import uuid
+
+    from core.adapters.privacy import AuditRepository
+    from core.services import audit
+
+    now = d.clock.now()
+    e = audit.entry(tenant_id=tenant, actor=f"operator:{getpass.getuser()}", method="CLI", route=action,
+                    params=target, status=200, source_ip=None, request_id=f"cli-{uuid.uuid4().hex[:12]}", at=now,
+                    hasher=d.store.address_hasher)
+    audit.record(AuditRepository(d.store.table), d.store, e, now)
+
+
 def _keys(args: argparse.Namespace) -> int:
     from core.services import auth
     from core.services.tenants import create_tenant
@@ -79,6 +94,7 @@ def _keys(args: argparse.Namespace) -> int:
         d = _deps()
         create_tenant(d.store, d.secrets, args.tenant)  # a new tenant gets its webhook signing secret too
         raw, key = auth.create_key(d.store, args.tenant, scopes, gateway=_gateway(d.settings))
+        _audit(d, args.tenant, "keys create", {"key_id": key.key_id})
         print(json.dumps({"api_key": raw, "key_id": key.key_id, "tenant_id": key.tenant_id, "scopes": key.scopes}))
         return 0
     d = _deps()
@@ -86,6 +102,7 @@ def _keys(args: argparse.Namespace) -> int:
         if not auth.revoke_key(d.store, args.tenant, args.key_id, gateway=_gateway(d.settings)):
             print("no such key", file=sys.stderr)
             return 1
+        _audit(d, args.tenant, "keys revoke", {"key_id": args.key_id})
         print(json.dumps({"revoked": args.key_id}))
     else:
         print(json.dumps([{"key_id": k.key_id, "scopes": k.scopes, "revoked": k.revoked}
@@ -99,8 +116,10 @@ def _secret(args: argparse.Namespace) -> int:
     d = _deps()
     if args.action == "rotate":
         print(json.dumps(rotate_webhook_secret(d.secrets, args.tenant)))
+        _audit(d, args.tenant, "webhook-secret rotate", {})
     elif args.action == "finish-rotation":
         d.secrets.drop_previous(args.tenant)
+        _audit(d, args.tenant, "webhook-secret finish-rotation", {})
         print(json.dumps({"secrets": d.secrets.signing_secrets(args.tenant)}))
     else:
         print(json.dumps({"secrets": d.secrets.signing_secrets(args.tenant)}))
@@ -113,8 +132,10 @@ def _senders(args: argparse.Namespace) -> int:
     d = _deps()
     if args.action == "allow":
         out = tenants.allow_sender(d.store, args.tenant, args.sender)
+        _audit(d, args.tenant, "senders allow", {"sender": args.sender})
     elif args.action == "revoke":
         out = tenants.revoke_sender(d.store, args.tenant, args.sender)
+        _audit(d, args.tenant, "senders revoke", {"sender": args.sender})
     else:
         out = sorted((d.store.get_tenant(args.tenant) or {}).get("senders", []))
     print(json.dumps({"tenant_id": args.tenant, "senders": out}))

@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from core.observability import log
+from core.schema import ANALYTICS_RETENTION_DAYS
 
 EVENTS_INDEXED = Counter("emailplatform_analytics_events_indexed_total", "Events written to the analytics store", ["store"])
 INDEX_FAILURES = Counter("emailplatform_analytics_index_failures_total", "Events the analytics store refused", ["store"])
@@ -75,6 +76,25 @@ class SqliteAnalytics:
                        (tenant_id, tx_id, top))
         return [{"bounce_type": a, "bounce_subtype": b, "diagnostic": c, "count": n} for a, b, c, n in rows]
 
+    # -- privacy: erasure, subject access, retention ---------------------------------------
+    def erase_recipient(self, tenant_id: str, addresses: set[str]) -> int:
+        """Delete every event of a tenant about any of ``addresses`` (lower-case); returns how many."""
+        marks = ",".join("?" * len(addresses))
+        with self.lock:
+            return self.db.execute(f"DELETE FROM events WHERE tenant_id=? AND lower(recipient) IN ({marks})",
+                                   (tenant_id, *sorted(addresses))).rowcount
+
+    def recipient_events(self, tenant_id: str, addresses: set[str]) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(addresses))
+        rows = self._q(f"SELECT doc FROM events WHERE tenant_id=? AND lower(recipient) IN ({marks}) ORDER BY ts",
+                       (tenant_id, *sorted(addresses)))
+        return [json.loads(d) for (d,) in rows]
+
+    def purge_before(self, tenant_id: str, cutoff: str) -> int:
+        """Retention: delete a tenant's events older than ``cutoff`` (ISO time)."""
+        with self.lock:
+            return self.db.execute("DELETE FROM events WHERE tenant_id=? AND ts < ?", (tenant_id, cutoff)).rowcount
+
     def top_links(self, tenant_id: str, tx_id: str, top: int) -> list[dict[str, Any]]:
         rows = self._q("SELECT link, count(*) c FROM events WHERE tenant_id=? AND transaction_id=? AND "
                        "event_type='Click' GROUP BY link ORDER BY c DESC LIMIT ?", (tenant_id, tx_id, top))
@@ -96,16 +116,18 @@ INDEX_TEMPLATE = {
                 "ip_address": {"type": "ip"}, "link_url": {"type": "keyword"},
                 "bounce_type": {"type": "keyword"}, "bounce_subtype": {"type": "keyword"},
                 "diagnostic": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 512}}}}},
+            # the tenant's own per-message metadata: kept in _source, not indexed (free-form keys)
+            "message_metadata": {"type": "object", "enabled": False},
         }},
     },
 }
 
 ISM_POLICY = {"policy": {
-    "description": "Event indices: roll over daily, delete after 400 days",
+    "description": f"Event indices: roll over daily, delete after {ANALYTICS_RETENTION_DAYS} days",
     "default_state": "hot",
     "states": [
         {"name": "hot", "actions": [{"rollover": {"min_index_age": "1d"}}],
-         "transitions": [{"state_name": "delete", "conditions": {"min_index_age": "400d"}}]},
+         "transitions": [{"state_name": "delete", "conditions": {"min_index_age": f"{ANALYTICS_RETENTION_DAYS}d"}}]},
         {"name": "delete", "actions": [{"delete": {}}], "transitions": []},
     ],
     "ism_template": [{"index_patterns": ["{prefix}-events-*"], "priority": 100}],
@@ -134,12 +156,29 @@ class OpenSearchAnalytics:
         self.client = client
 
     def ensure_index(self) -> None:
-        """Index template with explicit mappings, ISM retention policy, first write index."""
+        """Index template with explicit mappings, ISM retention policy, first write index.
+
+        Idempotent: the controller calls it at every start, leader or not, in each region. An
+        existing ISM policy is updated in place (OpenSearch refuses a plain PUT over it with 409);
+        a write index another process just created is left alone. Until it has run, an event
+        written to the alias would auto-create a plain index of that name with dynamic mappings."""
+        from opensearchpy.exceptions import ConflictError, RequestError
+
         self.client.indices.put_index_template(name=self.alias, body=_fill(INDEX_TEMPLATE, self.prefix))
-        self.client.transport.perform_request("PUT", f"/_plugins/_ism/policies/{self.alias}",
-                                              body=_fill(ISM_POLICY, self.prefix))
+        path, policy_body = f"/_plugins/_ism/policies/{self.alias}", _fill(ISM_POLICY, self.prefix)
+        try:
+            self.client.transport.perform_request("PUT", path, body=policy_body)
+        except ConflictError:
+            current = self.client.transport.perform_request("GET", path)
+            self.client.transport.perform_request("PUT", path, body=policy_body, params={
+                "if_seq_no": current["_seq_no"], "if_primary_term": current["_primary_term"]})
         if not self.client.indices.exists_alias(name=self.alias):
-            self.client.indices.create(index=f"{self.alias}-000001", body={"aliases": {self.alias: {"is_write_index": True}}})
+            try:
+                self.client.indices.create(index=f"{self.alias}-000001",
+                                           body={"aliases": {self.alias: {"is_write_index": True}}})
+            except RequestError as exc:
+                if "resource_already_exists_exception" not in str(exc):
+                    raise
 
     def index_event(self, doc: dict[str, Any]) -> None:
         self.index_many([doc])
@@ -177,6 +216,27 @@ class OpenSearchAnalytics:
             {"field": "metadata.diagnostic.raw"}], "size": top}}}, [{"term": {"event_type": "Bounce"}}])
         return [{"bounce_type": b["key"][0], "bounce_subtype": b["key"][1], "diagnostic": b["key"][2],
                  "count": b["doc_count"]} for b in aggs["reasons"]["buckets"]]
+
+    def _recipient_query(self, tenant_id: str, addresses: set[str]) -> dict[str, Any]:
+        return {"bool": {"filter": [{"term": {"tenant_id": tenant_id}},
+                                    {"terms": {"recipient_email": sorted(addresses)}}]}}
+
+    def erase_recipient(self, tenant_id: str, addresses: set[str]) -> int:
+        """delete_by_query over every event index (the alias covers them all), refreshed first so
+        events indexed a moment ago are included. Addresses as SES reported them (lower-case forms)."""
+        resp = self.client.delete_by_query(index=f"{self.alias}*", body={"query": self._recipient_query(
+            tenant_id, addresses)}, refresh=True, conflicts="proceed")
+        return int(resp.get("deleted", 0))
+
+    def recipient_events(self, tenant_id: str, addresses: set[str]) -> list[dict[str, Any]]:
+        resp = self.client.search(index=f"{self.alias}*", body={
+            "size": 1000, "query": self._recipient_query(tenant_id, addresses), "sort": [{"timestamp": "asc"}]})
+        return [h["_source"] for h in resp["hits"]["hits"]]
+
+    def purge_before(self, tenant_id: str, cutoff: str) -> int:
+        resp = self.client.delete_by_query(index=f"{self.alias}*", body={"query": {"bool": {"filter": [
+            {"term": {"tenant_id": tenant_id}}, {"range": {"timestamp": {"lt": cutoff}}}]}}}, conflicts="proceed")
+        return int(resp.get("deleted", 0))
 
     def top_links(self, tenant_id: str, tx_id: str, top: int) -> list[dict[str, Any]]:
         aggs = self._search(tenant_id, tx_id, {"links": {"terms": {"field": "metadata.link_url", "size": top}}},

@@ -75,5 +75,17 @@ class S3BlobStore:
             raise
         return io.BufferedReader(_RawStream(body), 256 * 1024)
 
-    def put(self, bucket: str, key: str, data: bytes, content_type: str = "text/csv") -> None:
-        self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+    def put(self, bucket: str, key: str, data: bytes, content_type: str = "text/csv",
+            tags: dict[str, str] | None = None) -> None:
+        """Write an object; ``tags`` (e.g. the retention class the lifecycle rules expire by) go with it."""
+        kw: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data, "ContentType": content_type}
+        if tags:
+            from urllib.parse import urlencode
+
+            kw["Tagging"] = urlencode(tags)
+        self.client.put_object(**kw)
+
+    def tag(self, bucket: str, key: str, tags: dict[str, str]) -> None:
+        """Replace an object's tags (the lifecycle rules read ``retention-days``)."""
+        self.client.put_object_tagging(Bucket=bucket, Key=key,
+                                       Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})

@@ -10,7 +10,8 @@ from typing import Any, Protocol
 from core.domain.errors import Forbidden, InvalidInput, Unauthorized
 from core.domain.models import ApiKey, new_id
 
-SCOPES = ("campaigns:read", "campaigns:write", "templates:write", "suppressions:write", "admin")
+SCOPES = ("campaigns:read", "campaigns:write", "templates:write", "suppressions:write", "privacy:read",
+          "privacy:write", "audit:read", "admin")
 
 
 @dataclass(frozen=True)

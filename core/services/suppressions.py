@@ -22,7 +22,7 @@ def _normal(email: str) -> str:
 def add_suppression(store: Any, tenant_id: str, email: str, reason: str) -> dict[str, Any]:
     e = _normal(email)
     store.suppress(tenant_id, e, reason, "api")
-    return store.get_suppression(tenant_id, e)
+    return get_suppression(store, tenant_id, e)  # an erased address stays suppressed by its hash only
 
 
 def remove_suppression(store: Any, tenant_id: str, email: str) -> None:
@@ -31,7 +31,11 @@ def remove_suppression(store: Any, tenant_id: str, email: str) -> None:
 
 
 def get_suppression(store: Any, tenant_id: str, email: str) -> dict[str, Any]:
-    item = store.get_suppression(tenant_id, _normal(email))
+    e = _normal(email)
+    item = store.get_suppression(tenant_id, e)
+    if not item and getattr(store, "hash_suppressed", None) and store.hash_suppressed(tenant_id, e):
+        # erased: suppressed by its keyed hash only (core/services/privacy.py); nothing else is held
+        return {"email": e, "reason": "erasure", "kept_as": "keyed hash"}
     if not item:
         raise NotFound("address is not suppressed")
     return item

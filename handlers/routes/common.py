@@ -52,6 +52,11 @@ def principal() -> Principal:
     return p
 
 
+def current_principal() -> Principal | None:
+    """The caller if the gate authenticated one (the audit log reads it), else None."""
+    return _caller.get()
+
+
 def set_principal(p: Principal | None) -> Any:
     return _caller.set(p)
 

@@ -1,0 +1,309 @@
+"""Privacy aggregates over the single table and the buckets: retention settings, erasure jobs,
+hashed suppressions, audit entries, and the reads an erasure or a subject access request needs.
+
+One repository per aggregate (``RetentionRepository``, ``ErasureRepository``, ``AuditRepository``)
+plus ``SubjectFinder`` (where a person's data lives) and ``VersionedBlobs`` (every version of an
+object, which an erasure must reach: the buckets are versioned). Keys come from ``core.schema``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from core import schema
+from core.adapters.dynamodb import DynamoTable, Page, Update
+from core.domain.errors import NotFound, StaleWrite
+
+_HIDDEN = {"PK", "SK", "active_pk", "active_sk", "due_pk", "due_at", "tenant_pk", "tenant_sk", "fence", "expiration"}
+
+
+def _fields(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if k not in _HIDDEN}
+
+
+class RetentionRepository:
+    """A tenant's retention overrides (days per kind); absent kinds take the platform default."""
+
+    def __init__(self, table: DynamoTable):
+        self.table = table
+
+    def get(self, tenant_id: str) -> dict[str, int]:
+        item = self.table.get(schema.retention_key(tenant_id), consistent=False) or {}
+        return {k: int(v) for k, v in (item.get("days") or {}).items()}
+
+    def put(self, tenant_id: str, days: dict[str, int], updated_at: str) -> None:
+        self.table.put({**schema.retention_key(tenant_id), "tenant_id": tenant_id, "days": days,
+                        "updated_at": updated_at, "tenant_pk": "RETENTION", "tenant_sk": tenant_id})
+
+    def tenants(self) -> Iterator[tuple[str, dict[str, int]]]:
+        """Tenants with their own settings (via the ``tenant`` index)."""
+        for item in self.table.query_all("RETENTION", index="tenant", pk_name="tenant_pk", sk_name="tenant_sk"):
+            yield item["tenant_id"], {k: int(v) for k, v in (item.get("days") or {}).items()}
+
+
+class IdentityRepository:
+    """The tenant's sender identity for the CAN-SPAM footer (postal address, sender name)."""
+
+    def __init__(self, table: DynamoTable):
+        self.table = table
+
+    def get(self, tenant_id: str) -> dict[str, Any] | None:
+        item = self.table.get(schema.compliance_key(tenant_id), consistent=False)
+        return _fields(item) if item else None
+
+    def put(self, tenant_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        self.table.put({**schema.compliance_key(tenant_id), "tenant_id": tenant_id, **fields})
+        return {k: v for k, v in fields.items() if v is not None}
+
+
+class ErasureRepository:
+    """Erasure jobs. Every change is conditional on the job's step and version (the controller
+    may crash between any two writes and resume from what the item says)."""
+
+    def __init__(self, table: DynamoTable):
+        self.table = table
+
+    def create(self, job: dict[str, Any], due_at: str) -> None:
+        item = {**schema.erasure_key(job["erasure_id"]), **job, "due_pk": "ERASURE", "due_at": due_at,
+                "tenant_pk": f"TENANT#{job['tenant_id']}#ERASURES", "tenant_sk": f"{job['requested_at']}#{job['erasure_id']}"}
+        if not self.table.put_new(item):
+            raise StaleWrite(f"erasure {job['erasure_id']} exists")
+
+    def get(self, erasure_id: str, tenant_id: str | None = None) -> dict[str, Any]:
+        item = self.table.get(schema.erasure_key(erasure_id))
+        if not item or (tenant_id is not None and item.get("tenant_id") != tenant_id):
+            raise NotFound(f"erasure {erasure_id} not found")
+        return _fields(item)
+
+    def page(self, tenant_id: str, limit: int, cursor: str | None) -> Page:
+        page = self.table.query(f"TENANT#{tenant_id}#ERASURES", index="tenant", pk_name="tenant_pk",
+                                sk_name="tenant_sk", limit=limit, cursor=cursor, forward=False)
+        return Page([_fields(i) for i in page.items], page.cursor)
+
+    def of_tenant(self, tenant_id: str) -> Iterator[dict[str, Any]]:
+        for item in self.table.query_all(f"TENANT#{tenant_id}#ERASURES", index="tenant", pk_name="tenant_pk",
+                                         sk_name="tenant_sk"):
+            yield _fields(item)
+
+    def due(self, now: str, limit: int = 20) -> list[str]:
+        page = self.table.query("ERASURE", index="due", pk_name="due_pk", sk_name="due_at", sk_upto=now, limit=limit)
+        return [i["erasure_id"] for i in page.items]
+
+    def advance(self, job: dict[str, Any], fields: dict[str, Any], *, remove: tuple[str, ...] = (),
+                clear_due: bool = False) -> dict[str, Any]:
+        """Write ``fields`` if the job is still at the step and version we read; raises StaleWrite."""
+        sets = {**fields, "version": int(job["version"]) + 1}
+        return _fields(self.table.update(Update(
+            schema.erasure_key(job["erasure_id"]), set=sets,
+            remove=(*remove, *(("due_pk", "due_at") if clear_due else ())),
+            condition="#step = :step AND #ver = :ver", values={":step": job["step"], ":ver": int(job["version"])},
+            names={"#step": "step", "#ver": "version"})))
+
+    def note(self, erasure_id: str, kind: str, members: set[str]) -> None:
+        """Add to the receipt's string set ``r_<kind>`` (idempotent: a redo after a crash adds nothing twice)."""
+        if members:
+            self.table.update(Update(schema.erasure_key(erasure_id), set={}, add={f"r_{kind}": set(members)},
+                                     condition="attribute_exists(PK)"), returns="NONE")
+
+    def note_count(self, erasure_id: str, kind: str, n: int) -> None:
+        """Keep the largest count seen for ``n_<kind>`` (a redo finds less: it was already removed)."""
+        try:
+            self.table.update(Update(schema.erasure_key(erasure_id), set={f"n_{kind}": n},
+                                     condition="attribute_not_exists(#n) OR #n < :n", values={":n": n},
+                                     names={"#n": f"n_{kind}"}), returns="NONE")
+        except StaleWrite:
+            pass
+
+    def set_once(self, erasure_id: str, name: str, value: Any) -> None:
+        try:
+            self.table.update(Update(schema.erasure_key(erasure_id), set={name: value},
+                                     condition="attribute_not_exists(#n)", names={"#n": name}), returns="NONE")
+        except StaleWrite:
+            pass
+
+    def snooze(self, job: dict[str, Any], until: str, why: str) -> None:
+        try:
+            self.table.update(Update(schema.erasure_key(job["erasure_id"]), set={"due_at": until, "waiting": why},
+                                     condition="#step = :step", values={":step": job["step"]},
+                                     names={"#step": "step"}), returns="NONE")
+        except StaleWrite:
+            pass
+
+
+class SuppressionHashes:
+    """Suppressions kept as a keyed hash of the address (no address stored)."""
+
+    def __init__(self, table: DynamoTable):
+        self.table = table
+
+    def put(self, tenant_id: str, digest: str, reason: str, source: str | None, at: str) -> bool:
+        return self.table.put_new({**schema.suppression_hash_key(tenant_id, digest), "tenant_id": tenant_id,
+                                   "address_hash": digest, "reason": reason, "source": source, "created_at": at})
+
+    def get(self, tenant_id: str, digest: str) -> dict[str, Any] | None:
+        item = self.table.get(schema.suppression_hash_key(tenant_id, digest))
+        return _fields(item) if item else None
+
+    def delete(self, tenant_id: str, digest: str) -> bool:
+        return self.table.delete(schema.suppression_hash_key(tenant_id, digest), "attribute_exists(PK)")
+
+    def all(self, tenant_id: str) -> Iterator[str]:
+        for item in self.table.query_all(f"SUPPRESSION#{tenant_id}", "HASH#", projection="address_hash"):
+            yield item["address_hash"]
+
+    def every(self, tenant_id: str) -> Iterator[dict[str, Any]]:
+        """Every suppression of the tenant, plain and hashed: reason and time only (reports)."""
+        yield from self.table.query_all(f"SUPPRESSION#{tenant_id}")
+
+
+class AuditRepository:
+    def __init__(self, table: DynamoTable):
+        self.table = table
+
+    def put(self, entry: dict[str, Any], expiration: int) -> None:
+        self.table.put({**schema.audit_key(entry["tenant_id"], entry["at"], entry["entry_id"]), **entry,
+                        schema.TTL_ATTRIBUTE: expiration})
+
+    def page(self, tenant_id: str, limit: int, cursor: str | None) -> Page:
+        page = self.table.query(f"AUDIT#{tenant_id}", limit=limit, cursor=cursor, forward=False)
+        return Page([_fields(i) for i in page.items], page.cursor)
+
+
+class SubjectFinder:
+    """Where one person's data lives in a tenant's part of the table, and the conditional writes
+    that pseudonymise it. Reads every message partition of the tenant's campaigns (there is no
+    index by address, on purpose: it would be one more copy of every address); retention bounds it."""
+
+    def __init__(self, table: DynamoTable):
+        self.table = table
+
+    def campaigns(self, tenant_id: str) -> Iterator[dict[str, Any]]:
+        yield from self.table.query_all(f"TENANT#{tenant_id}#CAMPAIGNS", index="tenant", pk_name="tenant_pk",
+                                         sk_name="tenant_sk")
+
+    def batch_ids(self, tx_id: str) -> list[str]:
+        return [i["batch_id"] for i in self.table.query_all(f"TRANSACTION#{tx_id}", "BATCH#", projection="batch_id")]
+
+    def messages(self, batch_id: str, addresses: set[str], full: bool = False) -> list[dict[str, Any]]:
+        proj = None if full else "message_id, recipient_email, #status, tenant_id"
+        return [_fields(i) for i in self.table.query_all(f"BATCH#{batch_id}", "MESSAGE#", projection=proj)
+                if str(i.get("recipient_email", "")).lower() in addresses]
+
+    def rejections(self, tx_id: str, addresses: set[str]) -> list[dict[str, Any]]:
+        return [i for i in self.table.query_all(f"TRANSACTION#{tx_id}", "REJECTION#")
+                if _mentions(i, addresses)]
+
+    def callbacks(self, tx_id: str, addresses: set[str]) -> list[dict[str, Any]]:
+        return [i for i in self.table.query_all(f"TRANSACTION#{tx_id}", "CALLBACK#") if _mentions(i, addresses)]
+
+    def send_logs(self, batch_id: str, addresses: set[str]) -> list[dict[str, Any]]:
+        """Send-log entries of a batch that mention the person (an SES error text may name the recipient)."""
+        return [i for i in self.table.query_all(f"BATCH#{batch_id}", "SENDLOG#") if _mentions(i, addresses)]
+
+    def pseudonymise_message(self, batch_id: str, message_id: str, tenant_id: str, placeholder: str,
+                             events: list[dict[str, Any]]) -> bool:
+        """Replace the address and placeholder data, keep status and counts (the summary outlives
+        the detail). ``erased`` makes late SES events for it be ignored."""
+        try:
+            self.table.update(Update(
+                schema.message_key(batch_id, message_id),
+                set={"recipient_email": placeholder, "placeholder_data": {}, "metadata": {}, "events": events,
+                     "erased": True},
+                condition="attribute_exists(PK) AND tenant_id = :t", values={":t": tenant_id}), returns="NONE")
+            return True
+        except StaleWrite:
+            return False
+
+    def redact(self, key: dict[str, str], sets: dict[str, Any], remove: tuple[str, ...] = ()) -> None:
+        try:
+            self.table.update(Update(key, set=sets, remove=remove, condition="attribute_exists(PK)"), returns="NONE")
+        except StaleWrite:
+            pass
+
+
+def _mentions(item: dict[str, Any], addresses: set[str]) -> bool:
+    text = repr(_fields(item)).lower()
+    return any(a in text for a in addresses)
+
+
+@dataclass
+class ObjectVersion:
+    key: str
+    version_id: str | None
+    latest: bool
+
+
+class VersionedBlobs:
+    """One region's buckets, every object version included (an erasure must reach old versions)."""
+
+    def __init__(self, client: Any, region: str):
+        self.client, self.region = client, region
+
+    def exists(self, bucket: str) -> bool:
+        try:
+            self.client.head_bucket(Bucket=bucket)
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            raise
+
+    def versions(self, bucket: str, prefix: str) -> Iterator[ObjectVersion]:
+        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+            for v in page.get("Versions", []):
+                vid = v.get("VersionId")
+                yield ObjectVersion(v["Key"], None if vid in (None, "null") else vid, bool(v.get("IsLatest")))
+
+    def read(self, bucket: str, v: ObjectVersion) -> bytes:
+        kw: dict[str, Any] = {"Bucket": bucket, "Key": v.key}
+        if v.version_id:
+            kw["VersionId"] = v.version_id
+        return self.client.get_object(**kw)["Body"].read()
+
+    def mentions(self, bucket: str, v: ObjectVersion, needles: set[str], chunk: int = 1024 * 1024) -> bool:
+        """Whether the object version contains one of ``needles`` (lower-case), read in chunks
+        (constant memory: an upload may be 1 GiB); matching is case-insensitive."""
+        kw: dict[str, Any] = {"Bucket": bucket, "Key": v.key}
+        if v.version_id:
+            kw["VersionId"] = v.version_id
+        body = self.client.get_object(**kw)["Body"]
+        keep = max(len(n.encode()) for n in needles)
+        tail = b""
+        try:
+            while True:
+                data = body.read(chunk)
+                if not data:
+                    return False
+                window = (tail + data).lower()
+                if any(n.encode() in window for n in needles):
+                    return True
+                tail = window[-keep:]
+        finally:
+            body.close()
+
+    def tags(self, bucket: str, v: ObjectVersion) -> dict[str, str]:
+        kw: dict[str, Any] = {"Bucket": bucket, "Key": v.key}
+        if v.version_id:
+            kw["VersionId"] = v.version_id
+        try:
+            return {t["Key"]: t["Value"] for t in self.client.get_object_tagging(**kw).get("TagSet", [])}
+        except ClientError:
+            return {}
+
+    def put(self, bucket: str, key: str, data: bytes, tags: dict[str, str] | None = None) -> None:
+        from urllib.parse import urlencode
+
+        kw: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data, "ContentType": "text/csv"}
+        if tags:
+            kw["Tagging"] = urlencode(tags)
+        self.client.put_object(**kw)
+
+    def delete(self, bucket: str, v: ObjectVersion) -> None:
+        kw: dict[str, Any] = {"Bucket": bucket, "Key": v.key}
+        if v.version_id:
+            kw["VersionId"] = v.version_id
+        self.client.delete_object(**kw)

@@ -1,0 +1,50 @@
+"""The audit log: who did what to which target, when, from where, under which request id.
+
+One entry per API write and per admin or privacy action, recorded in one place (the API's
+dispatch, ``handlers/api.py``), never per route. An entry holds no secret, no body and no
+address: a path parameter that is an address is kept as the tenant's keyed hash of it (the same
+hash an erased address is suppressed by), so the log needs no erasure and survives one. Entries
+expire after the tenant's ``audit`` retention.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from core.domain.models import iso
+from core.services.privacy import expiration, store_retention
+
+# operations audited although they change nothing: they disclose secrets or personal data
+SENSITIVE_READ_SCOPES = frozenset({"admin", "audit:read", "privacy:read", "privacy:write"})
+# ids a write's answer names (the created resource): kept as the target, the body itself is not
+TARGET_KEYS = ("transaction_id", "template_id", "upload_id", "erasure_id")
+
+
+def audited(method: str, scope: str) -> bool:
+    return method not in ("GET", "HEAD", "OPTIONS") or scope in SENSITIVE_READ_SCOPES
+
+
+def entry(*, tenant_id: str, actor: str, method: str, route: str, params: dict[str, str], status: int,
+          source_ip: str | None, request_id: str | None, at: Any, hasher: Any,
+          answer: str | None = None) -> dict[str, Any]:
+    target = {k: (f"hmac:{hasher(tenant_id, v)}" if "@" in v else v) for k, v in params.items()}
+    if answer and 200 <= status < 300 and not target:
+        try:
+            body = json.loads(answer)
+            target = {k: body[k] for k in TARGET_KEYS if isinstance(body, dict) and isinstance(body.get(k), str)}
+        except ValueError:
+            pass
+    return {"entry_id": uuid.uuid4().hex[:16], "tenant_id": tenant_id, "at": iso(at), "actor": actor,
+            "action": f"{method} {route}", "target": target, "status": status,
+            "outcome": "ok" if status < 400 else "refused", "source_ip": source_ip, "request_id": request_id}
+
+
+def record(repo: Any, store: Any, e: dict[str, Any], now: Any) -> None:
+    repo.put(e, expiration(store_retention(store, e["tenant_id"])["audit"], now))
+
+
+def audit_page(repo: Any, tenant_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+    page = repo.page(tenant_id, limit, cursor)
+    return {"items": [{k: v for k, v in i.items() if k != "tenant_id"} for i in page.items], "next_cursor": page.cursor}

@@ -1,0 +1,138 @@
+"""Per-tenant compliance report for a period: mails sent, bounce and complaint rates against the
+SES limits, unsubscribes honoured, suppressions by reason, erasures completed and how long they
+took. JSON for machines, an HTML page for people (like the campaign report)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from statistics import median
+from typing import Any
+
+from jinja2 import Environment, select_autoescape
+
+from core.domain.compliance import FOOTER_VARIABLES, missing_footer
+from core.domain.errors import InvalidInput
+from core.domain.models import iso, parse_iso
+
+# What SES itself enforces on an account (its reputation dashboard): under review / sending paused
+SES_BOUNCE_REVIEW, SES_BOUNCE_PAUSE = 0.05, 0.10
+SES_COMPLAINT_REVIEW, SES_COMPLAINT_PAUSE = 0.001, 0.005
+
+
+def check_footer(store: Any, settings: Any, tenant_id: str, variables: Any) -> None:
+    """When the platform requires it (``require_compliance_footer``): the tenant has a postal
+    address and the template shows the unsubscribe link and the postal address. 422 otherwise."""
+    if not getattr(settings, "require_compliance_footer", False):
+        return
+    identity = store.compliance_identity(tenant_id) or {}
+    if not identity.get("postal_address"):
+        raise InvalidInput("the tenant has no postal address: every mail must carry one (CAN-SPAM); "
+                           "set it with PUT /compliance/identity first")
+    check_template_footer(settings, variables)
+
+
+def check_template_footer(settings: Any, variables: Any) -> None:
+    if not getattr(settings, "require_compliance_footer", False):
+        return
+    missing = missing_footer(variables)
+    if missing:
+        raise InvalidInput("the template lacks the required footer: it must use "
+                           + " and ".join("{{ " + v + " }}" for v in missing)
+                           + f" (the platform fills in {', '.join(FOOTER_VARIABLES)})",
+                           [{"loc": ["template"], "missing": missing}])
+
+
+def set_identity(repo: Any, tenant_id: str, postal_address: str, sender_name: str | None, now: datetime) -> dict:
+    if len(postal_address.strip()) < 10:
+        raise InvalidInput("postal_address must be a full postal address (street, city, postcode, country)")
+    return repo.put(tenant_id, {"postal_address": postal_address.strip(), "sender_name": (sender_name or "").strip()
+                                or None, "updated_at": iso(now)})
+
+
+def _rate(n: int, d: int) -> float:
+    return round(n / d, 5) if d else 0.0
+
+
+def _within(ts: str | None, start: datetime, end: datetime) -> bool:
+    if not ts:
+        return False
+    t = parse_iso(ts)
+    return start <= t < end
+
+
+def compliance_report(*, campaigns: Any, suppressions: Any, erasures: Any, tenant_id: str, start: datetime,
+                      end: datetime, settings: Any) -> dict[str, Any]:
+    """``campaigns``: the tenant's transaction items; ``suppressions``: its suppression items (plain
+    and hashed); ``erasures``: its erasure jobs."""
+    if end <= start:
+        raise InvalidInput("the period is empty: 'to' must be after 'from'")
+    sent = delivered = hard = bounced = complained = n_campaigns = 0
+    for c in campaigns:
+        if not _within(c.get("created_at"), start, end):
+            continue
+        n_campaigns += 1
+        sent += int(c.get("n_sent", 0))
+        delivered += int(c.get("n_delivered", 0))
+        bounced += int(c.get("n_bounced", 0))
+        hard += int(c.get("n_hard_bounced", 0))
+        complained += int(c.get("n_complained", 0))
+    by_reason: dict[str, int] = {}
+    new_in_period: dict[str, int] = {}
+    for s in suppressions:
+        reason = str(s.get("reason") or "unknown")
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+        if _within(s.get("created_at"), start, end):
+            new_in_period[reason] = new_in_period.get(reason, 0) + 1
+    done = [e for e in erasures if e.get("status") == "COMPLETED" and _within(e.get("completed_at"), start, end)]
+    took = [(parse_iso(e["completed_at"]) - parse_iso(e["requested_at"])).total_seconds() for e in done]
+    requested = sum(1 for e in erasures if _within(e.get("requested_at"), start, end))
+    bounce_rate, complaint_rate = _rate(hard, sent), _rate(complained, sent)
+    return {
+        "tenant_id": tenant_id, "period": {"from": iso(start), "to": iso(end)},
+        "mail": {"campaigns": n_campaigns, "sent": sent, "delivered": delivered, "bounced": bounced,
+                 "hard_bounced": hard, "complained": complained},
+        "reputation": {
+            "bounce_rate": bounce_rate, "complaint_rate": complaint_rate,
+            "platform_guard": {"bounce": settings.bounce_rate_threshold, "complaint": settings.complaint_rate_threshold},
+            "ses_limits": {"bounce_review": SES_BOUNCE_REVIEW, "bounce_pause": SES_BOUNCE_PAUSE,
+                           "complaint_review": SES_COMPLAINT_REVIEW, "complaint_pause": SES_COMPLAINT_PAUSE},
+            "within_ses_limits": bounce_rate < SES_BOUNCE_REVIEW and complaint_rate < SES_COMPLAINT_REVIEW,
+        },
+        "unsubscribes": {
+            "honoured": new_in_period.get("unsubscribe", 0),
+            "how": "suppressed when the link is used (one-click, RFC 8058); every send chunk checks the "
+                   "suppression list just before sending, so no mail is sent after the click",
+        },
+        "suppressions": {"total": sum(by_reason.values()), "by_reason": by_reason, "added_in_period": new_in_period},
+        "erasures": {"requested": requested, "completed": len(done),
+                     "median_seconds": round(median(took), 1) if took else None,
+                     "max_seconds": round(max(took), 1) if took else None},
+    }
+
+
+_env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+PAGE = _env.from_string("""<!doctype html><html><head><meta charset="utf-8">
+<title>Compliance report {{ r.tenant_id }}</title>
+<style>body{font-family:sans-serif;max-width:52em;margin:2em auto}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.bad{color:#c62828}.ok{color:#2e7d32}</style>
+</head><body><h1>Compliance report</h1>
+<p>Tenant <b>{{ r.tenant_id }}</b>, {{ r.period.from }} to {{ r.period.to }}</p>
+<h2>Mail</h2><table>{% for k, v in r.mail.items() %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
+<h2>Reputation</h2><table>
+<tr><th>bounce rate (hard)</th><td>{{ "%.3f"|format(r.reputation.bounce_rate * 100) }} %</td>
+<td>SES review at {{ r.reputation.ses_limits.bounce_review * 100 }} %</td></tr>
+<tr><th>complaint rate</th><td>{{ "%.3f"|format(r.reputation.complaint_rate * 100) }} %</td>
+<td>SES review at {{ r.reputation.ses_limits.complaint_review * 100 }} %</td></tr></table>
+<p class="{{ 'ok' if r.reputation.within_ses_limits else 'bad' }}">{{ 'Within' if r.reputation.within_ses_limits
+else 'Outside' }} SES limits.</p>
+<h2>Unsubscribes</h2><p>{{ r.unsubscribes.honoured }} honoured in the period: {{ r.unsubscribes.how }}.</p>
+<h2>Suppressions</h2><table><tr><th>reason</th><th>total</th><th>added in period</th></tr>
+{% for k, v in r.suppressions.by_reason.items() %}<tr><td>{{ k }}</td><td>{{ v }}</td>
+<td>{{ r.suppressions.added_in_period.get(k, 0) }}</td></tr>{% endfor %}</table>
+<h2>Erasures</h2><p>{{ r.erasures.requested }} requested, {{ r.erasures.completed }} completed
+{% if r.erasures.median_seconds is not none %}(median {{ r.erasures.median_seconds }} s,
+longest {{ r.erasures.max_seconds }} s){% endif %}.</p></body></html>""")
+
+
+def render_compliance(report: dict[str, Any]) -> str:
+    return PAGE.render(r=report)

@@ -1,0 +1,66 @@
+"""CAN-SPAM footer: with the platform requiring it, a tenant without a postal address or a template
+without the unsubscribe link and postal address cannot send; every mail shows both."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.adapters.privacy import IdentityRepository
+from core.bootstrap import bootstrap
+from core.domain.errors import InvalidInput
+from core.services import campaigns, compliance
+from core.services.tenants import ensure_tenant
+from local.bootstrap import create_resources
+from tests.conftest import make_settings
+from tests.helpers import RecordingMailer, active_template, batch_sender, leader, upload
+
+FOOTER = ('<p>Hello {{ first_name }}</p><footer>{{ sender_name }}, {{ postal_address }} · '
+          '<a href="{{ unsubscribe_url }}">unsubscribe</a></footer>')
+
+
+@pytest.fixture
+def strict(moto_server, clock):
+    s = make_settings(moto_server.url, require_compliance_footer=True, public_base_url="https://mail.example.com")
+    create_resources(s)
+    d = bootstrap(s, clock=clock)
+    ensure_tenant(d.store, d.secrets, "tenant-a")
+    return d
+
+
+def test_a_tenant_without_postal_address_or_a_template_without_footer_cannot_send(strict):
+    d = strict
+    with pytest.raises(InvalidInput, match="lacks the required footer: it must use"):
+        active_template(d, "tenant-a", "<p>Hello {{ first_name }}</p>")
+    tid = active_template(d, "tenant-a", FOOTER)
+    up = upload(d, "tenant-a", "email,first_name\na@example.org,Ann\n")
+    with pytest.raises(InvalidInput, match="no postal address"):
+        campaigns.submit_campaign(d.store, d.blobs, d.settings, d.clock, "tenant-a",
+                                  {"template_id": tid, "upload_id": up})
+    compliance.set_identity(IdentityRepository(d.store.table), "tenant-a", "1 Main Street, Springfield 12345, US",
+                            "Acme News", d.clock.now())
+    tx_id = campaigns.submit_campaign(d.store, d.blobs, d.settings, d.clock, "tenant-a",
+                                      {"template_id": tid, "upload_id": up})["transaction_id"]
+    c = leader(d)
+    c.ingest_pass()  # the CSV needs no column for what the platform provides
+    c.advance_pass()
+    (batch,) = d.store.batches(tx_id)
+    mailer = RecordingMailer(d.mailer)
+    batch_sender(d, mailer).send_batch(tx_id, batch.batch_id)
+    (mail,) = mailer.sent
+    assert "1 Main Street, Springfield 12345, US" in mail["html"] and "Acme News" in mail["html"]
+    assert 'href="https://mail.example.com/api/v1/email/unsubscribe/' in mail["html"]
+
+
+def test_the_platform_variables_render_even_when_the_footer_is_not_required(deps, tenant):
+    tid = active_template(deps, "tenant-a", FOOTER)
+    up = upload(deps, "tenant-a", "email,first_name,unsubscribe_url\na@example.org,Ann,https://evil.example/\n")
+    tx_id = campaigns.submit_campaign(deps.store, deps.blobs, deps.settings, deps.clock, "tenant-a",
+                                      {"template_id": tid, "upload_id": up})["transaction_id"]
+    c = leader(deps)
+    c.ingest_pass()
+    c.advance_pass()
+    (batch,) = deps.store.batches(tx_id)
+    mailer = RecordingMailer(deps.mailer)
+    batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    (mail,) = mailer.sent
+    assert "/api/v1/email/unsubscribe/" in mail["html"] and "evil.example" not in mail["html"]  # never a CSV's

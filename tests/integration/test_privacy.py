@@ -1,0 +1,308 @@
+"""Retention, erasure and subject access against moto, with the emulated DR replica (table and
+buckets) and a DR analytics store: after an erasure (interrupted mid-way and resumed) the address
+is nowhere in either region but as the suppression's keyed hash."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from core import schema
+from core.adapters.analytics import SqliteAnalytics
+from core.bootstrap import privacy_ports
+from core.domain.statuses import MessageStatus, TransactionStatus
+from core.services import privacy
+from core.services.events import record_ses_event
+from local.bootstrap import create_resources
+from local.replication import BucketReplicator, EchoRegistry, TableReplicator
+from tests.conftest import ses_event_for, sns_envelope
+from tests.helpers import RecordingMailer, batch_sender, leader, submit
+
+TARGET = "Erase.Me@Example.org"
+PLACEHOLDER = "Zorblax"  # a placeholder value only the target's rows carry
+
+
+def csv_with_target(extra: str = "") -> str:
+    return ("email,first_name\n"
+            f"keep1@example.org,Kim\n{TARGET},{PLACEHOLDER}\nkeep2@example.org,Lee\n"
+            f"erase.me@example.org,{PLACEHOLDER}Again\n"  # a duplicate: a rejection naming the address
+            + extra)
+
+
+# --- retention -------------------------------------------------------------------------------------
+
+
+def test_message_and_rejection_items_carry_the_tenants_retention_as_ttl(deps, tenant):
+    repo = privacy_ports(deps, peer_table=False).retention
+    privacy.set_retention(repo, "tenant-a", {"messages": 30, "rejections": 7, "batches": 14}, deps.clock.now())
+    tx_id = submit(deps, "tenant-a", csv_with_target())
+    leader(deps).ingest_pass()
+    now = deps.clock.now().timestamp()
+    (batch,) = deps.store.batches(tx_id)
+    items = list(deps.store.table.query_all(f"BATCH#{batch.batch_id}", "MESSAGE#"))
+    assert items and all(abs(i[schema.TTL_ATTRIBUTE] - (now + 30 * 86400)) < 5 for i in items)
+    rejections = list(deps.store.table.query_all(f"TRANSACTION#{tx_id}", "REJECTION#"))
+    assert rejections and all(abs(i[schema.TTL_ATTRIBUTE] - (now + 7 * 86400)) < 5 for i in rejections)
+    # the campaign summary outlives message detail: no TTL on the transaction
+    assert schema.TTL_ATTRIBUTE not in deps.store.table.get(schema.transaction_key(tx_id))
+    s3 = deps.clients["s3"]
+    key = batch.s3_file_path.split("/", 3)[3]
+    tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=deps.settings.bucket("batches"),
+                                                                 Key=key)["TagSet"]}
+    assert tags == {schema.RETENTION_TAG: "14"}
+
+
+def test_retention_outside_its_bounds_is_refused_naming_the_kind(deps, tenant):
+    repo = privacy_ports(deps, peer_table=False).retention
+    with pytest.raises(Exception, match="messages must be 7..400"):
+        privacy.set_retention(repo, "tenant-a", {"messages": 1000}, deps.clock.now())
+    with pytest.raises(Exception, match="unknown retention kind"):
+        privacy.set_retention(repo, "tenant-a", {"forever": 1}, deps.clock.now())
+    assert privacy.retention_for(repo, "tenant-a")["messages"] == 90  # unchanged default
+
+
+# --- erasure ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dr(deps, settings):
+    """The DR region: resources, table and bucket replication (emulated), its own analytics."""
+    d = settings.model_copy(update={"region": settings.dr_region, "dr_region": settings.region})
+    create_resources(d)
+    echoes = EchoRegistry()
+    table = TableReplicator(settings, settings.region, settings.dr_region, lag=0.1, echoes=echoes)
+    buckets = BucketReplicator(settings, settings.region, settings.dr_region, interval=0.2)
+    table.start()
+    buckets.start()
+    deps.peer_analytics[settings.dr_region] = SqliteAnalytics()
+    yield {"settings": d, "table": table, "buckets": buckets}
+    table.stop()
+    buckets.stop()
+
+
+def _sent_campaign_with_events(deps):
+    tx_id = submit(deps, "tenant-a", csv_with_target())
+    c = leader(deps)
+    c.ingest_pass()
+    c.advance_pass()
+    (batch,) = deps.store.batches(tx_id)
+    mailer = RecordingMailer(deps.mailer)
+    batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    target = next(s for s in mailer.sent if s["to"].lower() == TARGET.lower())
+    for name in ("ses_send.json", "ses_delivery.json", "ses_open.json", "ses_click.json"):
+        record_ses_event(sns_envelope(ses_event_for(name, tenant="tenant-a", message_id=target["tags"]["message_id"],
+                                                    recipient=target["to"], ses_id=target["ses_id"])),
+                         store=deps.store, analytics=deps.analytics)
+    return tx_id, target
+
+
+def _wait(predicate, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _scan(client, table_name):
+    items, kw = [], {}
+    while True:
+        resp = client.scan(TableName=table_name, **kw)
+        items += resp["Items"]
+        if "LastEvaluatedKey" not in resp:
+            return items
+        kw["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+def find_everywhere(deps, settings, needles: set[str]) -> list[str]:
+    """Every place in both regions (every table item, every object version in every bucket,
+    every analytics store) whose content mentions one of ``needles`` (lower-case)."""
+    from core.adapters.aws import client
+
+    hits = []
+    for region in (settings.region, settings.dr_region):
+        for item in _scan(client(settings, "dynamodb", region), settings.table_name):
+            text = repr(item).lower()
+            if any(n in text for n in needles):
+                hits.append(f"{region} table {item['PK']['S']} {item['SK']['S']}")
+        s3 = client(settings, "s3", region)
+        for b in schema.BUCKETS:
+            bucket = settings.bucket(b.purpose, region)
+            for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+                for v in page.get("Versions", []):
+                    body = s3.get_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])["Body"].read().lower()
+                    if any(n.encode() in body for n in needles):
+                        hits.append(f"{region} s3 {bucket}/{v['Key']}@{v['VersionId']}")
+    for region, store in ((settings.region, deps.analytics), *deps.peer_analytics.items()):
+        rows = store._q("SELECT doc FROM events", ())
+        hits += [f"{region} analytics" for (doc,) in rows if any(n in doc.lower() for n in needles)]
+    return hits
+
+
+def test_erasure_interrupted_mid_way_resumes_and_leaves_only_the_suppression_hash(deps, tenant, settings, dr):
+    tx_id, target = _sent_campaign_with_events(deps)
+    # an SES error text that names the recipient, kept in a send-log entry (an earlier attempt)
+    batch_id = target["tags"]["message_id"].rsplit("-", 1)[0]
+    deps.store.table.put({**schema.send_log_key(batch_id, 99, 1), "state": "DONE", "results": {
+        target["tags"]["message_id"]: {"outcome": "FAILED", "reason": f"MessageRejected: {TARGET} not verified"}}})
+    # the DR pipeline recorded an event of the person too (mail DR sent after a failover)
+    deps.peer_analytics[settings.dr_region].index_event({
+        "event_id": "dr-1", "tenant_id": "tenant-a", "transaction_id": tx_id, "message_id": target["tags"]["message_id"],
+        "event_type": "Delivery", "timestamp": "2026-01-01T10:00:00Z", "recipient_email": target["to"],
+        "metadata": {"link_url": None, "bounce_type": None, "bounce_subtype": None, "diagnostic": None}})
+    needles = {TARGET.lower(), PLACEHOLDER.lower()}
+    _wait(lambda: dr["buckets"].backlog() == 0, what="S3 replica")
+    _wait(lambda: any("eu-central-1 table" in h for h in find_everywhere(deps, settings, needles)), what="table replica")
+    before = find_everywhere(deps, settings, needles)
+    assert any("s3" in h and settings.dr_region in h for h in before)  # the DR copy holds the person too
+
+    ports = privacy_ports(deps)
+    job = privacy.request_erasure(ports, "tenant-a", TARGET, "key_test")
+    assert "address" not in job and TARGET.lower() not in repr(job).lower()
+
+    # GIVEN a controller that dies in the middle (after the suppression, inside the objects step)
+    calls = {"n": 0}
+
+    def crash_in_objects():
+        calls["n"] += 1
+        return ports.jobs.get(job["erasure_id"])["step"] == "objects" and calls["n"] > 1
+
+    with pytest.raises(privacy.Interrupted):
+        privacy.run_erasure(ports, job["erasure_id"], crash_in_objects)
+    mid = privacy.get_erasure(ports.jobs, "tenant-a", job["erasure_id"])
+    assert mid["step"] == "objects" and mid["status"] == privacy.RUNNING
+    # the person can no longer be mailed from the first step on
+    assert deps.store.are_suppressed("tenant-a", [target["to"].lower()]) == {target["to"].lower()}
+
+    # WHEN a new controller runs the job again (to completion, waiting for the replica if behind)
+    deadline = time.monotonic() + 60
+    while (state := privacy.run_erasure(ports, job["erasure_id"]))["status"] != privacy.COMPLETED:
+        assert time.monotonic() < deadline, state
+        time.sleep(0.2)
+
+    # THEN nothing in either region mentions the person any more
+    _wait(lambda: not find_everywhere(deps, settings, needles), timeout=30,
+          what=f"erasure everywhere: {find_everywhere(deps, settings, needles)}")
+    done = privacy.get_erasure(ports.jobs, "tenant-a", job["erasure_id"])
+    r = done["receipt"]
+    assert r["messages_pseudonymised"] == 1 and r["rejections_redacted"] == 1
+    assert r["send_log_entries_redacted"] == 1
+    assert r["replica"] == {settings.dr_region: "verified"}
+    assert r["analytics_events_deleted"][settings.dr_region] == 1
+    assert r["analytics_events_deleted"][settings.region] >= 4
+    assert {o.split(":")[0] for o in r["objects_rewritten"]} == {settings.region, settings.dr_region}
+    assert sum(r["csv_rows_removed"].values()) >= 4  # upload (2 rows) and batch file, in both regions
+    # the only trace is the keyed hash (no address in it), in both regions
+    hashed = deps.store.table.get(schema.suppression_hash_key("tenant-a", done["receipt"]["suppression"]["address_hash"]))
+    assert hashed and hashed["reason"] == "erasure" and "email" not in hashed
+    # the campaign summary outlives the detail
+    assert deps.store.get_transaction(tx_id).total_messages == 3
+    # other recipients are untouched
+    assert find_everywhere(deps, settings, {"keep1@example.org"})
+
+    # running it again is a no-op
+    again = privacy.run_erasure(ports, job["erasure_id"])
+    assert again["status"] == privacy.COMPLETED and again["version"] == ports.jobs.get(job["erasure_id"])["version"]
+
+
+def test_an_erased_address_is_refused_at_ingest_and_never_sent(deps, tenant, settings):
+    ports = privacy_ports(deps, peer_table=False)
+    job = privacy.request_erasure(ports, "tenant-a", TARGET, "key_test")
+    privacy.run_erasure(ports, job["erasure_id"])
+    # a late event or an old unsubscribe link never writes the address down again
+    assert deps.store.suppress("tenant-a", TARGET.lower(), "unsubscribe") is False
+    assert deps.store.get_suppression("tenant-a", TARGET.lower()) is None
+    tx_id = submit(deps, "tenant-a", csv_with_target())
+    leader(deps).ingest_pass()
+    tx = deps.store.get_transaction(tx_id)
+    assert tx.status == TransactionStatus.READY_TO_SEND and tx.total_messages == 2
+    rows, _ = deps.store.rejections_page(tx_id, 50, None)
+    refused = {r.line: r for r in rows}
+    assert refused[3].reason.startswith("suppressed") and refused[3].email is None
+
+
+def test_a_message_not_yet_sent_is_stopped_by_the_erasure(deps, tenant, settings):
+    tx_id = submit(deps, "tenant-a", csv_with_target())
+    leader(deps).ingest_pass()
+    ports = privacy_ports(deps, peer_table=False)
+    job = privacy.request_erasure(ports, "tenant-a", TARGET, "key_test")
+    privacy.run_erasure(ports, job["erasure_id"])
+    (batch,) = deps.store.batches(tx_id)
+    msgs, _ = deps.store.batch_partition(batch.batch_id)
+    erased = [m for m in msgs if m.recipient_email == "erased@invalid"]
+    assert len(erased) == 1 and erased[0].status == MessageStatus.SUPPRESSED and erased[0].placeholder_data == {}
+    mailer = RecordingMailer(deps.mailer)
+    c = leader(deps)
+    c.advance_pass()
+    batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    assert sorted(s["to"] for s in mailer.sent) == ["keep1@example.org", "keep2@example.org"]
+
+
+def test_subject_access_returns_what_is_held_for_the_address(deps, tenant, settings):
+    tx_id, target = _sent_campaign_with_events(deps)
+    ports = privacy_ports(deps, peer_table=False)
+    out = privacy.subject_access(ports, "tenant-a", TARGET)
+    assert out["address"] == TARGET.lower()
+    (m,) = out["messages"]
+    assert m["placeholder_data"] == {"first_name": PLACEHOLDER} and m["transaction_id"] == tx_id
+    assert {e["type"] for e in m["events"]} >= {"Send", "Delivery"}
+    assert [r["line"] for r in out["rejections"]] == [5]
+    assert {f["store"] for f in out["stored_files"]} == {"uploads", "batches"}
+    assert len(out["analytics_events"]) >= 4
+    assert out["retention_days"]["messages"] == 90
+    with pytest.raises(Exception, match="nothing is held"):
+        privacy.subject_access(ports, "tenant-a", "stranger@example.org")
+
+
+def test_the_embedded_ttl_sweeper_deletes_expired_items_only(deps, tenant, settings):
+    from local.retention import TtlSweeper
+
+    now = deps.clock.now().timestamp()
+    deps.store.table.put({"PK": "T#1", "SK": "old", schema.TTL_ATTRIBUTE: int(now) - 10})
+    deps.store.table.put({"PK": "T#1", "SK": "young", schema.TTL_ATTRIBUTE: int(now) + 3600})
+    deps.store.table.put({"PK": "T#1", "SK": "forever"})
+    assert TtlSweeper(settings, now=lambda: now).sweep_once() == 1
+    assert [i["SK"] for i in deps.store.table.query_all("T#1")] == ["forever", "young"]
+
+
+def test_operator_actions_from_the_cli_are_in_the_tenants_audit_log(deps, settings, monkeypatch, capsys):
+    from core.adapters.privacy import AuditRepository
+    from local import cli
+
+    for name, value in (("AWS_ENDPOINT_URL", settings.aws_endpoint_url), ("NAME_PREFIX", settings.name_prefix),
+                        ("ENVIRONMENT", "test")):
+        monkeypatch.setenv(f"EMAILPLATFORM_{name}", value)
+    assert cli.main(["keys", "create", "--tenant", "acme", "--scope", "campaigns:read"]) == 0
+    key_id = json.loads(capsys.readouterr().out)["key_id"]
+    assert cli.main(["keys", "revoke", "--tenant", "acme", "--key-id", key_id]) == 0
+    entries = AuditRepository(deps.store.table).page("acme", 10, None).items
+    assert [e["action"] for e in entries] == ["CLI keys revoke", "CLI keys create"]
+    assert all(e["actor"].startswith("operator:") and e["target"] == {"key_id": key_id} for e in entries)
+    assert all(schema.TTL_ATTRIBUTE in i for i in deps.store.table.query_all("AUDIT#acme"))
+
+
+def test_analytics_older_than_the_tenants_retention_are_purged(deps, tenant):
+    ports = privacy_ports(deps, peer_table=False)
+    privacy.set_retention(ports.retention, "tenant-a", {"analytics": 30}, deps.clock.now())
+    store = SqliteAnalytics()
+    for eid, ts, tenant_id in (("old", "2020-01-01T00:00:00Z", "tenant-a"), ("new", "2999-01-01T00:00:00Z", "tenant-a"),
+                               ("other", "2020-01-01T00:00:00Z", "tenant-b")):
+        store.index_event({"event_id": eid, "tenant_id": tenant_id, "transaction_id": "tx", "message_id": "m",
+                           "event_type": "Open", "timestamp": ts, "recipient_email": "x@example.org",
+                           "metadata": {"link_url": None, "bounce_type": None, "bounce_subtype": None,
+                                        "diagnostic": None}})
+    assert privacy.purge_analytics(ports.retention, store, deps.clock.now()) == 1
+    assert sorted(e for (e,) in store._q("SELECT event_id FROM events", ())) == ["new", "other"]  # b: platform ISM
+
+
+def test_suppression_calls_for_an_erased_address_answer_without_writing_it(deps, tenant):
+    from core.services import suppressions
+
+    ports = privacy_ports(deps, peer_table=False)
+    privacy.run_erasure(ports, privacy.request_erasure(ports, "tenant-a", TARGET, "k")["erasure_id"])
+    out = suppressions.add_suppression(deps.store, "tenant-a", TARGET, "manual")
+    assert out["reason"] == "erasure" and out["kept_as"] == "keyed hash"
+    assert suppressions.get_suppression(deps.store, "tenant-a", TARGET)["reason"] == "erasure"
+    assert deps.store.get_suppression("tenant-a", TARGET.lower()) is None  # no plain-text copy came back

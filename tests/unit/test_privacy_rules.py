@@ -1,0 +1,82 @@
+"""Pure privacy rules: blanking a person's CSV rows, address forms, the keyed hash, audit entries."""
+
+from datetime import UTC, datetime
+
+from core import schema
+from core.domain.privacy import AddressHasher, address_forms, scrub_event, without_rows_mentioning
+from core.services import audit, privacy
+
+
+def test_rows_mentioning_the_person_are_blanked_and_every_other_line_keeps_its_number_and_bytes():
+    data = (b'email,first_name,note\r\n'
+            b'a@example.org,Ann,"multi\r\nline"\r\n'
+            b'Gone@Example.org,Zed,"also\nspans"\r\n'
+            b'b@example.org,Bo,"mentions gone@example.org too"\r\n'
+            b'c@example.org,Cy,x\r\n')
+    clean, removed = without_rows_mentioning(data, {"gone@example.org"})
+    assert removed == 2
+    before, after = data.decode().splitlines(keepends=True), clean.decode().splitlines(keepends=True)
+    assert len(before) == len(after)  # line numbers (rejections, ingest checkpoints) unchanged
+    assert after[0] == before[0] and after[1:3] == before[1:3] and after[-1] == before[-1]
+    assert "gone@example.org" not in clean.decode().lower() and "Zed" not in clean.decode()
+
+
+def test_a_file_without_the_person_is_left_as_it_is():
+    data = b"email\nx@example.org\n"
+    assert without_rows_mentioning(data, {"y@example.org"}) == (data, 0)
+
+
+def test_address_forms_include_the_punycode_form_and_the_hash_is_keyed_per_tenant():
+    forms = address_forms("Someone@Bücher.example")
+    assert "someone@bücher.example" in forms and "someone@xn--bcher-kva.example" in forms
+    h = AddressHasher.from_secret("s" * 32)
+    assert h("t1", "A@x.org") == h("t1", "a@x.org") != h("t2", "a@x.org")
+    assert h("t1", "a@x.org") != AddressHasher.from_secret("k" * 32)("t1", "a@x.org")
+
+
+def test_an_erased_message_keeps_what_happened_and_when_only():
+    ev = {"id": "e1", "type": "Bounce", "at": "t", "bounce_type": "Permanent", "diagnostic": "550 gone@x.org",
+          "user_agent": "UA", "ip": "1.2.3.4", "link": "https://x/?u=gone"}
+    assert scrub_event(ev) == {"id": "e1", "type": "Bounce", "at": "t", "bounce_type": "Permanent"}
+
+
+def test_retention_classes_never_keep_longer_than_the_setting():
+    assert privacy.retention_class(45) == 30 and privacy.retention_class(90) == 90
+    assert privacy.retention_class(3) == 1
+    assert privacy.retention_tags(10) == {schema.RETENTION_TAG: "7"}
+
+
+def test_an_audit_entry_never_holds_an_address_or_a_body():
+    h = AddressHasher.from_secret("s" * 32)
+    e = audit.entry(tenant_id="t", actor="key_1", method="PUT", route="/suppressions/{email}",
+                    params={"email": "p@example.org"}, status=200, source_ip="10.0.0.1", request_id="r1",
+                    at=datetime(2026, 1, 1, tzinfo=UTC), hasher=h, answer='{"email": "p@example.org"}')
+    assert e["target"] == {"email": f"hmac:{h('t', 'p@example.org')}"} and "p@example.org" not in repr(e)
+    created = audit.entry(tenant_id="t", actor="key_1", method="POST", route="/campaigns", params={}, status=202,
+                          source_ip=None, request_id=None, at=datetime(2026, 1, 1, tzinfo=UTC), hasher=h,
+                          answer='{"transaction_id": "tx_1", "from": "x@y.org"}')
+    assert created["target"] == {"transaction_id": "tx_1"} and created["action"] == "POST /campaigns"
+    assert audit.audited("GET", "privacy:read") and not audit.audited("GET", "campaigns:read")
+
+
+def test_compliance_report_counts_the_period_only_and_compares_with_ses_limits():
+    from types import SimpleNamespace
+
+    from core.services.compliance import compliance_report, render_compliance
+
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
+    campaigns = [{"created_at": "2026-01-05T00:00:00.000000Z", "n_sent": 1000, "n_delivered": 950, "n_bounced": 30,
+                  "n_hard_bounced": 20, "n_complained": 2},
+                 {"created_at": "2025-12-31T23:59:59.000000Z", "n_sent": 99999}]
+    sups = [{"reason": "unsubscribe", "created_at": "2026-01-10T00:00:00.000000Z"},
+            {"reason": "hard_bounce", "created_at": "2025-06-01T00:00:00.000000Z"}, {"reason": "erasure",
+                                                                                      "created_at": "2026-01-11T00:00:00.000000Z"}]
+    erasures = [{"status": "COMPLETED", "requested_at": "2026-01-11T00:00:00.000000Z",
+                 "completed_at": "2026-01-11T00:00:30.000000Z"}]
+    r = compliance_report(campaigns=campaigns, suppressions=sups, erasures=erasures, tenant_id="t", start=start,
+                          end=end, settings=SimpleNamespace(bounce_rate_threshold=0.05, complaint_rate_threshold=0.001))
+    assert r["mail"]["sent"] == 1000 and r["reputation"]["bounce_rate"] == 0.02
+    assert r["reputation"]["complaint_rate"] == 0.002 and r["reputation"]["within_ses_limits"] is False
+    assert r["unsubscribes"]["honoured"] == 1 and r["suppressions"]["total"] == 3
+    assert r["erasures"] == {"requested": 1, "completed": 1, "median_seconds": 30.0, "max_seconds": 30.0}
+    assert "Outside" in render_compliance(r)
