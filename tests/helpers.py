@@ -67,15 +67,16 @@ class RecordingMailer:
 
 
 def batch_sender(deps: Any, mailer: Any, worker: str = "w1") -> Any:
+    from core.services.attachments import AttachmentFiles
     from core.services.sending import BatchSender
-    from core.services.templates import load_source
+    from core.services.templates import load_mail_source
 
-    def loader(template_id: str, version: int) -> tuple[str, str]:
-        tv, src = load_source(deps.store, deps.blobs, deps.settings, template_id, version)
-        return tv.subject, src
+    def loader(template_id: str, version: int) -> tuple[str, str, str | None]:
+        return load_mail_source(deps.store, deps.blobs, deps.settings, template_id, version)
 
     return BatchSender(store=deps.store, mailer=mailer, limiter=deps.limiter, clock=deps.clock,
-                       settings=deps.settings, template_loader=loader, worker=worker)
+                       settings=deps.settings, template_loader=loader, worker=worker,
+                       attachment_files=AttachmentFiles(deps.store, deps.blobs, deps.settings))
 
 
 def queued_campaign(deps: Any, tenant_id: str, csv_text: str, **kw: Any) -> tuple[str, list[Any]]:

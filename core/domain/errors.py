@@ -41,6 +41,12 @@ class InvalidInput(DomainError):
     code, http_status = "invalid_input", 422
 
 
+class AddressSuppressed(InvalidInput):
+    """The address is on the tenant's suppression list: nothing is sent to it."""
+
+    code = "address_suppressed"
+
+
 class PayloadTooLarge(DomainError):
     code, http_status = "payload_too_large", 413
 

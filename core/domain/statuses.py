@@ -7,12 +7,14 @@ applies only when it ranks higher than the status the message already has.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 
 class TransactionStatus(StrEnum):
     ACCEPT = "ACCEPT"
     PROCESSING = "PROCESSING"
+    DRAFT = "DRAFT"  # ingested and validated, waiting for a release
     SCHEDULED = "SCHEDULED"
     READY_TO_SEND = "READY_TO_SEND"
     SENT = "SENT"
@@ -53,7 +55,8 @@ T, B, M = TransactionStatus, BatchStatus, MessageStatus
 
 TRANSACTION_TRANSITIONS: dict[TransactionStatus, frozenset[TransactionStatus]] = {
     T.ACCEPT: frozenset({T.PROCESSING, T.FAILED, T.CANCELLED}),
-    T.PROCESSING: frozenset({T.SCHEDULED, T.READY_TO_SEND, T.FAILED, T.CANCELLED}),
+    T.PROCESSING: frozenset({T.DRAFT, T.SCHEDULED, T.READY_TO_SEND, T.FAILED, T.CANCELLED}),
+    T.DRAFT: frozenset({T.SCHEDULED, T.READY_TO_SEND, T.CANCELLED}),  # released, or dropped
     T.SCHEDULED: frozenset({T.READY_TO_SEND, T.PAUSED, T.CANCELLED}),
     T.READY_TO_SEND: frozenset({T.SENT, T.PAUSED, T.CANCELLED, T.FAILED}),  # FAILED: unsendable (template gone)
     T.PAUSED: frozenset({T.SCHEDULED, T.READY_TO_SEND, T.CANCELLED}),
@@ -74,6 +77,27 @@ BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
 }
 
 TERMINAL_TRANSACTION = frozenset({T.COMPLETED, T.FAILED, T.CANCELLED})
+# Statuses of a campaign whose recipients have not been sent anything yet (test sends allowed).
+NOT_RELEASED = frozenset({T.ACCEPT, T.PROCESSING, T.DRAFT, T.SCHEDULED})
+
+
+def after_ingest(draft: bool, send_at: datetime | None, now: datetime) -> TransactionStatus:
+    """Where an ingested campaign goes: DRAFT when submitted as one, else as ``released``."""
+    return T.DRAFT if draft else released(send_at, now)
+
+
+def released(send_at: datetime | None, now: datetime) -> TransactionStatus:
+    """Where a released campaign goes: SCHEDULED while its send time is ahead, else READY_TO_SEND."""
+    return T.SCHEDULED if send_at is not None and send_at > now else T.READY_TO_SEND
+
+
+def release_refusal(current: TransactionStatus) -> str | None:
+    """Why a campaign in ``current`` cannot be released (None: it can)."""
+    if current == T.DRAFT:
+        return None
+    if current in (T.ACCEPT, T.PROCESSING):
+        return f"campaign is {current.value}: it is still being ingested; release it once it is DRAFT"
+    return f"campaign is {current.value}; only DRAFT campaigns can be released"
 TERMINAL_BATCH = frozenset({B.COMPLETED, B.CANCELLED})
 # Message statuses after which nothing is sent and no delivery outcome is awaited.
 FINAL_MESSAGE = frozenset(

@@ -13,8 +13,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 EVENT_TYPES = ("Send", "Delivery", "Bounce", "Complaint", "Open", "Click", "Reject", "DeliveryDelay", "Rendering Failure")
 
 
-def event_document(parsed: Any) -> dict[str, Any]:
-    """The document from DESIGN: ids, type, time, recipient, metadata. Its id is the event's id."""
+def event_document(parsed: Any, message_metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """The document from DESIGN: ids, type, time, recipient, metadata (about the event), and the
+    message's own metadata (the campaign's metadata columns of its CSV row). Its id is the event's id."""
     return {
         "event_id": parsed.event_id,
         "tenant_id": parsed.tenant_id,
@@ -28,6 +29,7 @@ def event_document(parsed: Any) -> dict[str, Any]:
             "link_url": parsed.detail.get("link"), "bounce_type": parsed.detail.get("bounce_type"),
             "bounce_subtype": parsed.detail.get("bounce_subtype"), "diagnostic": parsed.detail.get("diagnostic"),
         },
+        "message_metadata": dict(message_metadata or {}),
     }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 
 from core.domain.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from core.domain.headers import check_custom_headers, check_metadata_columns
 from core.domain.models import (
     Summary,
     TemplateStatus,
@@ -19,10 +20,13 @@ from core.domain.models import (
     new_id,
     transaction_of_batch,
 )
+from core.domain.statuses import BatchStatus, release_refusal, released
 from core.domain.statuses import TransactionStatus as T
 from core.domain.urls import check_callback_url
 from core.observability import log
+from core.services.attachments import check_campaign_attachments
 from core.services.callbacks import callback_for
+from core.services.compliance import check_footer
 from core.services.rendering import template_variables
 from core.services.tenants import check_sender
 
@@ -101,16 +105,29 @@ def submit_campaign(store: Any, blobs: Any, settings: Any, clock: Any, tenant_id
         callback = check_callback_url(callback, require_https=settings.callback_require_https,
                            allow_loopback=settings.callback_allow_loopback).url
     subject = req.get("subject")
+    used = set(tv.variables)
     if subject is not None:
         if "\r" in subject or "\n" in subject:
             raise InvalidInput("subject contains a line break")
-        template_variables(subject, what="subject")  # a broken subject is refused now, not per message
+        used |= set(template_variables(subject, what="subject"))  # a broken subject is refused now, not per message
+    check_footer(store, settings, tenant_id, tv.variables)  # CAN-SPAM, when required
+    headers = check_custom_headers(req.get("headers"))
+    metadata_columns = check_metadata_columns(req.get("metadata_columns"), used)
+    check_campaign_attachments(store, settings, tenant_id, req.get("attachments"))
+    attachment_column = (req.get("attachment_column") or "").strip() or None
+    if attachment_column is not None and (attachment_column.lower() == "email" or attachment_column in used
+                                          or attachment_column in metadata_columns):
+        raise InvalidInput(f"attachment_column {attachment_column} must be a column of its own: not email, not "
+                           f"a variable of the template or subject, not a metadata column",
+                           [{"loc": ["body", "attachment_column"]}])
     check_sender(store, settings, tenant_id, _email("from", req.get("from")))
     tx = Transaction(
         transaction_id=new_id("tx_"), tenant_id=tenant_id, template_id=tv.template_id,
         template_version=tv.version, csv_s3_key=key, callback_url=callback, send_at=send_at,
         from_address=_email("from", req.get("from")), reply_to=_email("reply_to", req.get("reply_to")),
-        subject=subject, tags=req.get("tags") or {}, created_at=now, updated_at=now,
+        subject=subject, tags=req.get("tags") or {}, headers=headers, metadata_columns=metadata_columns,
+        draft=bool(req.get("draft")), attachments=list(req.get("attachments") or []),
+        attachment_column=attachment_column, created_at=now, updated_at=now,
     )
     store.create_transaction(tx)
     log.info("campaign accepted", transaction_id=tx.transaction_id, tenant_id=tenant_id)
@@ -138,6 +155,11 @@ def campaign_view(tx: Transaction, summary: Summary) -> dict[str, Any]:
         "failure_reason": tx.failure_reason,
         "batch_count": tx.batch_count,
         "tags": tx.tags,
+        "headers": tx.headers,
+        "metadata_columns": tx.metadata_columns,
+        "draft": tx.draft,
+        "attachments": tx.attachments,
+        "attachment_column": tx.attachment_column,
         "summary": summary.model_dump(),
         # counts follow SES events: when they last changed, and whether the final recount is done
         "counts_updated_at": iso(tx.counts_at) if tx.counts_at else None,
@@ -171,6 +193,8 @@ def message_view(item: dict[str, Any]) -> dict[str, Any]:
     keep = ("message_id", "batch_id", "transaction_id", "recipient_email", "status", "ses_message_id",
             "failure_reason", "events")
     view = {k: item.get(k) for k in keep}
+    view["metadata"] = item.get("metadata") or {}
+    view["attachments"] = list(item.get("attachments") or [])  # the recipient's own, besides the campaign's
     view["timestamps"] = {k[3:].upper(): v for k, v in item.items() if k.startswith("ts_")}
     return view
 
@@ -220,7 +244,7 @@ def get_message(store: Any, tenant_id: str, message_id: str) -> dict[str, Any]:
 
 # --- actions -------------------------------------------------------------------------
 
-CANCELLABLE = {T.ACCEPT, T.PROCESSING, T.SCHEDULED, T.READY_TO_SEND, T.PAUSED}
+CANCELLABLE = {T.ACCEPT, T.PROCESSING, T.DRAFT, T.SCHEDULED, T.READY_TO_SEND, T.PAUSED}
 
 
 def change_status(store: Any, clock: Any, tx: Transaction, target: T, fields: dict[str, Any] | None = None) -> Transaction:
@@ -238,6 +262,8 @@ def cancel_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str) -> dict[
     tx = store.get_transaction(tx_id, tenant_id)
     if tx.status not in CANCELLABLE:
         raise Conflict(f"campaign is {tx.status.value}; only {sorted(s.value for s in CANCELLABLE)} can be cancelled")
+    if tx.status == T.DRAFT:
+        store.reactivate(tx)  # the controller settles a cancelled campaign (its batches are cancelled)
     tx = change_status(store, clock, tx, T.CANCELLED)
     return campaign_view(tx, summarize(store, tx))
 
@@ -256,4 +282,44 @@ def resume_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str) -> dict[
     if tx.status != T.PAUSED:
         raise Conflict(f"campaign is {tx.status.value}; only PAUSED campaigns can be resumed")
     tx = change_status(store, clock, tx, tx.paused_from or T.READY_TO_SEND, {"paused_from": None})
+    return campaign_view(tx, summarize(store, tx))
+
+
+# --- drafts ---------------------------------------------------------------------------
+
+
+def move_batches_on(store: Any, tx: Transaction, target: T) -> None:
+    """Release a campaign's written batches for ``target`` (SCHEDULED: due at its send time,
+    READY_TO_SEND: ready now). Idempotent: batches already moved are left alone."""
+    for batch in store.batches(tx.transaction_id):
+        if batch.status != BatchStatus.PROCESSING:
+            continue
+        if target == T.SCHEDULED:
+            store.change_batch_status(batch, BatchStatus.SCHEDULED, due_at=tx.send_at)
+        else:
+            store.change_batch_status(batch, BatchStatus.READY)
+
+
+def rest_as_draft(store: Any, clock: Any, tx: Transaction) -> Transaction:
+    """An ingested draft: DRAFT with its counts and rejections readable, batches unreleased, and out
+    of the controller's active index (nothing to do for it until a release or a cancel)."""
+    tx = change_status(store, clock, tx, T.DRAFT)
+    store.deactivate(tx)
+    log.info("campaign rests as a draft", transaction_id=tx.transaction_id, tenant_id=tx.tenant_id,
+             total_messages=tx.total_messages, refused_rows=tx.refused_rows)
+    return tx
+
+
+def release_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str) -> dict[str, Any]:
+    """DRAFT → SCHEDULED (its send time is ahead) or READY_TO_SEND, with its callback. 409 for any
+    other status. Back in the active index first, so a crash part-way leaves a DRAFT the
+    controller merely reads, never a released campaign it does not see; a retry finishes it."""
+    tx = store.get_transaction(tx_id, tenant_id)
+    refusal = release_refusal(tx.status)
+    if refusal:
+        raise Conflict(refusal)
+    target = released(tx.send_at, clock.now())
+    store.reactivate(tx)
+    move_batches_on(store, tx, target)
+    tx = change_status(store, clock, tx, target)
     return campaign_view(tx, summarize(store, tx))

@@ -226,7 +226,7 @@ def record_ses_event(body: str, *, store: Any, analytics: Any | None = None,
         try:
             from core.services.analytics import event_document
 
-            analytics.index_event(event_document(parsed))
+            analytics.index_event(event_document(parsed, recorded.metadata))
         except Exception as exc:  # analytics never blocks status updates
             log.warning("analytics indexing failed", message_id=parsed.message_id, error=str(exc)[:200])
     SES_EVENTS.labels(parsed.event_type, outcome).inc()

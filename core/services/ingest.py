@@ -32,12 +32,15 @@ from typing import Any
 from botocore.exceptions import ClientError
 from email_validator import EmailNotValidError, validate_email
 
+from core.domain.compliance import PLATFORM_VARIABLES
 from core.domain.errors import NotFound, StaleWrite
 from core.domain.models import Batch, Message, Rejection, batch_id_for, message_id_for
-from core.domain.statuses import BatchStatus, MessageStatus
+from core.domain.statuses import MessageStatus, after_ingest
 from core.domain.statuses import TransactionStatus as T
 from core.observability import ROWS_INGESTED, ROWS_REFUSED, log
-from core.services.campaigns import change_status
+from core.services import privacy
+from core.services.attachments import usable
+from core.services.campaigns import change_status, move_batches_on, rest_as_draft
 from core.services.rendering import template_variables
 
 csv.field_size_limit(1024 * 1024)
@@ -56,10 +59,20 @@ class _SpillSet:
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-8000;"
                               "CREATE TABLE seen(e TEXT PRIMARY KEY) WITHOUT ROWID;"
-                              "CREATE TABLE suppressed(e TEXT PRIMARY KEY) WITHOUT ROWID; BEGIN;")
+                              "CREATE TABLE suppressed(e TEXT PRIMARY KEY) WITHOUT ROWID;"
+                              "CREATE TABLE hashed(h TEXT PRIMARY KEY) WITHOUT ROWID; BEGIN;")
+        self.hasher: Any = None  # erased addresses are suppressed by a keyed hash (core.domain.privacy)
 
     def load_suppressed(self, emails: Iterator[str]) -> None:
         self.db.executemany("INSERT OR IGNORE INTO suppressed VALUES (?)", ((e.lower(),) for e in emails))
+
+    def load_hashed(self, hashes: Iterator[str], hasher: Any) -> None:
+        self.hasher = hasher
+        self.db.executemany("INSERT OR IGNORE INTO hashed VALUES (?)", ((h,) for h in hashes))
+
+    def erased(self, key: str) -> bool:
+        return self.hasher is not None and self.db.execute(
+            "SELECT 1 FROM hashed WHERE h = ?", (self.hasher(key),)).fetchone() is not None
 
     def add(self, key: str) -> bool:
         return self.db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (key,)).rowcount == 1
@@ -225,11 +238,23 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
     resume_line = int((store.table.get({"PK": f"TRANSACTION#{tx.transaction_id}", "SK": "METADATA"}) or {}).get("ingest_line", 0))
     seen = _SpillSet()
     seen.load_suppressed(store.suppressed_emails(tx.tenant_id))
+    if getattr(store, "address_hasher", None) is not None:
+        seen.load_hashed(store.suppression_hashes(tx.tenant_id), lambda e: store.address_hasher(tx.tenant_id, e))
+    # retention: message and rejection items expire (TTL) and batch files are tagged for lifecycle
+    keep = privacy.store_retention(store, tx.tenant_id)
+    start = max(clock.now(), tx.send_at) if tx.send_at else clock.now()
+    message_ttl = privacy.expiration(keep["messages"], start)
+    rejection_ttl = privacy.expiration(keep["rejections"], clock.now())
+    batch_tags = privacy.retention_tags(keep["batches"])
     status = MessageStatus.SCHEDULED if tx.send_at else MessageStatus.READY_TO_SEND
     progress = _Progress()
     rejections: list[Rejection] = []
-    batch_rows: list[tuple[str, dict[str, str]]] = []
+    # (email, placeholder data, metadata, the recipient's own attachment ids)
+    batch_rows: list[tuple[str, dict[str, str], dict[str, str], list[str]]] = []
     header: list[str] | None = None
+    meta_columns = set(tx.metadata_columns)  # kept on the message, never rendered
+    own_files = _RowAttachments(store, settings, tx)
+    not_rendered = meta_columns | ({tx.attachment_column} if tx.attachment_column else set())
     email_ix = 0
     line = 0
 
@@ -242,7 +267,7 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
         if line_no > resume_line:
             rejections.append(Rejection(line=line_no, reason=reason, email=email))
             if len(rejections) >= 500:
-                store.put_rejections(tx.transaction_id, rejections)
+                store.put_rejections(tx.transaction_id, rejections, rejection_ttl)
                 rejections.clear()
 
     # Writes run on one background thread, one batch behind the parser: CPU (parsing, address
@@ -259,9 +284,9 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
     def write(snapshot: Any, index: int, rows: list, rejected: list, last_line: int, accepted: int,
               refused: int) -> Any:
         if rejected:
-            store.put_rejections(snapshot.transaction_id, rejected)
+            store.put_rejections(snapshot.transaction_id, rejected, rejection_ttl)
         _write_batch(snapshot, batch_id_for(snapshot.transaction_id, index), index, rows, status,
-                     store=store, blobs=blobs, settings=settings)
+                     store=store, blobs=blobs, settings=settings, expiration=message_ttl, tags=batch_tags)
         try:
             new = store.update_transaction(snapshot, {"ingest_checkpoint": index, "ingest_line": last_line,
                                                       "total_messages": accepted, "refused_rows": refused})
@@ -296,6 +321,12 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
                     continue
                 header = _header(row, needed)
                 email_ix = [h.lower() for h in header].index("email")
+                if meta_columns - set(header):
+                    raise IngestFailed(f"the CSV has no column for the metadata columns "
+                                       f"{sorted(meta_columns - set(header))} (columns: {header})")
+                if tx.attachment_column and tx.attachment_column not in header:
+                    raise IngestFailed(f"the CSV has no column {tx.attachment_column!r}, the campaign's "
+                                       f"attachment_column (columns: {header})")
                 continue
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # blank line
@@ -320,14 +351,23 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
             if seen.suppressed(key):
                 refuse(line, "suppressed: address is on the tenant's suppression list", email)
                 continue
-            data = {h: row[i] for i, h in enumerate(header) if i != email_ix}
-            size = _row_bytes(email, data)
+            if seen.erased(key):  # an erased person: refused without writing the address down again
+                refuse(line, "suppressed: address is on the tenant's suppression list")
+                continue
+            data = {h: row[i] for i, h in enumerate(header) if i != email_ix and h not in not_rendered}
+            metadata = {h: row[i] for i, h in enumerate(header) if h in meta_columns}
+            size = _row_bytes(email, {**data, **metadata})
             if size > MAX_ROW_DATA_BYTES:
                 seen.remove(key)  # the address was not used: a later, smaller row for it may be
                 refuse(line, f"too_large: the row's values are {size // 1024} KB; a recipient's data may be at "
                              f"most {MAX_ROW_DATA_BYTES // 1024} KB (DynamoDB items are at most 400 KB)", email)
                 continue
-            batch_rows.append((email, data))
+            own, why = own_files.of(row[header.index(tx.attachment_column)] if tx.attachment_column else "")
+            if why:
+                seen.remove(key)
+                refuse(line, why, email)
+                continue
+            batch_rows.append((email, data, metadata, own))
             progress.accepted += 1
             if len(batch_rows) >= settings.batch_size:
                 flush(line)
@@ -343,7 +383,7 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
             flush(line)
         wait_writes()
         if rejections:
-            store.put_rejections(tx.transaction_id, rejections)
+            store.put_rejections(tx.transaction_id, rejections, rejection_ttl)
             rejections.clear()
     finally:
         writer.shutdown(wait=True)
@@ -354,6 +394,10 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
     tx = store.get_transaction(tx.transaction_id)
     if tx.status != T.PROCESSING:
         return tx
+    try:  # the upload itself now follows the tenant's upload retention (lifecycle rule by tag)
+        blobs.tag(settings.bucket("uploads"), tx.csv_s3_key, privacy.retention_tags(keep["uploads"]))
+    except Exception as exc:  # the bucket-wide expiry still applies; never fail a campaign for a tag
+        log.warning("upload retention tag not set", transaction_id=tx.transaction_id, error=str(exc)[:200])
     tx = store.update_transaction(tx, {"ingest_done": True, "total_messages": progress.accepted,
                                        "refused_rows": progress.refused, "batch_count": progress.batches,
                                        "ingest_checkpoint": progress.batches})
@@ -362,47 +406,77 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
     return tx
 
 
+class _RowAttachments:
+    """A row's own attachment (the campaign's ``attachment_column`` names an attachment id): it
+    must be the tenant's, confirmed, and fit in one message beside the campaign's attachments.
+    Each id is looked up once per ingest."""
+
+    def __init__(self, store: Any, settings: Any, tx: Any):
+        self.store, self.tx = store, tx
+        self.room = settings.max_message_attachment_bytes
+        self.limit = settings.max_message_attachment_bytes
+        if tx.attachment_column:
+            for att_id in tx.attachments:  # checked at submit; their size is taken from every row's room
+                att = usable(store, tx.tenant_id, att_id)
+                self.room -= (att.size_bytes or 0) if att else 0
+        self._known: dict[str, Any] = {}
+
+    def of(self, cell: str) -> tuple[list[str], str | None]:
+        """(the row's attachment ids, None) or ([], the reason the row is refused)."""
+        att_id = cell.strip()
+        if not att_id:
+            return [], None
+        if att_id not in self._known:
+            self._known[att_id] = usable(self.store, self.tx.tenant_id, att_id) if len(att_id) <= 100 else None
+        att = self._known[att_id]
+        if att is None:
+            return [], (f"attachment_missing: the row names attachment {att_id[:100]!r}, which is not an uploaded "
+                        f"and confirmed attachment of this tenant")
+        if (att.size_bytes or 0) > self.room:
+            return [], (f"attachment_too_large: attachment {att_id} ({att.size_bytes} bytes) and the campaign's "
+                        f"attachments exceed {self.limit} bytes per message")
+        return [att_id], None
+
+
 def _template_columns(store: Any, tx: Any) -> set[str]:
     """The placeholders the campaign's template and subject use: the CSV must have a column each."""
     tv = store.get_template_version(tx.template_id, tx.template_version)
     needed = set(tv.variables)
     if tx.subject:
         needed |= set(template_variables(tx.subject))
-    return needed
+    return needed - set(PLATFORM_VARIABLES)  # unsubscribe_url, postal_address: the platform provides them
 
 
-def _write_batch(tx: Any, batch_id: str, index: int, rows: list[tuple[str, dict[str, str]]],
-                 status: MessageStatus, *, store: Any, blobs: Any, settings: Any) -> None:
+def _write_batch(tx: Any, batch_id: str, index: int, rows: list[tuple[str, dict[str, str], dict[str, str], list[str]]],
+                 status: MessageStatus, *, store: Any, blobs: Any, settings: Any, expiration: int | None = None,
+                 tags: dict[str, str] | None = None) -> None:
     """Batch file, then messages, then the batch item: a batch item exists only when complete."""
     out = io.StringIO()
-    columns = sorted({k for _, d in rows for k in d})
+    columns = sorted({k for _, d, *_ in rows for k in d})
     w = csv.writer(out)
     w.writerow(["message_id", "email", *columns])
     messages = []
-    for i, (email, data) in enumerate(rows, start=1):
+    for i, (email, data, metadata, own) in enumerate(rows, start=1):
         mid = message_id_for(batch_id, i)
         w.writerow([mid, email, *(data.get(c, "") for c in columns)])
         messages.append(Message(message_id=mid, batch_id=batch_id, transaction_id=tx.transaction_id,
-                                tenant_id=tx.tenant_id, recipient_email=email, placeholder_data=data, status=status))
+                                tenant_id=tx.tenant_id, recipient_email=email, placeholder_data=data,
+                                metadata=metadata, attachments=own, status=status))
     key = f"{tx.tenant_id}/{tx.transaction_id}/{batch_id}.csv"
-    blobs.put(settings.bucket("batches"), key, out.getvalue().encode())
-    store.put_messages(messages)
+    blobs.put(settings.bucket("batches"), key, out.getvalue().encode(), tags=tags)
+    store.put_messages(messages, expiration)
     store.put_batch(Batch(batch_id=batch_id, transaction_id=tx.transaction_id, tenant_id=tx.tenant_id,
                           index=index, message_count=len(rows), send_at=tx.send_at,
                           s3_file_path=f"s3://{settings.bucket('batches')}/{key}"))
 
 
 def finalize(tx: Any, *, store: Any, clock: Any) -> Any:
-    """Move written batches on (SCHEDULED with a due time, or READY) and then the transaction."""
+    """Move written batches on (SCHEDULED with a due time, or READY) and then the transaction; a
+    draft rests in DRAFT with its batches unreleased (``core.services.campaigns.release_campaign``)."""
     if tx.status != T.PROCESSING:
         return tx
-    scheduled = tx.send_at is not None and tx.send_at > clock.now()
-    for batch in store.batches(tx.transaction_id):
-        if batch.status != BatchStatus.PROCESSING:
-            continue
-        if scheduled:
-            store.change_batch_status(batch, BatchStatus.SCHEDULED, due_at=tx.send_at)
-        else:
-            store.change_batch_status(batch, BatchStatus.READY)
-    target = T.SCHEDULED if scheduled else T.READY_TO_SEND
+    target = after_ingest(tx.draft, tx.send_at, clock.now())
+    if target == T.DRAFT:
+        return rest_as_draft(store, clock, tx)
+    move_batches_on(store, tx, target)
     return change_status(store, clock, tx, target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
@@ -9,6 +10,7 @@ from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from core.domain.errors import InvalidInput
+from core.services.plaintext import html_to_text
 
 _html_env = ImmutableSandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
 _text_env = ImmutableSandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
@@ -49,3 +51,22 @@ def check_header(name: str, value: str) -> str:
     if "\r" in value or "\n" in value:
         raise RenderError(f"{name} contains a line break (header injection refused)")
     return value
+
+
+@dataclass(frozen=True)
+class RenderedMail:
+    subject: str
+    html: str
+    text: str
+    text_derived: bool  # True: the template has no text version; ``text`` was made from the HTML
+
+
+def render_mail(cache_key: str, subject_src: str, html_src: str, text_src: str | None,
+                data: dict[str, str]) -> RenderedMail:
+    """Subject, HTML and text of one mail. The text part is the template's text version, or is
+    derived from the rendered HTML (links kept as URLs). Raises RenderError."""
+    subject = check_header("subject", render(cache_key + ":s", subject_src, data, html=False))
+    html = render(cache_key + ":h", html_src, data, html=True)
+    if text_src is not None:
+        return RenderedMail(subject, html, render(cache_key + ":t", text_src, data, html=False), False)
+    return RenderedMail(subject, html, html_to_text(html), True)

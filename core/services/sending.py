@@ -44,6 +44,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from core.domain.attachments import as_inline_if_shown
+from core.domain.compliance import footer_variables
 from core.domain.errors import (
     MessageRefused,
     NotFound,
@@ -58,7 +60,7 @@ from core.domain.statuses import SENDABLE_MESSAGE, BatchStatus, MessageStatus, c
 from core.domain.statuses import TransactionStatus as T
 from core.observability import SEND_THROTTLED, SENDS, log
 from core.services.events import CountBuffer
-from core.services.rendering import RenderError, check_header, render
+from core.services.rendering import RenderedMail, RenderError, render_mail
 
 IN_DOUBT = "IN_DOUBT"  # a send-log outcome: SES may have accepted it; Send evidence decides
 HOLD_PROBE_SECONDS = 60.0  # how often a held tenant/platform is probed with one real send
@@ -90,18 +92,28 @@ def unsubscribe_token(secret: str, tenant_id: str, email: str, message_id: str) 
     return f"{payload}.{sig}"
 
 
+def unsubscribe_link(settings: Any, tenant_id: str, email: str, message_id: str) -> str:
+    """The signed one-click link every mail carries (header and ``{{ unsubscribe_url }}``)."""
+    token = unsubscribe_token(settings.unsubscribe_secret, tenant_id, email, message_id)
+    return f"{settings.public_base_url}/api/v1/email/unsubscribe/{token}"
+
+
 class BatchSender:
     def __init__(self, *, store: Any, mailer: Any, limiter: Any, clock: Any, settings: Any,
-                 template_loader: Any, worker: str):
+                 template_loader: Any, worker: str, attachment_files: Any = None):
         self.store, self.mailer, self.limiter, self.clock = store, mailer, limiter, clock
         self.settings, self.worker = settings, worker
-        self.template_loader = template_loader  # (template_id, version) -> (subject, html source)
-        self._templates: dict[tuple[str, int], tuple[str, str]] = {}
+        self.attachment_files = attachment_files  # id -> AttachedFile (core.services.attachments.AttachmentFiles)
+        # (template_id, version) -> (subject, html source, text source or None); a loader of the
+        # first version answered (subject, html): those mails get a text part derived from the HTML
+        self.template_loader = template_loader
+        self._templates: dict[tuple[str, int], tuple[str, str, str | None]] = {}
 
-    def _source(self, tx: Any) -> tuple[str, str]:
+    def _source(self, tx: Any) -> tuple[str, str, str | None]:
         key = (tx.template_id, tx.template_version)
         if key not in self._templates:  # compiled once per version per process
-            self._templates[key] = self.template_loader(*key)
+            loaded = tuple(self.template_loader(*key))
+            self._templates[key] = (loaded[0], loaded[1], loaded[2] if len(loaded) > 2 else None)
         return self._templates[key]
 
     def send_batch(self, transaction_id: str, batch_id: str) -> SendOutcome:
@@ -132,7 +144,7 @@ class BatchSender:
         k = self.settings.send_chunk_size
         outcome = SendOutcome("sent")
         in_doubt_until: datetime | None = None
-        source: tuple[str, str] | None = None  # loaded once there is something to send
+        source: tuple[str, str, str | None] | None = None  # loaded once there is something to send
         for c in range(0, (len(messages) + k - 1) // k):
             chunk = messages[c * k:(c + 1) * k]
             prev = latest.get(c)
@@ -164,7 +176,7 @@ class BatchSender:
                     source = self._source(tx)
                 except Exception as exc:  # noqa: BLE001 - classified there; anything unknown is retried
                     return self._template_unavailable(tx, batch, exc)
-            subject_src, html_src = source
+            subject_src, html_src, text_src = source
             claimed_at = self.clock.now()
             if not store.claim_batch(batch, me, claimed_at, lease):
                 return SendOutcome("busy", outcome.sent, outcome.failed)  # our lease lapsed: another worker owns it
@@ -196,7 +208,8 @@ class BatchSender:
             send_by = self._cover_booking(batch, me, c, attempt, booking.end, send_by)
             if send_by is None:
                 return SendOutcome("busy", outcome.sent, outcome.failed)
-            run = self._send_chunk(tx, todo, suppressed, subject_src, html_src, outcome, booking, send_by, probing)
+            run = self._send_chunk(tx, todo, suppressed, subject_src, html_src, text_src, outcome, booking, send_by,
+                                   probing)
             store.send_log_done(batch_id, c, attempt, run.results, in_doubt_at=run.in_doubt_at)
             if run.stop == "in_doubt":
                 until = self._evidence_pending_until({"send_by": iso(run.in_doubt_at), "region": self.settings.region,
@@ -323,7 +336,8 @@ class BatchSender:
         return needed
 
     def _send_chunk(self, tx: Any, todo: list[Any], suppressed: set[str], subject_src: str, html_src: str,
-                    outcome: SendOutcome, booking: Any, send_by: datetime, probing: list[str]) -> ChunkRun:
+                    text_src: str | None, outcome: SendOutcome, booking: Any, send_by: datetime,
+                    probing: list[str]) -> ChunkRun:
         """Send a chunk's messages in order. Stops at the first call in doubt (recorded as such),
         at an account/configuration error (nothing more can go out), when throttling outlasts our
         patience, at ``send_by``, or when the campaign is no longer READY_TO_SEND (checked before
@@ -332,8 +346,8 @@ class BatchSender:
         run = ChunkRun(results={})
         counts = CountBuffer(self.store, self.clock)
         try:
-            return self._send_messages(tx, todo, suppressed, subject_src, html_src, outcome, booking, send_by,
-                                       probing, run, counts)
+            return self._send_messages(tx, todo, suppressed, subject_src, html_src, text_src, outcome, booking,
+                                       send_by, probing, run, counts)
         finally:
             counts.flush()  # the campaign's counts for the messages this chunk failed or suppressed
 
@@ -347,10 +361,11 @@ class BatchSender:
         return self.store.get_transaction(tx.transaction_id).status == T.READY_TO_SEND
 
     def _send_messages(self, tx: Any, todo: list[Any], suppressed: set[str], subject_src: str, html_src: str,
-                       outcome: SendOutcome, booking: Any, send_by: datetime, probing: list[str], run: ChunkRun,
-                       counts: CountBuffer) -> ChunkRun:
+                       text_src: str | None, outcome: SendOutcome, booking: Any, send_by: datetime,
+                       probing: list[str], run: ChunkRun, counts: CountBuffer) -> ChunkRun:
         settings, results = self.settings, run.results
         cache_key = f"{tx.template_id}:{tx.template_version}"
+        identity = self.store.compliance_identity(tx.tenant_id)  # postal address, sender name (CAN-SPAM)
         for i, m in enumerate(todo):
             if m.recipient_email.lower() in suppressed:
                 self._fail(m, MessageStatus.SUPPRESSED, "address is suppressed", counts)
@@ -358,15 +373,29 @@ class BatchSender:
                 SENDS.labels("suppressed").inc()
                 continue
             try:
-                data = {**m.placeholder_data, "email": m.recipient_email}
-                subject = check_header("subject", render(cache_key + ":s", tx.subject or subject_src, data, html=False))
-                html = render(cache_key + ":h", html_src, data, html=True)
+                link = unsubscribe_link(settings, tx.tenant_id, m.recipient_email, m.message_id)
+                data = {**m.placeholder_data, "email": m.recipient_email, **footer_variables(identity, link)}
+                mail = render_mail(cache_key, tx.subject or subject_src, html_src, text_src, data)
             except RenderError as exc:
                 self._fail(m, MessageStatus.FAILED, str(exc), counts)
                 results[m.message_id] = {"outcome": "FAILED", "reason": str(exc)}
                 outcome.failed += 1
                 SENDS.labels("render_failed").inc()
                 continue
+            try:
+                files = self._files(tx, m, mail.html)
+            except (NotFound, PayloadTooLarge) as exc:  # gone since it was checked: this mail cannot go as asked
+                reason = f"attachment unavailable: {exc}"[:500]
+                self._fail(m, MessageStatus.FAILED, reason, counts)
+                results[m.message_id] = {"outcome": "FAILED", "reason": reason}
+                outcome.failed += 1
+                SENDS.labels("attachment_failed").inc()
+                continue
+            except Exception as exc:  # noqa: BLE001 - S3 throttled or down: the rest go in a later attempt
+                log.warning("attachment could not be read; chunk stops here", batch_id=m.batch_id,
+                            message_id=m.message_id, error=str(exc)[:300])
+                run.stop = "partial"
+                break
             token = unsubscribe_token(settings.unsubscribe_secret, tx.tenant_id, m.recipient_email, m.message_id)
             unsub = f"{settings.public_base_url}/api/v1/email/unsubscribe/{token}"
             if not self._still_sending(tx):  # before the slot wait, which keeps sends 1/rate apart
@@ -378,7 +407,7 @@ class BatchSender:
                 run.stop = "partial"
                 break  # our lease is over: another worker may own the batch now
             try:
-                ses_id = self._send_one(tx, m, subject, html, unsub, results, send_by, counts)
+                ses_id = self._send_one(tx, m, mail, unsub, results, send_by, counts, files)
             except SendInDoubt as exc:
                 run.in_doubt_at = self.clock.now()  # SES accepted it by now, if at all
                 results[m.message_id] = {"outcome": IN_DOUBT, "reason": str(exc)[:300]}
@@ -405,8 +434,17 @@ class BatchSender:
                     probing = []
         return run
 
-    def _send_one(self, tx: Any, m: Any, subject: str, html: str, unsub: str,
-                  results: dict[str, dict[str, str]], send_by: datetime, counts: CountBuffer) -> str | None:
+    def _files(self, tx: Any, m: Any, html: str) -> list[Any]:
+        """The campaign's attachments and the recipient's own (read once per process); the images
+        the HTML shows as ``cid:<attachment id>`` go inline."""
+        ids = [*tx.attachments, *m.attachments]
+        if ids and self.attachment_files is None:
+            raise NotFound("this sender was built without attachment access")
+        return [as_inline_if_shown(i, self.attachment_files.get(i), html) for i in ids]
+
+    def _send_one(self, tx: Any, m: Any, mail: RenderedMail, unsub: str,
+                  results: dict[str, dict[str, str]], send_by: datetime, counts: CountBuffer,
+                  files: list[Any] | None = None) -> str | None:
         """One message, retried only on throttling (SES did not accept those calls). Raises
         SendInDoubt and SendingHeld; None when it failed for good or must wait for a later attempt."""
         delay = 0.2
@@ -415,9 +453,11 @@ class BatchSender:
                 return None  # no SES call starts after the chunk's send-by time
             try:
                 return self.mailer.send(
+                    **({"attachments": files} if files else {}),
                     sender=tx.from_address or self.settings.default_from, to=m.recipient_email,
-                    subject=subject, html=html, reply_to=tx.reply_to,
-                    headers={"List-Unsubscribe": f"<{unsub}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+                    subject=mail.subject, html=mail.html, text=mail.text, reply_to=tx.reply_to,
+                    headers={**tx.headers,  # validated at submit: none overrides the platform's own
+                             "List-Unsubscribe": f"<{unsub}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
                     tags={"tenant_id": tx.tenant_id, "transaction_id": tx.transaction_id,
                           "batch_id": m.batch_id, "message_id": m.message_id},
                 )

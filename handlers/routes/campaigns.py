@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from core.bootstrap import Deps
 from core.domain.errors import InvalidInput, NotFound
 from core.domain.statuses import MessageStatus
-from core.services import analytics, callbacks, campaigns
+from core.services import analytics, callbacks, campaigns, previews
 from handlers.context import deps, memo
 from handlers.routes.common import (
     CursorParam,
@@ -56,6 +56,21 @@ class SubmitCampaign(BaseModel):
     reply_to: str | None = Field(None, max_length=320)
     subject: str | None = Field(None, max_length=998, description="Jinja2; overrides the template's subject")
     tags: dict[TagKey, TagValue] | None = Field(None, max_length=50, description="at most 50 tags")
+    headers: dict[Annotated[str, StringConstraints(max_length=126)], Annotated[str, StringConstraints(max_length=870)]] | None = Field(
+        None, max_length=10, description="custom mail headers (at most 10): RFC 5322 names, printable ASCII values "
+                                         "without line breaks; From, To, Subject, Reply-To, Message-ID, Date, "
+                                         "List-Unsubscribe, MIME and X-SES-* headers are the platform's and refused")
+    attachments: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] | None = Field(
+        None, max_length=10, description="confirmed attachment ids attached to every mail (together at most "
+                                         "max_message_attachment_bytes, 25 MB by default)")
+    attachment_column: str | None = Field(None, min_length=1, max_length=100,
+                                          description="CSV column naming each recipient's own attachment id "
+                                                      "(empty: none); a row naming a missing one is rejected")
+    draft: bool = Field(False, description="ingest and validate only: the campaign rests in DRAFT (counts and "
+                                           "rejections readable) until POST /campaigns/{id}/release")
+    metadata_columns: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] | None = Field(
+        None, max_length=20, description="CSV columns kept as per-message metadata (not rendered): returned in "
+                                         "message reads and SES event documents")
 
 
 def _build_submit(d: Deps) -> tuple[IdempotencyConfig, Any]:
@@ -85,7 +100,7 @@ def _revive(body: dict) -> dict:
 
 
 @router.post("/campaigns", summary="Submit a campaign (202 ACCEPT); Idempotency-Key replays the first answer",
-             responses=answers(409, ok=202, ok_description="accepted"))
+             responses=answers(409, 413, ok=202, ok_description="accepted"))
 @requires("campaigns:write")
 def submit_campaign(body: SubmitCampaign):
     p = principal()
@@ -191,17 +206,50 @@ def redeliver(tx_id: str) -> dict:
     return {"requeued": seqs}
 
 
+class SendTestMail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str = Field(min_length=3, max_length=320, description="the one address the test mail goes to")
+    data: dict[Annotated[str, StringConstraints(min_length=1, max_length=100)],
+               Annotated[str, StringConstraints(max_length=10_000)]] | None = Field(
+        None, max_length=200, description="placeholder values; default: the campaign's first recipient's row")
+
+
+# Registered before the ``<action>`` route, which would match its path too.
+@router.post("/campaigns/<tx_id>/test-send",
+             summary="Send one rendered mail of a campaign not released yet to one address",
+             responses=answers(409))
+@requires("campaigns:write")
+def send_test_mail(tx_id: str, body: SendTestMail) -> dict:
+    p, d, tx_id = principal(), deps(), path_param(tx_id)
+    out = previews.send_test_mail(d.store, d.blobs, d.settings, d.mailer, d.limiter, d.clock, p.tenant_id, tx_id,
+                                  body.to, body.data)
+    audit(router, p, "campaign.test_send", tx_id, ses_message_id=out["ses_message_id"])
+    return out
+
+
+@router.post("/campaigns/<tx_id>/release",
+             summary="Release a DRAFT: SCHEDULED if its send time is ahead, else READY_TO_SEND",
+             responses=answers(409))
+@requires("campaigns:write")
+def release_campaign(tx_id: str) -> dict:
+    p, d, tx_id = principal(), deps(), path_param(tx_id)
+    out = campaigns.release_campaign(d.store, d.clock, p.tenant_id, tx_id)
+    audit(router, p, "campaign.release", tx_id)
+    return out
+
+
 ACTIONS = {"cancel": campaigns.cancel_campaign, "pause": campaigns.pause_campaign,
-           "resume": campaigns.resume_campaign}
+           "resume": campaigns.resume_campaign, "release": campaigns.release_campaign}
 
 
-@router.post("/campaigns/<tx_id>/<action>", summary="cancel | pause | resume", responses=answers(409))
+@router.post("/campaigns/<tx_id>/<action>", summary="cancel | pause | resume | release (a DRAFT)",
+             responses=answers(409))
 @requires("campaigns:write")
 def campaign_action(tx_id: str, action: str) -> dict:
     p, d, tx_id = principal(), deps(), path_param(tx_id)
     fn = ACTIONS.get(action)
     if fn is None:
-        raise NotFound(f"no action {action!r}; use cancel, pause or resume")
+        raise NotFound(f"no action {action!r}; use cancel, pause, resume or release")
     out = fn(d.store, d.clock, p.tenant_id, tx_id)
     audit(router, p, f"campaign.{action}", tx_id)
     return out

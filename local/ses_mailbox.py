@@ -1,0 +1,70 @@
+"""The embedded SES's mailbox: every message it accepted, as the MIME message SES would deliver.
+
+moto keeps an SES v2 Simple message as subject and one body (it drops the text part and the
+headers) and a Raw message as its data. Inside the moto process ``keep`` (called by the patched
+SendEmail in ``local.moto``) stores on moto's record the MIME message SES builds from Simple
+content (multipart/alternative of the text and HTML parts, the custom headers), or the raw data
+as sent, with the request's tags and configuration set. moto serves its records at
+``/moto-api/data.json``; ``received`` reads them back in the test or platform process.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.request
+from email import message_from_string, policy
+from email.message import EmailMessage
+from typing import Any
+
+
+def simple_to_mime(request: dict[str, Any]) -> str:
+    """The MIME message SES makes of a SendEmail request with Simple content."""
+    simple = request["Content"]["Simple"]
+    msg = EmailMessage(policy=policy.SMTP.clone(cte_type="7bit"))
+    msg["From"] = request.get("FromEmailAddress") or ""
+    dest = request.get("Destination") or {}
+    if dest.get("ToAddresses"):
+        msg["To"] = ", ".join(dest["ToAddresses"])
+    if request.get("ReplyToAddresses"):
+        msg["Reply-To"] = ", ".join(request["ReplyToAddresses"])
+    msg["Subject"] = (simple.get("Subject") or {}).get("Data", "")
+    for h in simple.get("Headers") or []:
+        msg[h["Name"]] = h["Value"]
+    body = simple.get("Body") or {}
+    text, html = (body.get("Text") or {}).get("Data"), (body.get("Html") or {}).get("Data")
+    if text is not None:
+        msg.set_content(text)
+        if html is not None:
+            msg.add_alternative(html, subtype="html")
+    elif html is not None:
+        msg.set_content(html, subtype="html")
+    return msg.as_string(policy=policy.SMTP.clone(max_line_length=998))  # SES folds no URL into encoded words
+
+
+def keep(message: Any, request: dict[str, Any]) -> None:
+    """Store what SES accepted on moto's record of it (``message``), in the moto process."""
+    content = request.get("Content") or {}
+    if "Simple" in content:
+        message.mime = simple_to_mime(request)
+    elif "Raw" in content:
+        message.mime = base64.b64decode(content["Raw"]["Data"]).decode("utf-8", "replace")
+    message.email_tags = {t["Name"]: t["Value"] for t in request.get("EmailTags") or []}
+    message.configuration_set = request.get("ConfigurationSetName")
+
+
+def received(moto_url: str, **tags: str) -> list[EmailMessage]:
+    """Every message the embedded SES at ``moto_url`` accepted whose tags include ``tags``,
+    oldest first, parsed (``msg["X-Header"]``, ``msg.get_body(("plain",))``, attachments)."""
+    with urllib.request.urlopen(f"{moto_url}/moto-api/data.json", timeout=30) as r:
+        data = json.load(r)
+    out = []
+    for kind in ("Message", "RawMessage"):
+        for rec in (data.get("ses") or {}).get(kind, []):
+            if "mime" not in rec or any((rec.get("email_tags") or {}).get(k) != v for k, v in tags.items()):
+                continue
+            msg = message_from_string(rec["mime"].replace("\r\n", "\n"), policy=policy.default)
+            msg.ses_message_id = rec.get("id")  # type: ignore[attr-defined]
+            msg.email_tags = rec.get("email_tags") or {}  # type: ignore[attr-defined]
+            out.append(msg)
+    return out
