@@ -11,7 +11,23 @@ from prometheus_client import start_http_server
 from config.settings import get_settings
 from controller.jobs import Controller
 from core.bootstrap import bootstrap, worker_name
-from core.observability import configure_logging
+from core.observability import configure_logging, log
+
+
+def prepare_analytics(analytics: object) -> bool:
+    """At every start, leader or not: the analytics store's index template, retention policy and
+    write index exist (``ensure_index`` is idempotent; the SQLite store has none). A failure is
+    logged and the controller runs on: campaigns do not wait for analytics. False then."""
+    ensure = getattr(analytics, "ensure_index", None)
+    if ensure is None:
+        return True
+    try:
+        ensure()
+    except Exception as exc:  # noqa: BLE001 - any failure: log it, keep sending
+        log.error("analytics index setup failed", error=str(exc)[:300])
+        return False
+    log.info("analytics index ready")
+    return True
 
 
 def main() -> None:
@@ -21,7 +37,9 @@ def main() -> None:
     args = parser.parse_args()
     settings = get_settings()
     configure_logging(settings.log_level)
-    controller = Controller(bootstrap(settings), worker_name())
+    deps = bootstrap(settings)
+    prepare_analytics(deps.analytics)
+    controller = Controller(deps, worker_name())
     if args.once:
         controller.run_once()
         controller.lease.release()

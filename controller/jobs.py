@@ -7,17 +7,19 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from controller.failover import build_watch
 from controller.lease import Lease
 from core import schema
 from core.adapters.sqs import SqsQueue
 from core.adapters.streams import follow_table_stream
-from core.bootstrap import Deps
+from core.bootstrap import Deps, privacy_ports
 from core.domain.errors import DomainError, Fenced, StaleWrite
 from core.domain.models import Summary, Transaction
 from core.domain.statuses import TransactionStatus as T
@@ -35,7 +37,7 @@ from core.observability import (
     acting_as,
     log,
 )
-from core.services import callbacks, reconcile
+from core.services import callbacks, privacy, reconcile
 from core.services.ingest import Abandoned, ingest_transaction
 
 STREAM_RESTART_SECONDS = 5.0  # pause before the stream watch starts again after an error
@@ -68,6 +70,13 @@ class StuckCampaigns:
         return len(self._unchanged_since)
 
 
+def acting_as_controller(fn: Any, *args: Any) -> Any:
+    """Run ``fn`` in a pool thread with the controller's identity (AWS calls are counted and
+    attributed per component through a context variable, which threads do not inherit)."""
+    with acting_as("controller"):
+        return fn(*args)
+
+
 class Controller:
     def __init__(self, deps: Deps, holder: str, region: str | None = None, *,
                  stuck_after: float = STUCK_AFTER_SECONDS):
@@ -83,6 +92,10 @@ class Controller:
         self._dlqs = ([(f"{q.purpose.replace('-', '_')}-dlq", SqsQueue(deps.clients["sqs"], q.dlq_name(deps.settings.name_prefix)))
                        for q in schema.QUEUES if q.dlq] if "sqs" in deps.clients else [])
         self._dlq_unreadable: set[str] = set()
+        # automatic failover: enabled in the DR region's controller only (see controller/failover.py)
+        self.failover = (build_watch(deps, self.region, peer, self._renew_lease_now)
+                         if deps.settings.failover_automation else None)
+        self._analytics_purged_at: datetime | None = None
 
     # -- passes (each callable on its own, so tests drive them without the scheduler) ----
     @property
@@ -108,18 +121,29 @@ class Controller:
         return None
 
     def _each(self, job: str, txs: list[Any], fn: Any) -> None:
-        for tx in txs:
+        """``fn`` for each campaign, ``controller_pass_workers`` at a time: a pass over hundreds of
+        small campaigns waits on DynamoDB, not on CPU, and each campaign is one worker's alone."""
+        def one(tx: Any) -> None:
             if self.stopping.is_set():
                 return
             try:
                 fn(tx)
             except StaleWrite:
-                continue  # another writer moved it; the next pass decides again
+                return  # another writer moved it; the next pass decides again
             except Fenced:
                 raise
             except (Abandoned, DomainError, Exception) as exc:  # one bad item never stops the pass
                 PASS_ERRORS.labels(job, type(exc).__name__).inc()
                 log.warning("item failed", job=job, transaction_id=tx.transaction_id, error=str(exc)[:300])
+
+        workers = min(self.settings.controller_pass_workers, len(txs))
+        if workers <= 1:
+            for tx in txs:
+                one(tx)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{job}-pass") as pool:
+            for future in [pool.submit(acting_as_controller, one, tx) for tx in txs]:
+                future.result()  # re-raises Fenced: the pass stops, the lease is given up
 
     def heartbeat(self) -> bool:
         """Take or renew the lease; publish the attempt's time under this controller's role. An
@@ -157,6 +181,17 @@ class Controller:
         self._timed("callbacks", lambda: callbacks.deliver_due(
             store=self.store, http=self.deps.http, secrets=self.deps.secrets, clock=self.deps.clock,
             timeout=self.settings.callback_timeout_seconds, should_stop=self.stopping.is_set))
+
+    def privacy_pass(self) -> None:
+        """Erasure jobs (core/services/privacy.py), and once an hour the tenants' analytics retention."""
+        def run() -> None:
+            ports = privacy_ports(self.deps, self.store)
+            privacy.run_due_erasures(ports, should_stop=self.stopping.is_set)
+            now = self.deps.clock.now()
+            if self._analytics_purged_at is None or (now - self._analytics_purged_at).total_seconds() >= 3600:
+                privacy.purge_analytics(ports.retention, self.deps.analytics, now)
+                self._analytics_purged_at = now
+        self._timed("privacy", run)
 
     def metrics_pass(self) -> None:
         def run() -> None:
@@ -197,12 +232,34 @@ class Controller:
                     self._dlq_unreadable.add(name)
                     log.warning("dead-letter queue unreadable", queue=q.name, error=str(exc)[:300])
 
+    def failover_pass(self) -> None:
+        """One automatic-failover decision (runs while this controller is passive, too)."""
+        if self.failover is None or self.stopping.is_set():
+            return
+        try:
+            with acting_as("controller"):
+                self.failover.run_once()
+        except Exception as exc:
+            PASS_ERRORS.labels("failover", type(exc).__name__).inc()
+            log.exception("pass failed", job="failover", error=str(exc)[:300])
+
+    def _renew_lease_now(self) -> None:
+        """Right after a promotion: take the lease now rather than at the next heartbeat."""
+        import datetime as dt
+
+        job = self.scheduler.get_job("lease") if self.scheduler is not None else None
+        if job is not None:
+            job.modify(next_run_time=dt.datetime.now(dt.UTC))
+        else:
+            self.heartbeat()
+
     def run_once(self) -> None:
         """Every pass once, in order (tests and `python -m controller --once`)."""
         if self.heartbeat():
             self.ingest_pass()
             self.advance_pass()
             self.callbacks_pass()
+            self.privacy_pass()
 
     # -- daemon ---------------------------------------------------------------------
     def start(self) -> None:
@@ -212,7 +269,11 @@ class Controller:
         s.add_job(self.ingest_pass, "interval", seconds=interval, id="ingest")
         s.add_job(self.advance_pass, "interval", seconds=interval, id="advance")
         s.add_job(self.callbacks_pass, "interval", seconds=interval, id="callbacks")
+        s.add_job(self.privacy_pass, "interval", seconds=interval, id="privacy")
         s.add_job(self.metrics_pass, "interval", seconds=10, id="metrics")
+        if self.failover is not None:
+            s.add_job(self.failover_pass, "interval", seconds=self.settings.failover_check_interval_seconds,
+                      id="failover")
         s.add_listener(self._on_job, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         self.heartbeat()
         self.metrics_pass()  # metrics are meaningful from the first scrape

@@ -17,9 +17,11 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from core.bootstrap import Deps, worker_name
-from core.observability import acting_as, log
+from core.observability import correlated, lambda_entry, log
+from core.services.attachments import AttachmentFiles
+from core.services.regions import gate_sending
 from core.services.sending import BatchSender
-from core.services.templates import load_source
+from core.services.templates import load_mail_source
 from handlers.context import memo
 
 
@@ -28,19 +30,20 @@ def sender() -> BatchSender:
 
 
 def _build(d: Deps) -> BatchSender:
-    def loader(template_id: str, version: int) -> tuple[str, str]:
-        tv, source = load_source(d.store, d.blobs, d.settings, template_id, version)
-        return tv.subject, source
+    def loader(template_id: str, version: int) -> tuple[str, str, str | None]:
+        return load_mail_source(d.store, d.blobs, d.settings, template_id, version)
 
-    return BatchSender(store=d.store, mailer=d.mailer, limiter=d.limiter, clock=d.clock, settings=d.settings,
-                       template_loader=loader, worker=worker_name())
+    # a region sends only while it is confirmed active (self-fencing, core/services/regions.py)
+    return BatchSender(store=gate_sending(d.store, d.settings, d.clock), mailer=d.mailer, limiter=d.limiter,
+                       clock=d.clock, settings=d.settings, template_loader=loader, worker=worker_name(),
+                       attachment_files=AttachmentFiles(d.store, d.blobs, d.settings))
 
 
 def send_record(body: str) -> str:
     msg = json.loads(body)
-    outcome = sender().send_batch(msg["transaction_id"], msg["batch_id"])
-    log.info("send record done", transaction_id=msg["transaction_id"], batch_id=msg["batch_id"],
-             outcome=outcome.state, sent=outcome.sent, failed=outcome.failed)
+    with correlated(tenant_id=msg.get("tenant_id"), transaction_id=msg["transaction_id"], batch_id=msg["batch_id"]):
+        outcome = sender().send_batch(msg["transaction_id"], msg["batch_id"])
+        log.info("send record done", outcome=outcome.state, sent=outcome.sent, failed=outcome.failed)
     return outcome.state
 
 
@@ -48,7 +51,7 @@ def _record(record: SQSRecord) -> str:
     return send_record(record.body)
 
 
+@lambda_entry("sender")
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    with acting_as("sender"):
-        return process_partial_response(event=event, record_handler=_record,
-                                        processor=BatchProcessor(event_type=EventType.SQS), context=context)
+    return process_partial_response(event=event, record_handler=_record,
+                                    processor=BatchProcessor(event_type=EventType.SQS), context=context)

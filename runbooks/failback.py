@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from config.settings import load_settings
+from runbooks.alarms import move_no_leader_alarm
 from runbooks.common import Runbook, main_guard, parser, run
-from runbooks.regions import switch_active_region
+from runbooks.regions import force_unhealthy, overridden, switch_active_region
 
 
 def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noqa: ANN001
@@ -19,16 +20,19 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
 
     def body() -> None:
         # back to the primary: the DR region is the source now, the primary the target
+        # readiness: the primary must have caught up (a probe written in DR reaches it), and its
+        # API and table must answer; automatic failover re-arms once the primary is active again
         switch_active_region(book, s, source=s.dr_region, target=s.region, target_api=args.target_api,
-                             health_check_id=None, canary_key=args.canary_key, wait_seconds=args.wait)
+                             health_check_id=None, canary_key=args.canary_key, wait_seconds=args.wait,
+                             require_caught_up=True)
+        move_no_leader_alarm(book, s, source=s.dr_region, target=s.region)
         if args.health_check_id:
             from core.adapters.aws import client
 
             r53 = client(s, "route53")
-            book.act("Route 53: restore the primary's health check (not inverted)",
-                     lambda: r53.update_health_check(HealthCheckId=args.health_check_id, Inverted=False)["HealthCheck"]["Id"],
-                     done=lambda: not r53.get_health_check(HealthCheckId=args.health_check_id)["HealthCheck"][
-                         "HealthCheckConfig"].get("Inverted", False))
+            book.act("Route 53: restore the primary's health check (enabled, not inverted)",
+                     lambda: force_unhealthy(r53, args.health_check_id, forced=False),
+                     done=lambda: not overridden(r53, args.health_check_id))
 
     return run(book, body, args.json)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
 
 from config.settings import Settings
+from controller.failover import HOLD_KEY
 from core import schema
 from core.adapters.aws import client
 from runbooks.common import Runbook
@@ -62,20 +64,70 @@ def _set_flag(settings: Settings, region: str, active: str) -> None:
         "updated_at": {"S": datetime.now(UTC).isoformat()}})
 
 
+# The manual hold of automatic failover (runbooks/failover.py --hold-automation): a replicated
+# item the DR controller's decider reads before every decision.
+FAILOVER_HOLD_KEY = HOLD_KEY
+
+
+def automation_hold(settings: Settings, region: str) -> dict[str, Any] | None:
+    ddb = client(settings, "dynamodb", region)
+    item = ddb.get_item(TableName=settings.table_name, Key={k: {"S": v} for k, v in FAILOVER_HOLD_KEY.items()},
+                        ConsistentRead=True).get("Item")
+    return {k: list(v.values())[0] for k, v in item.items()} if item else None
+
+
+def set_automation_hold(settings: Settings, region: str, reason: str | None, by: str = "operator") -> None:
+    """Hold (``reason`` given) or release (None) automatic failover, in ``region``'s replica."""
+    ddb = client(settings, "dynamodb", region)
+    key = {k: {"S": v} for k, v in FAILOVER_HOLD_KEY.items()}
+    if reason is None:
+        ddb.delete_item(TableName=settings.table_name, Key=key)
+        return
+    ddb.put_item(TableName=settings.table_name, Item={**key, "reason": {"S": reason}, "by": {"S": by},
+                                                      "held_at": {"S": datetime.now(UTC).isoformat()}})
+
+
 def _alive(lease: dict[str, Any]) -> bool:
     exp = lease.get("expires_at")
     return bool(exp) and datetime.fromisoformat(exp.replace("Z", "+00:00")) > datetime.now(UTC)
 
 
+def _overrides(r53: Any, health_check_id: str) -> tuple[bool, bool]:
+    config = r53.get_health_check(HealthCheckId=health_check_id)["HealthCheck"]["HealthCheckConfig"]
+    return bool(config.get("Disabled")), bool(config.get("Inverted"))
+
+
+def forced_unhealthy(r53: Any, health_check_id: str) -> bool:
+    return all(_overrides(r53, health_check_id))
+
+
+def overridden(r53: Any, health_check_id: str) -> bool:
+    """Disabled or inverted: the checkers' verdict is not what Route 53 answers."""
+    return any(_overrides(r53, health_check_id))
+
+
+def force_unhealthy(r53: Any, health_check_id: str, forced: bool = True) -> str:
+    """Route 53 considers a *disabled* health check healthy, and an inverted one the opposite of
+    what its checkers see: disabled and inverted together is unhealthy whatever the endpoint
+    answers. Inverting alone would turn a dead primary's check healthy and send DNS back to it.
+    ``forced=False`` restores the checkers' verdict (failback)."""
+    return r53.update_health_check(HealthCheckId=health_check_id, Disabled=forced, Inverted=forced)["HealthCheck"]["Id"]
+
+
 def switch_active_region(book: Runbook, settings: Settings, *, source: str, target: str, target_api: str,
                          health_check_id: str | None = None, canary_key: str | None = None,
-                         wait_seconds: float = 60.0, source_reachable: bool = True) -> None:
+                         wait_seconds: float = 60.0, source_reachable: bool = True,
+                         require_caught_up: bool = False, after_switch: Callable[[], Any] | None = None) -> None:
+    """The one procedure that moves the platform to ``target``: the failover and failback
+    runbooks and the automatic failover (controller/failover.py) all run it. ``require_caught_up``
+    (failback) stops unless a probe written in ``source`` reaches ``target``; ``after_switch`` runs
+    right after the flag is set (the DR controller renews its lease at once)."""
     ddb_target = client(settings, "dynamodb", target)
     book.check(f"{target} table is ACTIVE",
                lambda: ddb_target.describe_table(TableName=settings.table_name)["Table"]["TableStatus"] == "ACTIVE")
     if source_reachable:
         book.check(f"replication lag {source} → {target} (seconds)", lambda: probe_lag(settings, source, target),
-                   required=False)
+                   required=require_caught_up)
         book.check(f"S3 objects not yet replicated to {target}", lambda: s3_backlog(settings, source, target),
                    required=False)
     else:
@@ -88,12 +140,12 @@ def switch_active_region(book: Runbook, settings: Settings, *, source: str, targ
     regions = [target, source] if source_reachable else [target]
     book.act(f"set the active region to {target}", lambda: [_set_flag(settings, r, target) for r in regions],
              done=lambda: _flag(settings, target) == target)
+    if after_switch is not None and book.execute:
+        after_switch()
     if health_check_id:
         r53 = client(settings, "route53")
-        book.act(f"Route 53: force {source}'s health check unhealthy (inverted) so DNS fails over",
-                 lambda: r53.update_health_check(HealthCheckId=health_check_id, Inverted=True)["HealthCheck"]["Id"],
-                 done=lambda: r53.get_health_check(HealthCheckId=health_check_id)["HealthCheck"][
-                     "HealthCheckConfig"].get("Inverted", False))
+        book.act(f"Route 53: force {source}'s health check unhealthy (disabled + inverted) so DNS fails over",
+                 lambda: force_unhealthy(r53, health_check_id), done=lambda: forced_unhealthy(r53, health_check_id))
     else:
         book.check("Route 53 health-check override", lambda: "no --health-check-id given (embedded stack: no DNS)",
                    required=False)

@@ -1,0 +1,104 @@
+"""Self-fencing of a region's senders: a region calls SES only while it knows it is the active one.
+
+In a two-region deployment (the replicated ``PLATFORM/ACTIVE_REGION`` flag exists) a sender may
+start a chunk only while the flag names its region *and* its region's controller lease is live.
+The leader renews that lease only after reading the flag and finding its own region there
+(controller/lease.py), so a live lease is a confirmation of the flag less than one lease period
+old. Hence a region stops sending by itself:
+
+* at once when it reads a flag naming the other region (a failover, manual or automatic);
+* within one lease period when nobody can confirm the flag any more: its leader is gone or cannot
+  reach DynamoDB (the lease runs out), or the sender itself cannot read the flag or the lease (the
+  last confirmation runs out).
+
+The check sits on ``claim_batch``, which the sender calls before every chunk; a refused claim
+reads as "busy", so the batch stays QUEUED for the active region's controller to re-dispatch. The
+SES calls of a chunk already started end by the chunk's ``send_by`` (core/services/sending.py),
+and the other region treats that chunk with the send-evidence policy, so the moment the other
+region may send, this one cannot. Without the flag (a single-region setup) nothing is checked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from core import schema
+from core.domain.models import parse_iso
+from core.observability import log
+
+
+class ActiveRegionGate:
+    """Whether this region may send now. Re-reads the flag and the lease at most every
+    ``recheck_seconds`` (two small strongly consistent reads); thread-safe enough for the
+    sender's threads (a race only re-reads)."""
+
+    def __init__(self, read: Callable[[dict[str, str]], dict[str, Any] | None], region: str, clock: Any,
+                 lease_seconds: float, recheck_seconds: float = 1.0, monotonic: Callable[[], float] = time.monotonic):
+        self.read, self.region, self.clock = read, region, clock
+        self.lease_seconds, self.recheck_seconds, self.monotonic = lease_seconds, recheck_seconds, monotonic
+        self._checked_at: float | None = None
+        self._refusal: str | None = None
+        self._confirmed_until: datetime | None = None
+
+    def refusal(self) -> str | None:
+        """None while this region may send, else why not (fixed wording, for logs and tests)."""
+        tick = self.monotonic()
+        if self._checked_at is not None and tick - self._checked_at < self.recheck_seconds:
+            return self._refusal
+        before = self._refusal
+        self._refusal = self._check(self.clock.now())
+        self._checked_at = tick
+        if self._refusal != before:
+            if self._refusal:
+                log.warning("sending fenced: region not confirmed active", region=self.region, why=self._refusal)
+            else:
+                log.info("sending allowed: region confirmed active", region=self.region)
+        return self._refusal
+
+    def _check(self, now: datetime) -> str | None:
+        try:
+            flag = self.read(schema.ACTIVE_REGION_KEY)
+            if flag is None:  # a single-region setup
+                self._confirmed_until = now + timedelta(seconds=self.lease_seconds)
+                return None
+            active = flag.get("region")
+            if active != self.region:
+                self._confirmed_until = None
+                return f"region {self.region} is passive (active region: {active})"
+            lease = self.read(schema.lease_key(self.region)) or {}
+        except Exception as exc:  # unreadable: the last confirmation holds until it runs out
+            if self._confirmed_until is not None and now < self._confirmed_until:
+                return None
+            return f"active region unconfirmed for a lease period ({type(exc).__name__})"
+        expires = parse_iso(lease["expires_at"]) if lease.get("expires_at") else None
+        if expires is None or expires <= now:
+            self._confirmed_until = None
+            return f"no live controller lease in {self.region}: the active region is unconfirmed"
+        self._confirmed_until = expires
+        return None
+
+
+class RegionGatedClaims:
+    """The sender's view of the store: ``claim_batch`` is refused while the gate is closed;
+    everything else passes through unchanged."""
+
+    def __init__(self, store: Any, gate: ActiveRegionGate):
+        self._store, self.gate = store, gate
+
+    def claim_batch(self, batch: Any, worker: str, now: datetime, lease_seconds: float) -> bool:
+        if self.gate.refusal() is not None:
+            return False
+        return self._store.claim_batch(batch, worker, now, lease_seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def gate_sending(store: Any, settings: Any, clock: Any) -> RegionGatedClaims:
+    """The store a region's senders use: claims only while the region is confirmed active."""
+    gate = ActiveRegionGate(lambda key: store.table.get(key), settings.region, clock, settings.lease_seconds,
+                            recheck_seconds=min(1.0, settings.lease_seconds / 5))
+    return RegionGatedClaims(store, gate)
