@@ -22,6 +22,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyValidationError,
@@ -29,13 +30,14 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 
 from core import schema
 from core.domain.errors import DomainError
-from core.observability import API_REQUESTS, acting_as, log
+from core.observability import API_REQUESTS, correlated, lambda_entry, log
 from handlers.context import context_or_local, deps, memo
-from handlers.routes import account, campaigns, suppressions, templates
+from handlers.routes import account, audit, campaigns, privacy, suppressions, templates
 from handlers.routes.common import (
     PUBLIC,
     Authenticator,
     answers,
+    current_principal,
     requires,
     reset_principal,
     set_principal,
@@ -44,7 +46,7 @@ from handlers.routes.common import (
 BASE = "/api/v1/email"
 MAX_JSON_BODY = 256 * 1024  # a campaign request is small; API Gateway itself allows 10 MB
 app = APIGatewayRestResolver(enable_validation=True)
-for module in (templates, campaigns, suppressions, account):
+for module in (templates, campaigns, suppressions, account, privacy, audit):
     app.include_router(module.router, prefix=BASE)
 
 SECURITY_SCHEMES = {"apiKey": APIKey(name="X-API-Key", in_=APIKeyIn.header),
@@ -261,17 +263,29 @@ def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
     method = str(event.get("httpMethod") or "GET").upper()
     head = method == "HEAD"
     ep, refusal = _gate(event, "GET" if head else method)
+    caller = current_principal()  # the audit log names who called (None: public or refused before auth)
     if refusal is not None:
         response = _plain(refusal)
     else:
         try:
-            response = app.resolve({**event, "httpMethod": "GET"} if head else event, context_or_local(context))
+            with correlated(**_ids(ep, event)):
+                response = app.resolve({**event, "httpMethod": "GET"} if head else event, context_or_local(context))
         finally:
             set_principal(None)
+    if ep is not None:
+        audit.record_call(event, ep.template, ep.scope, ep.rule, BASE, caller, response)
     if head:
         response = {**response, "body": ""}
     API_REQUESTS.labels(ep.template if ep else "unmatched", str(response.get("statusCode"))).inc()
     return response
+
+
+def _ids(ep: Endpoint | None, event: dict[str, Any]) -> dict[str, str | None]:
+    """Correlation ids for the request's log lines: the caller's tenant, the campaign in the path."""
+    caller = current_principal()  # None on a public route
+    found = ep.rule.match(event.get("path") or "") if ep else None
+    return {"tenant_id": caller.tenant_id if caller else None,
+            "transaction_id": (found.groupdict() if found else {}).get("tx_id")}
 
 
 def _plain(r: Response) -> dict[str, Any]:
@@ -283,7 +297,7 @@ def _plain(r: Response) -> dict[str, Any]:
             "body": r.body or "", "isBase64Encoded": False}
 
 
+@lambda_entry("api", correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    with acting_as("api"):
-        deps()  # dependencies are built before the first request is timed
-        return resolve(event, context)
+    deps()  # dependencies are built before the first request is timed
+    return resolve(event, context)

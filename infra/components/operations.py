@@ -81,23 +81,145 @@ class Secrets(pulumi.ComponentResource):
         self.register_outputs({"unsubscribe": self.unsubscribe.arn})
 
 
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One CloudWatch alarm. ``alert`` names the rule in ops/prometheus/rules.yml it stands for on
+    AWS (None: an AWS-side condition without a Prometheus twin). ``missing`` is the
+    treat_missing_data: ``breaching`` where silence means the publisher is dead."""
+
+    key: str
+    alert: str | None
+    runbook: str
+    description: str
+    threshold: float
+    comparison: str
+    missing: str
+    period: int
+    evaluations: int
+    metric: tuple[str, str, str, dict[str, Any]] | None = None  # namespace, name, statistic, dimensions
+    expression: str | None = None  # metric math over ``queries``
+    queries: dict[str, tuple[str, str, str, dict[str, Any]]] = field(default_factory=dict)
+    actions: bool = True  # actions_enabled
+
+
 @dataclass
 class MonitoringArgs:
     prefix: str
     region: str
     table_name: pulumi.Input[str]
-    dlq_names: list[pulumi.Input[str]]
+    dlq_names: dict[str, pulumi.Input[str]]  # queue purpose → its dead-letter queue's name
     api_name: pulumi.Input[str]
     configuration_set: str
-    dr_region: str
+    peer_region: str  # the other region: where this region's table writes replicate to
     bounce_alarm: float
     complaint_alarm: float
     provider: Any
-    queue_names: list[pulumi.Input[str]] = field(default_factory=list)  # work queues: send, SES events
+    queue_names: dict[str, pulumi.Input[str]] = field(default_factory=dict)  # work queues by purpose
     alarm_email: str | None = None  # who hears the alarms (an email subscription to the topic)
+    metrics_namespace: str = "EmailPlatform/emailplatform"  # core/observability.emf_namespace(prefix)
+    ses_max_send_rate: float = 14.0
+    # the region the active-region flag names at deploy time (the primary): its no-leader alarm
+    # notifies; the other region's is created with its actions disabled (see alarm_specs)
+    active: bool = True
+
+
+def alarm_specs(a: MonitoringArgs) -> list[AlarmSpec]:
+    """The alert rules of ops/prometheus/rules.yml as CloudWatch alarms, plus AWS-side conditions.
+
+    The platform's metrics are in ``a.metrics_namespace``: the Lambdas write theirs as EMF (with
+    their labels as dimensions), the controller's come from the ADOT collector (with the dimension
+    sets in infra/components/controller.py CLOUDWATCH_METRICS). tests/infra checks each one against
+    core/observability.py. Metrics only the leader publishes (stuck, lag, dead letters) are absent
+    in the passive region and while no leader runs: there missing data is not breaching, and the
+    heartbeat alarm (which every controller feeds, leader or standby) is the one that says a
+    controller is dead."""
+    ns, r = a.metrics_namespace, {"region": a.region}
+    floor = round(0.1 * a.ses_max_send_rate, 6)
+    specs = [
+        AlarmSpec("controller-heartbeat", "EmailPlatformNoLeader", "runbooks/failover.md",
+                  "No controller heartbeat in this region for 2 minutes (no task, the collector down, or DynamoDB "
+                  "unreachable): in the active region nothing advances campaigns; in the passive one failover has "
+                  "no standby", 1, "LessThanThreshold", "breaching", 60, 2,
+                  metric=(ns, "emailplatform_controller_heartbeat_timestamp_seconds", "SampleCount", r)),
+        # Whether a region is active is a runtime flag; infra knows only which region starts active.
+        # The passive region's no-leader alarm exists with its actions off: the failover runbook
+        # turns them on there (and off in the old region), the failback runbook back.
+        AlarmSpec("controller-no-leader", "EmailPlatformNoLeader", "runbooks/failover.md",
+                  "No controller holds the lease in this region for 2 minutes although controllers run (or none "
+                  "runs): nothing advances campaigns. Notifies only in the active region"
+                  + ("" if a.active else " (actions are off here until a failover turns them on)"),
+                  1, "LessThanThreshold", "breaching", 60, 2,
+                  metric=(ns, "emailplatform_controller_heartbeat_timestamp_seconds", "SampleCount",
+                          {**r, "role": "leader"}), actions=a.active),
+        AlarmSpec("controller-lease-lost", None, "runbooks/failover.md",
+                  "A controller lost its lease (renewal refused, or the region turned passive); if no leader "
+                  "follows, controller-heartbeat or the stuck-campaign alarm follows", 0, "GreaterThanThreshold",
+                  "notBreaching", 300, 1, metric=(ns, "emailplatform_controller_lease_lost_total", "Sum", r)),
+        AlarmSpec("campaign-stuck", "EmailPlatformCampaignStuck", "runbooks/stuck_campaign.md",
+                  "READY_TO_SEND campaigns made no progress for the controller's stuck_after and 10 more minutes",
+                  0, "GreaterThanThreshold", "notBreaching", 300, 2,
+                  metric=(ns, "emailplatform_campaigns_stuck", "Maximum", r)),
+        AlarmSpec("send-rate-under-quota", "EmailPlatformSendRateUnderQuota", "runbooks/stuck_campaign.md",
+                  f"Batches are queued but SES accepts under a tenth of the quota ({floor}/s) for 10 minutes: "
+                  "senders down, throttled, held by the kill switch, or waiting on in-doubt chunks",
+                  0, "GreaterThanThreshold", "notBreaching", 300, 2,
+                  expression=f"IF(queued > 0 AND FILL(sent, 0) / 300 < {floor}, 1, 0)",
+                  queries={"sent": (ns, "emailplatform_sends_total", "Sum", {"outcome": "sent"}),
+                           "queued": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum",
+                                      {"QueueName": a.queue_names.get("send")})}),
+        AlarmSpec("event-pipeline-lag", "EmailPlatformEventPipelineLag", "runbooks/stuck_campaign.md",
+                  "The newest recorded SES Send event is over 5 minutes old while events are queued",
+                  300, "GreaterThanThreshold", "notBreaching", 60, 5,
+                  metric=(ns, "emailplatform_ses_event_pipeline_lag_seconds", "Maximum", r)),
+        AlarmSpec("callback-dead-letters", "EmailPlatformCallbackDeadLetters", "runbooks/webhook_backlog.md",
+                  "Callbacks exhausted their retries in the last 15 minutes", 0, "GreaterThanThreshold",
+                  "notBreaching", 900, 1, metric=(ns, "emailplatform_callback_dead_letters_total", "Sum", r)),
+        # SES's own reputation metrics are what SES reviews the account on (5 % bounces, 0.1 %
+        # complaints); SES publishes them only with enough volume, hence notBreaching.
+        AlarmSpec("bounce-rate", "EmailPlatformBounceRateHigh", "runbooks/ses_reputation.md",
+                  "The account's bounce rate is near SES's review threshold (5 %)", a.bounce_alarm,
+                  "GreaterThanThreshold", "notBreaching", 900, 1,
+                  metric=("AWS/SES", "Reputation.BounceRate", "Maximum", {})),
+        AlarmSpec("complaint-rate", "EmailPlatformComplaintRateHigh", "runbooks/ses_reputation.md",
+                  "The account's complaint rate is near SES's review threshold (0.1 %)", a.complaint_alarm,
+                  "GreaterThanThreshold", "notBreaching", 900, 1,
+                  metric=("AWS/SES", "Reputation.ComplaintRate", "Maximum", {})),
+        # API Gateway counts what our handler never sees too (integration timeouts, throttling):
+        # its 5XXError average is the 5xx ratio.
+        AlarmSpec("api-5xx", "EmailPlatformApiErrors", "runbooks/failover.md",
+                  "More than 1 % of API requests answered 5xx for 10 minutes", 0.01, "GreaterThanThreshold",
+                  "notBreaching", 300, 2, metric=("AWS/ApiGateway", "5XXError", "Average", {"ApiName": a.api_name})),
+        # Published in the region the writes come from, per receiving region; only while writes replicate.
+        AlarmSpec("replication-latency", None, "runbooks/failover.md",
+                  f"Table writes take over a minute to reach {a.peer_region}: a failover now loses more than "
+                  "the RPO", 60_000, "GreaterThanThreshold", "notBreaching", 300, 1,
+                  metric=("AWS/DynamoDB", "ReplicationLatency", "Maximum",
+                          {"TableName": a.table_name, "ReceivingRegion": a.peer_region})),
+    ]
+    for purpose, dlq in sorted(a.dlq_names.items()):
+        specs.append(AlarmSpec(f"dlq-{purpose}", "EmailPlatformDeadLetterQueueNotEmpty", "runbooks/stuck_campaign.md",
+                               f"The {purpose} dead-letter queue holds messages that failed every attempt", 0,
+                               "GreaterThanThreshold", "notBreaching", 60, 1,
+                               metric=("AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum", {"QueueName": dlq})))
+    # A backed-up SES-events queue also holds back in-doubt chunks (core/services/sending.py):
+    # their Send evidence is in it. Five minutes behind pages someone.
+    for purpose, queue in sorted(a.queue_names.items()):
+        specs.append(AlarmSpec(f"queue-age-{purpose}", None, "runbooks/stuck_campaign.md",
+                               f"The oldest message in the {purpose} queue is over 5 minutes old", 300,
+                               "GreaterThanThreshold", "notBreaching", 300, 1,
+                               metric=("AWS/SQS", "ApproximateAgeOfOldestMessage", "Maximum", {"QueueName": queue})))
+    return specs
+
+
+def _metric_query(qid: str, q: tuple[str, str, str, dict[str, Any]], period: int) -> dict[str, Any]:
+    ns, name, stat, dims = q
+    return {"id": qid, "return_data": False, "metric": {"namespace": ns, "metric_name": name, "stat": stat,
+                                                         "period": period, "dimensions": dims or None}}
 
 
 class Monitoring(pulumi.ComponentResource):
+    """The alarms topic (an email subscription from config), the alarms and the dashboard of a region."""
+
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("emailPlatform:index:Monitoring", name, None, opts)
         o = child(self, args.provider)
@@ -105,33 +227,55 @@ class Monitoring(pulumi.ComponentResource):
         if args.alarm_email:  # AWS emails a confirmation link: the subscription is pending until clicked
             aws.sns.TopicSubscription(f"{name}-alarms-email", topic=self.topic.arn, protocol="email",
                                       endpoint=args.alarm_email, opts=child(self.topic, args.provider))
-        alarms = [
-            ("bounce-rate", "AWS/SES", "Reputation.BounceRate", args.bounce_alarm, {}),
-            ("complaint-rate", "AWS/SES", "Reputation.ComplaintRate", args.complaint_alarm, {}),
-            ("api-5xx", "AWS/ApiGateway", "5XXError", 5, {"ApiName": args.api_name}),
-            ("replication-latency", "AWS/DynamoDB", "ReplicationLatency", 60_000,
-             {"TableName": args.table_name, "ReceivingRegion": args.dr_region}),
-            ("controller-lease-lost", "EmailPlatform", "controller_lease_lost_total", 0, {}),
-        ]
-        # A backed-up SES-events queue also holds back in-doubt chunks (core/services/sending.py):
-        # their Send evidence is in it. Five minutes behind pages someone.
-        for i, queue in enumerate(args.queue_names):
-            alarms.append((f"queue-age-{i}", "AWS/SQS", "ApproximateAgeOfOldestMessage", 300, {"QueueName": queue}))
-        for i, dlq in enumerate(args.dlq_names):
-            alarms.append((f"dlq-depth-{i}", "AWS/SQS", "ApproximateNumberOfMessagesVisible", 0, {"QueueName": dlq}))
-        self.alarms = []
-        for alarm, ns, metric, threshold, dims in alarms:
+        else:
+            pulumi.log.warn(f"{args.region}: no alarmEmail configured; nobody hears the alarms")
+        self.alarms: list[aws.cloudwatch.MetricAlarm] = []
+        for spec in alarm_specs(args):
+            single: dict[str, Any] = {}
+            if spec.metric is not None:
+                ns, metric, stat, dims = spec.metric
+                single = {"namespace": ns, "metric_name": metric, "statistic": stat, "period": spec.period,
+                          "dimensions": dims or None}
+            else:
+                single = {"metric_queries": [
+                    *[_metric_query(qid, q, spec.period) for qid, q in spec.queries.items()],
+                    {"id": "condition", "expression": spec.expression, "label": spec.key, "return_data": True}]}
+            described = f"{spec.alert or spec.key}: {spec.description}. Runbook: {spec.runbook}"
             self.alarms.append(aws.cloudwatch.MetricAlarm(
-                f"{name}-{alarm}", name=f"{args.prefix}-{args.region}-{alarm}", namespace=ns, metric_name=metric,
-                statistic="Maximum" if "Rate" in metric or "Latency" in metric or "Age" in metric else "Sum", period=300,
-                evaluation_periods=1, threshold=threshold, comparison_operator="GreaterThanThreshold",
-                dimensions=dims or None, treat_missing_data="notBreaching", alarm_actions=[self.topic.arn], opts=o))
-        aws.cloudwatch.Dashboard(f"{name}-dashboard", dashboard_name=f"{args.prefix}-{args.region}",
-                                 dashboard_body=json.dumps({"widgets": [
-                                     {"type": "metric", "properties": {"title": t, "region": args.region,
-                                                                       "metrics": [[ns, m]], "period": 300}}
-                                     for t, ns, m in [("Bounce rate", "AWS/SES", "Reputation.BounceRate"),
-                                                      ("Complaint rate", "AWS/SES", "Reputation.ComplaintRate"),
-                                                      ("Sends", "AWS/SES", "Send"),
-                                                      ("API 5xx", "AWS/ApiGateway", "5XXError")]]}), opts=o)
+                f"{name}-{spec.key}", name=f"{args.prefix}-{args.region}-{spec.key}", alarm_description=described,
+                evaluation_periods=spec.evaluations, datapoints_to_alarm=spec.evaluations, threshold=spec.threshold,
+                comparison_operator=spec.comparison, treat_missing_data=spec.missing,
+                alarm_actions=[self.topic.arn], ok_actions=[self.topic.arn], actions_enabled=spec.actions, opts=o,
+                **single))
+        self.dashboard = aws.cloudwatch.Dashboard(
+            f"{name}-dashboard", dashboard_name=f"{args.prefix}-{args.region}",
+            dashboard_body=pulumi.Output.all(args.api_name, args.queue_names.get("send", ""), *args.dlq_names.values())
+            .apply(lambda v: json.dumps(dashboard(args, v[0], v[1], v[2:]))), opts=o)
         self.register_outputs({"alarm_topic": self.topic.arn})
+
+
+def dashboard(a: MonitoringArgs, api_name: str, send_queue: str, dlqs: list[str]) -> dict[str, Any]:
+    """The CloudWatch dashboard: every widget names the dimensions its metric is published with."""
+    ns, r = a.metrics_namespace, a.region
+
+    def widget(title: str, metrics: list[list[Any]], stat: str = "Sum") -> dict[str, Any]:
+        return {"type": "metric", "properties": {"title": title, "region": r, "stat": stat, "period": 300,
+                                                 "metrics": metrics}}
+
+    return {"widgets": [
+        widget("Sends by outcome", [[ns, "emailplatform_sends_total", "outcome", o]
+                                    for o in ("sent", "refused", "held", "in_doubt", "suppressed")]),
+        widget("Send queue (visible)", [["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", send_queue]],
+               "Maximum"),
+        widget("SES event pipeline lag (s)", [[ns, "emailplatform_ses_event_pipeline_lag_seconds", "region", r]],
+               "Maximum"),
+        widget("Controller heartbeats", [[ns, "emailplatform_controller_heartbeat_timestamp_seconds", "region", r,
+                                          "role", role] for role in ("leader", "standby")], "SampleCount"),
+        widget("Stuck campaigns", [[ns, "emailplatform_campaigns_stuck", "region", r]], "Maximum"),
+        widget("Callback dead letters", [[ns, "emailplatform_callback_dead_letters_total", "region", r]]),
+        widget("Bounce and complaint rate", [["AWS/SES", "Reputation.BounceRate"],
+                                             ["AWS/SES", "Reputation.ComplaintRate"]], "Maximum"),
+        widget("API 5xx ratio", [["AWS/ApiGateway", "5XXError", "ApiName", api_name]], "Average"),
+        widget("Dead-letter queues", [["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", q]
+                                      for q in dlqs], "Maximum"),
+    ]}
