@@ -1,7 +1,8 @@
-# The controller image (ECS Fargate). Build: docker build -t emailplatform-controller .
+# The controller image (ECS Fargate, ARM64: infra/components/controller.py IMAGE_PLATFORM).
+# Build: docker build --platform linux/arm64 -t emailplatform-controller .
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml ./
+COPY pyproject.toml requirements-lambda.txt ./
 COPY config ./config
 COPY core ./core
 COPY controller ./controller
@@ -9,7 +10,10 @@ COPY handlers ./handlers
 COPY local ./local
 COPY runbooks ./runbooks
 COPY infra ./infra
-RUN pip install --no-cache-dir . && useradd --uid 10001 controller
+# The pinned runtime dependencies (the same lock as the Lambda artifact), then our packages alone:
+# an image built twice from one commit holds the same versions (tests/deploy/test_image_lock.py).
+RUN pip install --no-cache-dir --no-deps -r requirements-lambda.txt \
+    && pip install --no-cache-dir --no-deps . && useradd --uid 10001 controller
 USER controller
 EXPOSE 9102
 # SIGTERM (ECS stop) → finish or abandon the current item, release the lease, exit

@@ -7,14 +7,17 @@ missing, and nothing granted is unused beyond ``NOT_EXERCISED_LOCALLY`` (documen
 
 from __future__ import annotations
 
-# resource kinds: table, table_stream, bucket:<purpose>, queue:<purpose>, topic:<purpose>, secret, ses,
+# resource kinds: table, table_stream, bucket:<purpose> (its objects), bucketarn:<purpose> (the bucket),
+# peer_table, peer_bucket:<purpose>, peer_bucketarn:<purpose> (the other region's, for erasures),
+# queue:<purpose>, topic:<purpose>, secret, ses (identity/* of the region: tenants' own sender domains),
 # ses_configuration_set, key (this region's), peer_key (the other region's replica of it),
 # unsubscribe_secret, webhook_secrets (the runtime-created namespace), search (the OpenSearch domain)
 COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     "api": {
         "dynamodb:GetItem": ("table",), "dynamodb:PutItem": ("table",), "dynamodb:UpdateItem": ("table",),
         "dynamodb:DeleteItem": ("table",), "dynamodb:Query": ("table",), "dynamodb:TransactWriteItems": ("table",),
-        "s3:GetObject": ("bucket:templates", "bucket:uploads"), "s3:PutObject": ("bucket:templates", "bucket:uploads"),
+        "s3:GetObject": ("bucket:templates", "bucket:uploads", "bucket:batches"),
+        "s3:PutObject": ("bucket:templates", "bucket:uploads"),
         "secretsmanager:GetSecretValue": ("secret", "unsubscribe_secret"), "secretsmanager:PutSecretValue": ("secret",),
         # tenants' webhook secrets are created by the API at runtime, with a replica in the other region
         "secretsmanager:CreateSecret": ("webhook_secrets",),
@@ -22,6 +25,12 @@ COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         # a secret replicated to the other region is encrypted there with that region's key
         "kms:Decrypt": ("key", "peer_key"), "kms:GenerateDataKey": ("key", "peer_key"),
         "es:ESHttpGet": ("search",), "es:ESHttpPost": ("search",), "es:ESHttpPut": ("search",),
+        # POST /campaigns/{id}/test-send: one mail to one address, with the configuration set
+        "ses:SendEmail": ("ses", "ses_configuration_set"),
+        # GET /privacy/subjects/{email}: the tenant's stored CSVs (every version is listed, the current read)
+        "s3:ListBucket": ("bucketarn:uploads", "bucketarn:batches"),
+        "s3:ListBucketVersions": ("bucketarn:uploads", "bucketarn:batches"),
+        "s3:GetObjectVersion": ("bucket:uploads", "bucket:batches"),
     },
     "sender": {
         "dynamodb:GetItem": ("table",), "dynamodb:PutItem": ("table",), "dynamodb:UpdateItem": ("table",),
@@ -36,6 +45,8 @@ COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "ses_events": {
         "dynamodb:UpdateItem": ("table",), "dynamodb:PutItem": ("table",),
+        # a suppression (hard bounce, complaint) is not written for an address erased as a hash
+        "dynamodb:GetItem": ("table",),
         "sqs:ReceiveMessage": ("queue:ses-events",), "sqs:DeleteMessage": ("queue:ses-events",),
         "sqs:GetQueueAttributes": ("queue:ses-events",),
         "kms:Decrypt": ("key",), "kms:GenerateDataKey": ("key",),
@@ -44,17 +55,36 @@ COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "secretsmanager:GetSecretValue": ("unsubscribe_secret",),
     },
     "controller": {
-        "dynamodb:GetItem": ("table",), "dynamodb:PutItem": ("table",), "dynamodb:UpdateItem": ("table",),
-        "dynamodb:Query": ("table",), "dynamodb:BatchWriteItem": ("table",), "dynamodb:TransactWriteItems": ("table",),
+        "dynamodb:GetItem": ("table", "peer_table"), "dynamodb:PutItem": ("table",), "dynamodb:UpdateItem": ("table",),
+        "dynamodb:Query": ("table",), "dynamodb:TransactWriteItems": ("table",),  # bulk puts are fenced transactions
         "dynamodb:DescribeTable": ("table",), "dynamodb:DescribeStream": ("table_stream",),
         "dynamodb:GetShardIterator": ("table_stream",), "dynamodb:GetRecords": ("table_stream",),
-        "s3:GetObject": ("bucket:uploads",), "s3:PutObject": ("bucket:batches",),
+        "s3:GetObject": ("bucket:uploads", "bucket:batches", "peer_bucket:uploads", "peer_bucket:batches"),
+        "s3:PutObject": ("bucket:batches", "bucket:uploads", "peer_bucket:uploads", "peer_bucket:batches"),
+        # retention: batch files are written with, and uploads given, their retention-days tag
+        "s3:PutObjectTagging": ("bucket:uploads", "bucket:batches", "peer_bucket:uploads", "peer_bucket:batches"),
+        # erasure (core/services/privacy.py): every version of the tenant's CSVs in both regions is
+        # read, the current one rewritten without the person's rows, the old ones deleted; the
+        # plain suppression is replaced by its hash; the other region's table copy is checked
+        "dynamodb:DeleteItem": ("table",),
+        "s3:ListBucket": ("bucketarn:uploads", "bucketarn:batches", "peer_bucketarn:uploads", "peer_bucketarn:batches"),
+        "s3:ListBucketVersions": ("bucketarn:uploads", "bucketarn:batches", "peer_bucketarn:uploads",
+                                  "peer_bucketarn:batches"),
+        "s3:GetObjectVersion": ("bucket:uploads", "bucket:batches", "peer_bucket:uploads", "peer_bucket:batches"),
+        "s3:GetObjectVersionTagging": ("bucket:uploads", "bucket:batches", "peer_bucket:uploads",
+                                       "peer_bucket:batches"),
+        "s3:DeleteObjectVersion": ("bucket:uploads", "bucket:batches", "peer_bucket:uploads", "peer_bucket:batches"),
+        # analytics: an erasure deletes the person's events, retention purges old ones (delete_by_query);
+        # at start ensure_index PUTs the template, ISM policy and write index, HEADs the alias
+        "es:ESHttpPost": ("search",), "es:ESHttpGet": ("search",), "es:ESHttpPut": ("search",),
+        "es:ESHttpHead": ("search",),
         "sqs:SendMessage": ("queue:send",),
         # the metrics pass reads every queue's depth, the dead-letter queues' too (DLQ alert)
         "sqs:GetQueueUrl": ("queue:send", "queue:ses-events", "dlq:send", "dlq:ses-events"),
         "sqs:GetQueueAttributes": ("queue:send", "queue:ses-events", "dlq:send", "dlq:ses-events"),
         "secretsmanager:GetSecretValue": ("secret", "unsubscribe_secret"),
-        "kms:Decrypt": ("key",), "kms:GenerateDataKey": ("key",),
+        # the other region's buckets are encrypted with its key: an erasure reads and rewrites them
+        "kms:Decrypt": ("key", "peer_key"), "kms:GenerateDataKey": ("key", "peer_key"),
     },
 }
 
@@ -68,7 +98,9 @@ NOT_EXERCISED_LOCALLY: dict[str, set[str]] = {
             "secretsmanager:CreateSecret", "secretsmanager:ReplicateSecretToRegions",
             # the presigned POST is signed with the API role's credentials; the client's upload to S3
             # exercises s3:PutObject under that role on AWS, not a call the API makes itself.
-            "s3:PutObject", "dynamodb:DeleteItem"},
+            "s3:PutObject", "dynamodb:DeleteItem",
+            # subject access reads the current version of a CSV by its VersionId; recorded as GetObject
+            "s3:GetObjectVersion"},
     # Lambda's SQS event source mapping polls with the function's role and needs GetQueueAttributes;
     # the embedded stack's worker threads play that mapping without it.
     # The unsubscribe signing key comes from the environment locally; on AWS it is read from Secrets
@@ -79,12 +111,20 @@ NOT_EXERCISED_LOCALLY: dict[str, set[str]] = {
     "ses_events": {"kms:Decrypt", "kms:GenerateDataKey", "sqs:GetQueueAttributes",
                    "es:ESHttpGet", "es:ESHttpPost", "es:ESHttpPut", "secretsmanager:GetSecretValue"},
     # the embedded stack resolves queue URLs once at start, before any component runs
-    "controller": {"kms:Decrypt", "kms:GenerateDataKey", "sqs:GetQueueUrl"},
+    # The recorder sees GetObject/GetObjectTagging/DeleteObject; naming a VersionId (what an erasure
+    # does) is authorised as the *Version actions on AWS, so those are what is granted.
+    # The embedded analytics store is SQLite: no es: call.
+    "controller": {"kms:Decrypt", "kms:GenerateDataKey", "sqs:GetQueueUrl", "es:ESHttpPost", "es:ESHttpGet",
+                   "es:ESHttpPut", "es:ESHttpHead", "s3:GetObjectVersion"},
 }
 
 # botocore operation → IAM action, where they differ.
 OPERATION_ACTIONS = {
     "s3.HeadObject": "s3:GetObject",
+    "s3.HeadBucket": "s3:ListBucket",
+    "s3.ListObjectVersions": "s3:ListBucketVersions",
+    "s3.GetObjectTagging": "s3:GetObjectVersionTagging",
+    "s3.DeleteObject": "s3:DeleteObjectVersion",
     "sqs.DeleteMessageBatch": "sqs:DeleteMessage",
     "sqs.SendMessageBatch": "sqs:SendMessage",
     "sesv2.SendEmail": "ses:SendEmail",
@@ -109,7 +149,7 @@ def policy_document(component: str, arns: dict[str, str]) -> dict:
         resources: list[str] = []
         for kind in kinds:
             arn = arns[kind]
-            if kind.startswith("bucket:"):
+            if kind.startswith(("bucket:", "peer_bucket:")):
                 resources.append(f"{arn}/*")
             elif kind == "table":
                 resources += [arn, f"{arn}/index/*"]

@@ -35,12 +35,22 @@ from infra.components.storage import (
     BucketsArgs,
     Replication,
     ReplicationArgs,
+    bucket_name,
+    bucket_name_problems,
     replication_role_name,
 )
 
 # Pulumi runs `main: infra/` with infra/ as the working directory; paths in config are relative to
 # the repository root, so resolve them from this file, never from the cwd.
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def floating_image(ref: str) -> bool:
+    """An image reference without a tag, or tagged ``latest``: not one build."""
+    if "@sha256:" in ref:
+        return False
+    name = ref.rsplit("/", 1)[-1]
+    return ":" not in name or name.rsplit(":", 1)[1] == "latest"
 
 
 @dataclass
@@ -59,10 +69,31 @@ class StackConfig:
     allowed_origins: list[str] = field(default_factory=lambda: ["https://messagecentre.example.com"])
     hosted_zone_id: str | None = None
     record_name: str | None = None
-    # region → {domain, certificate_arn, truststore_uri, failover_certificate_arn}
+    # region → {domain, certificate_arn, truststore_uri, failover_certificate_arn, public_certificate_arn}
     api_domain: dict[str, Any] = field(default_factory=dict)
+    # with mTLS: the name unsubscribe links use, a failover record to each region's public (no-mTLS)
+    # API, whose certificate is apiDomain.<region>.public_certificate_arn
+    public_record_name: str | None = None
     network: dict[str, Any] = field(default_factory=dict)  # region → {subnet_ids, security_group_ids}
     alarm_email: str | None = None
+    # the ADOT collector sidecar's image (one, or region → image); default: public ECR (needs egress)
+    collector_image: str | dict[str, str] | None = None
+    # reserve the sender's concurrency (ses_max_send_rate / 10): only once the account's Lambda
+    # concurrency quota is above 10 + that (a fresh account has 10, all of it unreservable)
+    sender_reserved_concurrency: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse at preview what S3 would refuse at create time (bucket names ≤ 63 characters)."""
+        problems = bucket_name_problems(self.prefix, [b.purpose for b in schema.BUCKETS],
+                                        [self.primary_region, self.dr_region])
+        if problems:
+            raise ValueError(f"emailplatform:prefix {self.prefix!r} is too long for the bucket names: "
+                             + "; ".join(problems))
+        images = self.controller_image.values() if isinstance(self.controller_image, dict) else [self.controller_image]
+        floating = [i for i in images if floating_image(i)]
+        if floating:
+            raise ValueError(f"emailplatform:controllerImage {floating[0]!r}: pin a version tag or a digest "
+                             "(ECS never redeploys a moved `latest`, and DR could run another build)")
 
     @classmethod
     def from_mapping(cls, c: dict[str, Any]) -> StackConfig:
@@ -83,7 +114,11 @@ class StackConfig:
             api_burst_limit=int(c.get("apiBurstLimit") or 100), waf_rate_limit=int(c.get("wafRateLimit") or 20_000),
             allowed_origins=obj("allowedOrigins", ["https://messagecentre.example.com"]),
             hosted_zone_id=c.get("hostedZoneId"), record_name=c.get("recordName"),
+            public_record_name=c.get("publicRecordName"),
+            sender_reserved_concurrency=str(c.get("senderReservedConcurrency") or "false").lower() == "true",
             api_domain=obj("apiDomain", {}), network=obj("network", {}), alarm_email=c.get("alarmEmail"),
+            collector_image=obj("collectorImage", None) if str(c.get("collectorImage") or "").lstrip().startswith("{")
+            else c.get("collectorImage"),
         )
 
     @classmethod
@@ -91,7 +126,8 @@ class StackConfig:
         c = pulumi.Config("emailplatform")
         keys = ["prefix", "primaryRegion", "drRegion", "sesDomain", "controllerImage", "artifact", "environment",
                 "sesMaxSendRate", "apiRateLimit", "apiBurstLimit", "wafRateLimit", "allowedOrigins", "hostedZoneId",
-                "recordName", "apiDomain", "network", "alarmEmail"]
+                "recordName", "publicRecordName", "apiDomain", "network", "alarmEmail", "collectorImage",
+                "senderReservedConcurrency"]
         return cls.from_mapping({k: c.get(k) for k in keys})
 
     def image_for(self, region: str) -> str:
@@ -99,9 +135,20 @@ class StackConfig:
             return self.controller_image[region]
         return self.controller_image
 
+    def collector_image_for(self, region: str) -> str | None:
+        if isinstance(self.collector_image, dict):
+            return self.collector_image[region]
+        return self.collector_image
+
     def artifact_path(self) -> str:
         p = Path(self.artifact)
         return str(p if p.is_absolute() else REPO_ROOT / p)
+
+
+def metrics_namespace(prefix: str) -> str:
+    """The CloudWatch namespace of the platform's metrics: core/observability.emf_namespace (infra
+    imports no runtime code; tests/infra checks the two agree)."""
+    return f"EmailPlatform/{prefix}"
 
 
 def provider(name: str, cfg: StackConfig, region: str, role: str) -> aws.Provider:
@@ -110,7 +157,12 @@ def provider(name: str, cfg: StackConfig, region: str, role: str) -> aws.Provide
 
 
 def public_base_url(cfg: StackConfig, region: str) -> str | None:
-    """What links in emails (unsubscribe) point at: the failover name, else the regional domain."""
+    """What links in emails (unsubscribe) point at: a name a recipient's browser (no API key, no
+    client certificate) reaches in whichever region is active. With mTLS that is the public
+    failover name (``publicRecordName``), else the failover name, else the regional domain; None
+    when there is none (mTLS without a public name: the links would need a client certificate)."""
+    if cfg.api_domain.get(region, {}).get("truststore_uri"):
+        return f"https://{cfg.public_record_name}" if cfg.hosted_zone_id and cfg.public_record_name else None
     if cfg.hosted_zone_id and cfg.record_name:
         return f"https://{cfg.record_name}"
     domain = cfg.api_domain.get(region, {}).get("domain")
@@ -127,17 +179,29 @@ def regional(name: str, cfg: StackConfig, region: str, prov: Any, key_arn: Any, 
     search = Search(f"{name}-search", SearchArgs(cfg.prefix, key_arn, prov, account_id))
     table_arn = table.table.arn if active else table.table.arn.apply(lambda a: a.replace(cfg.primary_region, region))
     stream_arn = table_arn
+    peer_region = cfg.dr_region if active else cfg.primary_region
     in_region = pulumi.Output.concat("arn:aws:secretsmanager:", region, ":", account_id, ":secret:", cfg.prefix)
     arns = {"table": table_arn, "table_stream": stream_arn, "key": key_arn, "peer_key": peer_key_arn,
             "secret": pulumi.Output.concat(in_region, "/*"),
             "webhook_secrets": pulumi.Output.concat(in_region, "/webhook-signing/*"),
             # the replica has the primary's ARN with its own region
             "unsubscribe_secret": secrets.unsubscribe.arn.apply(lambda a: a.replace(cfg.primary_region, region)),
-            "ses": pulumi.Output.concat("arn:aws:ses:", region, ":", account_id, ":identity/", cfg.ses_domain),
+            # every identity in this account and region: tenants send from their own domains
+            # (`emailplatform senders allow @domain`), which are runtime data, not stack config
+            "ses": pulumi.Output.concat("arn:aws:ses:", region, ":", account_id, ":identity/*"),
             "ses_configuration_set": pulumi.Output.concat("arn:aws:ses:", region, ":", account_id,
                                                           ":configuration-set/", cfg.prefix),
             "search": search.domain.arn,
             **{f"bucket:{p}": b.arn for p, b in buckets.buckets.items()},
+            **{f"bucketarn:{p}": b.arn for p, b in buckets.buckets.items()},
+            # the other region's copies, which an erasure reaches too (names are deterministic)
+            "peer_table": table_arn.apply(lambda a: a.replace(f":{region}:", f":{peer_region}:")),
+            **{f"peer_bucket:{p.purpose}": account_id.apply(
+                lambda acct, p=p: f"arn:aws:s3:::{bucket_name(cfg.prefix, p.purpose, acct, peer_region)}")
+               for p in schema.BUCKETS},
+            **{f"peer_bucketarn:{p.purpose}": account_id.apply(
+                lambda acct, p=p: f"arn:aws:s3:::{bucket_name(cfg.prefix, p.purpose, acct, peer_region)}")
+               for p in schema.BUCKETS},
             **{f"queue:{p}": q.arn for p, q in messaging.queues.items()},
             **{f"dlq:{p}": q.arn for p, q in messaging.dlqs.items()},
             **{f"topic:{p}": t.arn for p, t in messaging.topics.items()}}
@@ -149,6 +213,8 @@ def regional(name: str, cfg: StackConfig, region: str, prov: Any, key_arn: Any, 
         "EMAILPLATFORM_DEFAULT_FROM": f"noreply@{cfg.ses_domain}",
         "EMAILPLATFORM_ACCOUNT_ID": account_id,
         "EMAILPLATFORM_OPENSEARCH_ENDPOINT": search.endpoint,
+        # the Lambdas' EMF metrics (core/observability.py) land in this namespace, the alarms' one
+        "POWERTOOLS_METRICS_NAMESPACE": metrics_namespace(cfg.prefix),
         # the runtime reads the signing key from Secrets Manager by this id (a name works in both regions)
         "EMAILPLATFORM_UNSUBSCRIBE_SECRET_ID": secrets.unsubscribe.name,
         # for secrets the runtime creates (tenant webhook secrets): this region's key and the
@@ -156,28 +222,40 @@ def regional(name: str, cfg: StackConfig, region: str, prov: Any, key_arn: Any, 
         "EMAILPLATFORM_KMS_KEY_ARN": key_arn, "EMAILPLATFORM_PEER_KMS_KEY_ARN": peer_key_arn,
     }
     base_url = public_base_url(cfg, region)
+    if base_url is None and cfg.api_domain.get(region, {}).get("truststore_uri"):
+        # every mail carries an unsubscribe link; behind mTLS no recipient could follow it
+        raise ValueError(f"{region}: apiDomain has a truststore (mTLS), so unsubscribe links need a public name: "
+                         "set publicRecordName (with hostedZoneId) and apiDomain.<region>.public_certificate_arn")
     if base_url:
         env["EMAILPLATFORM_PUBLIC_BASE_URL"] = base_url
     else:
-        pulumi.log.warn(f"{region}: no apiDomain configured; EMAILPLATFORM_PUBLIC_BASE_URL is left unset")
+        pulumi.log.warn(f"{region}: no public name for unsubscribe links (apiDomain, or publicRecordName with "
+                        "mTLS); EMAILPLATFORM_PUBLIC_BASE_URL is left unset")
     functions = Functions(f"{name}-functions", FunctionsArgs(
         cfg.prefix, region, cfg.artifact_path(), env, arns, messaging.queues["send"].arn,
-        messaging.queues["ses-events"].arn, cfg.ses_max_send_rate, prov))
-    search.allow([functions.roles["api"].arn, functions.roles["ses_events"].arn])
+        messaging.queues["ses-events"].arn, cfg.ses_max_send_rate, prov,
+        reserve_sender_concurrency=cfg.sender_reserved_concurrency))
     dom = cfg.api_domain.get(region, {})
     failover = cfg.record_name if cfg.hosted_zone_id else None
     api = Api(f"{name}-api", ApiArgs(cfg.prefix, region, functions.functions["api"], functions.aliases["api"], key_arn,
                                      cfg.api_rate_limit, cfg.api_burst_limit, prov, dom.get("domain"),
                                      dom.get("certificate_arn"), dom.get("truststore_uri"), failover,
-                                     dom.get("failover_certificate_arn"), cfg.waf_rate_limit))
+                                     dom.get("failover_certificate_arn"), cfg.waf_rate_limit,
+                                     cfg.public_record_name if cfg.hosted_zone_id else None,
+                                     dom.get("public_certificate_arn")))
     net = cfg.network.get(region, {})
     controller = ControllerService(f"{name}-controller", ControllerArgs(
         cfg.prefix, region, cfg.image_for(region), net.get("subnet_ids", []), net.get("security_group_ids", []),
-        env, arns, prov))
+        env, arns, prov, metrics_namespace=metrics_namespace(cfg.prefix),
+        **({"collector_image": cfg.collector_image_for(region)} if cfg.collector_image else {})))
+    # the controller deletes an erased person's events and purges events past a tenant's retention
+    search.allow([functions.roles["api"].arn, functions.roles["ses_events"].arn, controller.task_role.arn])
+    peer = cfg.dr_region if active else cfg.primary_region
     monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
-        cfg.prefix, region, table.table.name, [d.name for d in messaging.dlqs.values()], api.rest.name, cfg.prefix,
-        cfg.dr_region, 0.04, 0.0008, prov, queue_names=[q.name for q in messaging.queues.values()],
-        alarm_email=cfg.alarm_email))
+        cfg.prefix, region, table.table.name, {p: d.name for p, d in messaging.dlqs.items()}, api.rest.name,
+        cfg.prefix, peer, 0.04, 0.0008, prov, queue_names={p: q.name for p, q in messaging.queues.items()},
+        alarm_email=cfg.alarm_email, metrics_namespace=metrics_namespace(cfg.prefix),
+        ses_max_send_rate=cfg.ses_max_send_rate, active=active))
     return {"buckets": buckets, "messaging": messaging, "functions": functions, "api": api,
             "controller": controller, "search": search, "monitoring": monitoring}
 
@@ -205,7 +283,8 @@ def build(cfg: StackConfig) -> dict[str, Any]:
         replication_role_name(cfg.prefix, cfg.dr_region, cfg.primary_region), "to-primary"))
     dns = None
     if cfg.hosted_zone_id and cfg.record_name:
-        dns = FailoverDns("dns", FailoverDnsArgs(cfg.hosted_zone_id, cfg.record_name, p["api"], d["api"], primary))
+        dns = FailoverDns("dns", FailoverDnsArgs(cfg.hosted_zone_id, cfg.record_name, p["api"], d["api"], primary,
+                                                 cfg.public_record_name))
 
     # outputs runbooks take as inputs
     pulumi.export("table", data.table.name)
@@ -217,6 +296,7 @@ def build(cfg: StackConfig) -> dict[str, Any]:
     pulumi.export("usage_plan_ids", {cfg.primary_region: p["api"].plan.id, cfg.dr_region: d["api"].plan.id})
     for role, r in (("primary", p), ("dr", d)):
         pulumi.export(f"{role}_api", r["api"].url)  # the custom domain when there is one, never execute-api then
+        pulumi.export(f"{role}_public_url", r["api"].public_url)  # unsubscribe links, no key, no mTLS
         pulumi.export(f"{role}_api_domain", r["api"].domain.domain_name if r["api"].domain else None)
         pulumi.export(f"{role}_api_health", pulumi.Output.concat("https://", r["api"].health_host,
                                                                  r["api"].health_path))

@@ -14,6 +14,9 @@
 
 from __future__ import annotations
 
+import re
+from email import policy
+from email.message import EmailMessage
 from typing import Any
 
 from botocore.exceptions import (
@@ -26,6 +29,7 @@ from botocore.exceptions import (
 )
 from prometheus_client import Counter
 
+from core.domain.attachments import AttachedFile
 from core.domain.errors import MessageRefused, SendInDoubt, SendingHeld, TemporaryError
 from core.domain.ids import ses_tag_value
 
@@ -40,6 +44,11 @@ PLATFORM_CONFIG = {"AccessDeniedException", "NotFoundException", "AccountSuspend
                    "ExpiredTokenException", "MissingAuthenticationTokenException"}
 # Per-message unless their text says otherwise (see ``classify``).
 PER_MESSAGE = {"MessageRejected", "BadRequestException", "InvalidParameterValue"}
+# An AccessDenied names the resource IAM refused: "… not authorized to perform `ses:SendEmail' on
+# resource `arn:aws:ses:<region>:<account>:identity/<address or domain>'". When that identity is the
+# tenant's own from address or domain, it is the tenant's sender that lacks the grant (or the
+# identity), not the platform's.
+_DENIED_IDENTITY = re.compile(r":identity/([^\s'`\"]+)", re.IGNORECASE)
 # Phrases of a MessageRejected that are about identities / the sandbox, not the message.
 _NOT_VERIFIED = ("not verified", "sandbox", "pending verification", "failed the check", "not authorized")
 
@@ -54,6 +63,13 @@ def _mentions(text: str, address: str) -> bool:
     return bool(bare) and (bare in text or (domain and domain in text))
 
 
+def _denied_tenant_identity(message: str, sender: str) -> bool:
+    """An AccessDenied whose refused resource is the sender's own address or domain identity."""
+    bare = sender.lower().split("<")[-1].rstrip(">").strip()
+    mine = {bare, bare.rpartition("@")[2]} - {""}
+    return any(m.group(1).lower().rstrip(".") in mine for m in _DENIED_IDENTITY.finditer(message))
+
+
 def classify(exc: ClientError, sender: str) -> Exception:
     """The domain error a ClientError from SendEmail stands for (see the module docstring)."""
     err = exc.response.get("Error", {})
@@ -64,6 +80,8 @@ def classify(exc: ClientError, sender: str) -> Exception:
     if code in THROTTLED:
         return TemporaryError(f"SES throttled: {code}", delay=1.0)
     if code in TENANT_CONFIG:
+        return SendingHeld(text, ses_code=code, scope="tenant")
+    if code in ("AccessDeniedException", "AccessDenied") and _denied_tenant_identity(message, sender):
         return SendingHeld(text, ses_code=code, scope="tenant")
     if code in PLATFORM_CONFIG:
         return SendingHeld(text, ses_code=code, scope="platform")
@@ -78,21 +96,77 @@ def classify(exc: ClientError, sender: str) -> Exception:
     return SendInDoubt(f"SES answered {code or status}: {message}".strip())
 
 
+MAX_MESSAGE_BYTES = 40 * 1024 * 1024  # SES v2: the whole message, attachments and encoding included
+# Bodies are encoded for 7-bit transport with 76-character lines (RFC 2045); headers are written
+# unfolded up to RFC 5322's 998 characters, so a long List-Unsubscribe URL stays a plain URL.
+_BUILD = policy.SMTP.clone(cte_type="7bit")
+_WRITE = policy.SMTP.clone(max_line_length=998)
+
+
+def raw_message(*, sender: str, to: str, subject: str, html: str, text: str | None, reply_to: str | None,
+                headers: dict[str, str], attachments: list[AttachedFile]) -> bytes:
+    """The MIME message of a mail with attachments, built with the standard library: a
+    multipart/mixed of the multipart/alternative (text, HTML) and each file. Inline images
+    (``content_id``) go with the HTML part in a multipart/related, as ``Content-ID: <id>``."""
+    msg = EmailMessage(policy=_BUILD)
+    msg["From"] = sender
+    msg["To"] = to
+    if reply_to:
+        msg["Reply-To"] = reply_to
+    msg["Subject"] = subject
+    for name, value in headers.items():
+        msg[name] = value
+    if text is not None:
+        msg.set_content(text)
+        msg.add_alternative(html, subtype="html")
+    else:
+        msg.set_content(html, subtype="html")
+    html_part = msg.get_body(("html",))
+    for f in attachments:
+        maintype, _, subtype = f.content_type.partition("/")
+        if f.content_id:
+            html_part.add_related(f.data, maintype=maintype, subtype=subtype, cid=f"<{f.content_id}>",
+                                  filename=f.filename, disposition="inline")
+            html_part = msg.get_body(("html",))  # the first one made it a part of multipart/related
+    for f in attachments:
+        if not f.content_id:
+            maintype, _, subtype = f.content_type.partition("/")
+            msg.add_attachment(f.data, maintype=maintype, subtype=subtype, filename=f.filename)
+    return msg.as_bytes(policy=_WRITE)
+
+
 class SesMailer:
     def __init__(self, client: Any, configuration_set: str):
         self.client = client
         self.configuration_set = configuration_set
 
     def send(self, *, sender: str, to: str, subject: str, html: str, reply_to: str | None,
-             headers: dict[str, str], tags: dict[str, str]) -> str:
-        """One SendEmail call. Raises MessageRefused, TemporaryError, SendingHeld or SendInDoubt."""
-        content: dict[str, Any] = {
-            "Simple": {
-                "Subject": {"Data": subject, "Charset": "UTF-8"},
-                "Body": {"Html": {"Data": html, "Charset": "UTF-8"}},
-                "Headers": [{"Name": k, "Value": v} for k, v in headers.items()],
+             headers: dict[str, str], tags: dict[str, str], text: str | None = None,
+             attachments: list[AttachedFile] | None = None) -> str:
+        """One SendEmail call. Without attachments: Simple content (with ``text`` SES builds a
+        multipart/alternative message of both parts). With attachments: Raw content, the MIME
+        message built here (``raw_message``); the tags and the configuration set go with it alike.
+        Raises MessageRefused (also for a message over SES's 40 MB), TemporaryError, SendingHeld or
+        SendInDoubt."""
+        if attachments:
+            raw = raw_message(sender=sender, to=to, subject=subject, html=html, text=text, reply_to=reply_to,
+                              headers=headers, attachments=attachments)
+            if len(raw) > MAX_MESSAGE_BYTES:
+                raise MessageRefused(f"the message is {len(raw)} bytes with its attachments; SES takes at most "
+                                     f"{MAX_MESSAGE_BYTES}")
+            content: dict[str, Any] = {"Raw": {"Data": raw}}
+            reply_to = None  # in the message's own headers
+        else:
+            body: dict[str, Any] = {"Html": {"Data": html, "Charset": "UTF-8"}}
+            if text is not None:
+                body["Text"] = {"Data": text, "Charset": "UTF-8"}
+            content = {
+                "Simple": {
+                    "Subject": {"Data": subject, "Charset": "UTF-8"},
+                    "Body": body,
+                    "Headers": [{"Name": k, "Value": v} for k, v in headers.items()],
+                }
             }
-        }
         kw: dict[str, Any] = {
             "FromEmailAddress": sender,
             "Destination": {"ToAddresses": [to]},

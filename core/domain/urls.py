@@ -94,6 +94,9 @@ def check_callback_url(url: str, *, require_https: bool, allow_loopback: bool) -
             raise InvalidInput(f"callback_url host is a non-public address: {address}{shown}, {problem}")
     elif not allow_loopback and (host in _NON_PUBLIC_NAMES or host.endswith(_NON_PUBLIC_SUFFIXES)):
         raise InvalidInput(f"callback_url host {host!r} is not a public address")
+    elif not allow_loopback and "." not in host:
+        # a single label resolves only through the resolver's search domains: an internal name
+        raise InvalidInput(f"callback_url host {host!r} is not a public name (it has no domain)")
     loopback = (address is not None and address.is_loopback) or host in _NON_PUBLIC_NAMES
     if scheme == "http" and require_https and not (allow_loopback and loopback):
         raise InvalidInput("callback_url must use https")

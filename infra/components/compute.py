@@ -13,6 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from core import schema
 from infra.components.base import child
 from infra.policies import policy_document
 
@@ -40,6 +41,9 @@ class FunctionsArgs:
     log_retention_days: int = 30
     policies: dict[str, pulumi.Output[str]] = field(default_factory=dict)
     function_environment: dict[str, dict[str, pulumi.Input[str]]] = field(default_factory=dict)  # per function
+    # opt-in: a fresh account's concurrency quota is 10, and Lambda refuses a reservation that leaves
+    # under 10 unreserved (raise the quota first; README "Running against real AWS")
+    reserve_sender_concurrency: bool = False
 
 
 class Functions(pulumi.ComponentResource):
@@ -67,7 +71,8 @@ class Functions(pulumi.ComponentResource):
                      "Resource": "*"}]})), opts=child(role, args.provider))
             # SES allows ses_max_send_rate/s; each sender works through a batch sequentially at
             # about 10 sends/s of its own, so more concurrency than this only queues on the limiter.
-            reserved = max(1, int(args.ses_max_send_rate // 10)) if fn == "sender" else None
+            reserved = (max(1, int(args.ses_max_send_rate // 10))
+                        if fn == "sender" and args.reserve_sender_concurrency else None)
             self.functions[fn] = aws.lambda_.Function(
                 f"{name}-{fn}", name=f"{args.prefix}-{fn}", runtime="python3.11", handler=entry, code=code,
                 role=role.arn, timeout=timeout, memory_size=memory, architectures=["arm64"],
@@ -82,9 +87,11 @@ class Functions(pulumi.ComponentResource):
                                                  function_version=self.functions[fn].version,
                                                  opts=child(self.functions[fn], args.provider))
             self.roles[fn] = role
-        for fn, queue_arn, size in (("sender", args.send_queue_arn, 1), ("ses_events", args.events_queue_arn, 10)):
+        for fn, queue_arn, queue in (("sender", args.send_queue_arn, schema.SEND_QUEUE),
+                                     ("ses_events", args.events_queue_arn, schema.EVENTS_QUEUE)):
             aws.lambda_.EventSourceMapping(f"{name}-{fn}-source", event_source_arn=queue_arn,
-                                           function_name=self.aliases[fn].arn, batch_size=size,
+                                           function_name=self.aliases[fn].arn, batch_size=queue.batch_size,
+                                           maximum_batching_window_in_seconds=queue.batching_window or None,
                                            function_response_types=["ReportBatchItemFailures"],
                                            opts=child(self.functions[fn], args.provider))
         self.register_outputs({fn: a.arn for fn, a in self.aliases.items()})

@@ -20,6 +20,23 @@ def bucket_name(prefix: str, purpose: str, account_id: str, region: str) -> str:
     return f"{prefix}-{purpose}-{account_id}-{region}"
 
 
+MAX_BUCKET_NAME = 63  # S3: 3-63 characters, global across accounts
+LONGEST_REGION = "ap-southeast-1"  # 14 characters, the longest region names (ap-northeast-1, ...)
+
+
+def bucket_name_problems(prefix: str, purposes: list[str], regions: list[str]) -> list[str]:
+    """Why ``prefix`` would make an invalid bucket name in these regions (empty: none)."""
+    out = []
+    for region in regions:
+        for purpose in purposes:
+            name = bucket_name(prefix, purpose, "0" * 12, region)
+            if len(name) > MAX_BUCKET_NAME:
+                out.append(f"{name} is {len(name)} characters; S3 allows {MAX_BUCKET_NAME}")
+    if prefix.startswith(("xn--", "sthree-")):
+        out.append(f"S3 refuses bucket names starting with {prefix.split('-')[0]}-")
+    return out
+
+
 def replication_role_name(prefix: str, source_region: str, destination_region: str) -> str:
     """Named so the key policies can name the role before it exists (in a condition)."""
     return f"{prefix}-s3-repl-{source_region}-to-{destination_region}"[:64]
@@ -33,6 +50,19 @@ class BucketsArgs:
     provider: Any
     allowed_origins: list[str]
     account_id: pulumi.Input[str]
+
+
+def lifecycle_rule(r: schema.LifecycleRule) -> dict[str, Any]:
+    """A ``core.schema`` lifecycle rule as BucketLifecycleConfiguration takes it."""
+    rule: dict[str, Any] = {"id": r.id, "status": "Enabled",
+                            "filter": {"tag": {"key": r.tag[0], "value": r.tag[1]}} if r.tag else {}}
+    if r.expire_days:
+        rule["expiration"] = {"days": r.expire_days}
+    if r.noncurrent_days:
+        rule["noncurrent_version_expiration"] = {"noncurrent_days": r.noncurrent_days}
+    if r.abort_multipart_days:
+        rule["abort_incomplete_multipart_upload"] = {"days_after_initiation": r.abort_multipart_days}
+    return rule
 
 
 class Buckets(pulumi.ComponentResource):
@@ -61,12 +91,7 @@ class Buckets(pulumi.ComponentResource):
                 "Statement": [{"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
                                "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}],
             })), opts=o)
-            rules = [{"id": "abort-multipart", "status": "Enabled", "filter": {},
-                      "abort_incomplete_multipart_upload": {"days_after_initiation": 2}},
-                     {"id": "old-versions", "status": "Enabled", "filter": {},
-                      "noncurrent_version_expiration": {"noncurrent_days": 30}}]
-            if spec.expire_days:
-                rules.append({"id": "expire", "status": "Enabled", "filter": {}, "expiration": {"days": spec.expire_days}})
+            rules = [lifecycle_rule(r) for r in schema.lifecycle_rules(spec)]
             aws.s3.BucketLifecycleConfiguration(f"{name}-{spec.purpose}-lifecycle", bucket=b.id, rules=rules, opts=o)
             if spec.cors_upload:
                 aws.s3.BucketCorsConfiguration(f"{name}-{spec.purpose}-cors", bucket=b.id, cors_rules=[{

@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 @dataclass
@@ -143,6 +145,23 @@ def _via_grant(service: str, region: str, actions: list[str], role: str | None =
     return ok
 
 
+# (method, path) of the routes the app's OpenAPI marks `security: []` (tests/infra keeps them in step)
+PUBLIC_ROUTES: list[tuple[str, str]] = [
+    (m, p) for m, p in json.loads((Path(__file__).resolve().parent / "public_routes.json").read_text())]
+
+
+def _mtls_names(resources: list[Resource]) -> set[str]:
+    """Host names that ask for a client certificate: mTLS custom domains and records aliasing them."""
+    domains = of(resources, "aws:apigateway/domainName:DomainName")
+    mtls = {d.props.get("domainName") for d in domains
+            if (d.props.get("mutualTlsAuthentication") or {}).get("truststoreUri")}
+    mtls_targets = {d.props.get("regionalDomainName") for d in domains if d.props.get("domainName") in mtls}
+    for rec in of(resources, "aws:route53/record:Record"):
+        if any(a.get("name") in mtls_targets for a in _list(rec.props.get("aliases"))):
+            mtls.add(rec.props.get("name"))
+    return mtls
+
+
 # --- rules -------------------------------------------------------------------------------------
 
 def key_policies_grant_writers(resources: list[Resource]) -> list[Violation]:
@@ -263,17 +282,18 @@ def alarm_topics_have_subscribers(resources: list[Resource]) -> list[Violation]:
             for t in sorted(topics - subscribed)]
 
 
+def alarms_notify(resources: list[Resource]) -> list[Violation]:
+    """Every alarm notifies someone when it fires (an alarm without actions only colours a console)."""
+    rule = "alarms-notify"
+    return [Violation(rule, a.urn, f"{a.name} has no alarm actions")
+            for a in of(resources, "aws:cloudwatch/metricAlarm:MetricAlarm") if not _list(a.props.get("alarmActions"))]
+
+
 def health_checks_avoid_mtls(resources: list[Resource]) -> list[Violation]:
     """A Route 53 health checker has no client certificate: it must not target an mTLS domain (or a
     name served by one), nor an execute-api endpoint that is disabled."""
     rule, out = "health-checks-avoid-mtls", []
-    domains = of(resources, "aws:apigateway/domainName:DomainName")
-    mtls = {d.props.get("domainName") for d in domains
-            if (d.props.get("mutualTlsAuthentication") or {}).get("truststoreUri")}
-    mtls_targets = {d.props.get("regionalDomainName") for d in domains if d.props.get("domainName") in mtls}
-    for rec in of(resources, "aws:route53/record:Record"):
-        if any(a.get("name") in mtls_targets for a in _list(rec.props.get("aliases"))):
-            mtls.add(rec.props.get("name"))
+    mtls = _mtls_names(resources)
     disabled = {r.props.get("id") for r in of(resources, "aws:apigateway/restApi:RestApi")
                 if r.props.get("disableExecuteApiEndpoint")}
     for hc in of(resources, "aws:route53/healthCheck:HealthCheck"):
@@ -349,17 +369,137 @@ def stage_logging_has_account_role(resources: list[Resource]) -> list[Violation]
             and not any(u in accounts and accounts[u].provider == s.provider for u in s.dependencies)]
 
 
+def queue_mappings_fit_their_queues(resources: list[Resource]) -> list[Violation]:
+    """Lambda refuses an SQS event source mapping whose queue's visibility timeout is shorter than
+    the function's timeout, a FIFO batch over 10, and a standard-queue batch over 10 without a
+    batching window."""
+    rule, out = "queue-mappings-fit-their-queues", []
+    queues = _by(of(resources, "aws:sqs/queue:Queue"), "arn")
+    functions = {f.props.get("arn"): f for f in of(resources, "aws:lambda/function:Function")}
+    aliases = {a.props.get("arn"): functions.get(a.props.get("functionName")) or next(
+        (f for f in functions.values() if f.props.get("name") == a.props.get("functionName")), None)
+        for a in of(resources, "aws:lambda/alias:Alias")}
+    for m in of(resources, "aws:lambda/eventSourceMapping:EventSourceMapping"):
+        q = queues.get(m.props.get("eventSourceArn"))
+        if q is None:
+            continue
+        size, window = int(m.props.get("batchSize") or 10), int(m.props.get("maximumBatchingWindowInSeconds") or 0)
+        if q.props.get("fifoQueue") and size > 10:
+            out.append(Violation(rule, m.urn, f"{m.name}: a FIFO queue's batch is at most 10, not {size}"))
+        if not q.props.get("fifoQueue") and size > 10 and window < 1:
+            out.append(Violation(rule, m.urn, f"{m.name}: a batch of {size} needs a batching window"))
+        fn = aliases.get(m.props.get("functionName")) or functions.get(m.props.get("functionName"))
+        if fn is not None and int(q.props.get("visibilityTimeoutSeconds") or 30) < int(fn.props.get("timeout") or 3):
+            out.append(Violation(rule, m.urn, f"{m.name}: the queue's visibility timeout is shorter than "
+                                              f"the function's timeout"))
+    return out
+
+
+def public_routes_open_at_the_edge(resources: list[Resource],
+                                   routes: list[tuple[str, str]] | None = None) -> list[Violation]:
+    """Every route the app's OpenAPI marks ``security: []`` (unsubscribe, health) has an explicit
+    method without API key or authorizer in a REST API reachable without a client certificate (its
+    execute-api endpoint enabled, or mapped to a domain without mTLS); a greedy ``{proxy+}`` that
+    requires a key answers 403 to a recipient. And the unsubscribe base URL every function and task
+    is given (EMAILPLATFORM_PUBLIC_BASE_URL) is not a name that asks for a client certificate."""
+    rule, out = "public-routes-open-at-the-edge", []
+    rests = of(resources, "aws:apigateway/restApi:RestApi")
+    if not rests:
+        return out
+    mtls = _mtls_names(resources)
+    no_mtls_domains = {d.props.get("domainName") for d in of(resources, "aws:apigateway/domainName:DomainName")
+                       if d.props.get("domainName") not in mtls}
+    mapped = {m.props.get("restApi") for m in of(resources, "aws:apigateway/basePathMapping:BasePathMapping")
+              if m.props.get("domainName") in no_mtls_domains}
+    children: dict[tuple[Any, Any], list[Resource]] = {}
+    for r in of(resources, "aws:apigateway/resource:Resource"):
+        children.setdefault((r.props.get("restApi"), r.props.get("parentId")), []).append(r)
+    methods = {(m.props.get("restApi"), m.props.get("resourceId"), m.props.get("httpMethod")): m
+               for m in of(resources, "aws:apigateway/method:Method")}
+
+    def resolve(rest_id: Any, root: Any, path: str) -> Any:
+        node = root
+        for part in path.strip("/").split("/"):
+            kids = children.get((rest_id, node), [])
+            match = next((k for k in kids if k.props.get("pathPart") == part), None) or next(
+                (k for k in kids if str(k.props.get("pathPart", "")).startswith("{")
+                 and not str(k.props.get("pathPart")).endswith("+}")), None)
+            if match is None:
+                return None
+            node = match.props.get("id")
+        return node
+
+    for method, path in (PUBLIC_ROUTES if routes is None else routes):
+        open_in: list[str] = []
+        for rest in rests:
+            rid = rest.props.get("id")
+            reachable = not rest.props.get("disableExecuteApiEndpoint") or rid in mapped
+            node = resolve(rid, rest.props.get("rootResourceId"), path)
+            m = methods.get((rid, node, method)) or methods.get((rid, node, "ANY")) if node is not None else None
+            if reachable and m is not None and not m.props.get("apiKeyRequired") \
+                    and (m.props.get("authorization") or "NONE") == "NONE":
+                open_in.append(rest.name)
+        if not open_in:
+            out.append(Violation(rule, rests[0].urn, f"{method} {path} is public in the app but no REST API serves it "
+                                                    "without an API key and without a client certificate"))
+    for r in of(resources, "aws:lambda/function:Function", "aws:ecs/taskDefinition:TaskDefinition"):
+        if r.type == "aws:lambda/function:Function":
+            env = dict(((r.props.get("environment") or {}).get("variables")) or {})
+        else:
+            env = {e.get("name"): e.get("value") for c in json.loads(r.props.get("containerDefinitions") or "[]")
+                   for e in _list(c.get("environment"))}
+        host = urlsplit(str(env.get("EMAILPLATFORM_PUBLIC_BASE_URL") or "")).hostname
+        if host and host in mtls:
+            out.append(Violation(rule, r.urn, f"{r.name}: unsubscribe links point at {host}, which requires a "
+                                              "client certificate"))
+    return out
+
+
+def fargate_tasks_name_their_architecture(resources: list[Resource]) -> list[Violation]:
+    """A Fargate task without ``runtimePlatform`` runs on X86_64; an image built for linux/arm64
+    (as the README builds it) then dies with ``exec format error``. State it."""
+    rule = "fargate-tasks-name-their-architecture"
+    return [Violation(rule, t.urn, f"{t.name} runs on Fargate without a runtimePlatform (X86_64 by default)")
+            for t in of(resources, "aws:ecs/taskDefinition:TaskDefinition")
+            if "FARGATE" in _list(t.props.get("requiresCompatibilities"))
+            and not (t.props.get("runtimePlatform") or {}).get("cpuArchitecture")]
+
+
+def ses_senders_reach_tenant_identities(resources: list[Resource]) -> list[Violation]:
+    """SES authorises ``ses:SendEmail`` against the From identity *and* the configuration set.
+    Tenants send from their own domains (runtime data), so a grant on the platform's domain alone
+    is AccessDenied for every tenant sender: each grant names ``identity/*`` of its region and a
+    configuration set."""
+    rule, out = "ses-senders-reach-tenant-identities", []
+    for r in of(resources, "aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy"):
+        for s in statements(r.props.get("policy")):
+            if s.get("Effect") != "Allow" or not _actions_cover(s, ["ses:SendEmail"]):
+                continue
+            res = [str(x) for x in _list(s.get("Resource"))]
+            if not any(x.startswith("arn:aws:ses:") and x.endswith(":identity/*") for x in res):
+                out.append(Violation(rule, r.urn, f"{r.name}: ses:SendEmail only on {sorted(res)}, not on every "
+                                                  "identity of the region (tenants' sender domains)"))
+            if not any(":configuration-set/" in x for x in res):
+                out.append(Violation(rule, r.urn, f"{r.name}: ses:SendEmail without the configuration set"))
+    return out
+
+
 RULES: dict[str, Callable[[list[Resource]], list[Violation]]] = {
     "key-policies-grant-writers": key_policies_grant_writers,
     "destinations-accept-their-producers": destinations_accept_their_producers,
     "replication-waits-for-versioning": replication_waits_for_versioning,
     "alarm-topics-have-subscribers": alarm_topics_have_subscribers,
+    "alarms-notify": alarms_notify,
     "health-checks-avoid-mtls": health_checks_avoid_mtls,
     "no-default-provider": no_default_provider,
     "stateful-resources-protected": stateful_resources_protected,
     "resources-tagged-by-provider": resources_tagged_by_provider,
     "no-wildcard-actions": no_wildcard_actions,
     "stage-logging-has-account-role": stage_logging_has_account_role,
+    "queue-mappings-fit-their-queues": queue_mappings_fit_their_queues,
+    "public-routes-open-at-the-edge": public_routes_open_at_the_edge,
+    "fargate-tasks-name-their-architecture": fargate_tasks_name_their_architecture,
+    "ses-senders-reach-tenant-identities": ses_senders_reach_tenant_identities,
 }
 
 

@@ -50,11 +50,16 @@ class Mocks(pulumi.runtime.Mocks):
         if args.typ == "aws:sesv2/emailIdentity:EmailIdentity":
             outputs["dkimSigningAttributes"] = {**args.inputs.get("dkimSigningAttributes", {}),
                                                 "tokens": [f"{region}tok{i}" for i in range(3)]}
+        if args.typ == "aws:amp/workspace:Workspace":
+            outputs["prometheusEndpoint"] = f"https://aps-workspaces.{region}.amazonaws.com/workspaces/ws-{args.name}/"
         if args.typ == "aws:opensearch/domain:Domain":
             outputs["endpoint"] = f"search-{args.name}.{region}.es.amazonaws.com"
         return [f"{args.name}-id", outputs]
 
+    invokes: list[tuple[str, str]] = []  # (token, provider) of every invoke the program makes
+
     def call(self, args: pulumi.runtime.MockCallArgs):
+        Mocks.invokes.append((args.token, args.provider or ""))
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": "123456789012", "arn": "arn:aws:iam::123456789012:root", "userId": "x"}
         return {}
@@ -88,9 +93,11 @@ CFG = StackConfig(
     controller_image={"eu-west-1": "1.dkr.ecr.eu-west-1.amazonaws.com/c:1",
                       "eu-central-1": "1.dkr.ecr.eu-central-1.amazonaws.com/c:1"},
     ses_max_send_rate=200, hosted_zone_id="Z1", record_name="api.example.com", alarm_email="oncall@example.com",
+    public_record_name="links.example.com",
     api_domain={r: {"domain": f"api-{r}.example.com", "certificate_arn": f"arn:aws:acm:{r}:1:certificate/x",
                     "truststore_uri": "s3://trust/ca.pem",
-                    "failover_certificate_arn": f"arn:aws:acm:{r}:1:certificate/failover"}
+                    "failover_certificate_arn": f"arn:aws:acm:{r}:1:certificate/failover",
+                    "public_certificate_arn": f"arn:aws:acm:{r}:1:certificate/links"}
                 for r in ("eu-west-1", "eu-central-1")},
     network={r: {"subnet_ids": ["subnet-1"], "security_group_ids": ["sg-1"]} for r in ("eu-west-1", "eu-central-1")},
 )
@@ -230,9 +237,20 @@ def test_role_policies_grant_exactly_the_component_tables_and_no_wildcard_action
             assert not any(a == "*" or a.endswith(":*") for a in acts), name
 
 
-def test_sender_concurrency_derives_from_the_ses_quota(resources):
+def test_sender_concurrency_is_reserved_only_when_the_stack_opts_in(resources):
+    """A fresh account's Lambda concurrency quota is 10 and Lambda keeps 10 unreserved: a
+    reservation fails `pulumi up` there. Opt-in (senderReservedConcurrency), sized from the SES quota."""
     senders = [r for r in of(resources, "aws:lambda/function:Function") if r.name.endswith("-sender")]
-    assert {r.props["reservedConcurrentExecutions"] for r in senders} == {20}
+    assert len(senders) == 2 and not any(r.props.get("reservedConcurrentExecutions") for r in senders)
+    assert StackConfig.from_mapping({**{k: "x" for k in ("prefix", "primaryRegion", "drRegion", "sesDomain",
+                                                            "controllerImage")}}).sender_reserved_concurrency is False
+    opted = StackConfig.from_mapping({**{k: "x" for k in ("prefix", "primaryRegion", "drRegion", "sesDomain",
+                                                          "controllerImage")}, "senderReservedConcurrency": "true"})
+    assert opted.sender_reserved_concurrency is True
+    import dataclasses
+    reserved, _ = run_program(dataclasses.replace(CFG, sender_reserved_concurrency=True))
+    senders = [r for r in of(reserved, "aws:lambda/function:Function") if r.name.endswith("-sender")]
+    assert {r.props["reservedConcurrentExecutions"] for r in senders} == {20}  # 200/s ÷ 10 sends/s each
     for r in of(resources, "aws:lambda/function:Function"):
         assert r.props["tracingConfig"]["mode"] == "Active"
     for m in of(resources, "aws:lambda/eventSourceMapping:EventSourceMapping"):
@@ -240,11 +258,14 @@ def test_sender_concurrency_derives_from_the_ses_quota(resources):
 
 
 def test_api_has_waf_usage_plan_and_mtls_domain(resources):
-    assert len(of(resources, "aws:wafv2/webAclAssociation:WebAclAssociation")) == 2
+    assert len(of(resources, "aws:wafv2/webAclAssociation:WebAclAssociation")) == 4  # main + public API, per region
     plans = of(resources, "aws:apigateway/usagePlan:UsagePlan")
     assert all(p.props["throttleSettings"]["rateLimit"] == 50 for p in plans)
     domains = of(resources, "aws:apigateway/domainName:DomainName")
-    assert all(d.props["mutualTlsAuthentication"]["truststoreUri"] == "s3://trust/ca.pem" for d in domains)
+    public = [d for d in domains if d.props["domainName"] == "links.example.com"]
+    assert len(public) == 2 and not any(d.props.get("mutualTlsAuthentication") for d in public)
+    assert all(d.props["mutualTlsAuthentication"]["truststoreUri"] == "s3://trust/ca.pem"
+               for d in domains if d not in public)
 
 
 def test_opensearch_is_encrypted_and_https_only(resources):
@@ -312,7 +333,7 @@ def test_opensearch_has_a_master_role_an_access_policy_and_its_writers_know_the_
     assert {region_of(p) for p in policies} == {"primary", "dr"}
     for p in policies:
         (stmt,) = json.loads(p.props["accessPolicies"])["Statement"]
-        assert len(stmt["Principal"]["AWS"]) == 3  # master role, api, ses_events
+        assert len(stmt["Principal"]["AWS"]) == 4  # master role, api, ses_events, controller (erasures)
     for fn in ("api", "ses_events"):
         for region, env in function_env(resources, fn).items():
             assert env["EMAILPLATFORM_OPENSEARCH_ENDPOINT"] == \
@@ -345,8 +366,19 @@ def test_sender_may_send_with_the_configuration_set(resources):
     docs = {r.name: json.loads(r.props["policy"]) for r in of(resources, "aws:iam/rolePolicy:RolePolicy")}
     for region, r in (("primary", "eu-west-1"), ("dr", "eu-central-1")):
         (stmt,) = [s for s in docs[f"{region}-functions-sender-policy"]["Statement"] if "ses:SendEmail" in s["Action"]]
-        assert set(stmt["Resource"]) == {f"arn:aws:ses:{r}:123456789012:identity/mail.example.com",
+        # tenants send from their own domains (`senders allow @domain`): every identity of the region
+        assert set(stmt["Resource"]) == {f"arn:aws:ses:{r}:123456789012:identity/*",
                                          f"arn:aws:ses:{r}:123456789012:configuration-set/emailplatform"}
+    assert rules.ses_senders_reach_tenant_identities(resources) == []
+
+
+def test_rule_catches_a_sender_granted_only_the_platform_domain(resources):
+    narrow = mutated(resources, "primary-functions-sender-policy", lambda r: r.props.update(
+        policy=r.props["policy"].replace("identity/*", "identity/mail.example.com")))
+    assert violations(rules.ses_senders_reach_tenant_identities, narrow) == [
+        "primary-functions-sender-policy: ses:SendEmail only on ['arn:aws:ses:eu-west-1:123456789012:configuration-set/"
+        "emailplatform', 'arn:aws:ses:eu-west-1:123456789012:identity/mail.example.com'], not on every identity of "
+        "the region (tenants' sender domains)"]
 
 
 def test_functions_and_controller_get_the_production_environment(resources):
@@ -355,7 +387,7 @@ def test_functions_and_controller_get_the_production_environment(resources):
     for fn in ("api", "sender", "ses_events"):
         for region, env in [*function_env(resources, fn).items(), *containers.items()]:
             assert env["EMAILPLATFORM_REGION"] == ("eu-west-1" if region == "primary" else "eu-central-1")
-            assert env["EMAILPLATFORM_PUBLIC_BASE_URL"] == "https://api.example.com"
+            assert env["EMAILPLATFORM_PUBLIC_BASE_URL"] == "https://links.example.com"  # no mTLS
             assert env["EMAILPLATFORM_DEFAULT_FROM"] == "noreply@mail.example.com"
             assert env["EMAILPLATFORM_ACCOUNT_ID"] == "123456789012"
             assert env["EMAILPLATFORM_UNSUBSCRIBE_SECRET_ID"] == "emailplatform/unsubscribe-signing"
@@ -422,14 +454,107 @@ def test_ses_identity_publishes_dkim_and_mail_from_records(resources, outputs):
     assert outputs["primary_dkim_tokens"] == ["eu-west-1tok0", "eu-west-1tok1", "eu-west-1tok2"]
 
 
+def openapi_public_routes() -> set[tuple[str, str]]:
+    from handlers import api
+    doc = json.loads(api.openapi_document())
+    return {(m.upper(), p) for p, ops in doc["paths"].items() for m, op in ops.items() if op.get("security") == []}
+
+
+def test_every_resource_name_is_unique(resources):
+    """The engine refuses two resources with one URN (the mocks do not)."""
+    urns = Counter(r.urn for r in resources)
+    assert [u for u, n in urns.items() if n > 1] == []
+
+
+def test_public_routes_file_is_what_the_openapi_marks_public():
+    """infra/policy/public_routes.json feeds the edge and the policy rule; the app's OpenAPI is the truth."""
+    from infra.components.edge import PUBLIC_ROUTES
+    assert set(PUBLIC_ROUTES) == set(rules.PUBLIC_ROUTES) == openapi_public_routes()
+    assert ("POST", "/api/v1/email/unsubscribe/{token}") in PUBLIC_ROUTES
+
+
+def api_paths(resources, rest_name):
+    """method → full path for every method of the REST API named ``rest_name``."""
+    rest = next(r for r in of(resources, "aws:apigateway/restApi:RestApi") if r.props["name"] == rest_name)
+    res = {r.props["id"]: r.props for r in of(resources, "aws:apigateway/resource:Resource")
+           if r.props["restApi"] == rest.props["id"]}
+
+    def path(rid):
+        return "" if rid == rest.props["rootResourceId"] else path(res[rid]["parentId"]) + "/" + res[rid]["pathPart"]
+    return {(m.props["httpMethod"], path(m.props["resourceId"])): m.props
+            for m in of(resources, "aws:apigateway/method:Method")
+            if m.props["restApi"] == rest.props["id"]}
+
+
 def test_usage_plan_applies_because_the_api_requires_a_key_and_waf_allows_polling(resources):
     methods = {m.name: m.props for m in of(resources, "aws:apigateway/method:Method")}
     assert methods["primary-api-any"]["apiKeyRequired"] is True
-    open_ = [n for n, m in methods.items() if not m["apiKeyRequired"]]
-    assert open_ and all(n.endswith("-health-get") and methods[n]["httpMethod"] == "GET" for n in open_)
+    main = api_paths([r for r in resources if region_of(r) == "primary"], "emailplatform-api")
+    open_ = {k for k, m in main.items() if not m["apiKeyRequired"]}
+    assert open_ == openapi_public_routes()  # unsubscribe (GET page, POST one-click) and health: nothing else
+    # every static resource on those paths has its own keyed proxy: no reliance on falling back to /{proxy+}
+    keyed = {p for (verb, p), m in main.items() if verb == "ANY" and m["apiKeyRequired"]}
+    assert keyed == {"/{proxy+}", "/api/{proxy+}", "/api/v1/{proxy+}", "/api/v1/email/{proxy+}"}
+    public = api_paths([r for r in resources if region_of(r) == "primary"], "emailplatform-public")
+    assert set(public) == openapi_public_routes() and not any(m["apiKeyRequired"] for m in public.values())
     for waf in of(resources, "aws:wafv2/webAcl:WebAcl"):
         (rate,) = [r for r in waf.props["rules"] if r["name"] == "rate-per-ip"]
         assert rate["statement"]["rateBasedStatement"]["limit"] == 20_000
+
+
+def test_every_method_is_in_its_deployment_triggers(resources):
+    """A route added or changed after the first deploy must reach the stage (a new Deployment)."""
+    deployments = {d.props["restApi"]: d.props["triggers"]["redeploy"]
+                   for d in of(resources, "aws:apigateway/deployment:Deployment")}
+    methods = of(resources, "aws:apigateway/method:Method")
+    assert methods
+    for m in methods:
+        assert m.props["id"] in deployments[m.props["restApi"]], m.name
+    for i in of(resources, "aws:apigateway/integration:Integration"):
+        assert i.props["id"] in deployments[i.props["restApi"]], i.name
+
+
+def test_unsubscribe_links_reach_a_keyless_host_without_mtls(resources, outputs):
+    records = {(r.props["name"], r.props["failoverRoutingPolicies"][0]["type"]): r
+               for r in of(resources, "aws:route53/record:Record") if r.props.get("failoverRoutingPolicies")}
+    public_domains = {d.props["regionalDomainName"]: d for d in of(resources, "aws:apigateway/domainName:DomainName")
+                      if d.props["domainName"] == "links.example.com"}
+    for role in ("PRIMARY", "SECONDARY"):
+        (alias,) = records[("links.example.com", role)].props["aliases"]
+        assert alias["name"] in public_domains
+    assert outputs["primary_public_url"] == "https://links.example.com"
+    assert rules.public_routes_open_at_the_edge(resources) == []
+
+
+def test_rule_catches_unsubscribe_behind_the_api_key_or_mtls(resources):
+    unsub = [m.name for m in of(resources, "aws:apigateway/method:Method") if "unsubscribe" in m.name]
+    assert len(unsub) == 8  # GET + POST, main and public API, two regions
+    bad = [r for r in resources if r.name not in unsub]  # only the keyed {proxy+} is left for them
+    found = violations(rules.public_routes_open_at_the_edge, bad)
+    assert found == [f"{verb} /api/v1/email/unsubscribe/{{token}} is public in the app but no REST API serves it "
+                     "without an API key and without a client certificate" for verb in ("GET", "POST")]
+    # the public API's only way in, its public domain, with a truststore: mTLS again
+    with_mtls = copy.deepcopy(resources)
+    for r in with_mtls:
+        if r.type == "aws:apigateway/restApi:RestApi":
+            r.props["disableExecuteApiEndpoint"] = True
+        if r.type == "aws:apigateway/domainName:DomainName":
+            r.props["mutualTlsAuthentication"] = {"truststoreUri": "s3://trust/ca.pem"}
+    assert len(violations(rules.public_routes_open_at_the_edge, with_mtls)) > len(rules.PUBLIC_ROUTES)
+    # links pointing at the mTLS failover name (the defect as found)
+    def mtls_links(r):
+        r.props["environment"]["variables"]["EMAILPLATFORM_PUBLIC_BASE_URL"] = "https://api.example.com"
+    bad_env = mutated(resources, "primary-functions-sender", mtls_links)
+    assert violations(rules.public_routes_open_at_the_edge, bad_env) == [
+        "primary-functions-sender: unsubscribe links point at api.example.com, which requires a client certificate"]
+
+
+def test_waf_counts_instead_of_blocking_bodies_over_8_kb(resources):
+    """AWSManagedRulesCommonRuleSet's SizeRestrictions_BODY blocks bodies over 8 KB; campaign submits are larger."""
+    for waf in of(resources, "aws:wafv2/webAcl:WebAcl"):
+        (common,) = [r for r in waf.props["rules"] if r["name"] == "AWSManagedRulesCommonRuleSet"]
+        overrides = common["statement"]["managedRuleGroupStatement"]["ruleActionOverrides"]
+        assert overrides == [{"name": "SizeRestrictions_BODY", "actionToUse": {"count": {}}}]
 
 
 def test_health_checks_reach_a_certificate_free_endpoint_and_failover_names_have_domains(resources, outputs):
@@ -438,7 +563,7 @@ def test_health_checks_reach_a_certificate_free_endpoint_and_failover_names_have
     assert len(checks) == 2
     for c in checks:
         rest = rests[c.props["fqdn"].split(".")[0]]
-        assert rest["name"] == "emailplatform-health" and not rest.get("disableExecuteApiEndpoint")
+        assert rest["name"] == "emailplatform-public" and not rest.get("disableExecuteApiEndpoint")
         assert c.props["resourcePath"] == "/v1/api/v1/health"
     assert all(r["disableExecuteApiEndpoint"] for r in rests.values() if r["name"] == "emailplatform-api")
     failover = [d for d in of(resources, "aws:apigateway/domainName:DomainName") if d.props["domainName"] == "api.example.com"]
@@ -503,7 +628,7 @@ def test_dns_records_only_where_the_stack_has_a_hosted_zone(stack):
     if name == "staging":
         assert cfg.hosted_zone_id is None and not records and not of(resources, "aws:route53/healthCheck:HealthCheck")
     else:
-        assert len(records) == 2 * (3 + 2) + 2  # per region: DKIM x3, MX, SPF; then the failover pair
+        assert len(records) == 2 * (3 + 2) + 2 + 2  # per region: DKIM x3, MX, SPF; the API and public failover pairs
 
 
 def test_the_rules_pass_on_the_test_config(resources):
@@ -657,3 +782,137 @@ def test_policy_pack_reports_through_crossguard(resources):
     assert run(resources) == []
     bad = mutated(resources, "data-table", lambda r: setattr(r, "protect", False))
     assert run(bad) == [("stateful-resources-protected", named(resources, "data-table").urn)]
+
+
+def test_retention_is_enforced_by_ttl_and_lifecycle_rules_by_retention_class(resources):
+    (table,) = of(resources, "aws:dynamodb/table:Table")
+    assert table.props["ttl"] == {"attributeName": schema.TTL_ATTRIBUTE, "enabled": True}
+    lifecycles = {r.name: r.props["rules"] for r in of(resources, "aws:s3/bucketLifecycleConfiguration:"
+                                                                   "BucketLifecycleConfiguration")}
+    for region in ("primary", "dr"):
+        for spec in schema.BUCKETS:
+            rules = {r["id"]: r for r in lifecycles[f"{region}-buckets-{spec.purpose}-lifecycle"]}
+            assert rules["old-versions"]["noncurrentVersionExpiration"] == {
+                "noncurrentDays": schema.NONCURRENT_VERSION_DAYS}
+            if not spec.expire_days:
+                continue
+            assert rules["expire"]["expiration"] == {"days": spec.expire_days}
+            for days in (c for c in schema.RETENTION_CLASSES if c < spec.expire_days):
+                rule = rules[f"retention-{days}d"]
+                assert rule["filter"] == {"tag": {"key": schema.RETENTION_TAG, "value": str(days)}}
+                assert rule["expiration"] == {"days": days}
+
+
+def test_the_controller_may_erase_in_both_regions_and_nothing_more(resources):
+    docs = {r.name: json.loads(r.props["policy"]) for r in of(resources, "aws:iam/rolePolicy:RolePolicy")}
+    for region, _here, there in (("primary", "eu-west-1", "eu-central-1"), ("dr", "eu-central-1", "eu-west-1")):
+        stmts = docs[f"{region}-controller-task-policy"]["Statement"]
+        deletes = [s for s in stmts if "s3:DeleteObjectVersion" in s["Action"]]
+        resources_ = {r for s in deletes for r in s["Resource"]}
+        assert len(resources_) == 4 and {f"arn:aws:s3:::emailplatform-{p}-123456789012-{there}/*"
+                                         for p in ("uploads", "batches")} <= resources_
+        assert {r for r in resources_ if there not in r} == {
+            r for r in resources_ if r.endswith(("buckets-uploads/*", "buckets-batches/*"))}
+        reads = {r for s in stmts if "dynamodb:GetItem" in s["Action"] for r in s["Resource"]}
+        assert any(f":{there}:" in r for r in reads)  # the replica check reads the other region's table
+        assert not any("templates" in r for s in deletes for r in s["Resource"])
+
+
+def test_rule_catches_an_event_source_mapping_lambda_would_refuse(resources):
+    mappings = of(resources, "aws:lambda/eventSourceMapping:EventSourceMapping")
+    assert mappings and not violations(rules.queue_mappings_fit_their_queues, resources)
+    events = next(m for m in mappings if "ses_events" in m.name)
+    assert events.props["batchSize"] > 10 and events.props["maximumBatchingWindowInSeconds"] >= 1
+    no_window = mutated(resources, events.name, lambda r: r.props.pop("maximumBatchingWindowInSeconds"))
+    assert violations(rules.queue_mappings_fit_their_queues, no_window) == [
+        f"{events.name}: a batch of {int(events.props['batchSize'])} needs a batching window"]
+    sender = next(m for m in mappings if "sender" in m.name)
+    big_fifo = mutated(resources, sender.name, lambda r: r.props.update(batchSize=20))
+    assert any("FIFO" in m for m in violations(rules.queue_mappings_fit_their_queues, big_fifo))
+
+
+def test_controller_task_runs_on_the_architecture_the_image_is_built_for(resources):
+    """README builds the image for linux/arm64; Fargate defaults to X86_64 (exec format error)."""
+    import re
+
+    from infra.components.controller import IMAGE_PLATFORM
+    for doc in ("README.md", "Dockerfile"):
+        text = (REPO / doc).read_text()
+        builds = re.findall(r"docker build[^\n]*--platform[ =](\S+)", text)
+        assert builds and set(builds) == {IMAGE_PLATFORM}, doc
+        assert not re.search(r"^FROM --platform", text, re.M), doc  # the build flag decides
+    tasks = of(resources, "aws:ecs/taskDefinition:TaskDefinition")
+    assert len(tasks) == 2
+    for t in tasks:
+        assert t.props["runtimePlatform"] == {"operatingSystemFamily": "LINUX", "cpuArchitecture": "ARM64"}, t.name
+    assert rules.fargate_tasks_name_their_architecture(resources) == []
+
+
+def test_rule_catches_a_fargate_task_without_its_architecture(resources):
+    bad = mutated(resources, "dr-controller-task", lambda r: r.props.pop("runtimePlatform"))
+    assert violations(rules.fargate_tasks_name_their_architecture, bad) == [
+        "dr-controller-task runs on Fargate without a runtimePlatform (X86_64 by default)"]
+
+
+def test_the_controller_may_set_up_the_analytics_index(resources):
+    """ensure_index (run at controller start) PUTs the template, policy and index and HEADs the
+    alias: OpenSearch authorises a HEAD as es:ESHttpHead, a PUT as es:ESHttpPut."""
+    source = (REPO / "core" / "adapters" / "analytics.py").read_text()
+    assert "exists_alias" in source and "put_index_template" in source
+    docs = {r.name: json.loads(r.props["policy"]) for r in of(resources, "aws:iam/rolePolicy:RolePolicy")}
+    for region in ("primary", "dr"):
+        stmts = docs[f"{region}-controller-task-policy"]["Statement"]
+        (es,) = [s for s in stmts if "es:ESHttpHead" in s["Action"]]
+        assert "es:ESHttpPut" in es["Action"] and all("search-domain" in r for r in es["Resource"])
+    assert "ensure_index" in (REPO / "controller" / "__main__.py").read_text()
+
+
+def test_a_prefix_too_long_for_s3_bucket_names_is_refused_before_preview():
+    """<prefix>-templates-<account>-<region> must stay within S3's 63 characters."""
+    import dataclasses
+
+    from pydantic import ValidationError
+
+    from config.settings import Settings
+    fits = "p" * 25
+    longest = Settings(name_prefix=fits, account_id="123456789012", region="ap-southeast-1")
+    assert max(len(longest.bucket(b.purpose)) for b in schema.BUCKETS) == 63
+    dataclasses.replace(CFG, prefix=fits, primary_region="ap-southeast-1")
+    with pytest.raises(ValueError, match="too long for the bucket names"):
+        dataclasses.replace(CFG, prefix=fits + "p", primary_region="ap-southeast-1")
+    with pytest.raises(ValidationError):
+        Settings(name_prefix=fits + "p")
+
+
+def test_default_providers_are_disabled_and_every_invoke_names_its_provider(resources):
+    """Pulumi.yaml disables every default provider, so an invoke or resource without one fails at preview."""
+    project = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
+    assert project["config"]["pulumi:disable-default-providers"] == {"value": ["*"]}
+    assert Mocks.invokes and all(provider and "::default" not in provider for _, provider in Mocks.invokes)
+
+
+def test_the_runbooks_name_the_no_leader_alarm_as_infra_does(resources):
+    """runbooks/alarms.py turns the no-leader alarm's actions on in the new active region and off in
+    the old one; it finds the alarm by name. Infra starts with the primary's on, DR's off."""
+    from runbooks.alarms import no_leader_alarm
+    alarms_ = {a.props["name"]: a.props for a in of(resources, "aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert alarms_[no_leader_alarm("emailplatform", "eu-west-1")]["actionsEnabled"] is True
+    assert alarms_[no_leader_alarm("emailplatform", "eu-central-1")]["actionsEnabled"] is False
+
+
+def test_mtls_without_a_public_name_for_links_is_refused_at_preview():
+    import dataclasses
+    with pytest.raises(Exception, match="unsubscribe links need a public name"):
+        run_program(dataclasses.replace(CFG, public_record_name=None))
+
+
+@pytest.mark.parametrize("image", ["1.dkr.ecr.eu-west-1.amazonaws.com/c:latest", "1.dkr.ecr.eu-west-1.amazonaws.com/c",
+                                   "registry.local:5000/c"])
+def test_a_floating_controller_image_is_refused_before_preview(image):
+    """ECS never redeploys a moved `latest`, and DR could run another build than the primary."""
+    import dataclasses
+
+    with pytest.raises(ValueError, match="pin a version tag or a digest"):
+        dataclasses.replace(CFG, controller_image={"eu-west-1": image, "eu-central-1": image})
+    pinned = "1.dkr.ecr.eu-west-1.amazonaws.com/c@sha256:" + "a" * 64
+    dataclasses.replace(CFG, controller_image=pinned)

@@ -112,6 +112,35 @@ def test_a_tenant_hold_does_not_stop_other_tenants(deps, tenant, faults):
     assert len(mailer.sent) == 3
 
 
+def test_access_denied_on_a_tenants_own_identity_holds_only_that_tenant(deps, tenant, faults):
+    """IAM refusing ses:SendEmail on identity/<the tenant's domain> is about that tenant's sender
+    (an identity not verified, or not granted): the other tenants keep sending."""
+    from core.services.tenants import allow_sender, ensure_tenant
+
+    ensure_tenant(deps.store, deps.secrets, "tenant-b")
+    allow_sender(deps.store, "tenant-a", "@tenant-a.example")
+    tx_a, (batch_a,) = queued_campaign(deps, "tenant-a", recipients(3), **{"from": "news@tenant-a.example"})
+    tx_b, (batch_b,) = queued_campaign(deps, "tenant-b", recipients(3))
+    denied = ("User `arn:aws:sts::123456789012:assumed-role/emailplatform-sender/emailplatform-sender' is not "
+              "authorized to perform `ses:SendEmail' on resource "
+              "`arn:aws:ses:eu-west-1:123456789012:identity/tenant-a.example'")
+    faults.inject("AccessDeniedException", sender="@tenant-a.example", times=None, message=denied)
+    mailer = RecordingMailer(deps.mailer)
+    assert batch_sender(deps, mailer).send_batch(tx_a, batch_a.batch_id).state == "held"
+    assert deps.store.sending_holds("tenant-a")["automatic"] == ["tenant"]
+    assert batch_sender(deps, mailer).send_batch(tx_b, batch_b.batch_id).state == "sent"
+    assert deps.store.sending_holds("tenant-b")["automatic"] == [] and len(mailer.sent) == 3
+
+
+def test_access_denied_on_the_configuration_set_holds_the_platform(deps, tenant, faults):
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(3))
+    faults.inject("AccessDeniedException", times=None, message=(
+        "User `arn:aws:sts::123456789012:assumed-role/r/s' is not authorized to perform `ses:SendEmail' on "
+        "resource `arn:aws:ses:eu-west-1:123456789012:configuration-set/emailplatform'"))
+    assert batch_sender(deps, RecordingMailer(deps.mailer)).send_batch(tx_id, batch.batch_id).state == "held"
+    assert deps.store.sending_holds("tenant-a")["automatic"] == ["platform"]
+
+
 def test_a_probe_never_lifts_the_operators_switch(deps, tenant, faults, clock):
     tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(3))
     faults.inject("AccessDeniedException", times=1)

@@ -148,3 +148,10 @@ def test_a_loopback_number_is_normalised_when_loopback_is_allowed():
 def test_the_normalised_url_parses_to_the_same_target():
     first = public("http://Hooks.Example.COM./a%20b?x=1")
     assert public(first.url) == first
+
+
+@pytest.mark.parametrize("url", ["https://instance-data/", "https://intranet/hook", "https://metadata./x"])
+def test_a_single_label_host_is_refused_at_submit(url):
+    """It could only resolve through the resolver's search domains, i.e. to an internal name."""
+    with pytest.raises(InvalidInput, match="no domain"):
+        check_callback_url(url, require_https=True, allow_loopback=False)
