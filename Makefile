@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test demo drill bench package clean chromium
+.PHONY: run test demo drill drill-auto bench package clean chromium
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,20 +19,45 @@ run: $(STAMP)
 chromium:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
+# The tiers but e2e on PYTEST_WORKERS pytest-xdist workers (0: one process), each with its own moto
+# server (tests/conftest.py keeps a file with module fixtures on one). Then the e2e tier alone, in
+# one process: its 1,000-recipient campaign and kill -9 runs have timeouts that a second worker
+# competing for the 2 cores can exceed.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP) chromium prometheus
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/mypy
+	$(BIN)/pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup --ignore=tests/e2e
+	$(BIN)/pytest -q -p no:cacheprovider tests/e2e
 
+# Fast feedback before `make test` (< 60 s on 2 cores once .venv exists): lint, import contracts,
+# types ([tool.mypy] in pyproject.toml) and the tests that need no AWS.
+CHECK_TESTS := tests/unit $(wildcard tests/services)
+.PHONY: check
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+	$(BIN)/pytest -q -p no:cacheprovider $(CHECK_TESTS)
+
+RECIPIENTS ?= 300
 demo: $(STAMP)
-	$(BIN)/python -m local.demo
+	$(BIN)/python -m local.demo --recipients $(RECIPIENTS)
 
 drill: $(STAMP)
 	$(BIN)/python -m local.drill
 
+# automatic failover: a partition DR must ride out, then the primary killed mid-send (no human step)
+drill-auto: $(STAMP)
+	$(BIN)/python -m local.drill --auto
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.send
+	$(BIN)/python -m bench.embedded_aws
+	$(BIN)/python -m bench.cost
 
 # Lambda artifact for infra/ (arm64, Python 3.11): the pinned runtime dependencies of
 # requirements-lambda.txt (no moto/pulumi/test tools) + our packages, deflated.
@@ -45,7 +70,7 @@ LAMBDA_ZIP ?= dist/lambda.zip
 LAMBDA_SOURCES := config core handlers
 # the roots of requirements-lambda.txt (pyproject.toml's runtime dependencies)
 LAMBDA_REQUIREMENTS := boto3 pydantic pydantic-settings jinja2 structlog prometheus-client 'apscheduler<4' \
-	'aws-lambda-powertools[validation]' email-validator standardwebhooks opensearch-py 'pyjwt[crypto]'
+	'aws-lambda-powertools[validation,tracer]' email-validator standardwebhooks opensearch-py 'pyjwt[crypto]'
 .PHONY: lambda-zip lambda-lock
 
 package: $(STAMP)

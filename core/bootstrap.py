@@ -6,6 +6,8 @@ build it at start; tests build it against the moto server and override what they
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import socket
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from config.settings import Settings, SettingsError, get_settings
-from core import schema
+from core import log_privacy, schema
 from core.adapters.aws import CallCounter, client
 from core.adapters.dynamodb import DynamoTable
 from core.adapters.ratelimit import SharedRateLimiter
@@ -24,6 +26,7 @@ from core.adapters.ses import SesMailer
 from core.adapters.sqs import SqsQueue
 from core.adapters.store import DynamoStore
 from core.adapters.webhooks import GuardedHttpClient
+from core.domain.privacy import AddressHasher
 from core.services.events import SendEvidenceMark
 from core.services.ports import SystemClock
 
@@ -44,6 +47,9 @@ class Deps:
     counter: CallCounter | None = None
     analytics: Any = None
     clients: dict[str, Any] = field(default_factory=dict)
+    # analytics stores of other regions by region (an erasure reaches them too): built from
+    # PEER_OPENSEARCH_ENDPOINT on AWS, wired to the DR stack's store in the embedded stack
+    peer_analytics: dict[str, Any] = field(default_factory=dict)
     # Objects an entrypoint builds once per dependency set (the sender, the authenticator, the
     # idempotent submit): they live and die with these dependencies, never in a global keyed by id().
     memo: dict[str, Any] = field(default_factory=dict)
@@ -61,7 +67,8 @@ def bootstrap(settings: Settings | None = None, *, clock: Any = None, counter: C
         for c in clients.values():
             counter.attach(c)
     table = DynamoTable(clients["dynamodb"], settings.table_name)
-    store = DynamoStore(table)
+    log_privacy.set_key(hmac.new(settings.unsubscribe_secret.encode(), b"log-address-mask", hashlib.sha256).digest())
+    store = DynamoStore(table, AddressHasher.from_secret(settings.unsubscribe_secret))
     prefix = settings.name_prefix
     from core.adapters.analytics import OpenSearchAnalytics, SqliteAnalytics
 
@@ -83,7 +90,20 @@ def bootstrap(settings: Settings | None = None, *, clock: Any = None, counter: C
         counter=counter,
         analytics=analytics,
         clients=clients,
+        peer_analytics=_peer_analytics(settings, region),
     )
+
+
+def _peer_analytics(settings: Settings, region: str | None) -> dict[str, Any]:
+    """The other region's OpenSearch domain, when configured (the erasure job purges it too)."""
+    endpoint = getattr(settings, "peer_opensearch_endpoint", None)
+    if not endpoint:
+        return {}
+    from core.adapters.analytics import OpenSearchAnalytics
+
+    here = region or settings.region
+    peer = settings.dr_region if here == settings.region else settings.region
+    return {peer: OpenSearchAnalytics(prefix=settings.name_prefix, endpoint=endpoint, region=peer)}
 
 
 def read_unsubscribe_secret(secretsmanager: Any, secret_id: str) -> str:
@@ -121,3 +141,37 @@ def _webhook_secrets(settings: Settings, secretsmanager: Any, region: str | None
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def privacy_ports(deps: Deps, store: DynamoStore | None = None, *, peer_table: bool = True) -> Any:
+    """What the privacy services need (core/services/privacy.py): the home region first, then the
+    other region's buckets, analytics store and table copy. ``store`` is the controller's fenced
+    store when it runs erasures."""
+    from core.adapters.privacy import (
+        ErasureRepository,
+        RetentionRepository,
+        SubjectFinder,
+        SuppressionHashes,
+        VersionedBlobs,
+    )
+    from core.services.privacy import ErasurePorts, Region
+
+    store = store or deps.store
+    settings = deps.settings
+    home = deps.evidence.region if deps.evidence is not None else settings.region
+    peer = settings.dr_region if home == settings.region else settings.region
+    regions = [Region(home, VersionedBlobs(deps.clients["s3"], home), deps.analytics)]
+    if peer_table:
+        if "peer_clients" not in deps.memo:
+            built = {name: client(settings, name, peer) for name in ("s3", "dynamodb")}
+            if deps.counter is not None:
+                for c in built.values():
+                    deps.counter.attach(c)
+            deps.memo["peer_clients"] = built
+        peer_clients = deps.memo["peer_clients"]
+        regions.append(Region(peer, VersionedBlobs(peer_clients["s3"], peer), deps.peer_analytics.get(peer),
+                              DynamoTable(peer_clients["dynamodb"], settings.table_name)))
+    return ErasurePorts(jobs=ErasureRepository(store.table), finder=SubjectFinder(store.table),
+                        hashes=SuppressionHashes(store.table), store=store, hasher=store.address_hasher,
+                        settings=settings, clock=deps.clock, regions=regions,
+                        retention=RetentionRepository(store.table))

@@ -55,6 +55,8 @@ def create_resources(settings: Settings, region: str | None = None, rates: Rates
             if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
         s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={
+            "Rules": [_lifecycle_rule(r) for r in schema.lifecycle_rules(b)]})
     arns = {}
     for q in schema.QUEUES:
         attrs = {"FifoQueue": "true"} if q.fifo else {}
@@ -86,6 +88,19 @@ def create_resources(settings: Settings, region: str | None = None, rates: Rates
             raise
     _event_destination(settings, region, topics[schema.SES_EVENTS_TOPIC.purpose], rates or Rates())
     return {"topics": topics, "queues": arns}
+
+
+def _lifecycle_rule(r: schema.LifecycleRule) -> dict[str, Any]:
+    """A ``core.schema`` lifecycle rule as S3's API takes it (moto stores it; expiry is AWS's job)."""
+    rule: dict[str, Any] = {"ID": r.id, "Status": "Enabled",
+                            "Filter": {"Tag": {"Key": r.tag[0], "Value": r.tag[1]}} if r.tag else {"Prefix": ""}}
+    if r.expire_days:
+        rule["Expiration"] = {"Days": r.expire_days}
+    if r.noncurrent_days:
+        rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": r.noncurrent_days}
+    if r.abort_multipart_days:
+        rule["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": r.abort_multipart_days}
+    return rule
 
 
 def _event_destination(settings: Settings, region: str, topic_arn: str, rates: Rates) -> None:

@@ -23,6 +23,27 @@ def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS / name).read_text())
 
 
+# The session fixtures of the e2e tier (tests/e2e/conftest.py): the tests that use them share one
+# embedded stack and one AWS call counter, so they run on one worker, in file order.
+E2E_STACK_FIXTURES = {"stack", "api", "aws_calls"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Work units for pytest-xdist's ``--dist loadgroup`` (what `make test` runs; each worker has its
+    own moto server). Every test on the e2e stack runs on one worker, in file order, so
+    test_zz_least_privilege still runs last and sees every AWS call the tier made. A test that uses a
+    module- or class-scoped fixture runs on one worker with the rest of its file (the fixture is
+    built once). Any other test needs only its own fixtures (fresh resources under its own name
+    prefix) and goes to whichever worker is free."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        defs = [d for ds in (fixtures.name2fixturedefs.values() if fixtures else ()) for d in ds]
+        if item.path.parent.name == "e2e" and E2E_STACK_FIXTURES & {d.argname for d in defs}:
+            item.add_marker(pytest.mark.xdist_group("e2e-stack"))
+        elif any(d.scope in ("module", "class", "package") for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
 @pytest.fixture(scope="session")
 def moto_server():
     server = MotoServer().start()

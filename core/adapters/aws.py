@@ -29,14 +29,49 @@ SES_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1}, max_p
 _SERVICE_CONFIG = {"sesv2": SES_CONFIG, "ses": SES_CONFIG}
 
 
+class _SharedSession(boto3.session.Session):
+    """A boto3 session that any thread may create clients from: one at a time, under its lock.
+
+    A botocore session is not thread-safe (credentials and components resolve lazily); the
+    clients it creates are, and so are the service models its loader caches."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._client_lock = threading.Lock()
+
+    def client(self, *args: Any, **kwargs: Any) -> Any:
+        with self._client_lock:
+            return super().client(*args, **kwargs)
+
+    def resource(self, *args: Any, **kwargs: Any) -> Any:
+        with self._client_lock:
+            return super().resource(*args, **kwargs)
+
+
+_SESSIONS: dict[tuple[str, bool], _SharedSession] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
 def session(settings: Settings, region: str | None = None) -> boto3.session.Session:
-    kw: dict[str, Any] = {"region_name": region or settings.region}
-    if settings.aws_endpoint_url:  # the embedded stack: any credentials will do
-        kw.update(aws_access_key_id="local", aws_secret_access_key="local")
-    return boto3.session.Session(**kw)
+    """This process's boto3 session for a region, built on first use and then shared.
+
+    A fresh session parses botocore's service and endpoint models again (~0.1 s a client); the
+    shared one parses each once per process, which Lambda cold starts and tests both feel.
+    Credentials resolve once per session, through the default chain (refreshing ones refresh)."""
+    name = region or settings.region
+    local = bool(settings.aws_endpoint_url)
+    with _SESSIONS_LOCK:
+        shared = _SESSIONS.get((name, local))
+        if shared is None:
+            kw: dict[str, Any] = {"region_name": name}
+            if local:  # the embedded stack: any credentials will do
+                kw.update(aws_access_key_id="local", aws_secret_access_key="local")
+            shared = _SESSIONS[(name, local)] = _SharedSession(**kw)
+    return shared
 
 
 def client(settings: Settings, service: str, region: str | None = None) -> Any:
+    """A new client (its own connection pool and event hooks) from the region's shared session."""
     return session(settings, region).client(
         service, endpoint_url=settings.aws_endpoint_url, config=_SERVICE_CONFIG.get(service, _CONFIG)
     )
@@ -56,7 +91,10 @@ class CallCounter:
         # written (twice inside a transaction). moto reports no real consumed capacity.
         self.read_units = 0.0
         self.write_units = 0.0
+        self.transaction_surcharge = 0.0  # the extra units transactions cost over plain writes
         self.by_component: dict[str, set[str]] = {}
+        self.component_calls: Counter[tuple[str, str]] = Counter()  # (component, "service.Operation"): calls
+        self.component_write_units: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def attach(self, boto_client: Any) -> Any:
@@ -83,7 +121,7 @@ class CallCounter:
         """``before-call`` fires for wire calls only (not for presigning); ``params`` is the
         serialized request, so item counts come from its JSON body (DynamoDB's protocol)."""
         name = f"{model.service_model.service_name}.{model.name}"
-        written, units = 0, 0.0
+        written, units, surcharge = 0, 0.0, 0.0
         if model.name in ("PutItem", "UpdateItem", "DeleteItem"):
             written, units = 1, 1.0
             if model.name == "PutItem":
@@ -98,11 +136,15 @@ class CallCounter:
             else:
                 written = sum(1 for i in body.get("TransactItems", []) if "ConditionCheck" not in i)
                 units = 2.0 * len(body.get("TransactItems", []))
+                surcharge = units - written  # what a replica does not pay again
         with self._lock:
             self.calls[name] += 1
             self.items_written += written
             self.write_units += units
+            self.transaction_surcharge += surcharge
             self.by_component.setdefault(component.get(), set()).add(name)
+            self.component_calls[(component.get(), name)] += 1
+            self.component_write_units[component.get()] += units
 
     def total(self, prefix: str = "") -> int:
         return sum(v for k, v in self.calls.items() if k.startswith(prefix))
@@ -110,5 +152,7 @@ class CallCounter:
     def reset(self) -> None:
         with self._lock:
             self.calls.clear()
+            self.component_calls.clear()
+            self.component_write_units.clear()
             self.items_written = 0
-            self.read_units = self.write_units = 0.0
+            self.read_units = self.write_units = self.transaction_surcharge = 0.0

@@ -14,7 +14,9 @@ def aws_calls():
     return CallCounter()
 
 
-@pytest.fixture(scope="session")
+# package scope: the stack (its controller, senders and simulated SES) stops once the e2e tests are
+# done instead of polling the moto server through the tiers that run after them
+@pytest.fixture(scope="package")
 def stack(moto_server, aws_calls):
     settings = make_settings(moto_server.url, api_port=free_port(), metrics_port=free_port(), batch_size=200,
                              send_chunk_size=25, controller_interval_seconds=0.5, sender_workers=3, recount_interval_seconds=1.0,
@@ -28,7 +30,7 @@ def stack(moto_server, aws_calls):
     s.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api(stack):
     from local.client import Client
 

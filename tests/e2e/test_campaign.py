@@ -2,8 +2,12 @@
 
 from collections import Counter
 
+import pytest
+
 from core.domain.statuses import MessageStatus
 from tests.e2e.test_api import HTML
+
+pytestmark = pytest.mark.slow  # minutes on 2 cores; `make test` runs it, `-m "not slow"` leaves it out
 
 SIMULATOR = ["success", "bounce", "ooto", "complaint", "suppressionlist"]
 
