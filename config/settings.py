@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     region: str = "eu-west-1"
     dr_region: str = "eu-central-1"
     aws_endpoint_url: str | None = None  # moto server in the embedded stack; None on AWS
-    name_prefix: str = Field("emailplatform", pattern=r"^[a-z][a-z0-9-]{2,30}$")
+    # ≤ 25 characters: "<prefix>-templates-<account id>-ap-southeast-1" must fit S3's 63
+    # (infra/components/storage.py bucket_name_problems says the same at preview)
+    name_prefix: str = Field("emailplatform", pattern=r"^[a-z][a-z0-9-]{2,24}$")
     account_id: str | None = Field(None, pattern=r"^[0-9]{12}$")  # set on AWS: bucket names are global
     # this region's KMS key and the other region's, for the secrets the runtime creates (tenants'
     # webhook secrets: CreateSecret with KmsKeyId and a replica in dr_region under the peer key)
@@ -53,6 +55,10 @@ class Settings(BaseSettings):
     # --- uploads ---------------------------------------------------------------------
     max_template_bytes: int = Field(512 * 1024, ge=1)
     max_csv_bytes: int = Field(1024 * 1024 * 1024, ge=1)
+    # Attachments: SES takes messages up to 40 MB, base64 makes attachments 4/3 larger, and the
+    # text and HTML parts (≤ 2 × max_template_bytes) and headers need room: 28 MB of files at most.
+    max_attachment_bytes: int = Field(10 * 1024 * 1024, ge=1, le=28 * 1024 * 1024)
+    max_message_attachment_bytes: int = Field(25 * 1024 * 1024, ge=1, le=28 * 1024 * 1024)
     presign_expiry_seconds: int = Field(900, ge=60, le=7 * 24 * 3600)
     schedule_grace_seconds: int = Field(300, ge=0)
     max_schedule_days: int = Field(30, ge=1, le=365)  # how far ahead schedule.send_at may be
@@ -73,12 +79,27 @@ class Settings(BaseSettings):
 
     # --- controller ------------------------------------------------------------------
     controller_interval_seconds: float = Field(2.0, gt=0)
+    controller_pass_workers: int = Field(8, ge=1, le=64)  # campaigns a pass works on at once
     lease_seconds: float = Field(15.0, gt=0)
     recount_interval_seconds: float = Field(2.0, ge=0)  # unused: counts are live (kept for old environments)
     # a settled campaign's final recount applies only after this long without a count added
     # (longer than an events Lambda runs), so nothing it already saw is added twice
     recount_quiet_seconds: float = Field(120.0, ge=0)
     idempotency_ttl_seconds: int = Field(24 * 3600, ge=24 * 3600)
+
+    # --- automated failover (controller/failover.py; runbooks/failover.md) -------------
+    # Enabled only in the DR region's controller: it watches the other region and promotes its
+    # own when ``failover_quorum`` independent signals have been bad for ``failover_grace_seconds``.
+    # Failback stays manual. A hold (`runbooks/failover.py --hold-automation`) stops it durably.
+    failover_automation: bool = False
+    failover_grace_seconds: float = Field(120.0, gt=0)
+    failover_quorum: int = Field(3, ge=2)  # bad signals needed; never one alone
+    failover_check_interval_seconds: float = Field(5.0, gt=0)
+    failover_api_url: str | None = None  # this region's API base URL (its health is checked before promoting)
+    failover_peer_health_url: str | None = None  # the watched region's API health endpoint (full URL)
+    failover_health_check_id: str | None = None  # Route 53 health check of the watched region's API
+    failover_ses_window_seconds: float = Field(300.0, gt=0)  # no SES send this long while campaigns send: bad
+    failover_event_topic_arn: str | None = None  # SNS topic (the alarms topic) told of every decision
 
     # --- ports (embedded stack) ------------------------------------------------------
     api_port: int = Field(8080, ge=1, le=65535)
@@ -96,6 +117,10 @@ class Settings(BaseSettings):
 
     # --- analytics -------------------------------------------------------------------
     opensearch_endpoint: str | None = None  # unset: the embedded SQLite store
+    peer_opensearch_endpoint: str | None = None  # the other region's domain: erasures purge it too
+    # CAN-SPAM: templates must use {{ unsubscribe_url }} and {{ postal_address }}, tenants must have set
+    # their postal address (PUT /compliance/identity) before a campaign is accepted
+    require_compliance_footer: bool = False
     analytics_db_path: str = ":memory:"
 
     # OAuth 2.0 bearer tokens (JWT) in addition to API keys, when an issuer is configured
@@ -158,6 +183,12 @@ class Settings(BaseSettings):
             raise ValueError("dr_region must differ from region")
         if self.public_base_url is None:
             self.public_base_url = f"http://127.0.0.1:{self.api_port}"
+        return self
+
+    @model_validator(mode="after")
+    def _failover_automation_complete(self) -> Settings:
+        if self.failover_automation and not self.failover_api_url:
+            raise ValueError("failover_automation needs failover_api_url (this region's API, checked before promoting)")
         return self
 
     @model_validator(mode="after")

@@ -104,6 +104,10 @@ def upload_key(upload_id: str) -> dict[str, str]:
     return {PK: f"UPLOAD#{upload_id}", SK: "METADATA"}
 
 
+def attachment_key(attachment_id: str) -> dict[str, str]:
+    return {PK: f"ATTACHMENT#{attachment_id}", SK: "METADATA"}
+
+
 def suppression_key(tenant_id: str, email: str) -> dict[str, str]:
     return {PK: f"SUPPRESSION#{tenant_id}", SK: f"EMAIL#{email}"}
 
@@ -127,6 +131,87 @@ def send_evidence_key(region: str) -> dict[str, str]:
 
 def rate_key(tenant_or_platform: str) -> dict[str, str]:
     return {PK: f"RATE#{tenant_or_platform}", SK: "SES"}
+
+
+# --- privacy: retention, erasure, audit (core/services/privacy.py, core/services/audit.py) ----
+
+
+def suppression_hash_key(tenant_id: str, digest: str) -> dict[str, str]:
+    """A suppression kept as a keyed hash (HMAC) of the address: an erased person stays unmailable."""
+    return {PK: f"SUPPRESSION#{tenant_id}", SK: f"HASH#{digest}"}
+
+
+def retention_key(tenant_id: str) -> dict[str, str]:
+    return {PK: f"TENANT#{tenant_id}", SK: "RETENTION"}
+
+
+def compliance_key(tenant_id: str) -> dict[str, str]:
+    """The tenant's sender identity for the CAN-SPAM footer (postal address, sender name)."""
+    return {PK: f"TENANT#{tenant_id}", SK: "COMPLIANCE"}
+
+
+def erasure_key(erasure_id: str) -> dict[str, str]:
+    return {PK: f"ERASURE#{erasure_id}", SK: "METADATA"}
+
+
+def audit_key(tenant_id: str, at: str, entry_id: str) -> dict[str, str]:
+    """One audit entry; the partition is the tenant's log, newest last (ISO time sorts)."""
+    return {PK: f"AUDIT#{tenant_id}", SK: f"{at}#{entry_id}"}
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long each kind of data lives, in days (``expiration`` TTL, S3 lifecycle, analytics).
+
+    ``None`` defaults are the platform's; a tenant may shorten each within its bounds. Campaign
+    summaries (transaction items) and suppressions are not listed: they outlive message detail.
+    """
+
+    kind: str
+    default_days: int
+    min_days: int
+    max_days: int
+    why: str
+
+
+RETENTION: tuple[Retention, ...] = (
+    Retention("messages", 90, 7, 400, "message items: address, placeholder data, status and SES events (TTL)"),
+    Retention("rejections", 30, 1, 400, "refused CSV rows with their address (TTL)"),
+    Retention("uploads", 30, 1, 30, "recipient CSVs as uploaded (S3 lifecycle, by object tag)"),
+    Retention("batches", 90, 1, 90, "per-batch CSV files (S3 lifecycle, by object tag)"),
+    Retention("analytics", 400, 7, 400, "engagement events in the analytics index (ISM + a daily purge)"),
+    Retention("audit", 400, 90, 2555, "the tenant's audit log (TTL)"),
+)
+RETENTION_BY_KIND = {r.kind: r for r in RETENTION}
+# S3 lifecycle rules expire objects by this tag; the value is one of RETENTION_CLASSES (days).
+RETENTION_TAG = "retention-days"
+RETENTION_CLASSES: tuple[int, ...] = (1, 7, 14, 30, 60, 90)
+ANALYTICS_RETENTION_DAYS = 400  # the ISM policy's ceiling; tenants purge sooner (privacy pass)
+NONCURRENT_VERSION_DAYS = 7  # an overwritten or deleted object version (an erasure's rewrite) lives this long
+
+
+@dataclass(frozen=True)
+class LifecycleRule:
+    """One S3 lifecycle rule, in neutral form: infra and the embedded stack render it."""
+
+    id: str
+    expire_days: int | None = None  # current versions
+    tag: tuple[str, str] | None = None  # only objects carrying this tag
+    noncurrent_days: int | None = None
+    abort_multipart_days: int | None = None
+
+
+def lifecycle_rules(bucket: Bucket) -> tuple[LifecycleRule, ...]:
+    """A bucket's retention: the platform ceiling (``expire_days``) for every object, and one rule
+    per retention class shorter than it, for objects tagged ``retention-days=<class>`` (a
+    tenant's shorter setting; S3 applies the earliest expiration that matches)."""
+    rules = [LifecycleRule("abort-multipart", abort_multipart_days=2),
+             LifecycleRule("old-versions", noncurrent_days=NONCURRENT_VERSION_DAYS)]
+    if bucket.expire_days:
+        rules.append(LifecycleRule("expire", expire_days=bucket.expire_days))
+        rules += [LifecycleRule(f"retention-{days}d", expire_days=days, tag=(RETENTION_TAG, str(days)))
+                  for days in RETENTION_CLASSES if days < bucket.expire_days]
+    return tuple(rules)
 
 
 ACTIVE_REGION_KEY = {PK: "PLATFORM", SK: "ACTIVE_REGION"}
@@ -160,6 +245,11 @@ class Queue:
     visibility_timeout: int = 60
     max_receive_count: int = 5
     dlq: bool = True
+    # how its Lambda consumes it (the event source mapping, and local/workers.py the same way):
+    # up to ``batch_size`` records per invocation, gathered for up to ``batching_window`` seconds.
+    # Per-invocation writes (count additions, the send-evidence mark) are shared by the batch.
+    batch_size: int = 10
+    batching_window: int = 0
 
     def name(self, prefix: str) -> str:
         return f"{prefix}-{self.purpose}" + (".fifo" if self.fifo else "")
@@ -173,8 +263,11 @@ SEND_QUEUE = Queue(
     "One message per batch to send; FIFO deduplication makes a re-dispatch within 5 min a no-op",
     fifo=True,
     visibility_timeout=900,
+    batch_size=1,
 )
-EVENTS_QUEUE = Queue("ses-events", "SES notifications delivered by the SNS topic", visibility_timeout=60)
+# A standard queue's mapping takes more than 10 records only with a batching window (AWS's rule).
+EVENTS_QUEUE = Queue("ses-events", "SES notifications delivered by the SNS topic", visibility_timeout=60,
+                     batch_size=100, batching_window=2)
 QUEUES: tuple[Queue, ...] = (SEND_QUEUE, EVENTS_QUEUE)
 
 

@@ -47,9 +47,16 @@ def callback_receiver() -> tuple[HTTPServer, list[dict]]:
     return srv, got
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import time
+    import uuid
+
     from core.observability import configure_logging
 
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--recipients", type=int, default=300, help="recipients besides the simulator addresses")
+    args = ap.parse_args(argv)
     settings = load_settings()
     configure_logging("WARNING")
     base = f"http://127.0.0.1:{settings.api_port}"
@@ -71,11 +78,22 @@ def main() -> int:
     try:
         c = Client(f"{base}/api/v1/email", key)
         tid = c.create_template("Welcome", "Welcome {{ first_name }}", TEMPLATE)
-        up = c.upload_csv(recipients(300))
-        tx = c.call("POST", "/campaigns", headers={"Idempotency-Key": "demo-1"}, json={
+        up = c.upload_csv(recipients(args.recipients))
+        tx = c.call("POST", "/campaigns", headers={"Idempotency-Key": f"demo-{uuid.uuid4().hex}"}, json={
             "template_id": tid, "upload_id": up["upload_id"],
             "callback_url": f"http://127.0.0.1:{srv.server_port}/hook"})
-        print(f"campaign {tx['transaction_id']} accepted")
+        print(f"campaign {tx['transaction_id']} accepted ({args.recipients + 7:,} rows)")
+        started = time.monotonic()
+        latencies: list[float] = []  # how fast the API answers while the campaign runs
+        done = threading.Event()
+
+        def probe() -> None:
+            while not done.wait(1.0):
+                t0 = time.monotonic()
+                c.call("GET", f"/campaigns/{tx['transaction_id']}")
+                latencies.append(time.monotonic() - t0)
+
+        threading.Thread(target=probe, daemon=True).start()
         last = [None]
 
         def show(cv: dict) -> None:
@@ -86,12 +104,29 @@ def main() -> int:
                 print(line, flush=True)
                 last[0] = line
 
-        final = c.wait_for(tx["transaction_id"], {"COMPLETED", "FAILED"}, timeout=300, on_poll=show)
+        final = c.wait_for(tx["transaction_id"], {"COMPLETED", "FAILED"}, timeout=300 + args.recipients / 10,
+                           on_poll=show)
+        elapsed = time.monotonic() - started
+        settled = final  # the final recount: are the live counts exact?
+        while not settled["counts_final"] and time.monotonic() < started + elapsed + 600:
+            time.sleep(2)
+            settled = c.call("GET", f"/campaigns/{tx['transaction_id']}")
+        done.set()
         rej = c.call("GET", f"/campaigns/{tx['transaction_id']}/rejections")
-        print(json.dumps({"final": final["status"], "summary": final["summary"],
-                          "rejections": rej["items"],
+        s = settled["summary"]
+        exact = settled["counts_final"] and final["summary"] == s
+        adds_up = s["sent"] == s["total_messages"] - s["suppressed"] - s["failed"] \
+            and s["delivered"] + s["bounced"] == s["sent"]
+        latencies.sort()
+        print(json.dumps({"final": final["status"], "summary": s,
+                          "rejections": rej["items"][:5],
                           "callbacks_received": [(cb["sequence"], cb["status"]) for cb in callbacks]}, indent=2))
-        return 0 if final["status"] == "COMPLETED" else 1
+        print(f"{s['total_messages']:,} messages in {elapsed:.0f} s ({s['sent'] / max(elapsed, 1):.0f}/s); "
+              f"counts at COMPLETED {'equal' if exact else 'DIFFER from'} the final recount; "
+              f"{'they add up' if adds_up else 'they DO NOT add up'}; API while sending: "
+              f"p50 {latencies[len(latencies) // 2] * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms "
+              f"over {len(latencies)} reads" if latencies else "")
+        return 0 if final["status"] == "COMPLETED" and exact and adds_up else 1
     finally:
         srv.shutdown()
         if stack:

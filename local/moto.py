@@ -15,14 +15,16 @@ recipient campaign):
 
 It also makes each DynamoDB write (and a whole transaction) one critical section: moto's server
 serves requests on threads and checks a condition apart from the write it guards, so two
-concurrent conditional writes could both pass; on AWS they cannot.
+concurrent conditional writes could both pass, and both return the same old image; on AWS they
+cannot.
 
 And it publishes SES events, which moto does not: SES v2 SendEmail with a configuration set
 whose event destination (SES v1 ``CreateConfigurationSetEventDestination``, what
 local/bootstrap.py creates like infra does on AWS) names an SNS topic gets the Send event on that
 topic before the call returns, the later events (Delivery, Bounce, …) shortly after
 (``local.ses_simulator.SesEventPublisher``). The answer carries the ``x-emailplatform-ses-events``
-header, so the embedded stack knows its SES endpoint publishes.
+header, so the embedded stack knows its SES endpoint publishes. Every accepted message is kept whole
+(the MIME message SES would deliver, ``local.ses_mailbox``): moto itself keeps one body only.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def patch_ses_events() -> None:
     from moto.sesv2.responses import SESV2Response
     from moto.sns.models import sns_backends
 
+    from local import ses_mailbox
     from local.ses_simulator import EVENTS_HEADER, SesEventPublisher
 
     if getattr(SESV2Response, "_emailplatform_patched", False):
@@ -120,7 +123,12 @@ def patch_ses_events() -> None:
         name = request.get("ConfigurationSetName")
         destination = (ses_backends[self.current_account][self.region].config_set_event_destination.get(name)
                        if name else None)
-        sends = publisher.accepted(ses_id=json.loads(answer)["MessageId"], request=request, destination=destination)
+        ses_id = json.loads(answer)["MessageId"]
+        accepted = next((m for m in reversed(ses_backends[self.current_account][self.region].sent_messages)
+                         if getattr(m, "id", None) == ses_id), None)
+        if accepted is not None:  # the full message for tests (local.ses_mailbox): moto keeps one body only
+            ses_mailbox.keep(accepted, request)
+        sends = publisher.accepted(ses_id=ses_id, request=request, destination=destination)
         return answer, {EVENTS_HEADER: str(sends)}
 
     SESV2Response.send_email = send_email  # type: ignore[method-assign]
@@ -143,6 +151,7 @@ def patch_moto() -> None:
     )
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import StreamShard
+    from moto.dynamodb.responses import DynamoHandler
     from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 
     if getattr(DynamoDBBackend, "_emailplatform_patched", False):
@@ -246,6 +255,10 @@ def patch_moto() -> None:
 
     for name in ("put_item", "update_item", "delete_item"):
         setattr(DynamoDBBackend, name, serialised(getattr(DynamoDBBackend, name)))
+        # moto's handler reads the item it returns as ALL_OLD/UPDATED_OLD *before* the backend
+        # call: without the lock around both, two concurrent updates return the same old image
+        # (real DynamoDB returns the image the write replaced), and the counts built on it double
+        setattr(DynamoHandler, name, serialised(getattr(DynamoHandler, name)))
     transact_write_items = serialised(transact_write_items)
     original_add, original_get = StreamShard.add, StreamShard.get
     original_iterator, original_records = DynamoDBStreamsBackend.get_shard_iterator, DynamoDBStreamsBackend.get_records

@@ -122,6 +122,7 @@ class Stack:
     tenant: dict[str, str] = field(default_factory=dict)
     simulator: SimulatingMailer | None = None
     prometheus: LocalPrometheus | None = None
+    sweeper: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _servers: list[Any] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -162,6 +163,11 @@ class Stack:
                 stack._threads.append(EventsWorker(f"ses-events-{i}", deps.events_queue, stack._stop, deps=deps))
             for t in stack._threads:
                 t.start()
+        if controller:  # moto never expires TTL items: the sweeper plays DynamoDB's TTL (local/retention.py)
+            from local.retention import TtlSweeper
+
+            stack.sweeper = TtlSweeper(settings)
+            stack.sweeper.start()
         if prometheus and metrics:
             try:  # optional: the stack is fully usable without it
                 stack.prometheus = LocalPrometheus(settings.metrics_port, port=prometheus_port).start()
@@ -209,6 +215,7 @@ class Stack:
         self._stop.set()
         steps = [
             ("prometheus", lambda: self.prometheus and self.prometheus.stop()),
+            ("ttl sweeper", lambda: self.sweeper and self.sweeper.stop()),
             ("controller", lambda: self.controller and self.controller.stop()),
             ("workers", lambda: [t.join(timeout=15) for t in self._threads]),
             ("simulator", lambda: self.simulator and self.simulator.stop()),

@@ -4,9 +4,11 @@ call the same handler functions the Lambdas run."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from core.observability import acting_as, log
+from core.schema import EVENTS_QUEUE, SEND_QUEUE, Queue
 from handlers import sender, ses_events
 from handlers.context import LocalContext
 
@@ -16,10 +18,14 @@ class QueueWorker(threading.Thread):
     lambda_handler: Any = None
     retry_after: int | None = None
 
-    def __init__(self, name: str, queue: Any, stop: threading.Event, batch: int = 10, deps: Any = None):
+    source: Queue | None = None  # the queue definition whose event source mapping this worker plays
+
+    def __init__(self, name: str, queue: Any, stop: threading.Event, batch: int | None = None, deps: Any = None):
         super().__init__(name=name, daemon=True)
         self.deps = deps
-        self.queue, self.stop_event, self.batch = queue, stop, batch
+        self.queue, self.stop_event = queue, stop
+        self.batch = batch or (self.source.batch_size if self.source else 10)
+        self.window = self.source.batching_window if self.source else 0
         self.halted = threading.Event()  # this worker alone (a region's compute being killed)
 
     def halt(self) -> None:
@@ -34,12 +40,24 @@ class QueueWorker(threading.Thread):
     def _loop(self) -> None:
         while not (self.stop_event.is_set() or self.halted.is_set()):
             try:
-                msgs = self.queue.receive(self.batch, wait_seconds=1)
+                msgs = self._gather()
                 if msgs:
                     self.handle(msgs)
             except Exception as exc:
                 log.warning("worker error", worker=self.name, error=str(exc)[:300])
                 self.stop_event.wait(1)
+
+    def _gather(self) -> list[dict[str, Any]]:
+        """Like the event source mapping: up to ``batch`` records, waiting up to the batching
+        window for more once the first arrived (SQS returns at most 10 per call)."""
+        msgs = self.queue.receive(min(self.batch, 10), wait_seconds=1)
+        deadline = time.monotonic() + self.window
+        while msgs and len(msgs) < self.batch and time.monotonic() < deadline and not self.stop_event.is_set():
+            more = self.queue.receive(min(self.batch - len(msgs), 10), wait_seconds=1)
+            msgs += more
+            if not more and self.window <= 1:
+                break
+        return msgs
 
     def handle(self, msgs: list[dict[str, Any]]) -> None:
         """What the event source mapping does: delete what succeeded, leave the reported failures."""
@@ -62,11 +80,13 @@ def _sqs_event(msgs: list[dict[str, Any]], arn: str) -> dict[str, Any]:
 
 class SendWorker(QueueWorker):
     component = "sender"
+    source = SEND_QUEUE
     lambda_handler = staticmethod(sender.handler)
     retry_after = 5  # a failed batch record comes back soon (Lambda: the queue's visibility timeout)
 
 
 class EventsWorker(QueueWorker):
     component = "ses_events"
+    source = EVENTS_QUEUE
     lambda_handler = staticmethod(ses_events.handler)
     retry_after = None  # failed records reappear after the visibility timeout, as on Lambda

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from core.adapters.dynamodb import DynamoTable, Page, Update, expect_status
 from core.domain.errors import IllegalTransition, NotFound, StaleWrite
 from core.domain.models import (
     ApiKey,
+    Attachment,
     Batch,
     CallbackRecord,
     Message,
@@ -61,14 +62,17 @@ class Recorded:
 
     moved: bool | None
     delta: dict[str, int]
+    metadata: dict[str, str] = field(default_factory=dict)  # the message's metadata, for event consumers
 
 
 class DynamoStore:
-    def __init__(self, table: DynamoTable):
+    def __init__(self, table: DynamoTable, address_hasher: Any = None):
         self.table = table
+        # core.domain.privacy.AddressHasher: erased people are suppressed by a keyed hash only
+        self.address_hasher = address_hasher
 
     def fenced(self, epoch: int) -> DynamoStore:
-        return DynamoStore(self.table.fenced(epoch))
+        return DynamoStore(self.table.fenced(epoch), self.address_hasher)
 
     # ---------------------------------------------------------------- transactions
     def create_transaction(self, tx: Transaction) -> Transaction:
@@ -308,10 +312,12 @@ class DynamoStore:
                                 sk_upto=iso(now), limit=limit, cursor=cursor)
 
     # ---------------------------------------------------------------- messages
-    def put_messages(self, messages: Iterable[Message]) -> int:
-        """Idempotent bulk write (deterministic ids); returns the number of write calls."""
+    def put_messages(self, messages: Iterable[Message], expiration: int | None = None) -> int:
+        """Idempotent bulk write (deterministic ids); returns the number of write calls.
+        ``expiration`` (epoch seconds) is the TTL that ends the tenant's message retention."""
+        ttl = {schema.TTL_ATTRIBUTE: expiration} if expiration else {}
         return self.table.batch_put(
-            {**schema.message_key(m.batch_id, m.message_id), **m.model_dump(exclude_defaults=False)}
+            {**schema.message_key(m.batch_id, m.message_id), **m.model_dump(exclude_defaults=False), **ttl}
             for m in messages
         )
 
@@ -357,17 +363,20 @@ class DynamoStore:
             old = self.table.update(Update(
                 key,
                 set={"status": new},
-                condition=("attribute_exists(PK) AND NOT contains(event_ids, :eid) AND #st IN ("
+                condition=("attribute_exists(PK) AND attribute_not_exists(erased) AND NOT contains(event_ids, :eid)"
+                           " AND #st IN ("
                            + ", ".join(placeholders) + ")"),
                 values={":eid": eid, **placeholders}, names={"#st": "status"}, **record,
-            ), return_old_on_fail=True, returns="UPDATED_OLD")
+            ), return_old_on_fail=True, returns="ALL_OLD")  # ALL_OLD: the metadata comes back with it
             seen = set(old.get("seen") or ())
-            return Recorded(True, count_delta((old.get("status"), seen), (new.value, seen | {new.value})))
+            return Recorded(True, count_delta((old.get("status"), seen), (new.value, seen | {new.value})),
+                            dict(old.get("metadata") or {}))
         except StaleWrite as exc:
             current = getattr(exc, "current", None)
             if not current or eid in (current.get("event_ids") or set()):
                 return Recorded(None, {})
-        condition, values = "attribute_exists(PK) AND NOT contains(event_ids, :eid)", {":eid": eid}
+        condition = "attribute_exists(PK) AND attribute_not_exists(erased) AND NOT contains(event_ids, :eid)"
+        values = {":eid": eid}
         if new in (MessageStatus.OPENED, MessageStatus.CLICKED) and new.value in set(current.get("seen") or ()):
             # a repeated open or click: counted on the item, not appended, so a message opened a
             # thousand times stays far below DynamoDB's 400 KB item limit (the first one is kept)
@@ -378,7 +387,8 @@ class DynamoStore:
             old = self.table.update(Update(key, set={}, condition=condition, values=values, **record), returns="ALL_OLD")
             seen = set(old.get("seen") or ())
             status = old.get("status")
-            return Recorded(False, count_delta((status, seen), (status, seen | {new.value})))
+            return Recorded(False, count_delta((status, seen), (status, seen | {new.value})),
+                            dict(old.get("metadata") or {}))
         except StaleWrite:
             return Recorded(None, {})
 
@@ -412,6 +422,12 @@ class DynamoStore:
                 condition="attribute_not_exists(count_gen) OR count_gen = :g", values={":g": int(rc.get("gen", 0))}))
         else:
             self.table.update(Update(schema.transaction_key(tx.transaction_id), set={}, remove=("recount",)))
+
+    def note_final_check(self, tx_id: str, check: dict[str, Any]) -> None:
+        """Remember when a SENT campaign was last recounted for completion (no version bump)."""
+        self.table.update(Update(schema.transaction_key(tx_id),
+                                 set={"final_check": {**check, "at": iso(check["at"])}},
+                                 condition="attribute_exists(PK)"))
 
     def cancel_message(self, batch_id: str, message_id: str, now: datetime) -> bool:
         """Mark a never-sent message CANCELLED (only from a sendable status)."""
@@ -489,8 +505,10 @@ class DynamoStore:
         return parse_iso(item["newest_send"]), parse_iso(item["recorded_at"])
 
     # ---------------------------------------------------------------- rejections
-    def put_rejections(self, tx_id: str, rejections: Iterable[Rejection]) -> int:
-        return self.table.batch_put({**schema.rejection_key(tx_id, r.line), **r.model_dump()} for r in rejections)
+    def put_rejections(self, tx_id: str, rejections: Iterable[Rejection], expiration: int | None = None) -> int:
+        ttl = {schema.TTL_ATTRIBUTE: expiration} if expiration else {}
+        return self.table.batch_put({**schema.rejection_key(tx_id, r.line), **r.model_dump(), **ttl}
+                                    for r in rejections)
 
     def rejections_page(self, tx_id: str, limit: int, cursor: str | None) -> tuple[list[Rejection], str | None]:
         page = self.table.query(f"TRANSACTION#{tx_id}", "REJECTION#", limit=limit, cursor=cursor)
@@ -574,8 +592,30 @@ class DynamoStore:
             raise NotFound(f"upload {upload_id} not found")
         return Upload.model_validate(_fields(item))
 
+    # ---------------------------------------------------------------- attachments
+    def put_attachment(self, att: Attachment) -> None:
+        self.table.put_new({**schema.attachment_key(att.attachment_id), **att.model_dump()})
+
+    def get_attachment(self, attachment_id: str, tenant_id: str | None = None) -> Attachment:
+        item = self.table.get(schema.attachment_key(attachment_id))
+        if not item or (tenant_id is not None and item.get("tenant_id") != tenant_id):
+            raise NotFound(f"attachment {attachment_id} not found")
+        return Attachment.model_validate(_fields(item))
+
+    def set_attachment_status(self, att: Attachment, status: str, fields: dict[str, Any]) -> Attachment:
+        """Conditional on the status read: a confirm racing another one cannot undo it."""
+        self.table.update(Update(
+            schema.attachment_key(att.attachment_id), set={"status": status, **fields},
+            condition="#st = :cur", values={":cur": att.status}, names={"#st": "status"},
+        ))
+        return att.model_copy(update={"status": status, **{k: v for k, v in fields.items() if k in Attachment.model_fields}})
+
     # ---------------------------------------------------------------- suppressions
     def suppress(self, tenant_id: str, email: str, reason: str, source: str | None = None) -> bool:
+        """Suppress an address (idempotent). An address erased for this tenant is suppressed by its
+        keyed hash already and is never written out again (a late bounce, an old unsubscribe link)."""
+        if self.hash_suppressed(tenant_id, email):
+            return False
         return self.table.put_new({**schema.suppression_key(tenant_id, email), "tenant_id": tenant_id,
                                    "email": email, "reason": reason, "source": source,
                                    "created_at": iso(utcnow())})
@@ -594,20 +634,50 @@ class DynamoStore:
         for item in self.table.query_all(f"SUPPRESSION#{tenant_id}", "EMAIL#", projection="email"):
             yield item["email"]
 
+    def suppression_hashes(self, tenant_id: str) -> Iterator[str]:
+        """The keyed hashes erased addresses are suppressed by (ingest refuses their rows)."""
+        for item in self.table.query_all(f"SUPPRESSION#{tenant_id}", "HASH#", projection="address_hash"):
+            yield item["address_hash"]
+
+    def compliance_identity(self, tenant_id: str) -> dict[str, Any] | None:
+        """The tenant's postal address and sender name (CAN-SPAM footer), or None if not set."""
+        item = self.table.get(schema.compliance_key(tenant_id), consistent=False)
+        return _fields(item) if item else None
+
+    def retention_overrides(self, tenant_id: str) -> dict[str, int]:
+        """The tenant's own retention days per kind (core.services.privacy adds the defaults)."""
+        item = self.table.get(schema.retention_key(tenant_id), consistent=False) or {}
+        return {k: int(v) for k, v in (item.get("days") or {}).items()}
+
+    def hash_suppressed(self, tenant_id: str, email: str) -> bool:
+        """Whether the address is suppressed by its keyed hash (an erased person)."""
+        if self.address_hasher is None:
+            return False
+        return self.table.get(schema.suppression_hash_key(tenant_id, self.address_hasher(tenant_id, email)),
+                              consistent=False) is not None
+
     def are_suppressed(self, tenant_id: str, emails: list[str]) -> set[str]:
-        """Batch lookup used by the sender just before sending a chunk."""
+        """Batch lookup used by the sender just before sending a chunk: by address, and by the
+        keyed hash an erased address is kept as."""
         found: set[str] = set()
         keys = [schema.suppression_key(tenant_id, e) for e in dict.fromkeys(emails)]
+        by_hash: dict[str, str] = {}
+        if self.address_hasher is not None:
+            by_hash = {self.address_hasher(tenant_id, e): e for e in dict.fromkeys(emails)}
+            keys += [schema.suppression_hash_key(tenant_id, h) for h in by_hash]
         from core.adapters.dynamodb import serialize
 
         delay = 0.05
         for i in range(0, len(keys), 100):
-            pending: dict[str, Any] = {self.table.name: {"Keys": [serialize(k) for k in keys[i:i + 100]],
-                                                         "ProjectionExpression": "email"}}
+            pending: dict[str, Any] = {self.table.name: {
+                "Keys": [serialize(k) for k in keys[i:i + 100]], "ProjectionExpression": "email, address_hash"}}
             while pending:
                 resp = self.table.client.batch_get_item(RequestItems=pending)
                 for raw in resp.get("Responses", {}).get(self.table.name, []):
-                    found.add(raw["email"]["S"])
+                    if "email" in raw:
+                        found.add(raw["email"]["S"])
+                    elif raw.get("address_hash", {}).get("S") in by_hash:
+                        found.add(by_hash[raw["address_hash"]["S"]])
                 pending = resp.get("UnprocessedKeys") or {}
                 if pending:  # throttled: back off before asking for the rest (AWS's advice)
                     time.sleep(delay)

@@ -97,6 +97,11 @@ class Transaction(Entity):
     reply_to: str | None = None
     subject: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)  # custom mail headers (core.domain.headers)
+    metadata_columns: list[str] = Field(default_factory=list)  # CSV columns kept per message, not rendered
+    draft: bool = False  # submitted as a draft: rests in DRAFT after ingest until released
+    attachments: list[str] = Field(default_factory=list)  # attachment ids attached to every mail
+    attachment_column: str | None = None  # the CSV column naming each recipient's own attachment
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     version: int = 0
@@ -114,6 +119,7 @@ class Transaction(Entity):
     counts_at: datetime | None = None
     recount: dict[str, Any] | None = None
     recounted: bool = False
+    final_check: dict[str, Any] | None = None  # last recount of a SENT campaign whose counts looked short
 
     def live_summary(self) -> Summary:
         """The campaign's summary from its live counts."""
@@ -147,6 +153,8 @@ class Message(Entity):
     tenant_id: str
     recipient_email: str
     placeholder_data: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict)  # the campaign's metadata columns of this row
+    attachments: list[str] = Field(default_factory=list)  # this recipient's own attachment ids
     status: MessageStatus = MessageStatus.READY_TO_SEND
     ses_message_id: str | None = None
     timestamps: dict[str, str] = Field(default_factory=dict)  # status → first time seen
@@ -167,6 +175,7 @@ class TemplateVersion(Entity):
     name: str
     subject: str
     s3_key: str
+    text_s3_key: str | None = None  # the plain-text version's source, when the template has one
     status: str = TemplateStatus.PENDING_UPLOAD
     variables: list[str] = Field(default_factory=list)
     size_bytes: int | None = None
@@ -178,6 +187,20 @@ class Upload(Entity):
     upload_id: str
     tenant_id: str
     s3_key: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Attachment(Entity):
+    """A file uploaded through a presigned form, checked on confirm, attached to mails."""
+
+    attachment_id: str
+    tenant_id: str
+    filename: str
+    content_type: str
+    s3_key: str
+    status: str = TemplateStatus.PENDING_UPLOAD  # PENDING_UPLOAD · ACTIVE · INVALID, like templates
+    size_bytes: int | None = None
+    error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -235,12 +235,42 @@ def advance(tx: Transaction, *, store: Any, queue: Any, clock: Any, settings: An
             tx = change_status(store, clock, tx, T.SENT)
     if tx.status == T.SENT:
         window = timedelta(seconds=settings.completion_window_seconds)
-        if tx.counts.get("final", 0) >= tx.total_messages or tx.updated_at + window <= now:
+        if tx.counts.get("final", 0) >= tx.total_messages or tx.updated_at + window <= now \
+                or all_final_by_recount(tx, store=store, clock=clock, settings=settings):
             for b in store.batches(tx.transaction_id):
                 if b.status == B.SENT:
                     store.change_batch_status(b, B.COMPLETED)
             tx = change_status(store, clock, tx, T.COMPLETED)
     return tx
+
+
+FINAL_CHECK_MAX = timedelta(hours=1)
+
+
+def all_final_by_recount(tx: Transaction, *, store: Any, clock: Any, settings: Any) -> bool:
+    """Are all of a SENT campaign's messages final although its live counts say not?
+
+    Live counts fall short when a process died between a message's status write and its count
+    addition (a kill -9). Once the counts have been quiet for ``recount_quiet_seconds`` the
+    messages are recounted, then again with a doubling interval (at most hourly), so a campaign
+    waiting for slow delivery events costs one recount per interval, not one per pass.
+    """
+    now = clock.now()
+    check = tx.final_check or {}
+    tries = int(check.get("tries", 0))
+    quiet = timedelta(seconds=settings.recount_quiet_seconds)
+    last = max(filter(None, (tx.counts_at, tx.updated_at)))
+    if now < last + quiet:
+        return False
+    if check.get("at") and now < parse_iso(check["at"]) + min(quiet * 2 ** tries, FINAL_CHECK_MAX):
+        return False
+    final = campaign_truth(store, tx).get("final", 0)
+    store.note_final_check(tx.transaction_id, {"at": now, "tries": tries + 1, "final": final})
+    if final >= tx.total_messages:
+        log.warning("live counts short: every message is final by recount", transaction_id=tx.transaction_id,
+                    live_final=tx.counts.get("final", 0), final=final)
+        return True
+    return False
 
 
 def guard_reputation(active: list[Transaction], *, store: Any, clock: Any, settings: Any) -> list[str]:

@@ -3,6 +3,7 @@ must be allowed by its IAM policy in infra/, and its policy must grant nothing i
 beyond the documented list. Runs last in the e2e tier; exercises a full campaign itself too."""
 
 import threading
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from infra.policies import COMPONENT_ACTIONS, NOT_EXERCISED_LOCALLY, action_for
@@ -26,6 +27,12 @@ def _exercise(api):
         up = api.upload_csv("email,first_name\nsuccess@simulator.amazonses.com,A\nbounce@simulator.amazonses.com,B\n")
         tx = api.call("POST", "/campaigns", headers={"Idempotency-Key": "lp-1"}, json={
             "template_id": tid, "upload_id": up["upload_id"], "callback_url": f"http://127.0.0.1:{srv.server_port}/cb"})
+        later = api.call("POST", "/campaigns", json={  # a campaign not released yet takes a test send
+            "template_id": tid, "upload_id": up["upload_id"],
+            "schedule": {"send_at": (datetime.now(UTC) + timedelta(days=1)).isoformat()}})
+        api.call("POST", f"/campaigns/{later['transaction_id']}/test-send",
+                 json={"to": "success@simulator.amazonses.com", "data": {"first_name": "T"}})
+        api.call("POST", f"/campaigns/{later['transaction_id']}/cancel")
         api.wait_for(tx["transaction_id"], {"COMPLETED"}, timeout=180)
         api.call("PUT", "/suppressions/x@example.org", json={})
         api.call("DELETE", "/suppressions/x@example.org")

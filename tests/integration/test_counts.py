@@ -100,3 +100,46 @@ def test_a_count_added_after_the_recount_was_taken_is_never_counted_twice(deps, 
     c.advance_pass()
     tx = deps.store.get_transaction(tx_id)
     assert tx.recounted and tx.counts["sent"] == 2 and tx.status == TransactionStatus.CANCELLED
+
+
+def test_a_sent_campaign_whose_final_counts_a_crash_lost_completes_after_a_quiet_recount(deps, tenant, clock):
+    """A kill -9 between a Delivery's status write and its count addition: the campaign must not
+    wait for the completion window (72 h) with short counts."""
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(3))
+    mailer = RecordingMailer(deps.mailer)
+    batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    from core.services.events import CountBuffer
+
+    for i, s in enumerate(mailer.sent):
+        envelope = sns_envelope(ses_event_for("ses_delivery.json", tenant="tenant-a", message_id=s["tags"]["message_id"],
+                                              recipient=s["to"], ses_id=s["ses_id"]))
+        counts = CountBuffer(deps.store, clock)
+        record_ses_event(envelope, store=deps.store, counts=counts)
+        if i < 2:
+            counts.flush()  # the third addition is lost with its process
+    c = leader(deps)
+    c.advance_pass()
+    tx = deps.store.get_transaction(tx_id)
+    assert tx.status == TransactionStatus.SENT and tx.counts["final"] == 2  # quiet period not over
+    clock.advance(2 * deps.settings.recount_quiet_seconds)  # (updated_at is wall-clock time)
+    c.advance_pass()
+    assert deps.store.get_transaction(tx_id).status == TransactionStatus.COMPLETED
+    c.advance_pass()  # settling: the final recount is taken
+    clock.advance(deps.settings.recount_quiet_seconds + 1)
+    c.advance_pass()  # and applied: the counts are exact
+    tx = deps.store.get_transaction(tx_id)
+    assert tx.recounted and tx.counts["final"] == 3 and tx.live_summary().delivered == 3
+
+
+def test_a_sent_campaign_still_waiting_for_events_is_recounted_with_backoff(deps, tenant, clock, counter):
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(3))
+    batch_sender(deps, RecordingMailer(deps.mailer)).send_batch(tx_id, batch.batch_id)
+    c = leader(deps)
+    c.advance_pass()
+    checks = []
+    for _ in range(6):
+        clock.advance(2 * deps.settings.recount_quiet_seconds)
+        c.advance_pass()
+        checks.append((deps.store.get_transaction(tx_id).final_check or {}).get("tries", 0))
+    assert deps.store.get_transaction(tx_id).status == TransactionStatus.SENT
+    assert checks == [1, 2, 2, 3, 3, 3]  # the interval doubles: 240 s, 480 s, 960 s (passes every 240 s)

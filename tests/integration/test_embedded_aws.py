@@ -65,3 +65,24 @@ def test_concurrent_conditional_writes_never_both_win(table):
         t.join()
     final = int(ddb.get_item(TableName=name, Key={"PK": {"S": "n"}}, ConsistentRead=True)["Item"]["v"]["N"])
     assert final == sum(wins) and final > 0
+
+
+def test_concurrent_updates_each_return_the_image_they_replaced(table):
+    """The old image an update returns is the one it replaced: the live campaign counts are
+    built from it (moto read it before taking its lock: 302 sent of 300)."""
+    ddb, name = table
+    ddb.put_item(TableName=name, Item={"PK": {"S": "c"}, "n": {"N": "0"}})
+    olds: list[int] = []
+
+    def bump() -> None:
+        for _ in range(25):
+            r = ddb.update_item(TableName=name, Key={"PK": {"S": "c"}}, UpdateExpression="ADD n :one",
+                                ExpressionAttributeValues={":one": {"N": "1"}}, ReturnValues="UPDATED_OLD")
+            olds.append(int(r["Attributes"]["n"]["N"]))
+
+    threads = [threading.Thread(target=bump) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(olds) == list(range(200))

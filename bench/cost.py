@@ -1,0 +1,234 @@
+"""What a million mails cost on AWS besides SES's own $100, from the calls one real campaign makes.
+
+A campaign runs end to end on the embedded stack (ingest, controller, senders, the SES event
+pipeline) with every AWS call counted on the wire; the counts per message are priced at list
+prices (us-east-1, on demand) with the DR replica's replicated writes. moto returns no consumed
+capacity, so DynamoDB units are estimated from the bytes on the wire (core/adapters/aws.py).
+A second part shows that a controller pass costs the same whatever the finished history holds.
+
+    python -m bench.cost [--recipients 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.common import table
+
+# list prices, USD (us-east-1, on demand)
+PRICE = {
+    "ddb_read_unit": 0.125 / 1e6,
+    "ddb_write_unit": 0.625 / 1e6,
+    "ddb_replicated_write_unit": 0.625 / 1e6,  # global tables, per replica region
+    "ddb_stream_read_request": 0.02 / 1e5,
+    "sqs_request": 0.40 / 1e6,
+    "sqs_fifo_request": 0.50 / 1e6,
+    "sns_publish": 0.50 / 1e6,  # SES → SNS notifications; SNS → SQS delivery is free
+    "lambda_request": 0.20 / 1e6,
+    "lambda_gb_second_arm": 0.0000133334,
+    "s3_put": 0.005 / 1000,
+    "s3_get": 0.0004 / 1000,
+    "secrets_call": 0.05 / 10000,
+}
+LAMBDA_GB = {"sender": 1.0, "ses_events": 0.5, "api": 1.0}  # infra/components/compute.py
+# A Lambda is billed for its wall time, mostly waiting on AWS. The embedded stack's waits (moto on
+# a busy 2-core machine, the sender's own rate limit) say nothing about AWS's, so billed time is
+# modelled as the handler's measured CPU plus each AWS call it made at a typical in-region latency
+# (ms; p50 figures, the SES one from SES v2 SendEmail). The measured wall time is printed beside.
+AWS_LATENCY_MS = {"dynamodb": 6.0, "sesv2": 40.0, "sqs": 12.0, "s3": 20.0, "sns": 15.0,
+                  "secretsmanager": 20.0, "dynamodbstreams": 10.0}
+
+
+class _Timed:
+    """Counts a Lambda handler's invocations, wall time and CPU time (its thread's)."""
+
+    def __init__(self, fn: Any):
+        self.fn, self.calls, self.seconds, self.cpu = fn, 0, 0.0, 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Any, context: Any) -> Any:
+        started, cpu0 = time.perf_counter(), time.thread_time()
+        try:
+            return self.fn(event, context)
+        finally:
+            with self._lock:
+                self.calls += 1
+                self.seconds += time.perf_counter() - started
+                self.cpu += time.thread_time() - cpu0
+
+    def billed_seconds(self, counter: Any, component: str) -> float:
+        """CPU plus the AWS calls this Lambda made at in-region latency (see AWS_LATENCY_MS)."""
+        waits = sum(n * AWS_LATENCY_MS.get(op.split(".")[0], 10.0) / 1000
+                    for (comp, op), n in counter.component_calls.items() if comp == component)
+        return self.cpu + waits
+
+
+def campaign_cost(recipients: int) -> dict[str, Any]:
+    from core.adapters.aws import CallCounter
+    from core.observability import SES_EVENTS
+    from local import workers
+    from local.client import Client
+    from local.moto import MotoServer, free_port
+    from local.ses_simulator import Rates
+    from local.stack import Stack
+    from tests.conftest import make_settings
+
+    sender, events = _Timed(workers.SendWorker.lambda_handler), _Timed(workers.EventsWorker.lambda_handler)
+    workers.SendWorker.lambda_handler = staticmethod(sender)  # type: ignore[assignment]
+    workers.EventsWorker.lambda_handler = staticmethod(events)  # type: ignore[assignment]
+    moto = MotoServer().start()
+    counter = CallCounter()
+    settings = make_settings(moto.url, api_port=free_port(), metrics_port=free_port(), batch_size=500,
+                             send_chunk_size=100, ses_max_send_rate=500, controller_interval_seconds=0.5,
+                             sender_workers=2, completion_window_seconds=60, recount_quiet_seconds=2,
+                             reputation_min_volume=10_000_000)
+    events_before = sum(s.value for m in SES_EVENTS.collect() for s in m.samples if s.name.endswith("_total"))
+    stack = Stack.start(settings, metrics=False, rates=Rates(delivery=0.95, open=0.3, click=0.05), counter=counter)
+    try:
+        c = Client(f"http://127.0.0.1:{settings.api_port}/api/v1/email", stack.tenant["api_key"])
+        tid = c.create_template("cost", "Hello {{ first_name }}", "<p>Hi {{ first_name }}, <a href='https://x'>x</a></p>")
+        up = c.upload_csv("email,first_name\n" + "".join(f"u{i}@example.org,U{i}\n" for i in range(recipients)))
+        counter.reset()
+        started = time.perf_counter()
+        tx = c.call("POST", "/campaigns", json={"template_id": tid, "upload_id": up["upload_id"]})
+        final = c.wait_for(tx["transaction_id"], {"COMPLETED"}, timeout=1800)
+        deadline = time.monotonic() + 60  # the settle pass: final recount, out of the active index
+        while tx["transaction_id"] in {t.transaction_id for t in stack.deps.store.active_transactions()} \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
+        elapsed = time.perf_counter() - started
+    finally:
+        stack.stop()
+        moto.stop()
+    n = recipients
+    ses_events = sum(s.value for m in SES_EVENTS.collect() for s in m.samples if s.name.endswith("_total")) - events_before
+    calls = counter.calls
+    sqs_fifo = sum(v for k, v in calls.items() if k == "sqs.SendMessage")  # only the send queue is written by us
+    sqs_std = sum(v for k, v in calls.items() if k.startswith("sqs.")) - sqs_fifo
+    per_message = {
+        "DynamoDB read units": counter.read_units / n,
+        "DynamoDB write units": counter.write_units / n,
+        # the replica applies each item written once (a transaction's double units are the source's)
+        "DynamoDB replicated write units (DR)": (counter.write_units - counter.transaction_surcharge) / n,
+        "SQS requests (standard)": sqs_std / n,
+        "SQS requests (FIFO)": sqs_fifo / n,
+        "SNS publishes (SES events)": ses_events / n,
+        "Lambda invocations": (sender.calls + events.calls) / n,
+        "Lambda GB-s (sender)": sender.billed_seconds(counter, "sender") * LAMBDA_GB["sender"] / n,
+        "Lambda GB-s (ses_events)": events.billed_seconds(counter, "ses_events") * LAMBDA_GB["ses_events"] / n,
+        "S3 PUT": sum(v for k, v in calls.items() if k in ("s3.PutObject", "s3.CopyObject")) / n,
+        "S3 GET": sum(v for k, v in calls.items() if k in ("s3.GetObject", "s3.HeadObject")) / n,
+        "Secrets Manager calls": sum(v for k, v in calls.items() if k.startswith("secretsmanager.")) / n,
+    }
+    price_of = {
+        "DynamoDB read units": PRICE["ddb_read_unit"], "DynamoDB write units": PRICE["ddb_write_unit"],
+        "DynamoDB replicated write units (DR)": PRICE["ddb_replicated_write_unit"],
+        "SQS requests (standard)": PRICE["sqs_request"], "SQS requests (FIFO)": PRICE["sqs_fifo_request"],
+        "SNS publishes (SES events)": PRICE["sns_publish"], "Lambda invocations": PRICE["lambda_request"],
+        "Lambda GB-s (sender)": PRICE["lambda_gb_second_arm"], "Lambda GB-s (ses_events)": PRICE["lambda_gb_second_arm"],
+        "S3 PUT": PRICE["s3_put"], "S3 GET": PRICE["s3_get"], "Secrets Manager calls": PRICE["secrets_call"],
+    }
+    return {"per_message": per_message, "price_of": price_of, "elapsed": elapsed, "summary": final["summary"],
+            "events_per_message": ses_events / n, "calls": Counter({k: v for k, v in calls.items()}),
+            "cpu_ms_per_event": events.cpu * 1000 / max(ses_events, 1), "cpu_ms_per_send": sender.cpu * 1000 / n,
+            "wall_ms_per_event_here": events.seconds * 1000 / max(ses_events, 1),
+            "wall_ms_per_send_here": sender.seconds * 1000 / n,
+            "ddb_writes_per_event": counter_writes_per_event(counter, ses_events),
+            "write_units_by_component": dict(counter.component_write_units),
+            "component_calls": Counter(counter.component_calls)}
+
+
+def counter_writes_per_event(counter: Any, events: float) -> float:
+    """DynamoDB write calls the events Lambda made per SES event (budget: ≤ 1)."""
+    writes = sum(n for (comp, op), n in counter.component_calls.items()
+                 if comp == "ses_events" and op in ("dynamodb.UpdateItem", "dynamodb.PutItem"))
+    return writes / max(events, 1)
+
+
+def pass_cost(finished: int) -> dict[str, float]:
+    """AWS calls and read units of one controller pass with one sending campaign and ``finished``
+    settled campaigns of 2,000 recipients in the table."""
+    from controller.jobs import Controller
+    from core.adapters.aws import CallCounter
+    from core.bootstrap import bootstrap
+    from core.services.ports import FakeClock
+    from core.services.tenants import ensure_tenant
+    from local.bootstrap import create_resources
+    from local.moto import MotoServer
+    from tests.conftest import make_settings
+    from tests.helpers import RecordingMailer, batch_sender, submit
+
+    moto = MotoServer().start()
+    try:
+        settings = make_settings(moto.url, batch_size=500, send_chunk_size=100, recount_quiet_seconds=0,
+                                 completion_window_seconds=1)
+        create_resources(settings)
+        counter = CallCounter()
+        clock = FakeClock(datetime.now(UTC))
+        deps = bootstrap(settings, clock=clock, counter=counter)
+        ensure_tenant(deps.store, deps.secrets, "bench")
+        c = Controller(deps, "bench")
+        c.heartbeat()
+        csv_text = "email,first_name\n" + "".join(f"u{i}@example.org,U{i}\n" for i in range(2000))
+        for _ in range(finished):
+            tx_id = submit(deps, "bench", csv_text)
+            c.ingest_pass()
+            c.advance_pass()
+            for b in deps.store.batches(tx_id):
+                batch_sender(deps, RecordingMailer(deps.mailer)).send_batch(tx_id, b.batch_id)
+            for _ in range(4):  # SENT → COMPLETED (window) → settled, recounted, deactivated
+                clock.advance(2)
+                c.advance_pass()
+        submit(deps, "bench", "email,first_name\nlive@example.org,L\n")
+        c.ingest_pass()
+        c.advance_pass()
+        counter.reset()
+        c.advance_pass()
+        return {"calls": float(counter.total()), "read_units": counter.read_units, "write_units": counter.write_units}
+    finally:
+        moto.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--recipients", type=int, default=2000)
+    ap.add_argument("--finished", type=int, default=20)
+    args = ap.parse_args()
+    from core.observability import configure_logging
+
+    configure_logging("ERROR")
+    r = campaign_cost(args.recipients)
+    rows, total = [], 0.0
+    for item, qty in r["per_message"].items():
+        dollars = qty * r["price_of"][item] * 1e6
+        total += dollars
+        rows.append((item, f"{qty:.4f}", f"{dollars:.3f}"))
+    print(f"cost of one campaign of {args.recipients:,} recipients, priced per million mails "
+          f"({r['events_per_message']:.2f} SES events per mail; {r['elapsed']:.0f} s end to end here)\n")
+    print(table(rows, ("per mail", "quantity", "USD per million")))
+    print(f"\n  total besides SES's own $100 per million: ${total:.2f} per million mails (goal ≤ $5)")
+    print(f"  summary: {r['summary']}")
+    print(f"  platform CPU: {r['cpu_ms_per_send']:.2f} ms per send, {r['cpu_ms_per_event']:.2f} ms per SES event "
+          f"(budget ≤ 1 ms); DynamoDB writes per SES event: {r['ddb_writes_per_event']:.2f} (budget ≤ 1)")
+    print("  DynamoDB write units per mail by component:",
+          {k: round(v / args.recipients, 2) for k, v in r["write_units_by_component"].items()})
+    print("  calls per mail by component:", {f"{c}:{op}": round(v / args.recipients, 3)
+                                             for (c, op), v in r["component_calls"].most_common(16)})
+    print(f"  wall time here (moto on this machine, not billed): {r['wall_ms_per_send_here']:.1f} ms per send, "
+          f"{r['wall_ms_per_event_here']:.1f} ms per SES event")
+    print("  AWS calls per mail:", {k: round(v / args.recipients, 3) for k, v in r["calls"].most_common(12)})
+    one, many = pass_cost(0), pass_cost(args.finished)
+    print(f"\none controller pass with one sending campaign: {one['calls']:.0f} AWS calls, "
+          f"{one['read_units']:.0f} read units, {one['write_units']:.0f} write units")
+    print(f"the same with {args.finished} finished campaigns of 2,000 recipients in the table: "
+          f"{many['calls']:.0f} AWS calls, {many['read_units']:.0f} read units, {many['write_units']:.0f} write units")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
