@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from core.domain.errors import DomainError, StaleWrite
-from core.domain.models import Transaction, batch_id_for, parse_iso
+from core.domain.models import Summary, Transaction, batch_id_for, parse_iso
 from core.domain.statuses import (
     COUNTERS,
     SENDABLE_MESSAGE,
@@ -137,13 +137,22 @@ def _queue_empty(queue: Any) -> bool:
 RECOUNT_TRIES = 3
 
 
-def campaign_truth(store: Any, tx: Transaction) -> dict[str, int]:
+def campaign_truth(store: Any, tx: Transaction, batches: list[Any] | None = None) -> dict[str, int]:
     """The campaign's counts recounted from its messages (the source of truth): one paginated
-    query of small projections per batch, done once when the campaign settles."""
+    query of small projections per batch, done once when the campaign settles. With ``batches``
+    each batch's own summary is stored too (its counts exist only from this recount)."""
     total: Counter[str] = Counter()
+    by_id = {b.batch_id: b for b in batches or ()}
     for ix in range(1, tx.batch_count + 1):
-        for item in store.message_statuses(batch_id_for(tx.transaction_id, ix)):
-            total.update(contribution(item.get("status"), set(item.get("seen") or ())))
+        batch_id = batch_id_for(tx.transaction_id, ix)
+        mine: Counter[str] = Counter()
+        for item in store.message_statuses(batch_id):
+            mine.update(contribution(item.get("status"), set(item.get("seen") or ())))
+        total.update(mine)
+        if batch_id in by_id:
+            b = by_id[batch_id]
+            store.update_batch_summary(b, Summary(total_messages=b.message_count, **{
+                k: int(mine.get(k, 0)) for k in Summary.model_fields if k in COUNTERS}))
     return {k: int(total.get(k, 0)) for k in COUNTERS}
 
 
@@ -188,7 +197,8 @@ def settle(tx: Transaction, *, store: Any, clock: Any, settings: Any) -> Transac
     if not tx.recounted:
         rc = tx.recount
         if rc is None:
-            store.start_recount(tx, {**campaign_truth(store, tx), "tries": 0}, now)
+            truth = campaign_truth(store, tx, store.batches(tx.transaction_id))
+            store.start_recount(tx, {**truth, "tries": 0}, now)
             return tx
         if now < parse_iso(rc["at"]) + timedelta(seconds=settings.recount_quiet_seconds):
             return tx
@@ -203,7 +213,8 @@ def settle(tx: Transaction, *, store: Any, clock: Any, settings: Any) -> Transac
         elif tries + 1 < RECOUNT_TRIES:
             store.finish_recount(tx, apply=False)
             store.start_recount(store.get_transaction(tx.transaction_id),
-                                {**campaign_truth(store, tx), "tries": tries + 1}, now)
+                                {**campaign_truth(store, tx, store.batches(tx.transaction_id)), "tries": tries + 1},
+                                now)
             return tx
         else:
             log.info("campaign still receiving events: live counts kept", transaction_id=tx.transaction_id)

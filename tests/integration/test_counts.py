@@ -129,6 +129,8 @@ def test_a_sent_campaign_whose_final_counts_a_crash_lost_completes_after_a_quiet
     c.advance_pass()  # and applied: the counts are exact
     tx = deps.store.get_transaction(tx_id)
     assert tx.recounted and tx.counts["final"] == 3 and tx.live_summary().delivered == 3
+    (b,) = deps.store.batches(tx_id)  # a batch's summary is its share of the recount
+    assert (b.summary.total_messages, b.summary.sent, b.summary.delivered) == (3, 3, 3)
 
 
 def test_a_sent_campaign_still_waiting_for_events_is_recounted_with_backoff(deps, tenant, clock, counter):
