@@ -23,7 +23,7 @@ def test_every_recipient_gets_exactly_one_send_and_everything_adds_up(api, stack
     sent_before = len(stack.simulator.sent)
     tx = api.call("POST", "/campaigns", json={"template_id": tid, "upload_id": up["upload_id"]})
     tx_id = tx["transaction_id"]
-    final = api.wait_for(tx_id, {"COMPLETED", "FAILED"}, timeout=420)
+    final = api.wait_for(tx_id, {"COMPLETED", "FAILED"}, timeout=900)
     assert final["status"] == "COMPLETED"
 
     sends = [s for s in stack.simulator.sent[sent_before:] if s["message_id"].startswith(tx_id)]

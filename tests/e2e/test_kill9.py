@@ -186,26 +186,26 @@ def test_kill9_at_three_points_sends_each_recipient_once_and_the_state_converges
 
         # (a) kill -9 during ingest
         seen = _wait("ingest", lambda: api.call("GET", f"/campaigns/{tx_id}")["status"] != "ACCEPT" and
-                     api.call("GET", f"/campaigns/{tx_id}"), timeout=60, every=0.01)
+                     api.call("GET", f"/campaigns/{tx_id}"), timeout=180, every=0.01)
         platform.kill9()
         assert seen["status"] == "PROCESSING", f"ingest already over before the first kill: {seen}"
         sends_at = {"a": audit.count()}
 
         # (b) kill -9 mid-send, once about a third of the Send events are out
         platform.start()
-        _wait("a third of the sends", lambda: audit.count() >= RECIPIENTS // 3, timeout=90)
+        _wait("a third of the sends", lambda: audit.count() >= RECIPIENTS // 3, timeout=240)
         platform.kill9()
         sends_at["b"] = audit.count()
 
         # (c) kill -9 shortly after the restart, once it sends again
         platform.start()
-        _wait("sending after the restart", lambda: audit.count() >= sends_at["b"] + 20, timeout=60)
+        _wait("sending after the restart", lambda: audit.count() >= sends_at["b"] + 20, timeout=180)
         platform.kill9()
         sends_at["c"] = audit.count()
 
         # WHEN it is restarted once more and left alone
         api = platform.start()
-        final = api.wait_for(tx_id, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=150)
+        final = api.wait_for(tx_id, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=400)
         audit.quiet()
 
         # THEN, from SES's side: every valid recipient got exactly one send
@@ -229,7 +229,7 @@ def test_kill9_at_three_points_sends_each_recipient_once_and_the_state_converges
         for status in ("READY_TO_SEND", "SENDING"):
             left = _all_messages(api, tx_id, status)
             assert left == [], f"{len(left)} messages {status} in a COMPLETED campaign: {left[:3]}"
-        deadline, summary = time.monotonic() + 60, final["summary"]
+        deadline, summary = time.monotonic() + 180, final["summary"]
         while summary["sent"] != len(mine) and time.monotonic() < deadline:
             time.sleep(0.5)
             summary = api.call("GET", f"/campaigns/{tx_id}")["summary"]
