@@ -242,10 +242,9 @@ def test_sender_concurrency_is_reserved_only_when_the_stack_opts_in(resources):
     reservation fails `pulumi up` there. Opt-in (senderReservedConcurrency), sized from the SES quota."""
     senders = [r for r in of(resources, "aws:lambda/function:Function") if r.name.endswith("-sender")]
     assert len(senders) == 2 and not any(r.props.get("reservedConcurrentExecutions") for r in senders)
-    assert StackConfig.from_mapping({**{k: "x" for k in ("prefix", "primaryRegion", "drRegion", "sesDomain",
-                                                            "controllerImage")}}).sender_reserved_concurrency is False
-    opted = StackConfig.from_mapping({**{k: "x" for k in ("prefix", "primaryRegion", "drRegion", "sesDomain",
-                                                          "controllerImage")}, "senderReservedConcurrency": "true"})
+    base = {**{k: "x" for k in ("prefix", "primaryRegion", "drRegion", "sesDomain")}, "controllerImage": "x:1"}
+    assert StackConfig.from_mapping(base).sender_reserved_concurrency is False
+    opted = StackConfig.from_mapping({**base, "senderReservedConcurrency": "true"})
     assert opted.sender_reserved_concurrency is True
     import dataclasses
     reserved, _ = run_program(dataclasses.replace(CFG, sender_reserved_concurrency=True))
