@@ -16,8 +16,9 @@ def aws_calls():
 
 # package scope: the stack (its controller, senders and simulated SES) stops once the e2e tests are
 # done instead of polling the moto server through the tiers that run after them
-@pytest.fixture(scope="package")
-def stack(moto_server, aws_calls):
+def start_e2e_stack(moto_server, aws_calls) -> Stack:
+    """The e2e stack: a fresh name prefix (its own table and buckets) on the session's moto server,
+    its AWS calls counted for the least-privilege test."""
     settings = make_settings(moto_server.url, api_port=free_port(), metrics_port=free_port(), batch_size=200,
                              send_chunk_size=25, controller_interval_seconds=0.5, sender_workers=3, recount_interval_seconds=1.0,
                              completion_window_seconds=3600, public_base_url="http://127.0.0.1:8080",
@@ -25,7 +26,12 @@ def stack(moto_server, aws_calls):
                              # the simulator bounces ~5 %: keep the reputation guard (tested on its
                              # own in tests/integration/test_reputation.py) from pausing e2e campaigns
                              reputation_min_volume=10_000_000)
-    s = Stack.start(settings, metrics=False, rates=Rates(delivery=0.95, open=0.4, click=0.1), counter=aws_calls)
+    return Stack.start(settings, metrics=False, rates=Rates(delivery=0.95, open=0.4, click=0.1), counter=aws_calls)
+
+
+@pytest.fixture(scope="package")
+def stack(moto_server, aws_calls):
+    s = start_e2e_stack(moto_server, aws_calls)
     yield s
     s.stop()
 

@@ -22,6 +22,24 @@ PERSON = "Forget.Me@example.org"
 PLACEHOLDER = "Quuxly"
 
 
+
+@pytest.fixture(scope="module")
+def stack(moto_server, aws_calls):
+    """A stack of its own: the erasure test searches every item and object version in both
+    regions, which on the tier's shared stack (thousands of messages by now) outlasts its waits."""
+    from tests.e2e.conftest import start_e2e_stack
+
+    s = start_e2e_stack(moto_server, aws_calls)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def api(stack):
+    from local.client import Client
+
+    return Client(f"http://127.0.0.1:{stack.settings.api_port}/api/v1/email", stack.tenant["api_key"])
+
 @pytest.fixture(scope="module")
 def dr_side(stack):
     p = stack.settings
