@@ -11,7 +11,7 @@ import hmac
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -28,7 +28,10 @@ from core.adapters.store import DynamoStore
 from core.adapters.webhooks import GuardedHttpClient
 from core.domain.privacy import AddressHasher
 from core.services.events import SendEvidenceMark
-from core.services.ports import SystemClock
+from core.services.ports import CampaignStore, SystemClock
+
+if TYPE_CHECKING:  # mypy checks here that the store implements every aggregate's port (core/services/ports.py)
+    _the_store_is_the_services_port: type[CampaignStore] = DynamoStore
 
 
 @dataclass

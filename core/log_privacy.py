@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -63,6 +64,6 @@ def _field(name: Any, value: Any, depth: int = 0) -> Any:
     return _clean(value, depth)
 
 
-def redact_personal_data(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact_personal_data(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
     """structlog processor: place it after ``format_exc_info`` and before the renderer."""
     return {k: _field(k, v) for k, v in event.items()}

@@ -20,7 +20,12 @@ from typing import Any, get_args, get_type_hints
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
+from aws_lambda_powertools.event_handler.openapi.models import (
+    APIKey,
+    APIKeyIn,
+    HTTPBearer,
+    SecurityScheme,
+)
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
@@ -49,8 +54,9 @@ app = APIGatewayRestResolver(enable_validation=True)
 for module in (templates, campaigns, suppressions, account, privacy, audit):
     app.include_router(module.router, prefix=BASE)
 
-SECURITY_SCHEMES = {"apiKey": APIKey(name="X-API-Key", in_=APIKeyIn.header),
-                    "bearer": HTTPBearer(bearerFormat="JWT")}
+SECURITY_SCHEMES: dict[str, SecurityScheme] = {
+    "apiKey": APIKey.model_validate({"name": "X-API-Key", "in": APIKeyIn.header}),
+    "bearer": HTTPBearer(bearerFormat="JWT")}
 
 
 def error(status: int, code: str, message: str, details: list | None = None,

@@ -8,6 +8,14 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
 from core.bootstrap import Deps, bootstrap
 
 T = TypeVar("T")
@@ -72,3 +80,12 @@ class LocalContext:
 
 def context_or_local(context: Any) -> Any:
     return context if context is not None else LocalContext()
+
+
+def each_sqs_record(event: dict[str, Any], context: Any, handle: Callable[[SQSRecord], str]
+                    ) -> PartialItemFailureResponse:
+    """Run ``handle`` on every record of an SQS event and report the failed ones (partial batch
+    response: only those are retried). A processor per invocation: the embedded stack runs several
+    workers as threads of one process, and a shared one would mix their records."""
+    return process_partial_response(event=event, record_handler=handle,
+                                    processor=BatchProcessor(event_type=EventType.SQS), context=context)

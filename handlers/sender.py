@@ -9,11 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from core.bootstrap import Deps, worker_name
@@ -22,7 +18,7 @@ from core.services.attachments import AttachmentFiles
 from core.services.regions import gate_sending
 from core.services.sending import BatchSender
 from core.services.templates import load_mail_source
-from handlers.context import memo
+from handlers.context import each_sqs_record, memo
 
 
 def sender() -> BatchSender:
@@ -52,6 +48,5 @@ def _record(record: SQSRecord) -> str:
 
 
 @lambda_entry("sender")
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return process_partial_response(event=event, record_handler=_record,
-                                    processor=BatchProcessor(event_type=EventType.SQS), context=context)
+def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
+    return each_sqs_record(event, context, _record)

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,14 +114,19 @@ class LocalPrometheus:
             self.workdir = None
 
 
+
+def _nothing() -> None:
+    """A stop step for a part this stack does not run."""
+
+
 @dataclass
 class Stack:
     settings: Settings
-    moto: MotoServer | None = None
-    deps: Deps | None = None
+    deps: Deps
+    simulator: SimulatingMailer  # the SES client of deps, wrapped: what SES was asked to send
+    moto: MotoServer | None = None  # None: the stack runs against an endpoint it did not start
     controller: Controller | None = None
     tenant: dict[str, str] = field(default_factory=dict)
-    simulator: SimulatingMailer | None = None
     prometheus: LocalPrometheus | None = None
     sweeper: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -132,16 +138,16 @@ class Stack:
               metrics: bool = True, rates: Rates | None = None, moto: MotoServer | None = None,
               clock: Any = None, counter: Any = None, prometheus: bool = False, prometheus_port: int = 9090,
               ) -> Stack:
-        stack = cls(settings)
         if settings.aws_endpoint_url is None:
-            stack.moto = moto or MotoServer(settings.moto_port).start()
-            settings = settings.model_copy(update={"aws_endpoint_url": stack.moto.url})
-            stack.settings = settings
+            moto = moto or MotoServer(settings.moto_port).start()
+            settings = settings.model_copy(update={"aws_endpoint_url": moto.url})
+        else:
+            moto = None
         create_resources(settings, rates=rates)  # SES publishes its events from the moto server (local.moto)
         deps = bootstrap(settings, clock=clock, counter=counter)
-        stack.simulator = SimulatingMailer(deps.mailer)
-        deps.mailer = stack.simulator  # type: ignore[assignment]
-        stack.deps = deps
+        simulator = SimulatingMailer(deps.mailer)
+        deps.mailer = simulator  # type: ignore[assignment]
+        stack = cls(settings, deps, simulator, moto=moto)
         use(deps)
         stack.tenant = ensure_tenant(deps.store, deps.secrets, LOCAL_TENANT, api_key=settings.local_api_key,
                                      webhook_secret=settings.local_webhook_secret)
@@ -213,15 +219,24 @@ class Stack:
     def stop(self) -> None:
         """Stop everything, in order; a failing step never leaves the others (or moto) running."""
         self._stop.set()
-        steps = [
-            ("prometheus", lambda: self.prometheus and self.prometheus.stop()),
-            ("ttl sweeper", lambda: self.sweeper and self.sweeper.stop()),
-            ("controller", lambda: self.controller and self.controller.stop()),
-            ("workers", lambda: [t.join(timeout=15) for t in self._threads]),
-            ("simulator", lambda: self.simulator and self.simulator.stop()),
-            ("servers", lambda: [(s.shutdown(), s.server_close()) for s in self._servers]),
+        def servers() -> None:
+            for s in self._servers:
+                s.shutdown()
+                s.server_close()
+
+        def workers() -> None:
+            for t in self._threads:
+                t.join(timeout=15)
+
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("prometheus", self.prometheus.stop if self.prometheus else _nothing),
+            ("ttl sweeper", self.sweeper.stop if self.sweeper else _nothing),
+            ("controller", self.controller.stop if self.controller else _nothing),
+            ("workers", workers),
+            ("simulator", self.simulator.stop),
+            ("servers", servers),
             ("handlers", lambda: use(None)),
-            ("moto", lambda: self.moto and self.moto.stop()),
+            ("moto", self.moto.stop if self.moto else _nothing),
         ]
         for name, step in steps:
             try:

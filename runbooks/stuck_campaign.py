@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
+from functools import partial
 
 from core import schema
-from core.domain.models import iso
+from core.domain.models import Batch, iso
 from core.domain.statuses import TERMINAL_TRANSACTION, BatchStatus
 from runbooks.common import Runbook, main_guard, parser, region_deps, run
 
@@ -55,21 +56,23 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
                      or any((r or {}).get("outcome") == "IN_DOUBT" for r in (lg.get("results") or {}).values())]
             if doubt:
                 book.check(f"batch {b.batch_id} has chunks in doubt (waiting for SES evidence)",
-                           lambda doubt=doubt: f"{len(doubt)} chunk(s), oldest {min(x['created_at'] for x in doubt)}",
+                           partial(str, f"{len(doubt)} chunk(s), oldest {min(x['created_at'] for x in doubt)}"),
                            required=False)
-                for region in sorted({lg.get("region") for lg in doubt if lg.get("region")}):
+                for region in sorted({str(lg["region"]) for lg in doubt if lg.get("region")}):
                     mark = store.send_evidence(region)
                     book.check(f"{region}'s event pipeline: newest Send event recorded (and when)",
-                               lambda mark=mark: f"{iso(mark[0])} (at {iso(mark[1])})" if mark else "none yet",
+                               partial(str, f"{iso(mark[0])} (at {iso(mark[1])})" if mark else "none yet"),
                                required=False)
         book.check("queued batches no worker holds", lambda: [b.batch_id for b in orphaned] or "none")
         dead = [c.seq for c in store.callbacks(tx.transaction_id) if c.state == "DEAD"]
         book.check("dead-lettered callbacks", lambda: dead or "none", required=False)
         depth = d.send_queue.depth()
         book.check("send queue depth", lambda: depth)
+        def redispatch(b: Batch) -> None:
+            store.release_batch(b, d.clock.now())
+
         for b in orphaned:
-            book.act(f"re-dispatch batch {b.batch_id} on the next controller pass",
-                     lambda b=b: store.release_batch(b, d.clock.now()))
+            book.act(f"re-dispatch batch {b.batch_id} on the next controller pass", partial(redispatch, b))
         if not in_index and tx.status not in TERMINAL_TRANSACTION:
             book.act("put the campaign back in the active index", lambda: store.reactivate(tx))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 
 from core.services import callbacks
 from runbooks.common import Runbook, main_guard, parser, region_deps, run
@@ -32,12 +33,12 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
                 if cb.state == "DEAD":
                     dead.setdefault(tx.transaction_id, []).append(cb.seq)
                     last = cb.attempts[-1] if cb.attempts else {}
-                    book.check(f"dead callback {cb.webhook_id}", lambda last=last, cb=cb: (
-                        f"{len(cb.attempts)} attempts, last {last.get('status') or last.get('error')}"), required=False)
+                    book.check(f"dead callback {cb.webhook_id}", partial(
+                        str, f"{len(cb.attempts)} attempts, last {last.get('status') or last.get('error')}"), required=False)
         book.check("callbacks by state", lambda: dict(states) or "none")
         for tx_id, seqs in dead.items():
             book.act(f"redeliver {len(seqs)} dead callback(s) of {tx_id} (same webhook-id)",
-                     lambda tx_id=tx_id: callbacks.redeliver(d.store, tx_id, d.clock))
+                     partial(callbacks.redeliver, d.store, tx_id, d.clock))
 
     return run(book, body, args.json)
 

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from core.services.ports import CampaignStore
+
 EVENT_TYPES = ("Send", "Delivery", "Bounce", "Complaint", "Open", "Click", "Reject", "DeliveryDelay", "Rendering Failure")
 
 
@@ -45,7 +47,7 @@ def _rate(n: int, d: int) -> float:
     return round(n / d, 4) if d else 0.0
 
 
-def campaign_analytics(store: Any, analytics: AnalyticsStore, tenant_id: str, tx_id: str,
+def campaign_analytics(store: CampaignStore, analytics: AnalyticsStore, tenant_id: str, tx_id: str,
                        bucket_seconds: int | None = None) -> dict[str, Any]:
     """Counts by type, rates, events over time, bounce reasons, top links (tenant-scoped).
 

@@ -11,15 +11,17 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from config.settings import Settings
 from core.domain.attachments import AttachedFile, check_content, check_declared
 from core.domain.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from core.domain.models import Attachment, TemplateStatus, iso, new_id
+from core.services.ports import BlobStore, CampaignStore
 
 ACTIVE, INVALID = TemplateStatus.ACTIVE, TemplateStatus.INVALID
 MAX_CAMPAIGN_ATTACHMENTS = 10
 
 
-def create_attachment(store: Any, blobs: Any, settings: Any, tenant_id: str, filename: str,
+def create_attachment(store: CampaignStore, blobs: BlobStore, settings: Settings, tenant_id: str, filename: str,
                       content_type: str) -> dict[str, Any]:
     """Register a file (name and type checked now) and presign its upload: the form fixes the
     Content-Type and refuses bodies over ``max_attachment_bytes``."""
@@ -33,7 +35,7 @@ def create_attachment(store: Any, blobs: Any, settings: Any, tenant_id: str, fil
     return {**attachment_view(att), "upload": upload}
 
 
-def confirm_attachment(store: Any, blobs: Any, settings: Any, tenant_id: str, attachment_id: str) -> dict[str, Any]:
+def confirm_attachment(store: CampaignStore, blobs: BlobStore, settings: Settings, tenant_id: str, attachment_id: str) -> dict[str, Any]:
     """Check the uploaded bytes (size, the declared type's magic bytes, no macros or executables
     inside Office files) and make the attachment usable. Idempotent for an ACTIVE attachment;
     a refused one turns INVALID with the reason (register the file again)."""
@@ -59,7 +61,7 @@ def confirm_attachment(store: Any, blobs: Any, settings: Any, tenant_id: str, at
     return attachment_view(store.set_attachment_status(att, ACTIVE, {"size_bytes": size}))
 
 
-def get_attachment(store: Any, tenant_id: str, attachment_id: str) -> dict[str, Any]:
+def get_attachment(store: CampaignStore, tenant_id: str, attachment_id: str) -> dict[str, Any]:
     return attachment_view(store.get_attachment(attachment_id, tenant_id))
 
 
@@ -68,7 +70,7 @@ def attachment_view(att: Attachment) -> dict[str, Any]:
             "status": att.status, "size_bytes": att.size_bytes, "error": att.error, "created_at": iso(att.created_at)}
 
 
-def usable(store: Any, tenant_id: str, attachment_id: str) -> Attachment | None:
+def usable(store: CampaignStore, tenant_id: str, attachment_id: str) -> Attachment | None:
     """The tenant's ACTIVE attachment with this id, or None."""
     try:
         att = store.get_attachment(attachment_id, tenant_id)
@@ -77,7 +79,7 @@ def usable(store: Any, tenant_id: str, attachment_id: str) -> Attachment | None:
     return att if att.status == ACTIVE else None
 
 
-def check_campaign_attachments(store: Any, settings: Any, tenant_id: str, ids: list[str] | None) -> int:
+def check_campaign_attachments(store: CampaignStore, settings: Settings, tenant_id: str, ids: list[str] | None) -> int:
     """At submit: the attachments for every mail exist, are confirmed and fit in one message.
     Returns their total size (each recipient's own attachment must fit beside it)."""
     ids = ids or []
@@ -105,7 +107,7 @@ class AttachmentFiles:
     """Attachment bytes by id for the sender: read once and kept (LRU, at most ``max_bytes``), so a
     campaign-wide file is read from S3 once per process, not once per mail."""
 
-    def __init__(self, store: Any, blobs: Any, settings: Any, max_bytes: int = 64 * 1024 * 1024):
+    def __init__(self, store: CampaignStore, blobs: BlobStore, settings: Settings, max_bytes: int = 64 * 1024 * 1024):
         self.store, self.blobs, self.settings, self.max_bytes = store, blobs, settings, max_bytes
         self._files: OrderedDict[str, AttachedFile] = OrderedDict()
         self._size = 0

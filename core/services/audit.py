@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from core.domain.models import iso
+from core.services.ports import CampaignStore
 from core.services.privacy import expiration, store_retention
 
 # operations audited although they change nothing: they disclose secrets or personal data
@@ -41,7 +42,7 @@ def entry(*, tenant_id: str, actor: str, method: str, route: str, params: dict[s
             "outcome": "ok" if status < 400 else "refused", "source_ip": source_ip, "request_id": request_id}
 
 
-def record(repo: Any, store: Any, e: dict[str, Any], now: Any) -> None:
+def record(repo: Any, store: CampaignStore, e: dict[str, Any], now: Any) -> None:
     repo.put(e, expiration(store_retention(store, e["tenant_id"])["audit"], now))
 
 

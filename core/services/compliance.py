@@ -10,16 +10,18 @@ from typing import Any
 
 from jinja2 import Environment, select_autoescape
 
+from config.settings import Settings
 from core.domain.compliance import FOOTER_VARIABLES, missing_footer
 from core.domain.errors import InvalidInput
 from core.domain.models import iso, parse_iso
+from core.services.ports import CampaignStore
 
 # What SES itself enforces on an account (its reputation dashboard): under review / sending paused
 SES_BOUNCE_REVIEW, SES_BOUNCE_PAUSE = 0.05, 0.10
 SES_COMPLAINT_REVIEW, SES_COMPLAINT_PAUSE = 0.001, 0.005
 
 
-def check_footer(store: Any, settings: Any, tenant_id: str, variables: Any) -> None:
+def check_footer(store: CampaignStore, settings: Settings, tenant_id: str, variables: Any) -> None:
     """When the platform requires it (``require_compliance_footer``): the tenant has a postal
     address and the template shows the unsubscribe link and the postal address. 422 otherwise."""
     if not getattr(settings, "require_compliance_footer", False):
@@ -31,7 +33,7 @@ def check_footer(store: Any, settings: Any, tenant_id: str, variables: Any) -> N
     check_template_footer(settings, variables)
 
 
-def check_template_footer(settings: Any, variables: Any) -> None:
+def check_template_footer(settings: Settings, variables: Any) -> None:
     if not getattr(settings, "require_compliance_footer", False):
         return
     missing = missing_footer(variables)
@@ -61,7 +63,7 @@ def _within(ts: str | None, start: datetime, end: datetime) -> bool:
 
 
 def compliance_report(*, campaigns: Any, suppressions: Any, erasures: Any, tenant_id: str, start: datetime,
-                      end: datetime, settings: Any) -> dict[str, Any]:
+                      end: datetime, settings: Settings) -> dict[str, Any]:
     """``campaigns``: the tenant's transaction items; ``suppressions``: its suppression items (plain
     and hashed); ``erasures``: its erasure jobs."""
     if end <= start:

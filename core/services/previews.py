@@ -7,6 +7,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
+from config.settings import Settings
 from core.domain.attachments import as_inline_if_shown
 from core.domain.compliance import footer_variables
 from core.domain.errors import AddressSuppressed, Conflict, InvalidInput, NotFound, TemporaryError
@@ -14,6 +15,7 @@ from core.domain.models import TemplateStatus, batch_id_for, iso, new_id
 from core.domain.statuses import NOT_RELEASED
 from core.observability import log
 from core.services.attachments import AttachmentFiles
+from core.services.ports import BlobStore, CampaignStore, Clock, Mailer
 from core.services.rendering import RenderedMail, RenderError, render_mail
 from core.services.sending import unsubscribe_link
 from core.services.templates import load_text
@@ -24,7 +26,7 @@ PREVIEW_EMAIL = "recipient@example.com"  # ``email`` in a preview when the data 
 TEST_SENDABLE = NOT_RELEASED
 
 
-def _sources(store: Any, blobs: Any, settings: Any, template_id: str, version: int, tenant_id: str
+def _sources(store: CampaignStore, blobs: BlobStore, settings: Settings, template_id: str, version: int, tenant_id: str
              ) -> tuple[Any, str, str | None]:
     tv = store.get_template_version(template_id, version, tenant_id)
     if tv.status == TemplateStatus.INVALID:
@@ -51,7 +53,7 @@ def _view(mail: RenderedMail) -> dict[str, Any]:
     return {"subject": mail.subject, "html": mail.html, "text": mail.text, "text_derived": mail.text_derived}
 
 
-def preview_template(store: Any, blobs: Any, settings: Any, tenant_id: str, template_id: str, *,
+def preview_template(store: CampaignStore, blobs: BlobStore, settings: Settings, tenant_id: str, template_id: str, *,
                      version: int | None = None, data: dict[str, str] | None = None,
                      subject: str | None = None) -> dict[str, Any]:
     """Subject, HTML and text of ``template_id`` rendered with ``data``; nothing is sent or stored.
@@ -71,7 +73,7 @@ def preview_template(store: Any, blobs: Any, settings: Any, tenant_id: str, temp
     return {"template_id": template_id, "version": version, **_view(mail)}
 
 
-def _first_recipient_data(store: Any, tx: Any) -> dict[str, str]:
+def _first_recipient_data(store: CampaignStore, tx: Any) -> dict[str, str]:
     """The first accepted row's placeholder data, once ingest wrote a batch; else none."""
     if tx.ingest_checkpoint < 1 and tx.batch_count < 1:
         return {}
@@ -79,7 +81,7 @@ def _first_recipient_data(store: Any, tx: Any) -> dict[str, str]:
     return dict(page.items[0].get("placeholder_data") or {}) if page.items else {}
 
 
-def send_test_mail(store: Any, blobs: Any, settings: Any, mailer: Any, limiter: Any, clock: Any, tenant_id: str,
+def send_test_mail(store: CampaignStore, blobs: BlobStore, settings: Settings, mailer: Mailer, limiter: Any, clock: Clock, tenant_id: str,
               tx_id: str, to: str, data: dict[str, str] | None = None) -> dict[str, Any]:
     """Send one rendered mail of a campaign that is not released yet (ACCEPT, PROCESSING, SCHEDULED,
     DRAFT) to ``to``, with the campaign's subject, from, reply-to and headers. ``data`` defaults to

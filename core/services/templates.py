@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from config.settings import Settings
 from core.domain.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from core.domain.models import TemplateStatus, TemplateVersion, new_id
 from core.services.compliance import check_template_footer
+from core.services.ports import BlobStore, CampaignStore
 from core.services.rendering import RenderError, check_header, template_variables
 
 
-def create_template(store: Any, blobs: Any, settings: Any, tenant_id: str, name: str, subject: str,
+def create_template(store: CampaignStore, blobs: BlobStore, settings: Settings, tenant_id: str, name: str, subject: str,
                     template_id: str | None = None, *, text: bool = False) -> dict[str, Any]:
     """Register a new template (or a new version of ``template_id``) and presign its upload.
 
@@ -40,7 +42,7 @@ def create_template(store: Any, blobs: Any, settings: Any, tenant_id: str, name:
     return out
 
 
-def confirm_template(store: Any, blobs: Any, settings: Any, tenant_id: str, template_id: str,
+def confirm_template(store: CampaignStore, blobs: BlobStore, settings: Settings, tenant_id: str, template_id: str,
                      version: int | None = None) -> TemplateVersion:
     """Validate the uploaded source (size, UTF-8, sandbox parse) and activate the version.
 
@@ -70,9 +72,11 @@ def confirm_template(store: Any, blobs: Any, settings: Any, tenant_id: str, temp
                                              {"variables": sorted(variables), "size_bytes": size})
 
 
-def _text_source(store: Any, blobs: Any, settings: Any, tv: TemplateVersion) -> str:
+def _text_source(store: CampaignStore, blobs: BlobStore, settings: Settings, tv: TemplateVersion) -> str:
     """The uploaded text version, checked like the HTML (present, size, UTF-8)."""
     bucket = settings.bucket("templates")
+    if tv.text_s3_key is None:
+        raise Conflict("this template version has no text version")
     try:
         size = blobs.size(bucket, tv.text_s3_key)
     except NotFound:
@@ -86,7 +90,7 @@ def _text_source(store: Any, blobs: Any, settings: Any, tv: TemplateVersion) -> 
         raise InvalidInput(f"text version is not UTF-8 (byte {exc.start})") from None
 
 
-def describe_template(store: Any, tenant_id: str, template_id: str) -> dict[str, Any]:
+def describe_template(store: CampaignStore, tenant_id: str, template_id: str) -> dict[str, Any]:
     head = store.template_head(template_id, tenant_id)
     versions = store.template_versions(template_id)
     return {
@@ -98,20 +102,20 @@ def describe_template(store: Any, tenant_id: str, template_id: str) -> dict[str,
     }
 
 
-def load_source(store: Any, blobs: Any, settings: Any, template_id: str, version: int) -> tuple[TemplateVersion, str]:
+def load_source(store: CampaignStore, blobs: BlobStore, settings: Settings, template_id: str, version: int) -> tuple[TemplateVersion, str]:
     tv = store.get_template_version(template_id, version)
     raw = blobs.read_bytes(settings.bucket("templates"), tv.s3_key, settings.max_template_bytes)
     return tv, raw.decode("utf-8")
 
 
-def load_text(blobs: Any, settings: Any, tv: TemplateVersion) -> str | None:
+def load_text(blobs: BlobStore, settings: Settings, tv: TemplateVersion) -> str | None:
     """The version's plain-text source, or None when its text part is derived from the HTML."""
     if not tv.text_s3_key:
         return None
     return blobs.read_bytes(settings.bucket("templates"), tv.text_s3_key, settings.max_template_bytes).decode("utf-8")
 
 
-def load_mail_source(store: Any, blobs: Any, settings: Any, template_id: str, version: int
+def load_mail_source(store: CampaignStore, blobs: BlobStore, settings: Settings, template_id: str, version: int
                      ) -> tuple[str, str, str | None]:
     """(subject, HTML source, text source or None) of a version: what the sender renders."""
     tv, html = load_source(store, blobs, settings, template_id, version)

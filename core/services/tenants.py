@@ -6,16 +6,18 @@ import base64
 import secrets as _secrets
 from typing import Any
 
+from config.settings import Settings
 from core.domain.errors import Conflict, Forbidden, InvalidInput
 from core.domain.ids import check_tenant_id
 from core.services.auth import create_key, hash_key
+from core.services.ports import CampaignStore, SecretStore
 
 
 def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(_secrets.token_bytes(32)).decode()
 
 
-def create_tenant(store: Any, signing: Any, tenant_id: str) -> None:
+def create_tenant(store: CampaignStore, signing: SecretStore, tenant_id: str) -> None:
     """The tenant record and its webhook signing secret (every callback needs one); idempotent."""
     check_tenant_id(tenant_id)
     if store.get_tenant(tenant_id) is None:
@@ -24,7 +26,7 @@ def create_tenant(store: Any, signing: Any, tenant_id: str) -> None:
         signing.set_secret(tenant_id, new_webhook_secret(), keep_previous=False)
 
 
-def ensure_tenant(store: Any, signing: Any, tenant_id: str, *, api_key: str | None = None,
+def ensure_tenant(store: CampaignStore, signing: SecretStore, tenant_id: str, *, api_key: str | None = None,
                   webhook_secret: str | None = None) -> dict[str, Any]:
     """Create (or re-assert) a tenant; idempotent, so a restart with the same values is a no-op."""
     check_tenant_id(tenant_id)
@@ -45,7 +47,7 @@ def ensure_tenant(store: Any, signing: Any, tenant_id: str, *, api_key: str | No
             "key_revoked": key.revoked}
 
 
-def rotate_webhook_secret(signing: Any, tenant_id: str) -> dict[str, Any]:
+def rotate_webhook_secret(signing: SecretStore, tenant_id: str) -> dict[str, Any]:
     fresh = new_webhook_secret()
     signing.set_secret(tenant_id, fresh, keep_previous=True)
     return {"secrets": signing.signing_secrets(tenant_id)}
@@ -61,21 +63,21 @@ def sender_entry(value: str) -> str:
     return v
 
 
-def allow_sender(store: Any, tenant_id: str, value: str) -> list[str]:
+def allow_sender(store: CampaignStore, tenant_id: str, value: str) -> list[str]:
     tenant = store.get_tenant(check_tenant_id(tenant_id)) or {}
     senders = sorted({*tenant.get("senders", []), sender_entry(value)})
     store.set_tenant_senders(tenant_id, senders)
     return senders
 
 
-def revoke_sender(store: Any, tenant_id: str, value: str) -> list[str]:
+def revoke_sender(store: CampaignStore, tenant_id: str, value: str) -> list[str]:
     tenant = store.get_tenant(check_tenant_id(tenant_id)) or {}
     senders = sorted(set(tenant.get("senders", [])) - {sender_entry(value)})
     store.set_tenant_senders(tenant_id, senders)
     return senders
 
 
-def check_sender(store: Any, settings: Any, tenant_id: str, from_header: str | None) -> None:
+def check_sender(store: CampaignStore, settings: Settings, tenant_id: str, from_header: str | None) -> None:
     """A tenant may send as the platform's default sender or as a sender authorised for it:
     a shared domain's other local parts belong to other tenants."""
     if not from_header:

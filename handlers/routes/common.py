@@ -210,6 +210,6 @@ def answers(*codes: int, ok: int = 200, ok_description: str = "success",
 
 
 def audit(router: Router, p: Principal, action: str, target: str | None, **fields: Any) -> None:
-    ctx = router.current_event.request_context
+    ctx = getattr(router.current_event, "request_context", None)
     log.info("audit", tenant_id=p.tenant_id, key_id=p.key_id, action=action, target=target,
              request_id=getattr(ctx, "request_id", None), **fields)

@@ -4,6 +4,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.domain.unsubscribe import open_unsubscribe_token
 from core.services import suppressions
 from handlers.context import deps
 from handlers.routes.common import (
@@ -71,7 +72,7 @@ def _page(message: str):
             security=[])
 @requires(PUBLIC)
 def unsubscribe_page(token: str):
-    suppressions.verify_token(deps().settings.unsubscribe_secret, path_param(token))
+    open_unsubscribe_token(deps().settings.unsubscribe_secret, path_param(token))
     return _page("Press the button to stop receiving these emails.")
 
 

@@ -134,7 +134,7 @@ def _aws_shaped(value: str) -> str:
 
 def local_overrides(moto_url: str) -> dict[str, str | None]:
     return {"EMAILPLATFORM_AWS_ENDPOINT_URL": moto_url, "EMAILPLATFORM_ENVIRONMENT": "test",
-            "EMAILPLATFORM_OPENSEARCH_ENDPOINT": None}
+            "EMAILPLATFORM_OPENSEARCH_ENDPOINT": None, "EMAILPLATFORM_PEER_OPENSEARCH_ENDPOINT": None}
 
 
 def runtime_env(variables: dict[str, str], moto_url: str) -> dict[str, str]:

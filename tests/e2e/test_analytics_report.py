@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from local.client import ApiError
+from ops.client import ApiError
 from tests.e2e.test_api import HTML, other_client
 
 SERIES_RGB = {"Delivery": (0x2E, 0x7D, 0x32), "Open": (0x15, 0x65, 0xC0), "Bounce": (0xC6, 0x28, 0x28)}

@@ -8,7 +8,7 @@ import requests
 
 from core.services.auth import create_key
 from core.services.tenants import ensure_tenant
-from local.client import ApiError, Client
+from ops.client import ApiError, Client
 
 HTML = "<p>Hi {{ first_name }}</p>"
 
@@ -201,7 +201,7 @@ def test_suppressions_and_one_click_unsubscribe(api, stack):
     with pytest.raises(ApiError) as e:
         api.call("PUT", "/suppressions/not-an-address", json={})
     assert e.value.status == 422
-    from core.services.sending import unsubscribe_token
+    from core.domain.unsubscribe import sign_unsubscribe_token as unsubscribe_token
 
     token = unsubscribe_token(stack.settings.unsubscribe_secret, "local-tenant", "leaver@example.org", "m1")
     base = f"http://127.0.0.1:{stack.settings.api_port}/api/v1/email"

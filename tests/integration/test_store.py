@@ -180,14 +180,54 @@ def test_a_real_lost_condition_in_a_transaction_is_stale(deps):
         deps.store.table.transact([Update({"PK": "X", "SK": "Y"}, set={"a": 1}, condition="attribute_exists(PK)")])
 
 
-def test_repeated_opens_are_counted_not_appended(deps):
-    """A message opened hundreds of times must stay far below DynamoDB's 400 KB item limit."""
+def test_repeated_opens_cost_no_write_and_never_grow_the_message(deps):
+    """A message opened hundreds of times must stay small (a write is billed per KB of the item,
+    C15): the first open is kept, the others change nothing on the item (analytics has each)."""
+    from core.adapters.aws import item_bytes
+    from core.adapters.dynamodb import serialize
+
     store = deps.store
     b = "tx_1-b00001"
     m = Message(message_id=f"{b}-00001", batch_id=b, transaction_id="tx_1", tenant_id="t", recipient_email="a@x.org")
     store.put_messages([m])
+    deps.counter.reset()
     for i in range(60):
         store.record_message_event(b, m.message_id, MessageStatus.OPENED, {"id": f"open-{i}", "type": "Open",
                                                                            "at": "2026-01-01T10:04:00Z"})
+    assert deps.counter.calls["dynamodb.UpdateItem"] == 1  # the first open; the other 59 were reads only
     item = store.table.get({"PK": f"BATCH#{b}", "SK": f"MESSAGE#{m.message_id}"})
-    assert item["status"] == "OPENED" and len(item["events"]) == 1 and item["n_opened"] == 59
+    assert item["status"] == "OPENED" and len(item["events"]) == 1 and "event_ids" not in item
+    assert item_bytes(serialize(item)) < 1024  # one write unit per write
+
+
+def test_a_message_read_carries_its_status_times_and_a_transaction_its_ingest_progress(deps):
+    """Services read these from the models; none spells a key to get them (issue 16)."""
+    from core.services import campaigns
+
+    store = deps.store
+    tx = store.create_transaction(_tx())
+    b = Batch(batch_id=batch_id_for("tx_1", 1), transaction_id="tx_1", tenant_id="tenant-a", index=1, message_count=1)
+    store.put_batch(b)
+    m = Message(message_id=message_id_for(b.batch_id, 1), batch_id=b.batch_id, transaction_id="tx_1",
+                tenant_id="tenant-a", recipient_email="u1@example.org")
+    store.put_messages([m])
+    store.record_message_event(b.batch_id, m.message_id, MessageStatus.SENT,
+                               {"id": "e1", "type": "Send", "at": "2026-01-01T00:00:01Z"})
+    assert store.get_message(b.batch_id, m.message_id).timestamps["SENT"] == "2026-01-01T00:00:01Z"
+    view = campaigns.get_message(store, "tenant-a", m.message_id)
+    assert view["timestamps"]["SENT"] == "2026-01-01T00:00:01Z" and view["status"] == "SENT"
+    assert (tx.ingest_line, tx.ingest_done) == (0, False)
+    store.update_transaction(tx, {"ingest_checkpoint": 1, "ingest_line": 42, "ingest_done": True})
+    got = store.get_transaction("tx_1")
+    assert (got.ingest_checkpoint, got.ingest_line, got.ingest_done) == (1, 42, True)
+
+
+def test_a_suppression_added_by_the_api_for_an_idn_address_stops_what_is_sent_to_it(deps):
+    """Ingest and the sender use the punycode form (what SES is given); the API stored the Unicode
+    domain, so the address was still mailed."""
+    from core.services import suppressions
+
+    out = suppressions.add_suppression(deps.store, "tenant-a", "User@Bücher.example", "manual")
+    assert out["email"] == "user@xn--bcher-kva.example"
+    assert deps.store.are_suppressed("tenant-a", ["user@xn--bcher-kva.example"]) == {"user@xn--bcher-kva.example"}
+    assert suppressions.get_suppression(deps.store, "tenant-a", "user@bücher.example")["reason"] == "manual"
