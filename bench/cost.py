@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.common import table
+from local.progress import Progress
 
 # list prices, USD (us-east-1, on demand)
 PRICE = {
@@ -68,14 +69,14 @@ class _Timed:
         return self.cpu + waits
 
 
-def campaign_cost(recipients: int) -> dict[str, Any]:
+def campaign_cost(recipients: int, progress: Progress | None = None) -> dict[str, Any]:
     from core.adapters.aws import CallCounter
     from core.observability import SES_EVENTS
     from local import workers
-    from local.client import Client
     from local.moto import MotoServer, free_port
     from local.ses_simulator import Rates
     from local.stack import Stack
+    from ops.client import Client
     from tests.conftest import make_settings
 
     sender, events = _Timed(workers.SendWorker.lambda_handler), _Timed(workers.EventsWorker.lambda_handler)
@@ -89,14 +90,19 @@ def campaign_cost(recipients: int) -> dict[str, Any]:
                              reputation_min_volume=10_000_000)
     events_before = sum(s.value for m in SES_EVENTS.collect() for s in m.samples if s.name.endswith("_total"))
     stack = Stack.start(settings, metrics=False, rates=Rates(delivery=0.95, open=0.3, click=0.05), counter=counter)
+    progress = progress or Progress("bench cost", every=0)
     try:
+        progress.phase(f"uploading a campaign of {recipients:,} recipients")
         c = Client(f"http://127.0.0.1:{settings.api_port}/api/v1/email", stack.tenant["api_key"])
         tid = c.create_template("cost", "Hello {{ first_name }}", "<p>Hi {{ first_name }}, <a href='https://x'>x</a></p>")
         up = c.upload_csv("email,first_name\n" + "".join(f"u{i}@example.org,U{i}\n" for i in range(recipients)))
         counter.reset()
         started = time.perf_counter()
         tx = c.call("POST", "/campaigns", json={"template_id": tid, "upload_id": up["upload_id"]})
-        final = c.wait_for(tx["transaction_id"], {"COMPLETED"}, timeout=1800)
+        progress.phase("campaign running", total=recipients, unit="sent")
+        final = c.wait_for(tx["transaction_id"], {"COMPLETED"}, timeout=1800,
+                           on_poll=lambda cv: progress.update(cv["summary"]["sent"], note=cv["status"]))
+        progress.phase("settling (final recount)")
         deadline = time.monotonic() + 60  # the settle pass: final recount, out of the active index
         while tx["transaction_id"] in {t.transaction_id for t in stack.deps.store.active_transactions()} \
                 and time.monotonic() < deadline:
@@ -113,8 +119,10 @@ def campaign_cost(recipients: int) -> dict[str, Any]:
     per_message = {
         "DynamoDB read units": counter.read_units / n,
         "DynamoDB write units": counter.write_units / n,
-        # the replica applies each item written once (a transaction's double units are the source's)
-        "DynamoDB replicated write units (DR)": (counter.write_units - counter.transaction_surcharge) / n,
+        # the replica applies each item written once (a transaction's double units are the source's),
+        # and nothing of a write that lost its condition
+        "DynamoDB replicated write units (DR)":
+            (counter.write_units - counter.transaction_surcharge - counter.lost_condition_units) / n,
         "SQS requests (standard)": sqs_std / n,
         "SQS requests (FIFO)": sqs_fifo / n,
         "SNS publishes (SES events)": ses_events / n,
@@ -150,7 +158,7 @@ def counter_writes_per_event(counter: Any, events: float) -> float:
     return writes / max(events, 1)
 
 
-def pass_cost(finished: int) -> dict[str, float]:
+def pass_cost(finished: int, progress: Progress | None = None) -> dict[str, float]:
     """AWS calls and read units of one controller pass with one sending campaign and ``finished``
     settled campaigns of 2,000 recipients in the table."""
     from controller.jobs import Controller
@@ -175,7 +183,11 @@ def pass_cost(finished: int) -> dict[str, float]:
         c = Controller(deps, "bench")
         c.heartbeat()
         csv_text = "email,first_name\n" + "".join(f"u{i}@example.org,U{i}\n" for i in range(2000))
-        for _ in range(finished):
+        progress = progress or Progress("bench cost", every=0)
+        progress.phase(f"a controller pass over {finished} finished campaigns: preparing them", total=finished,
+                       unit="campaigns")
+        for done in range(finished):
+            progress.update(done)
             tx_id = submit(deps, "bench", csv_text)
             c.ingest_pass()
             c.advance_pass()
@@ -202,7 +214,8 @@ def main() -> int:
     from core.observability import configure_logging
 
     configure_logging("ERROR")
-    r = campaign_cost(args.recipients)
+    progress = Progress("bench cost")
+    r = campaign_cost(args.recipients, progress)
     rows, total = [], 0.0
     for item, qty in r["per_message"].items():
         dollars = qty * r["price_of"][item] * 1e6
@@ -222,7 +235,8 @@ def main() -> int:
     print(f"  wall time here (moto on this machine, not billed): {r['wall_ms_per_send_here']:.1f} ms per send, "
           f"{r['wall_ms_per_event_here']:.1f} ms per SES event")
     print("  AWS calls per mail:", {k: round(v / args.recipients, 3) for k, v in r["calls"].most_common(12)})
-    one, many = pass_cost(0), pass_cost(args.finished)
+    one, many = pass_cost(0, progress), pass_cost(args.finished, progress)
+    progress.finish()
     print(f"\none controller pass with one sending campaign: {one['calls']:.0f} AWS calls, "
           f"{one['read_units']:.0f} read units, {one['write_units']:.0f} write units")
     print(f"the same with {args.finished} finished campaigns of 2,000 recipients in the table: "

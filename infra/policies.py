@@ -11,7 +11,8 @@ from __future__ import annotations
 # peer_table, peer_bucket:<purpose>, peer_bucketarn:<purpose> (the other region's, for erasures),
 # queue:<purpose>, topic:<purpose>, secret, ses (identity/* of the region: tenants' own sender domains),
 # ses_configuration_set, key (this region's), peer_key (the other region's replica of it),
-# unsubscribe_secret, webhook_secrets (the runtime-created namespace), search (the OpenSearch domain)
+# unsubscribe_secret, webhook_secrets (the runtime-created namespace), search (the OpenSearch domain),
+# peer_search (the other region's domain, for erasures)
 COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     "api": {
         "dynamodb:GetItem": ("table",), "dynamodb:PutItem": ("table",), "dynamodb:UpdateItem": ("table",),
@@ -45,6 +46,9 @@ COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "ses_events": {
         "dynamodb:UpdateItem": ("table",), "dynamodb:PutItem": ("table",),
+        # one read of an SQS batch's messages (core/services/events.py record_ses_events); a
+        # suppression is written only while the address is not suppressed as a hash (a transaction)
+        "dynamodb:BatchGetItem": ("table",), "dynamodb:TransactWriteItems": ("table",),
         # a suppression (hard bounce, complaint) is not written for an address erased as a hash
         "dynamodb:GetItem": ("table",),
         "sqs:ReceiveMessage": ("queue:ses-events",), "sqs:DeleteMessage": ("queue:ses-events",),
@@ -56,7 +60,9 @@ COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "controller": {
         "dynamodb:GetItem": ("table", "peer_table"), "dynamodb:PutItem": ("table",), "dynamodb:UpdateItem": ("table",),
-        "dynamodb:Query": ("table",), "dynamodb:TransactWriteItems": ("table",),  # bulk puts are fenced transactions
+        "dynamodb:Query": ("table",), "dynamodb:TransactWriteItems": ("table",),  # a status move + its callback
+        # fenced bulk puts (ingest): create-only PartiQL INSERTs, 25 per BatchExecuteStatement
+        "dynamodb:PartiQLInsert": ("table",),
         "dynamodb:DescribeTable": ("table",), "dynamodb:DescribeStream": ("table_stream",),
         "dynamodb:GetShardIterator": ("table_stream",), "dynamodb:GetRecords": ("table_stream",),
         "s3:GetObject": ("bucket:uploads", "bucket:batches", "peer_bucket:uploads", "peer_bucket:batches"),
@@ -75,8 +81,10 @@ COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
                                        "peer_bucket:batches"),
         "s3:DeleteObjectVersion": ("bucket:uploads", "bucket:batches", "peer_bucket:uploads", "peer_bucket:batches"),
         # analytics: an erasure deletes the person's events, retention purges old ones (delete_by_query);
-        # at start ensure_index PUTs the template, ISM policy and write index, HEADs the alias
-        "es:ESHttpPost": ("search",), "es:ESHttpGet": ("search",), "es:ESHttpPut": ("search",),
+        # at start ensure_index PUTs the template, ISM policy and write index, HEADs the alias. An
+        # erasure also deletes them in the other region's domain (EMAILPLATFORM_PEER_OPENSEARCH_ENDPOINT):
+        # delete_by_query is a POST, the only call made there
+        "es:ESHttpPost": ("search", "peer_search"), "es:ESHttpGet": ("search",), "es:ESHttpPut": ("search",),
         "es:ESHttpHead": ("search",),
         "sqs:SendMessage": ("queue:send",),
         # the metrics pass reads every queue's depth, the dead-letter queues' too (DLQ alert)
@@ -87,6 +95,38 @@ COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "kms:Decrypt": ("key", "peer_key"), "kms:GenerateDataKey": ("key", "peer_key"),
     },
 }
+
+# The DR controller's automatic failover (controller/failover.py, on with
+# EMAILPLATFORM_FAILOVER_AUTOMATION=true): what its signals and the failover runbook steps it runs
+# (runbooks/failover.py fail_over → runbooks/regions.py switch_active_region with the primary
+# unreachable, runbooks/alarms.py move_no_leader_alarm) call beyond the controller's own table above
+# (DescribeTable, GetItem, PutItem, UpdateItem on this region's table). Granted to that role only,
+# in a policy of its own (infra/components/controller.py). Resource kinds: health_check (the watched
+# region's Route 53 health check), no_leader_alarm (this region's), alarm_topic (this region's
+# alarms topic: the primary may be the region that is down), watched_region_metrics (below).
+# tests/integration/test_failover_permissions.py runs the promotion against moto and checks these
+# against the calls it makes, both ways.
+FAILOVER_ACTIONS: dict[str, tuple[str, ...]] = {
+    "route53:GetHealthCheckStatus": ("health_check",),  # the route53 signal (Route53Health)
+    "route53:GetHealthCheck": ("health_check",),  # switch_active_region: already forced unhealthy?
+    "route53:UpdateHealthCheck": ("health_check",),  # force_unhealthy: disabled + inverted, DNS fails over
+    "cloudwatch:GetMetricStatistics": ("watched_region_metrics",),  # the ses signal: AWS/SES Send (CloudWatchSends)
+    "cloudwatch:DescribeAlarms": ("no_leader_alarm",),  # move_no_leader_alarm: this region's alarm notifies
+    "cloudwatch:EnableAlarmActions": ("no_leader_alarm",),
+    "sns:Publish": ("alarm_topic",),  # sns_notifier: the decision, as a platform event
+}
+
+# Actions AWS authorises only on Resource "*" (no resource-level permissions in the Service
+# Authorization Reference). Each such grant is narrowed by a condition instead: GetMetricStatistics
+# to the watched region (aws:RequestedRegion).
+RESOURCE_WILDCARD_ACTIONS = frozenset({"cloudwatch:GetMetricStatistics", "cloudwatch:GetMetricData"})
+
+# the embedded stack's SES (moto) has no CloudWatch metrics: there the ses signal reads
+# GetSendStatistics instead (controller/failover.py SendStatisticsCounter), never on AWS
+FAILOVER_EMULATOR_ONLY = frozenset({"ses:GetSendStatistics"})
+# granted, not called by the automatic promotion on moto: CloudWatchSends runs on AWS only
+FAILOVER_NOT_EXERCISED_LOCALLY = frozenset({"cloudwatch:GetMetricStatistics"})
+
 
 # Granted but not seen in the embedded e2e run, with the reason:
 NOT_EXERCISED_LOCALLY: dict[str, set[str]] = {
@@ -128,6 +168,8 @@ OPERATION_ACTIONS = {
     "sqs.DeleteMessageBatch": "sqs:DeleteMessage",
     "sqs.SendMessageBatch": "sqs:SendMessage",
     "sesv2.SendEmail": "ses:SendEmail",
+    # the only PartiQL we send is INSERT (core/adapters/dynamodb.py; local/moto.py refuses the rest)
+    "dynamodb.BatchExecuteStatement": "dynamodb:PartiQLInsert",
     "dynamodbstreams.DescribeStream": "dynamodb:DescribeStream",
     "dynamodbstreams.GetShardIterator": "dynamodb:GetShardIterator",
     "dynamodbstreams.GetRecords": "dynamodb:GetRecords",
@@ -144,8 +186,35 @@ def action_for(operation: str) -> str:
 
 def policy_document(component: str, arns: dict[str, str]) -> dict:
     """The IAM policy for ``component`` given resolved ARNs by resource kind (no wildcard actions)."""
+    return _document(COMPONENT_ACTIONS[component], arns)
+
+
+def failover_policy_document(arns: dict[str, str], watched_region: str) -> dict:
+    """The DR controller's automatic-failover policy (``FAILOVER_ACTIONS``). ``arns`` by kind:
+    health_check (optional: without a hosted zone there is no Route 53 signal or override, and no
+    route53 grant), no_leader_alarm, alarm_topic."""
+    table = {a: k for a, k in FAILOVER_ACTIONS.items() if "health_check" not in k or arns.get("health_check")}
+    doc = _document({a: k for a, k in table.items() if k != ("watched_region_metrics",)}, arns)
+    wildcard = sorted(a for a, k in table.items() if k == ("watched_region_metrics",))
+    doc["Statement"].append({"Effect": "Allow", "Action": wildcard, "Resource": "*",
+                             "Condition": {"StringEquals": {"aws:RequestedRegion": watched_region}}})
+    return doc
+
+
+def pack_actions() -> dict[str, list[str]]:
+    """What the policy pack checks a controller task role against (infra/policy/controller_actions.json,
+    which tests/infra keeps equal to this): every task role runs the controller; a task with
+    EMAILPLATFORM_FAILOVER_AUTOMATION=true also the failover, and with a health check id its Route 53 part."""
+    return {"controller": sorted(COMPONENT_ACTIONS["controller"]),
+            "failover": sorted(a for a, k in FAILOVER_ACTIONS.items() if "health_check" not in k),
+            # only with a Route 53 health check to watch and override (EMAILPLATFORM_FAILOVER_HEALTH_CHECK_ID)
+            "failover_health_check": sorted(a for a, k in FAILOVER_ACTIONS.items() if "health_check" in k),
+            "resource_wildcard": sorted(RESOURCE_WILDCARD_ACTIONS)}
+
+
+def _document(actions: dict[str, tuple[str, ...]], arns: dict[str, str]) -> dict:
     by_resources: dict[tuple[str, ...], list[str]] = {}
-    for action, kinds in sorted(COMPONENT_ACTIONS[component].items()):
+    for action, kinds in sorted(actions.items()):
         resources: list[str] = []
         for kind in kinds:
             arn = arns[kind]
@@ -153,7 +222,7 @@ def policy_document(component: str, arns: dict[str, str]) -> dict:
                 resources.append(f"{arn}/*")
             elif kind == "table":
                 resources += [arn, f"{arn}/index/*"]
-            elif kind == "search":  # the domain and every HTTP path under it
+            elif kind in ("search", "peer_search"):  # the domain and every HTTP path under it
                 resources += [arn, f"{arn}/*"]
             elif kind == "table_stream":
                 resources.append(f"{arn}/stream/*")
@@ -162,3 +231,9 @@ def policy_document(component: str, arns: dict[str, str]) -> dict:
         by_resources.setdefault(tuple(resources), []).append(action)
     return {"Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Action": sorted(a), "Resource": list(r)} for r, a in by_resources.items()]}
+
+
+if __name__ == "__main__":  # regenerate the policy pack's copy: python -m infra.policies > infra/policy/controller_actions.json
+    import json
+
+    print(json.dumps(pack_actions(), indent=2))

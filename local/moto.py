@@ -12,8 +12,14 @@ recipient campaign):
   keeps 24 h). A reader behind the retained window resumes at the oldest retained record.
 * Every GetRecords call registers a new shard iterator for ever; the patch keeps the newest
   ``STREAM_ITERATORS``.
+* PartiQL ``BatchExecuteStatement`` answers 500 in moto. The patch runs what the controller's
+  fenced bulk puts send (core/adapters/dynamodb.py ``_fenced_puts``) with DynamoDB's semantics:
+  ``INSERT INTO "table" VALUE {'name': ?, …}`` creates the item only if its key is free, and
+  answers that statement ``DuplicateItem`` otherwise; a bad item is that statement's
+  ``ValidationError``. Any other statement (or option) is refused whole with a
+  ``ValidationException``, so nothing unsupported passes silently.
 
-It also makes each DynamoDB write (and a whole transaction) one critical section: moto's server
+It also makes each DynamoDB write (a whole transaction, a whole PartiQL batch) one critical section: moto's server
 serves requests on threads and checks a condition apart from the write it guards, so two
 concurrent conditional writes could both pass, and both return the same old image; on AWS they
 cannot.
@@ -30,6 +36,7 @@ header, so the embedded stack knows its SES endpoint publishes. Every accepted m
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -135,9 +142,57 @@ def patch_ses_events() -> None:
     SESV2Response._emailplatform_patched = True  # type: ignore[attr-defined]
 
 
+def patch_query_cost() -> None:
+    """A Query costs what its partition holds, as on DynamoDB, not what the table holds.
+
+    moto's ``Table.query`` starts from ``all_items()``, which lists and *sorts* every item of the
+    table, for a query on the table (one partition) as for one on an index: with 20,000 messages
+    stored, each controller pass's handful of queries took seconds of the server's CPU and the
+    embedded stack slowed down as data grew. While a query runs, ``all_items`` here answers with
+    the one partition (a table query) or the items unsorted (an index query: the query sorts the
+    matches itself). Everything else that lists the table (Scan, exports) is unchanged."""
+    import inspect
+    import threading as _threading
+
+    from moto.dynamodb.models.table import Table
+
+    if getattr(Table, "_emailplatform_query_patched", False):
+        return
+    hint = _threading.local()
+    original_query, original_all_items = Table.query, Table.all_items
+    signature = inspect.signature(original_query)
+
+    def query(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        call = signature.bind(self, *args, **kwargs).arguments  # moto passes index_name by position
+        hint.query = (self, None if call.get("index_name") else call.get("hash_key"))
+        try:
+            return original_query(self, *args, **kwargs)
+        finally:
+            hint.query = None
+
+    def all_items(self):  # noqa: ANN001, ANN202
+        current = getattr(hint, "query", None)
+        if current is None or current[0] is not self:
+            return original_all_items(self)
+        partition = current[1]
+        if partition is None:  # an index query: every item, in no particular order
+            return [i for v in self.items.values() for i in (v.values() if self.range_key_attr else [v])]
+        found = self.items.get(partition)
+        if found is None:
+            return []
+        if not self.range_key_attr:
+            return [found]
+        return sorted(found.values(), key=lambda x: x.range_key)
+
+    Table.query = query  # type: ignore[method-assign]
+    Table.all_items = all_items  # type: ignore[method-assign]
+    Table._emailplatform_query_patched = True  # type: ignore[attr-defined]
+
+
 def patch_moto() -> None:
     """Apply the patches described in the module docstring (idempotent)."""
     patch_ses_events()
+    patch_query_cost()
     import copy
     from collections import OrderedDict
 
@@ -151,7 +206,12 @@ def patch_moto() -> None:
     )
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import StreamShard
-    from moto.dynamodb.responses import DynamoHandler
+    from moto.dynamodb.responses import (
+        DynamoHandler,
+        validate_put_has_empty_attrs,
+        validate_put_has_empty_keys,
+        validate_put_has_gsi_keys_set_to_none,
+    )
     from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 
     if getattr(DynamoDBBackend, "_emailplatform_patched", False):
@@ -219,6 +279,76 @@ def patch_moto() -> None:
                     table.put_item(before.to_json()["Attributes"])
             raise
 
+    insert_statement = re.compile(r'\s*INSERT\s+INTO\s+"((?:[^"]|"")+)"\s+VALUE\s+\{(.*)\}\s*', re.I | re.S)
+    insert_field = re.compile(r"\s*'((?:[^']|'')+)'\s*:\s*\?\s*")
+
+    def parse_insert(text: str) -> tuple[str, list[str]]:
+        """The table and attribute names of ``INSERT INTO "t" VALUE {'a': ?, 'b': ?}``; anything
+        else is refused (the only PartiQL the platform sends)."""
+        m = insert_statement.fullmatch(text)
+        names: list[str] = []
+        body, pos = (m.group(2), 0) if m else ("", 0)
+        while m:
+            f = insert_field.match(body, pos)
+            if not f:
+                break
+            names.append(f.group(1).replace("''", "'"))
+            pos = f.end()
+            if pos == len(body):
+                if len(set(names)) == len(names):
+                    return m.group(1).replace('""', '"'), names
+                break
+            if body[pos] != ",":
+                break
+            pos += 1
+        raise MockValidationException(
+            "Statement wasn't well formed, can't be processed (the embedded DynamoDB runs only "
+            f"INSERT INTO \"table\" VALUE {{'name': ?, ...}} in BatchExecuteStatement): {text[:200]}")
+
+    def batch_execute_statement(self, statements):  # noqa: ANN001, ANN202
+        if not 1 <= len(statements) <= 25:
+            raise MockValidationException("1 validation error detected: Value at 'statements' failed to satisfy "
+                                          "constraint: Member must have length less than or equal to 25")
+        planned, keys = [], set()
+        for st in statements:  # validate the whole request first: a refused request writes nothing
+            text = st.get("Statement") or ""
+            if len(text) > 8192:
+                raise MockValidationException("1 validation error detected: Value at 'statements.member.statement' "
+                                              "failed to satisfy constraint: Member must have length less than or "
+                                              "equal to 8192")
+            if set(st) - {"Statement", "Parameters"}:
+                raise MockValidationException(f"Unsupported in the embedded DynamoDB: {sorted(set(st) - {'Statement', 'Parameters'})}")
+            name, names = parse_insert(text)
+            params = st.get("Parameters") or []
+            if len(params) != len(names):
+                raise MockValidationException("Number of parameters in request and statement don't match.")
+            item = dict(zip(names, params, strict=True))
+            table = self.tables.get(name)
+            if table is not None:
+                key = (name, repr([item.get(table.hash_key_attr), item.get(table.range_key_attr)]))
+                if key in keys:  # as BatchWriteItem: one batch, one write per item
+                    raise MockValidationException("Provided list of item keys contains duplicates")
+                keys.add(key)
+            planned.append((name, table, item))
+        responses = []
+        for name, table, item in planned:
+            if table is None:
+                responses.append({"Error": {"Code": "ResourceNotFound", "Message": "Requested resource not found"}})
+                continue
+            answer = {"TableName": name}
+            try:
+                validate_put_has_empty_keys(item, table)
+                validate_put_has_empty_attrs(item, table)
+                validate_put_has_gsi_keys_set_to_none(item, table)
+                self.put_item(name, item, condition_expression="attribute_not_exists(#k)",
+                              expression_attribute_names={"#k": table.hash_key_attr})
+            except ConditionalCheckFailed:
+                answer["Error"] = {"Code": "DuplicateItem", "Message": "Duplicate primary key exists in table"}
+            except MockValidationException as exc:
+                answer["Error"] = {"Code": "ValidationError", "Message": exc.message}
+            responses.append(answer)
+        return responses
+
     def add(self, old, new):  # noqa: ANN001, ANN202
         original_add(self, old, new)
         extra = len(self.items) - STREAM_RECORDS
@@ -260,13 +390,15 @@ def patch_moto() -> None:
         # (real DynamoDB returns the image the write replaced), and the counts built on it double
         setattr(DynamoHandler, name, serialised(getattr(DynamoHandler, name)))
     transact_write_items = serialised(transact_write_items)
+    batch_execute_statement = serialised(batch_execute_statement)
     original_add, original_get = StreamShard.add, StreamShard.get
     original_iterator, original_records = DynamoDBStreamsBackend.get_shard_iterator, DynamoDBStreamsBackend.get_records
-    DynamoDBBackend.transact_write_items = transact_write_items
-    StreamShard.add, StreamShard.get = add, get
-    DynamoDBStreamsBackend.get_shard_iterator = get_shard_iterator
-    DynamoDBStreamsBackend.get_records = get_records
-    DynamoDBBackend._emailplatform_patched = True
+    for cls, name, fn in ((DynamoDBBackend, "transact_write_items", transact_write_items),
+                          (DynamoDBBackend, "batch_execute_statement", batch_execute_statement), (StreamShard, "add", add),
+                          (StreamShard, "get", get), (DynamoDBStreamsBackend, "get_shard_iterator", get_shard_iterator),
+                          (DynamoDBStreamsBackend, "get_records", get_records)):
+        setattr(cls, name, fn)  # moto's own classes, patched in this (the moto server's) process only
+    DynamoDBBackend._emailplatform_patched = True  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ settings (a moto endpoint in the embedded stack, the real regional endpoint on A
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import Counter
 from typing import Any
@@ -77,24 +78,85 @@ def client(settings: Settings, service: str, region: str | None = None) -> Any:
     )
 
 
+def item_bytes(item: dict[str, Any]) -> int:
+    """The size DynamoDB bills an item by, from its wire form (``{"name": {"S": "…"}}``): each
+    attribute's name plus its value, by AWS's rules (strings and binaries by length, a number
+    about one byte per two digits plus one, a list or map 3 bytes plus 1 per element)."""
+    return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
+
+
+def _value_bytes(value: dict[str, Any]) -> int:
+    (kind, v), = value.items()
+    if kind == "S":
+        return len(v.encode())
+    if kind == "N":
+        return (len(v.lstrip("-").replace(".", "").strip("0")) + 1) // 2 + 1
+    if kind == "B":
+        return len(v) * 3 // 4  # base64 on the wire
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind in ("SS", "NS", "BS"):
+        return sum(_value_bytes({kind[0]: x}) for x in v)
+    if kind == "L":
+        return 3 + sum(1 + _value_bytes(x) for x in v)
+    if kind == "M":
+        return 3 + sum(1 + len(k.encode()) + _value_bytes(x) for k, x in v.items())
+    return 0
+
+
+def _units(size: int, per: int) -> int:
+    return max(1, -(-size // per))
+
+
+_INSERT_NAMES = re.compile(r"'((?:[^']|'')+)'\s*:\s*\?")
+
+
+def _inserted_item(statement: dict[str, Any]) -> dict[str, Any] | None:
+    """The item a PartiQL ``INSERT INTO "t" VALUE {'a': ?, …}`` statement writes (names from the
+    text, values from its parameters), or None for any other statement."""
+    text = statement.get("Statement") or ""
+    if text.lstrip()[:6].upper() != "INSERT":
+        return None
+    names = [n.replace("''", "'") for n in _INSERT_NAMES.findall(text)]
+    params = statement.get("Parameters") or []
+    return dict(zip(names, params, strict=True)) if len(names) == len(params) else None
+
+
 class CallCounter:
     """Counts AWS operations made by the clients it is attached to, e.g. ``dynamodb.UpdateItem``.
 
     Also counts DynamoDB items written, since a BatchWriteItem of 25 items costs 25 writes.
+
+    DynamoDB capacity is estimated as AWS would bill it (moto reports none), from the items on
+    the wire sized by AWS's rules (``item_bytes``): a read unit per 4 KB read (half for an
+    eventually consistent read), a write unit per 1 KB written, twice inside a transaction. A
+    write is billed on the larger of the item before and after it, and a write that loses its
+    condition still costs the size of the item it found. So an UpdateItem is sized after the
+    call, from what came back (the old or new image, the item of a lost condition) or, when
+    nothing did, from the last size seen for that key (a read, an earlier write), plus the bytes
+    the update carries. Only a key never seen is priced at the floor of its update's own bytes.
+
+    A PartiQL ``BatchExecuteStatement`` of INSERTs is priced per statement like a PutItem (AWS
+    bills each statement as the single write it is, no batch surcharge). A statement answered
+    ``DuplicateItem`` (or ``ConditionalCheckFailed``) is billed like a conditional put that lost its
+    condition; one answered with another error (throttled, invalid) wrote nothing and is not
+    billed, nor is a request refused whole. A statement other than INSERT counts at the floor, 1.
     """
+
+    _SIZES_KEPT = 500_000  # sizes remembered by key (a bench's worth of messages)
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.items_written = 0
-        # DynamoDB capacity as AWS would bill it, estimated from the bytes on the wire: a read
-        # unit per 4 KB returned (half for an eventually consistent read), a write unit per 1 KB
-        # written (twice inside a transaction). moto reports no real consumed capacity.
         self.read_units = 0.0
         self.write_units = 0.0
         self.transaction_surcharge = 0.0  # the extra units transactions cost over plain writes
+        self.lost_condition_units = 0.0  # writes that lost their condition: billed, never replicated
         self.by_component: dict[str, set[str]] = {}
         self.component_calls: Counter[tuple[str, str]] = Counter()  # (component, "service.Operation"): calls
         self.component_write_units: Counter[str] = Counter()
+        self.component_read_units: Counter[str] = Counter()
+        self._sizes: dict[tuple[str, str], int] = {}  # (PK, SK) -> the item's last known size
         self._lock = threading.Lock()
 
     def attach(self, boto_client: Any) -> Any:
@@ -102,41 +164,178 @@ class CallCounter:
         boto_client.meta.events.register("after-call.dynamodb.*", self._on_result)
         return boto_client
 
-    def _on_result(self, http_response: Any = None, parsed: Any = None, model: Any = None, **_: Any) -> None:
-        if model is None or model.name not in ("GetItem", "Query", "BatchGetItem", "Scan"):
-            return
-        raw = getattr(http_response, "content", b"") or b""
-        body = json.loads(raw or b"{}")
-        if model.name == "GetItem":
-            sizes = [len(json.dumps(body["Item"]))] if "Item" in body else [0]
-        elif model.name == "BatchGetItem":
-            sizes = [len(json.dumps(i)) for items in (body.get("Responses") or {}).values() for i in items]
-        else:  # a query is billed on the items it read together, in 4 KB steps
-            sizes = [sum(len(json.dumps(i)) for i in body.get("Items", []))]
-        units = sum(max(1, -(-size // 4096)) for size in sizes)
-        with self._lock:
-            self.read_units += units
+    @staticmethod
+    def _key(item: dict[str, Any]) -> tuple[str, str] | None:
+        pk, sk = item.get("PK"), item.get("SK")
+        if not isinstance(pk, dict) or not isinstance(sk, dict):
+            return None
+        return str(next(iter(pk.values()))), str(next(iter(sk.values())))
 
-    def _on_call(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+    def _remember(self, item: dict[str, Any], size: int | None = None) -> None:
+        key = self._key(item)
+        if key is None:
+            return
+        if len(self._sizes) >= self._SIZES_KEPT:
+            self._sizes.clear()
+        self._sizes[key] = item_bytes(item) if size is None else size
+
+    def _on_result(self, http_response: Any = None, parsed: Any = None, model: Any = None,
+                   context: Any = None, **_: Any) -> None:
+        if model is None:
+            return
+        name = model.name
+        request = (context or {}).get("emailplatform_request") or {}
+        raw = getattr(http_response, "content", b"") or b""
+        if name == "UpdateItem":
+            self._on_update(request, json.loads(raw or b"{}"))
+            return
+        if name == "BatchExecuteStatement":
+            self._on_statements((context or {}).get("emailplatform_statement_units") or [], json.loads(raw or b"{}"))
+            return
+        if name in ("PutItem", "DeleteItem"):
+            if b"ConditionalCheckFailed" in raw:
+                with self._lock:
+                    self.lost_condition_units += float((context or {}).get("emailplatform_units", 1.0))
+            return
+        if name not in ("GetItem", "Query", "BatchGetItem", "Scan"):
+            return
+        body = json.loads(raw or b"{}")
+        with self._lock:
+            if name == "GetItem":
+                item = body.get("Item")
+                sizes = [item_bytes(item)] if item else [0]
+                if item:
+                    self._remember(item, sizes[0])
+                strong = [bool(request.get("ConsistentRead"))]
+            elif name == "BatchGetItem":
+                sizes, strong = [], []
+                asked = request.get("RequestItems") or {}
+                for table, items in (body.get("Responses") or {}).items():
+                    consistent = bool((asked.get(table) or {}).get("ConsistentRead"))
+                    projected = "ProjectionExpression" in (asked.get(table) or {})
+                    for i in items:
+                        sizes.append(item_bytes(i))  # a projection is billed on the whole item: a floor
+                        strong.append(consistent)
+                        if not projected:
+                            self._remember(i, sizes[-1])
+            else:  # a query is billed on the items it read together, in 4 KB steps
+                items = body.get("Items", [])
+                sizes = [sum(item_bytes(i) for i in items)]
+                strong = [bool(request.get("ConsistentRead"))]
+                if "ProjectionExpression" not in request:
+                    for i in items:
+                        self._remember(i)
+            units = sum(_units(size, 4096) * (1.0 if s else 0.5) for size, s in zip(sizes, strong, strict=True))
+            self.read_units += units
+            self.component_read_units[component.get()] += units
+
+    def _on_update(self, request: dict[str, Any], body: dict[str, Any]) -> None:
+        """An UpdateItem's write units: the larger of the item before and after, from the images
+        that came back (or the size last seen for its key) and the bytes the update adds."""
+        added = sum(_value_bytes(v) for v in (request.get("ExpressionAttributeValues") or {}).values())
+        key = request.get("Key") or {}
+        with self._lock:
+            if "Item" in body:  # a lost condition, with the item it found (ALL_OLD on failure)
+                size = item_bytes(body["Item"])
+                self._remember(body["Item"], size)
+            elif "Attributes" in body and request.get("ReturnValues") == "ALL_NEW":
+                size = item_bytes(body["Attributes"])
+                self._remember(body["Attributes"], size)
+            else:
+                known = self._sizes.get(self._key(key) or ("", ""))
+                if "Attributes" in body and request.get("ReturnValues") == "ALL_OLD":
+                    known = item_bytes(body["Attributes"])
+                size = (known if known is not None else item_bytes(key)) + added
+                if "__type" not in body:
+                    k = self._key(key)
+                    if k is not None:
+                        self._sizes[k] = size
+            units = float(_units(size, 1024))
+            self.write_units += units
+            self.component_write_units[component.get()] += units
+            if "ConditionalCheckFailed" in str(body.get("__type", "")):
+                self.lost_condition_units += units
+
+    def _on_statements(self, priced: list[int], body: dict[str, Any]) -> None:
+        """Settle a PartiQL batch's units from its per-statement answers (see the class docstring)."""
+        responses = body.get("Responses")
+        codes = ([(r.get("Error") or {}).get("Code") for r in responses] if isinstance(responses, list)
+                 else ["RequestRefused"] * len(priced))
+        lost = unbilled = unwritten = 0
+        for units, code in zip(priced, codes, strict=False):
+            if code in ("DuplicateItem", "ConditionalCheckFailed"):
+                lost += units
+            elif code:
+                unbilled += units
+                unwritten += 1
+        with self._lock:
+            self.lost_condition_units += lost
+            self.write_units -= unbilled
+            self.component_write_units[component.get()] -= unbilled
+            self.items_written -= unwritten
+
+    def _on_call(self, params: dict[str, Any], model: Any, context: Any = None, **_: Any) -> None:
         """``before-call`` fires for wire calls only (not for presigning); ``params`` is the
-        serialized request, so item counts come from its JSON body (DynamoDB's protocol)."""
+        serialized request, so item counts come from its JSON body (DynamoDB's protocol). An
+        UpdateItem's units are counted after the call (``_on_update``): its size shows there."""
         name = f"{model.service_model.service_name}.{model.name}"
         written, units, surcharge = 0, 0.0, 0.0
-        if model.name in ("PutItem", "UpdateItem", "DeleteItem"):
-            written, units = 1, 1.0
-            if model.name == "PutItem":
-                body = json.loads(params.get("body") or b"{}")
-                units = max(1, -(-len(json.dumps(body.get("Item", {}))) // 1024))
-        elif model.name in ("BatchWriteItem", "TransactWriteItems"):
+        body: dict[str, Any] = {}
+        if model.service_model.service_name == "dynamodb":
             body = json.loads(params.get("body") or b"{}")
+            if context is not None:
+                context["emailplatform_request"] = body
+        if model.name in ("PutItem", "UpdateItem", "DeleteItem") and body:
+            written = 1
+            if model.name == "PutItem":
+                size = item_bytes(body.get("Item", {}))
+                units = float(_units(max(size, self._sizes.get(self._key(body.get("Item", {})) or ("", ""), 0)), 1024))
+                self._remember(body.get("Item", {}), size)
+            elif model.name == "DeleteItem":
+                units = float(_units(self._sizes.get(self._key(body.get("Key", {})) or ("", ""), 0), 1024))
+            if context is not None:
+                context["emailplatform_units"] = units
+        elif model.name == "BatchExecuteStatement" and body:
+            priced = []
+            for statement in body.get("Statements", []):
+                item = _inserted_item(statement)
+                if item is None:
+                    priced.append(1)
+                    continue
+                size = item_bytes(item)
+                priced.append(_units(max(size, self._sizes.get(self._key(item) or ("", ""), 0)), 1024))
+                self._remember(item, size)
+            written, units = len(priced), float(sum(priced))
+            if context is not None:
+                context["emailplatform_statement_units"] = priced
+        elif model.name in ("BatchWriteItem", "TransactWriteItems"):
             if model.name == "BatchWriteItem":
                 reqs = [r for v in body.get("RequestItems", {}).values() for r in v]
                 written = len(reqs)
-                units = sum(max(1, -(-len(json.dumps(r)) // 1024)) for r in reqs)
+                for r in reqs:
+                    item = (r.get("PutRequest") or {}).get("Item")
+                    if item is not None:
+                        units += _units(item_bytes(item), 1024)
+                        self._remember(item)
+                    else:
+                        units += 1
             else:
-                written = sum(1 for i in body.get("TransactItems", []) if "ConditionCheck" not in i)
-                units = 2.0 * len(body.get("TransactItems", []))
-                surcharge = units - written  # what a replica does not pay again
+                for t in body.get("TransactItems", []):
+                    (kind, op), = t.items()
+                    if kind == "Put":
+                        size = item_bytes(op.get("Item", {}))
+                        self._remember(op.get("Item", {}), size)
+                    else:
+                        size = self._sizes.get(self._key(op.get("Key", {})) or ("", ""), 0)
+                        if kind == "Update":
+                            size += sum(_value_bytes(v) for v in (op.get("ExpressionAttributeValues") or {}).values())
+                    one = _units(size, 1024)
+                    units += 2.0 * one
+                    if kind != "ConditionCheck":
+                        written += 1
+                        surcharge += one  # what a replica does not pay again: it applies the item once
+                    else:
+                        surcharge += 2.0 * one  # a condition check writes nothing to replicate
         with self._lock:
             self.calls[name] += 1
             self.items_written += written
@@ -154,5 +353,6 @@ class CallCounter:
             self.calls.clear()
             self.component_calls.clear()
             self.component_write_units.clear()
+            self.component_read_units.clear()
             self.items_written = 0
-            self.read_units = self.write_units = self.transaction_surcharge = 0.0
+            self.read_units = self.write_units = self.transaction_surcharge = self.lost_condition_units = 0.0

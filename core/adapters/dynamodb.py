@@ -8,7 +8,8 @@ the epoch, so a deposed leader cannot overwrite what its successor wrote. The ep
 fencing token from one replicated counter (``FENCING_COUNTER_KEY``) that every leader election in
 any region bumps, so tokens order leaderships across regions: after a failover the new region's
 leader outranks every item the old region stamped. A fenced store's bulk puts are create-only
-transactions that also check the counter (BatchWriteItem takes no condition).
+(PartiQL INSERTs, 25 to a BatchExecuteStatement call), a chunk at a time after a read of the
+counter (BatchWriteItem takes no condition; ``DynamoTable._fenced_puts`` says why this fences them).
 """
 
 from __future__ import annotations
@@ -34,15 +35,35 @@ from core.domain.errors import (
     StaleWrite,
     TemporaryError,
 )
+from core.domain.models import Page
 
 _ser, _deser = TypeSerializer(), TypeDeserializer()
 
 # The replicated fencing counter: its ``epoch`` is the token of the newest leader elected in any
 # region (controller/lease.py bumps it with a conditional write on every election).
 FENCING_COUNTER_KEY = {schema.PK: "PLATFORM", schema.SK: "EPOCH"}
-# TransactWriteItems: at most 100 items and 4 MB; one item is the fencing check.
-_FENCED_PUTS_PER_CALL = 99
-_FENCED_BYTES_PER_CALL = 3 * 1024 * 1024
+# A fenced bulk put checks the fencing counter once per this many create-only puts (see _fenced_puts).
+FENCED_PUTS_PER_CHECK = 25
+# PartiQL BatchExecuteStatement (AWS API reference): at most 25 statements a call, each statement's
+# text at most 8,192 characters (the values travel apart, as Parameters). An item whose INSERT
+# would be longer (very many attribute names) is put alone, conditionally.
+INSERTS_PER_CALL = 25
+MAX_STATEMENT_LENGTH = 8192
+# BatchStatementError codes a retry may cure; any other code fails the bulk put (DuplicateItem is
+# no error here: the item exists and is kept).
+RETRIED_STATEMENT_ERRORS = {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded",
+                            "InternalServerError", "TransactionConflict"}
+STATEMENT_ATTEMPTS = 8
+RETRY_DELAY = 0.05  # seconds before the first retry of throttled statements, doubled each time (≤ 2 s)
+# The API error a statement's error code stands for, so callers classify it as they classify a
+# single write's (ingest: a ValidationException is permanent, anything else temporary).
+_STATEMENT_ERROR_CODES = {
+    "ValidationError": "ValidationException", "ResourceNotFound": "ResourceNotFoundException",
+    "AccessDenied": "AccessDeniedException", "ConditionalCheckFailed": "ConditionalCheckFailedException",
+    "ItemCollectionSizeLimitExceeded": "ItemCollectionSizeLimitExceededException",
+    "ProvisionedThroughputExceeded": "ProvisionedThroughputExceededException",
+    "ThrottlingError": "ThrottlingException", "TransactionConflict": "TransactionConflictException",
+}
 
 
 def _plain(v: Any) -> Any:
@@ -111,12 +132,6 @@ def is_condition_failure(exc: ClientError) -> bool:
 # Cancellation reasons that are not a lost condition and go away on a retry.
 CONDITION_OR_TEMPORARY = {"ConditionalCheckFailed", "TransactionConflict", "ThrottlingError",
                           "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
-
-
-@dataclass
-class Page:
-    items: list[dict[str, Any]]
-    cursor: str | None
 
 
 @dataclass
@@ -213,6 +228,23 @@ class DynamoTable:
             if not page.cursor:
                 return
             cursor = page.cursor
+
+    def batch_get(self, keys: list[dict[str, str]], consistent: bool = False) -> list[dict[str, Any]]:
+        """The items found for ``keys`` (any order; a key with no item is left out): BatchGetItem,
+        100 keys a call, asking again for ``UnprocessedKeys`` after a growing pause."""
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(keys), 100):
+            pending: dict[str, Any] = {self.name: {"Keys": [serialize(k) for k in keys[i:i + 100]],
+                                                   "ConsistentRead": consistent}}
+            delay = 0.05
+            while pending:
+                resp = self.client.batch_get_item(RequestItems=pending)
+                out += [deserialize(item) for item in (resp.get("Responses") or {}).get(self.name, [])]
+                pending = resp.get("UnprocessedKeys") or {}
+                if pending:  # throttled: back off before asking for the rest (AWS's advice)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        return out
 
     # -- writes ------------------------------------------------------------------------
     def _fence(self, cond: str | None, values: dict[str, Any], sets: dict[str, Any]) -> str | None:
@@ -358,76 +390,107 @@ class DynamoTable:
         return calls
 
     def _fenced_puts(self, items: Iterable[dict[str, Any]]) -> int:
-        """Bulk puts a deposed leader cannot land: BatchWriteItem takes no condition, so each chunk
-        is a transaction of a check that no newer leader was elected anywhere (the fencing counter
-        is at most our epoch) and up to 99 puts conditioned on ``attribute_not_exists(PK)``. Ids
-        are deterministic, so an item that exists already is what an earlier attempt or our
-        successor wrote (a message it may have sent since): it is left alone, never reset.
-        Raises ``Fenced`` when the counter is newer than our epoch."""
-        calls, size = 0, 0
-        chunk: list[dict[str, Any]] = []
+        """Bulk puts a deposed leader cannot turn into overwrites, at one write unit per item.
+
+        Each chunk of ``FENCED_PUTS_PER_CHECK`` items first checks the fencing counter (a strongly
+        consistent read: ``Fenced`` when a newer leader was elected in any region), then creates
+        the items with PartiQL ``INSERT`` statements, 25 to a ``BatchExecuteStatement`` call (an
+        INSERT is create-only: on an existing key DynamoDB answers that statement ``DuplicateItem``
+        and writes nothing; each statement is billed as one write). Why that is enough (a
+        transaction of the check and the puts costs two write units per item):
+
+        * A put only ever creates: an item that exists is never replaced, whoever wrote it. So a
+          message the successor already wrote, moved, sent or erased stays as it is, even if a
+          deposed leader's put lands after the successor's election (C9).
+        * What a late put can create is an item nobody has written yet, and ids are deterministic
+          (transaction, batch number, row number in the batch): it is the item the successor's own
+          ingest writes for that id, which then finds it and keeps it; and as the successor moves
+          a batch on only after writing all its messages, a late put cannot add one to a batch
+          already dispatched. This rests on what a resumed ingest already rests on after a crash:
+          the same file gives the same rows for the same ids.
+        * The window is one chunk: a leader deposed before a check is ``Fenced`` there and stops;
+          its later conditional writes (the checkpoint) are fenced as ever. Statements DynamoDB
+          throttled are retried with backoff, each round after a new check.
+
+        Raises a ``ClientError`` for a statement DynamoDB refuses (``ValidationException`` for a
+        ``ValidationError``, e.g. an item over 400 KB: permanent) or still throttles after
+        ``STATEMENT_ATTEMPTS`` (temporary); the chunk's other items may be written by then, which a
+        resumed ingest keeps. Returns the write calls (the checks are reads)."""
+        calls, chunk = 0, []
         for item in items:
-            ser = serialize(item)
-            n = len(json.dumps(ser, default=str))
-            if chunk and (len(chunk) == _FENCED_PUTS_PER_CALL or size + n > _FENCED_BYTES_PER_CALL):
+            chunk.append(serialize(item))
+            if len(chunk) == FENCED_PUTS_PER_CHECK:
                 calls += self._fenced_put_chunk(chunk)
-                chunk, size = [], 0
-            chunk.append(ser)
-            size += n
+                chunk = []
         if chunk:
             calls += self._fenced_put_chunk(chunk)
         return calls
 
     def _fenced_put_chunk(self, chunk: list[dict[str, Any]]) -> int:
-        check = {"ConditionCheck": {
-            "TableName": self.name, "Key": serialize(FENCING_COUNTER_KEY),
-            "ConditionExpression": "attribute_not_exists(epoch) OR epoch <= :fence",
-            "ExpressionAttributeValues": serialize({":fence": self.fence_epoch})}}
-        calls, delay, pending = 0, 0.05, chunk
-        for _ in range(20):
-            if not pending:
-                return calls
-            puts = [{"Put": {"TableName": self.name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
-                    for item in pending]
-            calls += 1
-            try:
-                self.client.transact_write_items(TransactItems=[check, *puts])
-                return calls
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                    raise
-                reasons = [r.get("Code") or "None" for r in exc.response.get("CancellationReasons") or []]
-                cancelled = exc
-            if len(reasons) != len(puts) + 1:  # no reasons (an emulator): check, then put one by one
-                return calls + self._fenced_puts_one_by_one(pending)
-            if reasons[0] == "ConditionalCheckFailed":
-                self._check_fence()
-            if "ValidationError" in reasons:
-                raise cancelled  # e.g. an item over 400 KB: the caller's to classify, never retried here
-            others = [c for c in reasons if c not in ("None", "ConditionalCheckFailed")]
-            if others and not all(c in CONDITION_OR_TEMPORARY for c in others):
-                raise cancelled
-            pending = [item for item, code in zip(pending, reasons[1:], strict=True) if code != "ConditionalCheckFailed"]
-            if others:  # a conflicting transaction or throttling: the rest again after a pause
+        self._check_fence()
+        calls, statements, seen = 0, [], set[str]()
+        for item in chunk:
+            key = json.dumps([item.get(schema.PK), item.get(schema.SK)], sort_keys=True)
+            if key in seen:  # create-only: the first of two puts of one key is the one kept
+                continue
+            seen.add(key)
+            statement = self._insert(item)
+            if statement is None:
+                self._put_if_absent(item)
+                calls += 1
+            else:
+                statements.append(statement)
+        for i in range(0, len(statements), INSERTS_PER_CALL):
+            calls += self._execute_inserts(statements[i:i + INSERTS_PER_CALL])
+        return calls
+
+    def _insert(self, item: dict[str, Any]) -> dict[str, Any] | None:
+        """The PartiQL INSERT of a serialized item (names quoted, values as parameters), or None
+        when its text would exceed ``MAX_STATEMENT_LENGTH``."""
+        names = list(item)
+        table = self.name.replace('"', '""')
+        fields = ", ".join("'" + name.replace("'", "''") + "': ?" for name in names)
+        text = f'INSERT INTO "{table}" VALUE {{{fields}}}'
+        if len(text.encode()) > MAX_STATEMENT_LENGTH:  # characters; bytes are never fewer
+            return None
+        return {"Statement": text, "Parameters": [item[name] for name in names]}
+
+    def _execute_inserts(self, statements: list[dict[str, Any]]) -> int:
+        """Run INSERT statements in one call, then again those DynamoDB throttled. Returns the calls."""
+        calls, delay, pending = 0, RETRY_DELAY, statements
+        for attempt in range(STATEMENT_ATTEMPTS):
+            if attempt:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        raise TemporaryError("fenced bulk put kept being cancelled; retry", delay=1.0)
+                self._check_fence()
+            responses = self.client.batch_execute_statement(Statements=pending)["Responses"]
+            calls += 1
+            retry, last = [], {}
+            for statement, response in zip(pending, responses, strict=True):
+                error = response.get("Error")
+                if not error or error.get("Code") == "DuplicateItem":
+                    continue
+                if error.get("Code") not in RETRIED_STATEMENT_ERRORS:
+                    raise _statement_error(error)
+                retry.append(statement)
+                last = error
+            if not retry:
+                return calls
+            pending = retry
+        raise _statement_error(last)
+
+    def _put_if_absent(self, item: dict[str, Any]) -> None:
+        try:
+            self.client.put_item(TableName=self.name, Item=item, ConditionExpression="attribute_not_exists(PK)")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
 
     def _check_fence(self) -> None:
         """Raise ``Fenced`` when a leader newer than our epoch was elected in any region."""
         counter = self.get(FENCING_COUNTER_KEY) or {}
         if self.fence_epoch is not None and int(counter.get("epoch", 0)) > self.fence_epoch:
             raise Fenced(f"fenced by epoch {counter['epoch']} (ours {self.fence_epoch})")
-
-    def _fenced_puts_one_by_one(self, items: list[dict[str, Any]]) -> int:
-        self._check_fence()
-        for item in items:
-            try:
-                self.client.put_item(TableName=self.name, Item=item, ConditionExpression="attribute_not_exists(PK)")
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                    raise
-        return 1 + len(items)
 
     def transact(self, updates: list[Update], puts: list[tuple[dict[str, Any], str | None]] = (), checks: list[tuple[dict[str, str], str, dict[str, Any]]] = ()) -> None:  # type: ignore[assignment]
         """All-or-nothing: conditional updates + conditional puts + condition checks."""
@@ -478,6 +541,13 @@ class DynamoTable:
         if not codes:  # no reasons given (an older SDK or an emulator): the cautious reading
             return self._fenced_or(StaleWrite("transaction cancelled without reasons"), key)
         return exc
+
+
+def _statement_error(error: dict[str, Any]) -> ClientError:
+    """A PartiQL batch statement's error as the ``ClientError`` a single write would raise."""
+    code = str(error.get("Code"))
+    return ClientError({"Error": {"Code": _STATEMENT_ERROR_CODES.get(code, code), "Message": error.get("Message", "")},
+                        "BatchStatementError": error}, "BatchExecuteStatement")
 
 
 def expect_status(expected: Iterable[str]) -> tuple[str, dict[str, Any], dict[str, str]]:

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from core import schema
 from core.adapters.dynamodb import DynamoTable, Page, Update, expect_status
-from core.domain.errors import IllegalTransition, NotFound, StaleWrite
+from core.domain.errors import IllegalTransition, NotFound, StaleWrite, TemporaryError
 from core.domain.models import (
+    MESSAGE_EVENTS,
+    MESSAGE_EVENTS_DUE,
     ApiKey,
     Attachment,
     Batch,
     CallbackRecord,
     Message,
+    Recorded,
     Rejection,
     Summary,
     TemplateVersion,
@@ -37,9 +39,8 @@ from core.domain.statuses import (
     BatchStatus,
     MessageStatus,
     TransactionStatus,
-    count_delta,
-    statuses_below,
 )
+from core.domain.tracking import APPLIED, DUPLICATE, TrackedEvent, Tracking
 
 _STRIP = {"PK", "SK", "active_pk", "active_sk", "due_pk", "due_at", "tenant_pk", "tenant_sk", "fence", "expiration"}
 
@@ -48,21 +49,18 @@ def _fields(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k not in _STRIP}
 
 
+def _message(item: dict[str, Any]) -> Message:
+    """A message item: its fields, and its status times from the ts_<status> attributes."""
+    fields = _fields(item)
+    fields["timestamps"] = {k[3:].upper(): v for k, v in item.items() if k.startswith("ts_")}
+    return Message.model_validate(fields)
+
+
 def _transaction(item: dict[str, Any]) -> Transaction:
     """A transaction item: its fields, and its live counts from the n_<counter> attributes."""
     fields = _fields(item)
     fields["counts"] = {k[2:]: int(v) for k, v in item.items() if k.startswith("n_")}
     return Transaction.model_validate(fields)
-
-
-@dataclass
-class Recorded:
-    """What recording one event did: ``moved`` True (status moved), False (kept, late), None
-    (replay or unknown message); ``delta`` how the campaign's counts change."""
-
-    moved: bool | None
-    delta: dict[str, int]
-    metadata: dict[str, str] = field(default_factory=dict)  # the message's metadata, for event consumers
 
 
 class DynamoStore:
@@ -251,6 +249,20 @@ class DynamoStore:
         except StaleWrite:
             pass
 
+    def hand_back_unclaimed(self, batch: Batch, now: datetime, when: datetime) -> bool:
+        """A sender that may not send now gives back a queue message it consumed: re-dispatch at
+        ``when``, unless a live worker holds the batch (its claim is never touched)."""
+        try:
+            self.table.update(Update(
+                schema.batch_key(batch.transaction_id, batch.batch_id),
+                set={"redispatch_at": iso(when), "released_at": iso(when)},
+                condition="#st = :q AND (attribute_not_exists(lease_until) OR lease_until < :now)",
+                values={":q": BatchStatus.QUEUED, ":now": iso(now)}, names={"#st": "status"},
+            ), returns="NONE")
+            return True
+        except StaleWrite:
+            return False
+
     def mark_queued(self, batch: Batch, now: datetime, redispatch_at: datetime) -> Batch:
         """READY → QUEUED, or a re-dispatch of a QUEUED batch (bumps ``dispatches``). Written
         *before* the queue message is sent. A re-dispatch never takes a batch from a live lease
@@ -259,11 +271,11 @@ class DynamoStore:
                 "redispatch_at": iso(redispatch_at)}
         cond = "#st = :cur AND #ver = :ver"
         values: dict[str, Any] = {":cur": batch.status, ":ver": batch.version}
-        remove: tuple[str, ...] = ()
+        remove: tuple[str, ...] = ("due_pk", "due_at")  # a released batch leaves the due index once dispatched
         if batch.status == BatchStatus.QUEUED:
             cond += " AND (attribute_not_exists(lease_until) OR lease_until <= :now)"
             values[":now"] = iso(now)
-            remove = ("lease_owner", "lease_until", "released_at")
+            remove = ("lease_owner", "lease_until", "released_at", *remove)
         self.table.update(Update(
             schema.batch_key(batch.transaction_id, batch.batch_id), set=sets, add={"dispatches": 1},
             remove=remove, condition=cond, values=values, names={"#st": "status", "#ver": "version"},
@@ -290,12 +302,14 @@ class DynamoStore:
             pass
 
     def snooze_due(self, batch: Batch, until: datetime) -> bool:
-        """Move a SCHEDULED batch's ``due`` entry to ``until`` (its campaign is paused): due items
-        that cannot act must not fill the page every pass reads first. Version unchanged."""
+        """Move a SCHEDULED (or released, READY) batch's ``due`` entry to ``until`` (its campaign is
+        paused, or cancelled and left to settle): due items that cannot act must not fill the page
+        every pass reads first. Version unchanged."""
         try:
             self.table.update(Update(
                 schema.batch_key(batch.transaction_id, batch.batch_id), set={"due_at": iso(until)},
-                condition="#st = :s AND attribute_exists(due_pk)", values={":s": BatchStatus.SCHEDULED},
+                condition="#st IN (:s, :r) AND attribute_exists(due_pk)",
+                values={":s": BatchStatus.SCHEDULED, ":r": BatchStatus.READY},
                 names={"#st": "status"},
             ))
             return True
@@ -326,7 +340,7 @@ class DynamoStore:
         messages, logs = [], []
         for item in self.table.query_all(f"BATCH#{batch_id}"):
             if item["SK"].startswith("MESSAGE#"):
-                messages.append(Message.model_validate(_fields(item)))
+                messages.append(_message(item))
             elif item["SK"].startswith("SENDLOG#"):
                 logs.append(item)
         return messages, logs
@@ -339,7 +353,7 @@ class DynamoStore:
         item = self.table.get(schema.message_key(batch_id, message_id))
         if not item or (tenant_id is not None and item.get("tenant_id") != tenant_id):
             raise NotFound(f"message {message_id} not found")
-        return Message.model_validate(_fields(item))
+        return _message(item)
 
     def messages_page(self, batch_id: str, status: str | None, limit: int, cursor: str | None) -> Page:
         kw: dict[str, Any] = {}
@@ -349,48 +363,57 @@ class DynamoStore:
 
     def record_message_event(self, batch_id: str, message_id: str, new: MessageStatus, event: dict[str, Any],
                              extra: dict[str, Any] | None = None) -> Recorded:
-        """Record an SES event on its message; move the status only if ``new`` outranks it.
-
-        One write in the common case; the old status and statuses seen come back with it (no
-        read), so the caller learns how the campaign's counts change.
-        """
-        key = schema.message_key(batch_id, message_id)
-        eid = event["id"]
-        placeholders = {f":b{i}": s for i, s in enumerate(statuses_below(new))}
-        record = {"add": {"event_ids": {eid}, "seen": {new.value}}, "append": {"events": [event]},
-                  "set_if_absent": {f"ts_{new.value.lower()}": event["at"], **(extra or {})}}
-        try:
-            old = self.table.update(Update(
-                key,
-                set={"status": new},
-                condition=("attribute_exists(PK) AND attribute_not_exists(erased) AND NOT contains(event_ids, :eid)"
-                           " AND #st IN ("
-                           + ", ".join(placeholders) + ")"),
-                values={":eid": eid, **placeholders}, names={"#st": "status"}, **record,
-            ), return_old_on_fail=True, returns="ALL_OLD")  # ALL_OLD: the metadata comes back with it
-            seen = set(old.get("seen") or ())
-            return Recorded(True, count_delta((old.get("status"), seen), (new.value, seen | {new.value})),
-                            dict(old.get("metadata") or {}))
-        except StaleWrite as exc:
-            current = getattr(exc, "current", None)
-            if not current or eid in (current.get("event_ids") or set()):
+        """Record one SES event on its message (a read and at most one write; the events Lambda
+        reads a whole SQS batch's messages at once instead: ``message_items``, ``save_tracking``).
+        ``moved``: True (status moved), False (kept, late), None (nothing changed, or unknown)."""
+        ev = TrackedEvent(event["id"], str(event.get("type") or new.value), new, event["at"],
+                          (extra or {}).get("ses_message_id"),
+                          {k: v for k, v in event.items() if k not in ("id", "type", "at")})
+        item = self.message_items([(batch_id, message_id)]).get(message_id)
+        for _ in range(5):
+            if not item or item.get("erased"):
                 return Recorded(None, {})
-        condition = "attribute_exists(PK) AND attribute_not_exists(erased) AND NOT contains(event_ids, :eid)"
-        values = {":eid": eid}
-        if new in (MessageStatus.OPENED, MessageStatus.CLICKED) and new.value in set(current.get("seen") or ()):
-            # a repeated open or click: counted on the item, not appended, so a message opened a
-            # thousand times stays far below DynamoDB's 400 KB item limit (the first one is kept)
-            record = {"add": {"event_ids": {eid}, "seen": {new.value}, f"n_{new.value.lower()}": 1},
-                      "set_if_absent": record["set_if_absent"]}
-            condition, values = condition + " AND contains(seen, :sv)", {**values, ":sv": new.value}
-        try:  # late or out of order: keep the event with its time, leave the status
-            old = self.table.update(Update(key, set={}, condition=condition, values=values, **record), returns="ALL_OLD")
-            seen = set(old.get("seen") or ())
-            status = old.get("status")
-            return Recorded(False, count_delta((status, seen), (status, seen | {new.value})),
-                            dict(old.get("metadata") or {}))
-        except StaleWrite:
-            return Recorded(None, {})
+            before = Tracking.of(item)
+            after, outcome = before.apply(ev)
+            if outcome == DUPLICATE:
+                return Recorded(None, {})
+            current = self.save_tracking(batch_id, message_id, before, after)
+            if current is None:
+                return Recorded(outcome == APPLIED, after.delta(before), dict(item.get("metadata") or {}))
+            item = current
+        raise TemporaryError("message kept changing while its event was recorded; retry", delay=0.1)
+
+    def message_items(self, keys: Iterable[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+        """Message items by message id, for (batch id, message id) keys: eventually consistent
+        BatchGetItem, 100 keys a call (half a read unit per item under 4 KB: a tenth of the
+        replicated write it may spare). A key not found is read again strongly consistent before
+        it counts as missing (a message written a moment ago)."""
+        keys = list(dict.fromkeys(keys))
+        found = {i["message_id"]: i for i in self.table.batch_get([schema.message_key(b, m) for b, m in keys])
+                 if "message_id" in i}
+        missing = [(b, m) for b, m in keys if m not in found]
+        if missing:
+            found.update({i["message_id"]: i for i in self.table.batch_get(
+                [schema.message_key(b, m) for b, m in missing], consistent=True) if "message_id" in i})
+        return found
+
+    def save_tracking(self, batch_id: str, message_id: str, before: Tracking, after: Tracking) -> dict[str, Any] | None:
+        """Write what events changed on a message, conditional on the state they were applied to
+        (its status and the events path's write generation; never an erased message). None when
+        written; else the item as it is now, to apply the events to again ({} when it is gone)."""
+        cond = "attribute_exists(PK) AND attribute_not_exists(erased) AND "
+        cond += "#st = :st" if before.status is not None else "attribute_not_exists(#st)"
+        cond += " AND ev_gen = :g" if before.gen else " AND attribute_not_exists(ev_gen)"
+        values: dict[str, Any] = {":st": before.status} if before.status is not None else {}
+        if before.gen:
+            values[":g"] = before.gen
+        try:
+            self.table.update(Update(schema.message_key(batch_id, message_id), set=after.changed(before),
+                                     condition=cond, values=values, names={"#st": "status"}),
+                              return_old_on_fail=True, returns="NONE")
+            return None
+        except StaleWrite as exc:
+            return getattr(exc, "current", None) or {}
 
     def add_counts(self, tx_id: str, delta: dict[str, int], now: datetime) -> None:
         """Add to a campaign's live counts (one write for many messages; never bumps ``version``,
@@ -510,6 +533,15 @@ class DynamoStore:
         return self.table.batch_put({**schema.rejection_key(tx_id, r.line), **r.model_dump(), **ttl}
                                     for r in rejections)
 
+    def set_ingest_watermark(self, tx_id: str, line: int, expiration: int | None = None) -> None:
+        """Every row up to ``line`` is decided and its rejection written (ingest, before a batch)."""
+        ttl = {schema.TTL_ATTRIBUTE: expiration} if expiration else {}
+        self.table.put({**schema.ingest_watermark_key(tx_id), "line": line, **ttl})
+
+    def ingest_watermark(self, tx_id: str) -> int:
+        item = self.table.get(schema.ingest_watermark_key(tx_id))
+        return int(item["line"]) if item else 0
+
     def rejections_page(self, tx_id: str, limit: int, cursor: str | None) -> tuple[list[Rejection], str | None]:
         page = self.table.query(f"TRANSACTION#{tx_id}", "REJECTION#", limit=limit, cursor=cursor)
         return [Rejection.model_validate(_fields(i)) for i in page.items], page.cursor
@@ -529,15 +561,35 @@ class DynamoStore:
         sets: dict[str, Any] = {"state": cb.state, "attempts": [a for a in cb.attempts],
                                 "next_attempt_at": cb.next_attempt_at}
         remove: tuple[str, ...] = ()
+        events = cb.kind == MESSAGE_EVENTS
         if cb.state == "PENDING" and cb.next_attempt_at:
-            sets.update(due_pk="CALLBACK", due_at=iso(cb.next_attempt_at))
+            sets.update(due_pk=MESSAGE_EVENTS_DUE if events else "CALLBACK", due_at=iso(cb.next_attempt_at))
         else:
             remove = ("due_pk", "due_at")
             sets.pop("next_attempt_at")
+        key = (schema.message_events_key(cb.transaction_id, cb.ref or "") if events
+               else schema.callback_key(cb.transaction_id, cb.seq))
         self.table.update(Update(
-            schema.callback_key(cb.transaction_id, cb.seq), set=sets, remove=remove,
+            key, set=sets, remove=remove,
             condition="size(attempts) = :n", values={":n": expected_attempts},
         ))
+
+    # ------------------------------------------------- message-event batches (core/services/message_events.py)
+    def put_message_events(self, cb: CallbackRecord, expiration: int | None = None) -> bool:
+        """Write one batch of message events to the outbox, due now; create-only, so a retried
+        flush never resets one already attempted. False when it exists. ``expiration`` (epoch
+        seconds): the tenant's message retention, as on the messages it describes."""
+        ttl = {schema.TTL_ATTRIBUTE: expiration} if expiration else {}
+        return self.table.put_new({**schema.message_events_key(cb.transaction_id, cb.ref or ""), **cb.model_dump(),
+                                   "due_pk": MESSAGE_EVENTS_DUE, "due_at": iso(cb.next_attempt_at or utcnow()), **ttl})
+
+    def message_events(self, tx_id: str, ref: str) -> CallbackRecord | None:
+        item = self.table.get(schema.message_events_key(tx_id, ref))
+        return CallbackRecord.model_validate(_fields(item)) if item else None
+
+    def message_event_batches(self, tx_id: str, limit: int, cursor: str | None) -> tuple[list[CallbackRecord], str | None]:
+        page = self.table.query(f"TRANSACTION#{tx_id}", "MSGEVENTS#", limit=limit, cursor=cursor)
+        return [CallbackRecord.model_validate(_fields(i)) for i in page.items], page.cursor
 
     # ---------------------------------------------------------------- templates
     def put_template_version(self, tv: TemplateVersion) -> None:
@@ -613,12 +665,32 @@ class DynamoStore:
     # ---------------------------------------------------------------- suppressions
     def suppress(self, tenant_id: str, email: str, reason: str, source: str | None = None) -> bool:
         """Suppress an address (idempotent). An address erased for this tenant is suppressed by its
-        keyed hash already and is never written out again (a late bounce, an old unsubscribe link)."""
-        if self.hash_suppressed(tenant_id, email):
-            return False
-        return self.table.put_new({**schema.suppression_key(tenant_id, email), "tenant_id": tenant_id,
-                                   "email": email, "reason": reason, "source": source,
-                                   "created_at": iso(utcnow())})
+        keyed hash already and is never written out again (a late bounce, an old unsubscribe link).
+        One transaction: the plain item is written only while the hash item does not exist, so an
+        erasure that writes the hash meanwhile cannot be undone by this write."""
+        item = {**schema.suppression_key(tenant_id, email), "tenant_id": tenant_id, "email": email,
+                "reason": reason, "source": source, "created_at": iso(utcnow())}
+        if self.address_hasher is None:
+            return self.table.put_new(item)
+        from core.adapters.dynamodb import serialize
+
+        hashed = schema.suppression_hash_key(tenant_id, self.address_hasher(tenant_id, email))
+        for attempt in range(5):
+            try:
+                self.table.client.transact_write_items(TransactItems=[
+                    {"ConditionCheck": {"TableName": self.table.name, "Key": serialize(hashed),
+                                        "ConditionExpression": "attribute_not_exists(PK)"}},
+                    {"Put": {"TableName": self.table.name, "Item": serialize(item),
+                             "ConditionExpression": "attribute_not_exists(PK)"}}])
+                return True
+            except self.table.client.exceptions.TransactionCanceledException as exc:
+                codes = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+                if "ConditionalCheckFailed" in codes:
+                    return False  # erased (hash exists) or already suppressed
+                if attempt == 4:
+                    raise TemporaryError("suppression write kept conflicting; retry", delay=0.2) from None
+                time.sleep(0.05 * (attempt + 1))  # TransactionConflict: another write to these items
+        return False
 
     def unsuppress(self, tenant_id: str, email: str) -> bool:
         return self.table.delete(schema.suppression_key(tenant_id, email), "attribute_exists(PK)")

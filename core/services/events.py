@@ -1,8 +1,9 @@
 """SES event notifications → message status, suppression, analytics.
 
-SES publishes through SNS to SQS; events arrive late, twice and out of order. Each event gets
-a content-derived id, so a replay is recognised on the message itself; the status moves only
-by precedence (``core.domain.statuses``), and every event is kept with its time.
+SES publishes through SNS to SQS; events arrive late, twice and out of order. The status moves
+only by precedence (``core.domain.statuses``) and a message keeps the first event of each kind
+with its time (``core.domain.tracking``): a replay changes nothing, so it costs no write. Every
+event goes to the analytics index, keyed by a content-derived id.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.domain.errors import TemporaryError
 from core.domain.models import batch_of_message, parse_iso, transaction_of_batch
 from core.domain.statuses import MessageStatus as M
-from core.observability import SES_EVENTS, log
+from core.domain.tracking import TrackedEvent, Tracking
+from core.observability import SES_EVENTS, correlated, log
+from core.schema import TTL_ATTRIBUTE
 
 
 class SesMail(BaseModel):
@@ -184,51 +188,222 @@ class CountBuffer:
 
 
 def record_ses_event(body: str, *, store: Any, analytics: Any | None = None,
-                     evidence: SendEvidenceMark | None = None, counts: CountBuffer | None = None) -> str:
-    """Apply one SQS record. Returns the outcome (applied · kept · duplicate · ignored).
+                     evidence: SendEvidenceMark | None = None, counts: CountBuffer | None = None,
+                     message_events: Any | None = None) -> str:
+    """Apply one SQS record (``record_ses_events`` with one body). Returns the outcome
+    (applied · kept · duplicate · ignored); raises what would make SQS deliver it again."""
+    (outcome,) = record_ses_events([body], store=store, analytics=analytics, evidence=evidence, counts=counts,
+                                   message_events=message_events)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
-    Raises only for transient failures, so the SQS record is retried; malformed input is
-    logged, counted and dropped (retrying it could never succeed).
+
+@dataclass
+class _Pending:
+    """One record's event on its way to its message."""
+
+    index: int
+    ev: SesEvent
+    parsed: ParsedEvent
+    tracked: TrackedEvent
+
+
+def record_ses_events(bodies: list[str], *, store: Any, analytics: Any | None = None,
+                      evidence: SendEvidenceMark | None = None, counts: CountBuffer | None = None,
+                      message_events: Any | None = None) -> list[str | Exception]:
+    """Apply a batch of SQS records: each one's outcome (applied · kept · duplicate · ignored), or
+    the exception that must make SQS deliver it again (a transient failure).
+
+    The messages the records name are read in one BatchGetItem; each message gets every event of
+    the batch applied to it (``core.domain.tracking``) and is written once, conditional on what
+    was read, and only if something changed: a replay, a repeated open or a late event that adds
+    nothing costs half a read unit instead of a replicated write. A write that loses its
+    condition (another invocation wrote the message meanwhile) comes back with the item as it
+    is, and the events are applied to that again. Malformed input is logged, counted and
+    dropped (retrying it could never succeed).
+
+    Safe to retry after a crash at any point: the message write is conditional and the fold is
+    idempotent; the suppression of a hard bounce or a complaint is written before the message,
+    so a retried record still suppresses the address; a count addition lost with the process is
+    restored by the campaign's final recount; a message's Send evidence is marked (``evidence``)
+    only once its write is done.
     """
+    outcomes: list[str | Exception] = ["ignored"] * len(bodies)
+    by_message: dict[tuple[str, str], list[_Pending]] = defaultdict(list)
+    for i, body in enumerate(bodies):
+        try:
+            ev = parse_sns_envelope(body)
+        except (ValueError, ValidationError) as exc:
+            SES_EVENTS.labels("unknown", "malformed").inc()
+            log.warning("ses event malformed", error=str(exc)[:200])
+            continue
+        parsed = interpret(ev)
+        if parsed is None or not parsed.message_id:
+            SES_EVENTS.labels(ev.eventType, "ignored").inc()
+            continue
+        try:
+            batch_id = batch_of_message(parsed.message_id)
+        except ValueError:
+            SES_EVENTS.labels(parsed.event_type, "ignored").inc()
+            continue
+        tracked = TrackedEvent(parsed.event_id, parsed.event_type, parsed.status, parsed.at, parsed.ses_message_id,
+                               parsed.detail)
+        by_message[(batch_id, parsed.message_id)].append(_Pending(i, ev, parsed, tracked))
+    if not by_message:
+        return outcomes
     try:
-        ev = parse_sns_envelope(body)
-    except (ValueError, ValidationError) as exc:
-        SES_EVENTS.labels("unknown", "malformed").inc()
-        log.warning("ses event malformed", error=str(exc)[:200])
-        return "ignored"
-    parsed = interpret(ev)
-    if parsed is None or not parsed.message_id:
-        SES_EVENTS.labels(ev.eventType, "ignored").inc()
-        return "ignored"
-    try:
-        batch_id = batch_of_message(parsed.message_id)
-    except ValueError:
-        SES_EVENTS.labels(parsed.event_type, "ignored").inc()
-        return "ignored"
-    event = {"id": parsed.event_id, "type": parsed.event_type, "at": parsed.at, **parsed.detail}
-    extra = {"ses_message_id": parsed.ses_message_id} if parsed.event_type == "Send" else None
-    recorded = store.record_message_event(batch_id, parsed.message_id, parsed.status, event, extra)
-    moved = recorded.moved
-    outcome = {True: "applied", False: "kept", None: "duplicate"}[moved]
-    if moved is not None:
-        delta = dict(recorded.delta)
-        if parsed.event_type == "Bounce" and parsed.detail.get("bounce_type") == "Permanent":
-            delta["hard_bounced"] = delta.get("hard_bounced", 0) + 1  # what SES's bounce rate counts
-        buffer = counts if counts is not None else CountBuffer(store, _WallClock())
-        buffer.add(parsed.transaction_id or transaction_of_batch(batch_id), delta)
-        if counts is None:  # a caller without a buffer gets its counts written now
-            buffer.flush()
+        items = store.message_items(by_message)
+    except Exception as exc:  # noqa: BLE001 - nothing was written: every record is tried again
+        log.warning("ses events: messages could not be read", error=str(exc)[:200])
+        for pending in by_message.values():
+            for p in pending:
+                outcomes[p.index] = exc
+        return outcomes
+    buffer = counts if counts is not None else CountBuffer(store, _WallClock())
+    folds = {key: _fold(items.get(key[1]), pending) for key, pending in by_message.items()}
+    # Message events first (at least once): the opted-in campaigns' outbox items carry what these
+    # messages will record, written before the messages; a campaign whose item could not be
+    # written has its records retried by SQS, and none of its messages is written now.
+    refused: dict[str, Exception] = {}
+    covered: set[tuple[str, str]] = set()
+    if message_events is not None:
+        for (_, message_id), pending in by_message.items():
+            fold = folds[(_, message_id)]
+            if fold is not None:
+                covered |= _message_event_hook(message_events, pending, fold, items.get(message_id) or {})
+        if covered:
+            refused = message_events.flush_each()
+    for (batch_id, message_id), pending in by_message.items():
+        first = pending[0].parsed
+        failed = refused.get(_transaction_of(pending, batch_id))
+        if failed is not None:
+            for p in pending:
+                outcomes[p.index] = failed
+            continue
+        try:
+            with correlated(tenant_id=first.tenant_id, transaction_id=first.transaction_id, message_id=message_id):
+                results, metadata = _record_on_message(store, batch_id, message_id, pending, folds[(batch_id, message_id)],
+                                                       buffer, covered if message_events is not None else None)
+        except Exception as exc:  # noqa: BLE001 - transient (throttling, 5xx): these records are retried
+            log.warning("ses events not recorded, retried", message_id=message_id, error=str(exc)[:200])
+            for p in pending:
+                outcomes[p.index] = exc
+            continue
+        for p in pending:
+            outcomes[p.index] = results[p.index]
+            _after_recorded(p, results[p.index], metadata, analytics=analytics, evidence=evidence)
+    if counts is None:  # a caller without a buffer gets its counts written now
+        buffer.flush()
+    return outcomes
+
+
+@dataclass
+class _Fold:
+    """A message's events applied (in time order) to the item as read: what a write would record."""
+
+    item: dict[str, Any]
+    before: Tracking
+    state: Tracking
+    results: dict[int, str]
+    metadata: dict[str, str]
+
+
+def _fold(item: dict[str, Any] | None, pending: list[_Pending]) -> _Fold | None:
+    """None for an unknown (a test send, another stack) or erased message: nothing to record."""
+    if not item or item.get("erased"):
+        return None
+    pending.sort(key=lambda p: p.parsed.at)
+    before = state = Tracking.of(item)
+    results: dict[int, str] = {}
+    for p in pending:  # an event twice in one batch (an SNS redelivery) is a duplicate the second time
+        state, results[p.index] = state.apply(p.tracked)
+    return _Fold(item, before, state, results, dict(item.get("metadata") or {}))
+
+
+def _record_on_message(store: Any, batch_id: str, message_id: str, pending: list[_Pending], fold: _Fold | None,
+                       counts: CountBuffer, covered: set[tuple[str, str]] | None
+                       ) -> tuple[dict[int, str], dict[str, str] | None]:
+    """Write a message once if its events changed it. Returns each record's outcome, and the
+    message's metadata (None: an unknown or erased message). A write that lost its condition is
+    folded again on the item as it is now; should that record a message event the outbox write
+    did not carry (``covered``), the records are retried instead (by SQS, outbox first)."""
+    for _ in range(5):
+        if fold is None:
+            return {p.index: "duplicate" for p in pending}, None
+        if fold.state == fold.before:
+            return fold.results, fold.metadata
+        if covered is not None and not _recorded_events(pending, fold) <= covered:
+            raise TemporaryError(f"message {message_id} changed: its message events are written again first",
+                                 delay=0.1)
+        for p in pending:  # before the message write: a retried record suppresses the address again
+            parsed = p.parsed
+            if parsed.suppress_reason and parsed.tenant_id and parsed.recipient and fold.results[p.index] != "duplicate":
+                store.suppress(parsed.tenant_id, parsed.recipient.lower(), parsed.suppress_reason, message_id)
+        current = store.save_tracking(batch_id, message_id, fold.before, fold.state)
+        if current is None:
+            counts.add(_transaction_of(pending, batch_id), fold.state.delta(fold.before))
+            return fold.results, fold.metadata
+        fold = _fold(current, pending)
+    raise TemporaryError(f"message {message_id} kept changing while its events were recorded", delay=0.1)
+
+
+def _recorded_events(pending: list[_Pending], fold: _Fold) -> set[tuple[str, str]]:
+    """The (message id, event id) of the opted-in events this fold records (message events)."""
+    from core.services import message_events
+
+    return {(p.parsed.message_id or "", p.parsed.event_id) for p in pending
+            if fold.results[p.index] in ("applied", "kept") and message_events.wanted(p.ev.mail.tags)}
+
+
+def _transaction_of(pending: list[_Pending], batch_id: str) -> str:
+    return next((p.parsed.transaction_id for p in pending if p.parsed.transaction_id), None) or \
+        transaction_of_batch(batch_id)
+
+
+def _after_recorded(p: _Pending, outcome: str, metadata: dict[str, str] | None, *, analytics: Any | None,
+                    evidence: SendEvidenceMark | None) -> None:
+    """What follows a recorded event: the Send-evidence mark, analytics, metrics."""
+    parsed = p.parsed
     if evidence is not None and parsed.event_type == "Send":
-        evidence.saw(ev.mail.timestamp)
-    if parsed.suppress_reason and parsed.tenant_id and parsed.recipient and moved is not None:
-        store.suppress(parsed.tenant_id, parsed.recipient.lower(), parsed.suppress_reason, parsed.message_id)
-    if analytics is not None and moved is not None:
+        evidence.saw(p.ev.mail.timestamp)
+    if metadata is None:  # an unknown or erased message: nothing more
+        SES_EVENTS.labels(parsed.event_type, outcome).inc()
+        return
+    # Every event of a known message goes to analytics, a repeated open too (indexed by event id,
+    # so a replay overwrites itself); the message item keeps only the first of each kind.
+    if analytics is not None and (outcome != "duplicate" or parsed.status in (M.OPENED, M.CLICKED)):
         try:
             from core.services.analytics import event_document
 
-            analytics.index_event(event_document(parsed, recorded.metadata))
+            analytics.index_event(event_document(parsed, metadata))
         except Exception as exc:  # analytics never blocks status updates
             log.warning("analytics indexing failed", message_id=parsed.message_id, error=str(exc)[:200])
     SES_EVENTS.labels(parsed.event_type, outcome).inc()
     log.debug("ses event", message_id=parsed.message_id, event_type=parsed.event_type, outcome=outcome)
-    return outcome
+
+
+# --- message events (issue #18): the only coupling to core/services/message_events.py -------------
+def _message_event_hook(buffer: Any, pending: list[_Pending], fold: _Fold, item: dict[str, Any]
+                        ) -> set[tuple[str, str]]:
+    """An opted-in campaign's message events this SQS batch will record on a message (they move
+    its status, or are kept as late ones) go into the batch's outbox buffer (one item per
+    campaign, written before the message). The SES event's own tags say whether the campaign
+    opted in: no read, and nothing at all for the others. The item expires with the message
+    (its own TTL, read with it). Returns the (message id, event id) pairs added."""
+    from core.services import message_events
+
+    added: set[tuple[str, str]] = set()
+    for p in pending:
+        parsed = p.parsed
+        if fold.results[p.index] not in ("applied", "kept") or not message_events.wanted(p.ev.mail.tags) \
+                or not parsed.message_id:
+            continue
+        detail = {k: parsed.detail.get(k) for k in ("bounce_type", "bounce_subtype")} \
+            if parsed.status == M.BOUNCED else None
+        buffer.add(parsed.tenant_id, message_events.message_event(
+            event_id=parsed.event_id, status=parsed.status.value, at=parsed.at, message_id=parsed.message_id,
+            transaction_id=parsed.transaction_id or transaction_of_batch(batch_of_message(parsed.message_id)),
+            metadata=fold.metadata, source=parsed.event_type, detail=detail), expiration=item.get(TTL_ATTRIBUTE))
+        added.add((parsed.message_id, parsed.event_id))
+    return added

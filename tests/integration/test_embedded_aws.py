@@ -86,3 +86,79 @@ def test_concurrent_updates_each_return_the_image_they_replaced(table):
     for t in threads:
         t.join()
     assert sorted(olds) == list(range(200))
+
+
+def test_partiql_insert_creates_only_and_anything_else_is_refused(table):
+    """The controller's fenced bulk puts: INSERT creates an item whose key is free, answers
+    DuplicateItem (and writes nothing) otherwise; PartiQL the patch does not run is refused."""
+    ddb, name = table
+    ddb.put_item(TableName=name, Item={"PK": {"S": "a"}, "v": {"S": "old"}})
+    insert = f"INSERT INTO \"{name}\" VALUE {{'PK': ?, 'it''s': ?}}"
+
+    answer = ddb.batch_execute_statement(Statements=[
+        {"Statement": insert, "Parameters": [{"S": "a"}, {"S": "new"}]},
+        {"Statement": insert, "Parameters": [{"S": "b"}, {"S": "new"}]},
+    ])["Responses"]
+
+    assert answer == [{"TableName": name, "Error": {"Code": "DuplicateItem",
+                                                     "Message": "Duplicate primary key exists in table"}},
+                      {"TableName": name}]
+    assert ddb.get_item(TableName=name, Key={"PK": {"S": "a"}})["Item"] == {"PK": {"S": "a"}, "v": {"S": "old"}}
+    assert ddb.get_item(TableName=name, Key={"PK": {"S": "b"}})["Item"] == {"PK": {"S": "b"}, "it's": {"S": "new"}}
+    for refused in ([{"Statement": f"UPDATE \"{name}\" SET v = 'x' WHERE PK = 'a'"}],
+                    [{"Statement": f"INSERT INTO \"{name}\" VALUE {{'PK': 'c'}}"}],
+                    [{"Statement": insert, "Parameters": [{"S": "c"}]}],
+                    [{"Statement": insert, "Parameters": [{"S": "d"}, {"S": "1"}]}] * 2):
+        with pytest.raises(ClientError) as exc:
+            ddb.batch_execute_statement(Statements=refused)
+        assert exc.value.response["Error"]["Code"] == "ValidationException"
+    assert "Item" not in ddb.get_item(TableName=name, Key={"PK": {"S": "d"}})
+
+
+def test_a_query_reads_its_partition_not_the_whole_table(table):
+    """moto listed and sorted every item of the table for each Query: the embedded stack slowed
+    down as campaigns accumulated (local/moto.py patch_query_cost). Here a query must not be
+    slower with 3,000 other items stored than with 30, measured as work, not time: the number of
+    items the server compares is what the patch changes, so the test counts them in-process."""
+    import boto3
+    from moto import mock_aws
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    from local.moto import patch_query_cost
+
+    patch_query_cost()
+    compared = 0
+    original_eq = DynamoType.__eq__
+
+    def counting_eq(self, other):  # noqa: ANN001, ANN202
+        nonlocal compared
+        compared += 1
+        return original_eq(self, other)
+
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="eu-west-1")
+        ddb.create_table(TableName="q", BillingMode="PAY_PER_REQUEST",
+                         AttributeDefinitions=[{"AttributeName": "PK", "AttributeType": "S"},
+                                               {"AttributeName": "SK", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"},
+                                    {"AttributeName": "SK", "KeyType": "RANGE"}])
+
+        def work(others: int) -> tuple[int, int]:
+            nonlocal compared
+            for i in range(others):
+                ddb.put_item(TableName="q", Item={"PK": {"S": f"other#{i}"}, "SK": {"S": "x"}})
+            compared = 0
+            DynamoType.__eq__ = counting_eq  # type: ignore[method-assign]
+            try:
+                got = ddb.query(TableName="q", KeyConditionExpression="PK = :p",
+                                ExpressionAttributeValues={":p": {"S": "mine"}})["Count"]
+            finally:
+                DynamoType.__eq__ = original_eq  # type: ignore[method-assign]
+            return got, compared
+
+        for i in range(5):
+            ddb.put_item(TableName="q", Item={"PK": {"S": "mine"}, "SK": {"S": f"{i:03d}"}})
+        small = work(30)
+        large = work(3_000)
+    assert small[0] == large[0] == 5
+    assert large[1] <= small[1] + 5, (small, large)
