@@ -37,10 +37,16 @@ from core.observability import (
     acting_as,
     log,
 )
-from core.services import callbacks, privacy, reconcile
+from core.services import callbacks, message_events, privacy, reconcile
 from core.services.ingest import Abandoned, ingest_transaction
 
 STREAM_RESTART_SECONDS = 5.0  # pause before the stream watch starts again after an error
+# How often a standby tries to take the lease (the leader renews every lease/3 seconds). A leader
+# stopped by a redeploy releases the lease on SIGTERM (``stop``); the new task, already running as a
+# standby (ECS starts it first: infra/components/controller.py), takes it within this, so the
+# senders' self-fencing (core/services/regions.py) pauses sending for about this plus their recheck
+# second. A poll while another lease is live is a few reads, no write (controller/lease.py).
+LEASE_TAKEOVER_POLL_SECONDS = 1.0
 STUCK_AFTER_SECONDS = 600.0  # a sending campaign whose counts have not moved for this long is "stuck"
 
 
@@ -96,6 +102,7 @@ class Controller:
         self.failover = (build_watch(deps, self.region, peer, self._renew_lease_now)
                          if deps.settings.failover_automation else None)
         self._analytics_purged_at: datetime | None = None
+        self._heartbeat_lock = threading.Lock()  # the lease job and the takeover poll never race
 
     # -- passes (each callable on its own, so tests drive them without the scheduler) ----
     @property
@@ -148,7 +155,7 @@ class Controller:
     def heartbeat(self) -> bool:
         """Take or renew the lease; publish the attempt's time under this controller's role. An
         attempt that raises (DynamoDB unreachable) publishes nothing, so the heartbeat goes stale."""
-        with acting_as("controller"):
+        with self._heartbeat_lock, acting_as("controller"):
             held = self.lease.acquire_or_renew()
         role, other = ("leader", "standby") if held else ("standby", "leader")
         HEARTBEAT.labels(self.region, role).set(self.deps.clock.now().timestamp())
@@ -178,9 +185,11 @@ class Controller:
         self._timed("advance", run)
 
     def callbacks_pass(self) -> None:
-        self._timed("callbacks", lambda: callbacks.deliver_due(
-            store=self.store, http=self.deps.http, secrets=self.deps.secrets, clock=self.deps.clock,
-            timeout=self.settings.callback_timeout_seconds, should_stop=self.stopping.is_set))
+        """Campaign callbacks, then batches of message events (opted-in campaigns), signed alike."""
+        for deliver in (callbacks.deliver_due, message_events.deliver_due):
+            self._timed("callbacks", lambda deliver=deliver: deliver(
+                store=self.store, http=self.deps.http, secrets=self.deps.secrets, clock=self.deps.clock,
+                timeout=self.settings.callback_timeout_seconds, should_stop=self.stopping.is_set))
 
     def privacy_pass(self) -> None:
         """Erasure jobs (core/services/privacy.py), and once an hour the tenants' analytics retention."""
@@ -243,6 +252,13 @@ class Controller:
             PASS_ERRORS.labels("failover", type(exc).__name__).inc()
             log.exception("pass failed", job="failover", error=str(exc)[:300])
 
+    def takeover_poll(self) -> bool:
+        """A standby's quick try for the lease (between heartbeats): True once this controller
+        leads. Does nothing while it leads or is stopping."""
+        if self.lease.epoch is not None or self.stopping.is_set():
+            return self.lease.epoch is not None
+        return self.heartbeat()
+
     def _renew_lease_now(self) -> None:
         """Right after a promotion: take the lease now rather than at the next heartbeat."""
         import datetime as dt
@@ -266,6 +282,8 @@ class Controller:
         s = BackgroundScheduler(job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 30})
         interval = self.settings.controller_interval_seconds
         s.add_job(self.heartbeat, "interval", seconds=max(0.5, self.settings.lease_seconds / 3), id="lease")
+        s.add_job(self.takeover_poll, "interval", seconds=min(LEASE_TAKEOVER_POLL_SECONDS, self.settings.lease_seconds / 3),
+                  id="takeover")
         s.add_job(self.ingest_pass, "interval", seconds=interval, id="ingest")
         s.add_job(self.advance_pass, "interval", seconds=interval, id="advance")
         s.add_job(self.callbacks_pass, "interval", seconds=interval, id="callbacks")

@@ -21,6 +21,9 @@ class Index:
     hash_key: str
     range_key: str
     why: str
+    # the attributes besides the keys the index copies (None: all). Every write of an item in the
+    # index is also written to it, so a sparse work index copies only what its readers use.
+    include: tuple[str, ...] | None = None
 
 
 INDEXES: tuple[Index, ...] = (
@@ -35,7 +38,10 @@ INDEXES: tuple[Index, ...] = (
         "due",
         "due_pk",
         "due_at",
-        "Sparse: work due at a time (scheduled batches, callback retries), read with due_at <= now.",
+        "Sparse: work due at a time (scheduled batches, callback retries, message-event batches, "
+        "erasures), read with due_at <= now. Projects only the ids its readers need (they read "
+        "the item itself before acting): a message-event batch of up to 256 KB is not copied.",
+        include=("transaction_id", "batch_id", "ref", "url", "erasure_id"),
     ),
     Index(
         "tenant",
@@ -88,8 +94,19 @@ def rejection_key(tx_id: str, line: int) -> dict[str, str]:
     return {PK: f"TRANSACTION#{tx_id}", SK: f"REJECTION#{line:010d}"}
 
 
+def ingest_watermark_key(tx_id: str) -> dict[str, str]:
+    """The last CSV line whose rows an ingest attempt decided before writing a batch (core/services/ingest.py)."""
+    return {PK: f"TRANSACTION#{tx_id}", SK: "INGEST#WATERMARK"}
+
+
 def callback_key(tx_id: str, seq: int) -> dict[str, str]:
     return {PK: f"TRANSACTION#{tx_id}", SK: f"CALLBACK#{seq:06d}"}
+
+
+def message_events_key(tx_id: str, ref: str) -> dict[str, str]:
+    """One batch of a campaign's message events (outbox; core/services/message_events.py). Apart from
+    ``CALLBACK#`` so that reading a campaign's ordered callbacks never reads these."""
+    return {PK: f"TRANSACTION#{tx_id}", SK: f"MSGEVENTS#{ref}"}
 
 
 def template_key(template_id: str, version: int) -> dict[str, str]:
@@ -215,6 +232,8 @@ def lifecycle_rules(bucket: Bucket) -> tuple[LifecycleRule, ...]:
 
 
 ACTIVE_REGION_KEY = {PK: "PLATFORM", SK: "ACTIVE_REGION"}
+# an SRE's hold on automatic failover (runbooks/failover.py --hold-automation; controller/failover.py reads it)
+FAILOVER_HOLD_KEY = {PK: "PLATFORM", SK: "FAILOVER_HOLD"}
 SENDING_SWITCH_KEY = {PK: "PLATFORM", SK: "SENDING"}
 
 # --- S3 --------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ def create_resources(settings: Settings, region: str | None = None, rates: Rates
                 {"IndexName": ix.name,
                  "KeySchema": [{"AttributeName": ix.hash_key, "KeyType": "HASH"},
                                {"AttributeName": ix.range_key, "KeyType": "RANGE"}],
-                 "Projection": {"ProjectionType": "ALL"}}
+                 "Projection": ({"ProjectionType": "ALL"} if ix.include is None
+                                else {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(ix.include)})}
                 for ix in t.indexes
             ],
             StreamSpecification={"StreamEnabled": True, "StreamViewType": t.stream_view},

@@ -8,6 +8,7 @@ partition without a lookup index, which saves an index write on every status cha
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,6 +94,8 @@ class Transaction(Entity):
     csv_s3_key: str
     callback_url: str | None = None
     send_at: datetime | None = None
+    # the latest per-recipient send time a CSV row may ask for (core/domain/schedule.py); None: the default window
+    send_until: datetime | None = None
     from_address: str | None = None
     reply_to: str | None = None
     subject: str | None = None
@@ -100,6 +103,7 @@ class Transaction(Entity):
     headers: dict[str, str] = Field(default_factory=dict)  # custom mail headers (core.domain.headers)
     metadata_columns: list[str] = Field(default_factory=list)  # CSV columns kept per message, not rendered
     draft: bool = False  # submitted as a draft: rests in DRAFT after ingest until released
+    message_events: bool = False  # per-message status changes go to callback_url too (core/services/message_events.py)
     attachments: list[str] = Field(default_factory=list)  # attachment ids attached to every mail
     attachment_column: str | None = None  # the CSV column naming each recipient's own attachment
     created_at: datetime = Field(default_factory=utcnow)
@@ -109,6 +113,8 @@ class Transaction(Entity):
     batch_count: int = 0
     refused_rows: int = 0
     ingest_checkpoint: int = 0  # batches fully written; resume point after a crash
+    ingest_line: int = 0  # the CSV line the checkpoint's last batch ended on (where a resumed ingest reads on)
+    ingest_done: bool = False  # every row is a message or a rejection (set once, with the totals)
     paused_from: TransactionStatus | None = None
     failure_reason: str | None = None
     summary: Summary = Field(default_factory=Summary)
@@ -218,8 +224,13 @@ class ApiKey(Entity):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+MESSAGE_EVENTS = "message_events"  # CallbackRecord.kind of a batch of message events
+MESSAGE_EVENTS_DUE = "MSGEVENTS"  # their due_pk: the campaign callbacks' pass never reads them
+
+
 class CallbackRecord(Entity):
-    """An outbox entry: one callback per transaction status change."""
+    """An outbox entry: one callback per transaction status change (``kind`` campaign, ordered by
+    ``seq``), or one batch of message events (``kind`` message_events, named by ``ref``, unordered)."""
 
     transaction_id: str
     tenant_id: str
@@ -231,3 +242,23 @@ class CallbackRecord(Entity):
     attempts: list[dict[str, Any]] = Field(default_factory=list)
     next_attempt_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    kind: str = "campaign"  # campaign · MESSAGE_EVENTS
+    ref: str | None = None  # a message-events batch's key (seq is 0 for those)
+
+
+@dataclass
+class Page:
+    """One page of a query: its items and the cursor of the next page (None: the last)."""
+
+    items: list[dict[str, Any]]
+    cursor: str | None
+
+
+@dataclass
+class Recorded:
+    """What recording one event did: ``moved`` True (status moved), False (kept, late), None
+    (replay or unknown message); ``delta`` how the campaign's counts change."""
+
+    moved: bool | None
+    delta: dict[str, int]
+    metadata: dict[str, str] = field(default_factory=dict)  # the message's metadata, for event consumers

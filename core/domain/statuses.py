@@ -7,6 +7,7 @@ applies only when it ranks higher than the status the message already has.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 
@@ -58,7 +59,9 @@ TRANSACTION_TRANSITIONS: dict[TransactionStatus, frozenset[TransactionStatus]] =
     T.PROCESSING: frozenset({T.DRAFT, T.SCHEDULED, T.READY_TO_SEND, T.FAILED, T.CANCELLED}),
     T.DRAFT: frozenset({T.SCHEDULED, T.READY_TO_SEND, T.CANCELLED}),  # released, or dropped
     T.SCHEDULED: frozenset({T.READY_TO_SEND, T.PAUSED, T.CANCELLED}),
-    T.READY_TO_SEND: frozenset({T.SENT, T.PAUSED, T.CANCELLED, T.FAILED}),  # FAILED: unsendable (template gone)
+    # FAILED: unsendable (template gone); SCHEDULED: what was due is sent, the rest waits for its own
+    # send time (per-recipient send_at, core/domain/schedule.py)
+    T.READY_TO_SEND: frozenset({T.SENT, T.SCHEDULED, T.PAUSED, T.CANCELLED, T.FAILED}),
     T.PAUSED: frozenset({T.SCHEDULED, T.READY_TO_SEND, T.CANCELLED}),
     T.SENT: frozenset({T.COMPLETED}),
     T.COMPLETED: frozenset(),
@@ -89,6 +92,31 @@ def after_ingest(draft: bool, send_at: datetime | None, now: datetime) -> Transa
 def released(send_at: datetime | None, now: datetime) -> TransactionStatus:
     """Where a released campaign goes: SCHEDULED while its send time is ahead, else READY_TO_SEND."""
     return T.SCHEDULED if send_at is not None and send_at > now else T.READY_TO_SEND
+
+
+def batch_released(send_at: datetime | None, now: datetime) -> BatchStatus:
+    """Where a written batch goes when its campaign is released: SCHEDULED (due at its own send
+    time, the campaign's or its recipients' per-recipient one) while that is ahead, else READY."""
+    return B.SCHEDULED if send_at is not None and send_at > now else B.READY
+
+
+def on_release(batches: Iterable[BatchStatus]) -> TransactionStatus:
+    """Where a released campaign goes from its batches' statuses: READY_TO_SEND when one is ready
+    or in flight, SCHEDULED while every one waits for its send time."""
+    return T.READY_TO_SEND if any(b in (B.READY, B.QUEUED) for b in batches) else T.SCHEDULED
+
+
+def while_sending(batches: Iterable[BatchStatus]) -> TransactionStatus | None:
+    """Where a READY_TO_SEND campaign goes from its batches' statuses: SENT once every batch is sent
+    or closed; back to SCHEDULED when what was due is sent and the rest waits for its own
+    (per-recipient) send time, so a waiting campaign costs the controller nothing until the ``due``
+    index releases its next batch; None (stay) while a batch is ready or in flight."""
+    statuses = set(batches)
+    if statuses <= {B.SENT, B.COMPLETED, B.CANCELLED}:
+        return T.SENT
+    if B.SCHEDULED in statuses and statuses <= {B.SCHEDULED, B.SENT, B.COMPLETED, B.CANCELLED}:
+        return T.SCHEDULED
+    return None
 
 
 def release_refusal(current: TransactionStatus) -> str | None:

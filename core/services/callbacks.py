@@ -189,7 +189,7 @@ def deliver_callback(cb: CallbackRecord, *, store: Any, http: Any, secrets: Any,
     return updated
 
 
-class _Stop:
+class Stop:
     """When a pass must stop starting attempts: asked to stop, or an attempt would end too late."""
 
     def __init__(self, should_stop: Callable[[], bool] | None, deadline: float | None, timeout: float):
@@ -213,15 +213,25 @@ def deliver_due(*, store: Any, http: Any, secrets: Any, clock: Any, timeout: flo
     ``deadline`` (a ``time.monotonic()`` value), so a shutdown waits at most one ``timeout``.
     Raises Fenced (after the attempts in flight end) when the store says we are no longer leader.
     """
-    stop = _Stop(should_stop, deadline, timeout)
+    stop = Stop(should_stop, deadline, timeout)
     if stop():
         return 0
     hosts: dict[str, str] = {}  # transaction id -> receiver host, in order of first due callback
     for item in store.due("CALLBACK", clock.now(), limit=limit):
         if item.get("transaction_id"):
-            hosts.setdefault(item["transaction_id"], _host_of(item.get("url")))
+            hosts.setdefault(item["transaction_id"], host_of(item.get("url")))
     if not hosts:
         return 0
+    return run_per_campaign(hosts, lambda tx_id: _deliver_campaign(
+        tx_id, store=store, http=http, secrets=secrets, clock=clock, timeout=timeout, stop=stop),
+        workers=workers, per_host=per_host, stop=stop)
+
+
+def run_per_campaign(hosts: dict[str, str], work: Callable[[str], int], *, workers: int, per_host: int,
+                     stop: Stop) -> int:
+    """``work(transaction id)`` for each campaign of ``hosts`` (id -> receiver host, in order), at most
+    ``workers`` at once and ``per_host`` per host; returns the sum of what they return. Blocking.
+    Raises Fenced (after the work in flight ends) when one of them was fenced."""
     attempted = 0
     fenced: Fenced | None = None
     waiting = deque(hosts.items())
@@ -240,8 +250,7 @@ def deliver_due(*, store: Any, http: Any, secrets: Any, clock: Any, timeout: flo
                 waiting.remove(entry)
                 busy[host] += 1
                 ctx = contextvars.copy_context()  # keeps the caller's log/metrics attribution
-                in_flight[pool.submit(ctx.run, _deliver_campaign, tx_id, store=store, http=http,
-                                      secrets=secrets, clock=clock, timeout=timeout, stop=stop)] = host
+                in_flight[pool.submit(ctx.run, work, tx_id)] = host
             if not in_flight:
                 break
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -257,7 +266,7 @@ def deliver_due(*, store: Any, http: Any, secrets: Any, clock: Any, timeout: flo
 
 
 def _deliver_campaign(tx_id: str, *, store: Any, http: Any, secrets: Any, clock: Any, timeout: float,
-                      stop: _Stop) -> int:
+                      stop: Stop) -> int:
     """Attempt the due callbacks of one campaign in sequence order; returns the attempts made."""
     attempted = 0
     try:
@@ -265,7 +274,7 @@ def _deliver_campaign(tx_id: str, *, store: Any, http: Any, secrets: Any, clock:
     except Fenced:
         raise
     except Exception as exc:
-        _item_failed(tx_id, None, exc)
+        item_failed(tx_id, None, exc)
         return 0
     now = clock.now()
     gone = False  # the endpoint answered 410: the campaign's later callbacks are DISABLED
@@ -294,7 +303,7 @@ def _deliver_campaign(tx_id: str, *, store: Any, http: Any, secrets: Any, clock:
         except Fenced:
             raise
         except Exception as exc:  # one bad callback never stops the pass; later ones wait for it
-            _item_failed(tx_id, cb.seq, exc)
+            item_failed(tx_id, cb.seq, exc)
             blocker = cb
     return attempted
 
@@ -316,12 +325,12 @@ def _save_quietly(store: Any, cb: CallbackRecord, expected_attempts: int) -> Non
         pass  # someone else moved it; the next pass decides again
 
 
-def _item_failed(tx_id: str, seq: int | None, exc: Exception) -> None:
+def item_failed(tx_id: str, seq: int | None, exc: Exception) -> None:
     PASS_ERRORS.labels("callbacks", type(exc).__name__).inc()
     log.warning("callback failed", transaction_id=tx_id, seq=seq, error=f"{type(exc).__name__}: {exc}"[:300])
 
 
-def _host_of(url: Any) -> str:
+def host_of(url: Any) -> str:
     try:
         return (urlsplit(url).hostname or "") if isinstance(url, str) else ""
     except ValueError:

@@ -20,7 +20,8 @@ from core.domain.models import (
     new_id,
     transaction_of_batch,
 )
-from core.domain.statuses import BatchStatus, release_refusal, released
+from core.domain.schedule import SEND_AT_COLUMN
+from core.domain.statuses import BatchStatus, batch_released, on_release, release_refusal
 from core.domain.statuses import TransactionStatus as T
 from core.domain.urls import check_callback_url
 from core.observability import log
@@ -100,30 +101,38 @@ def submit_campaign(store: Any, blobs: Any, settings: Any, clock: Any, tenant_id
             raise InvalidInput(f"schedule.send_at is more than {settings.max_schedule_days} days ahead")
         if send_at <= now:
             send_at = None
+    send_until = _send_until((req.get("schedule") or {}).get("send_until"), send_at or now, now, settings)
     callback = req.get("callback_url")
     if callback:
         callback = check_callback_url(callback, require_https=settings.callback_require_https,
                            allow_loopback=settings.callback_allow_loopback).url
+    if req.get("callback_message_events") and not callback:
+        raise InvalidInput("callback_message_events needs a callback_url to deliver them to",
+                           [{"loc": ["body", "callback_message_events"]}])
     subject = req.get("subject")
     used = set(tv.variables)
     if subject is not None:
         if "\r" in subject or "\n" in subject:
             raise InvalidInput("subject contains a line break")
         used |= set(template_variables(subject, what="subject"))  # a broken subject is refused now, not per message
+    if SEND_AT_COLUMN in used:
+        raise InvalidInput(f"the template or subject uses {SEND_AT_COLUMN!r}, which is the CSV's per-recipient send "
+                           f"time column: it is consumed, never rendered (list it in metadata_columns to keep it)")
     check_footer(store, settings, tenant_id, tv.variables)  # CAN-SPAM, when required
     headers = check_custom_headers(req.get("headers"))
     metadata_columns = check_metadata_columns(req.get("metadata_columns"), used)
     check_campaign_attachments(store, settings, tenant_id, req.get("attachments"))
     attachment_column = (req.get("attachment_column") or "").strip() or None
-    if attachment_column is not None and (attachment_column.lower() == "email" or attachment_column in used
-                                          or attachment_column in metadata_columns):
-        raise InvalidInput(f"attachment_column {attachment_column} must be a column of its own: not email, not "
-                           f"a variable of the template or subject, not a metadata column",
+    if attachment_column is not None and (attachment_column.lower() in ("email", SEND_AT_COLUMN)
+                                          or attachment_column in used or attachment_column in metadata_columns):
+        raise InvalidInput(f"attachment_column {attachment_column} must be a column of its own: not email or "
+                           f"send_at, not a variable of the template or subject, not a metadata column",
                            [{"loc": ["body", "attachment_column"]}])
     check_sender(store, settings, tenant_id, _email("from", req.get("from")))
     tx = Transaction(
         transaction_id=new_id("tx_"), tenant_id=tenant_id, template_id=tv.template_id,
-        template_version=tv.version, csv_s3_key=key, callback_url=callback, send_at=send_at,
+        template_version=tv.version, csv_s3_key=key, callback_url=callback, send_at=send_at, send_until=send_until,
+        message_events=bool(req.get("callback_message_events")),
         from_address=_email("from", req.get("from")), reply_to=_email("reply_to", req.get("reply_to")),
         subject=subject, tags=req.get("tags") or {}, headers=headers, metadata_columns=metadata_columns,
         draft=bool(req.get("draft")), attachments=list(req.get("attachments") or []),
@@ -132,6 +141,20 @@ def submit_campaign(store: Any, blobs: Any, settings: Any, clock: Any, tenant_id
     store.create_transaction(tx)
     log.info("campaign accepted", transaction_id=tx.transaction_id, tenant_id=tenant_id)
     return campaign_view(tx, Summary())
+
+
+def _send_until(value: datetime | None, start: datetime, now: datetime, settings: Any) -> datetime | None:
+    """``schedule.send_until``: the latest per-recipient send time a CSV row may ask for."""
+    if value is None:
+        return None
+    where = [{"loc": ["body", "schedule", "send_until"]}]
+    if value.tzinfo is None:
+        raise InvalidInput("schedule.send_until must include a timezone (e.g. Z)", where)
+    if value <= start:
+        raise InvalidInput("schedule.send_until must be after the campaign's send time", where)
+    if value > now + timedelta(days=settings.max_schedule_days):
+        raise InvalidInput(f"schedule.send_until is more than {settings.max_schedule_days} days ahead", where)
+    return value
 
 
 # --- queries -------------------------------------------------------------------------
@@ -150,6 +173,8 @@ def campaign_view(tx: Transaction, summary: Summary) -> dict[str, Any]:
         "template_version": tx.template_version,
         "callback_url": tx.callback_url,
         "send_at": iso(tx.send_at) if tx.send_at else None,  # one format everywhere: UTC with Z
+        "send_until": iso(tx.send_until) if tx.send_until else None,
+        "callback_message_events": tx.message_events,
         "created_at": iso(tx.created_at),
         "updated_at": iso(tx.updated_at),
         "failure_reason": tx.failure_reason,
@@ -235,10 +260,8 @@ def get_message(store: Any, tenant_id: str, message_id: str) -> dict[str, Any]:
         transaction_of_batch(batch_id)
     except ValueError:
         raise NotFound(f"message {message_id} not found") from None
-    msg = store.get_message(batch_id, message_id, tenant_id)
-    item = msg.model_dump(mode="json")
-    raw = store.table.get({"PK": f"BATCH#{batch_id}", "SK": f"MESSAGE#{message_id}"}) or {}
-    item.update({k: v for k, v in raw.items() if k.startswith("ts_")})
+    item = store.get_message(batch_id, message_id, tenant_id).model_dump(mode="json")
+    item.update({f"ts_{k.lower()}": v for k, v in item.pop("timestamps").items()})
     return message_view(item)
 
 
@@ -281,23 +304,29 @@ def resume_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str) -> dict[
     tx = store.get_transaction(tx_id, tenant_id)
     if tx.status != T.PAUSED:
         raise Conflict(f"campaign is {tx.status.value}; only PAUSED campaigns can be resumed")
-    tx = change_status(store, clock, tx, tx.paused_from or T.READY_TO_SEND, {"paused_from": None})
+    target = tx.paused_from or T.READY_TO_SEND
+    if target == T.SCHEDULED:  # a batch released just before the pause must not wait in a SCHEDULED campaign
+        target = on_release(b.status for b in store.batches(tx.transaction_id))
+    tx = change_status(store, clock, tx, target, {"paused_from": None})
     return campaign_view(tx, summarize(store, tx))
 
 
 # --- drafts ---------------------------------------------------------------------------
 
 
-def move_batches_on(store: Any, tx: Transaction, target: T) -> None:
-    """Release a campaign's written batches for ``target`` (SCHEDULED: due at its send time,
-    READY_TO_SEND: ready now). Idempotent: batches already moved are left alone."""
+def move_batches_on(store: Any, tx: Transaction, now: datetime) -> T:
+    """Release a campaign's written batches, each for its own send time (the campaign's, or its
+    recipients' per-recipient ``send_at``): SCHEDULED and due at that time while it is ahead, else
+    READY. Returns where the campaign goes (``on_release``). Idempotent: batches already moved are
+    left alone."""
+    statuses = []
     for batch in store.batches(tx.transaction_id):
-        if batch.status != BatchStatus.PROCESSING:
-            continue
-        if target == T.SCHEDULED:
-            store.change_batch_status(batch, BatchStatus.SCHEDULED, due_at=tx.send_at)
-        else:
-            store.change_batch_status(batch, BatchStatus.READY)
+        if batch.status == BatchStatus.PROCESSING:
+            target = batch_released(batch.send_at, now)
+            batch = store.change_batch_status(batch, target, due_at=batch.send_at if target == BatchStatus.SCHEDULED
+                                              else None)
+        statuses.append(batch.status)
+    return on_release(statuses)
 
 
 def rest_as_draft(store: Any, clock: Any, tx: Transaction) -> Transaction:
@@ -318,8 +347,7 @@ def release_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str) -> dict
     refusal = release_refusal(tx.status)
     if refusal:
         raise Conflict(refusal)
-    target = released(tx.send_at, clock.now())
     store.reactivate(tx)
-    move_batches_on(store, tx, target)
+    target = move_batches_on(store, tx, clock.now())
     tx = change_status(store, clock, tx, target)
     return campaign_view(tx, summarize(store, tx))

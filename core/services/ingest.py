@@ -1,12 +1,15 @@
 """CSV ingestion: ACCEPT → PROCESSING → SCHEDULED | READY_TO_SEND (or FAILED with a reason).
 
 Streams the file (constant memory: one batch of rows at a time; duplicate and suppression
-state spills to a temporary SQLite file, not a Python set). Batches are numbered in file order
-and message ids derive from them, so every write is an idempotent put. After each batch the
-transaction's checkpoint advances with a conditional write; a restart re-reads the file,
-rebuilds the duplicate state without writing, and resumes at the checkpoint: no message is
-written twice and none is lost. A cancel during ingest makes the checkpoint write lose and
-ingestion stops.
+state, and the rows waiting for their send minute's batch to fill, spill to a temporary SQLite
+file, not Python sets and lists). Batches are numbered in the order they fill and message ids
+derive from them, so every write is an idempotent put. After each batch the transaction's
+checkpoint advances with a conditional write; a restart re-reads the file, rebuilds the
+duplicate state without writing, and resumes at the checkpoint: no message is written twice and
+none is lost. That needs every row decided as before: before a batch is written, the rejections
+so far and a watermark (the last line decided) are, and a resumed attempt takes the answers that
+depend on changing data (suppressions, attachments) from them for every row up to the watermark.
+A cancel during ingest makes the checkpoint write lose and ingestion stops.
 
 Errors are classified: a row too large for a message item is refused with a reason; a CSV the
 platform may not read or that is gone (AccessDenied, NoSuchKey) and a write DynamoDB refuses as
@@ -21,17 +24,20 @@ import contextvars
 import csv
 import io
 import itertools
+import json
 import os
 import sqlite3
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 from email_validator import EmailNotValidError, validate_email
 
+from core.domain import schedule
 from core.domain.compliance import PLATFORM_VARIABLES
 from core.domain.errors import NotFound, StaleWrite
 from core.domain.models import Batch, Message, Rejection, batch_id_for, message_id_for
@@ -60,7 +66,10 @@ class _SpillSet:
         self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-8000;"
                               "CREATE TABLE seen(e TEXT PRIMARY KEY) WITHOUT ROWID;"
                               "CREATE TABLE suppressed(e TEXT PRIMARY KEY) WITHOUT ROWID;"
-                              "CREATE TABLE hashed(h TEXT PRIMARY KEY) WITHOUT ROWID; BEGIN;")
+                              "CREATE TABLE hashed(h TEXT PRIMARY KEY) WITHOUT ROWID;"
+                              "CREATE TABLE earlier(line INTEGER PRIMARY KEY, reason TEXT, with_email INTEGER);"
+                              "CREATE TABLE waiting(minute TEXT, seq INTEGER, row TEXT, PRIMARY KEY(minute, seq));"
+                              "BEGIN;")
         self.hasher: Any = None  # erased addresses are suppressed by a keyed hash (core.domain.privacy)
 
     def load_suppressed(self, emails: Iterator[str]) -> None:
@@ -83,9 +92,35 @@ class _SpillSet:
     def suppressed(self, key: str) -> bool:
         return self.db.execute("SELECT 1 FROM suppressed WHERE e = ?", (key,)).fetchone() is not None
 
+    def load_earlier(self, rejections: Iterator[Rejection]) -> None:
+        """The rejections an earlier attempt wrote: its decisions, replayed (``earlier``)."""
+        self.db.executemany("INSERT OR REPLACE INTO earlier VALUES (?, ?, ?)",
+                            ((r.line, r.reason, int(bool(r.email))) for r in rejections))
+
+    def earlier(self, line: int) -> tuple[str, bool] | None:
+        """(reason, written with the address) of the row an earlier attempt refused; None: accepted."""
+        row = self.db.execute("SELECT reason, with_email FROM earlier WHERE line = ?", (line,)).fetchone()
+        return (row[0], bool(row[1])) if row else None
+
+    def hold(self, minute: datetime | None, seq: int, row: Any) -> None:
+        """A row waiting, on disk, for its send minute's batch to fill."""
+        self.db.execute("INSERT INTO waiting VALUES (?, ?, ?)", (_minute_key(minute), seq, json.dumps(row)))
+
+    def take(self, minute: datetime | None) -> list[Any]:
+        """The rows waiting for ``minute``, in file order; they leave the file."""
+        key = _minute_key(minute)
+        rows = [tuple(json.loads(r)) for (r,) in self.db.execute(
+            "SELECT row FROM waiting WHERE minute = ? ORDER BY seq", (key,))]
+        self.db.execute("DELETE FROM waiting WHERE minute = ?", (key,))
+        return rows
+
     def close(self) -> None:
         self.db.close()
         os.unlink(self.path)
+
+
+def _minute_key(minute: datetime | None) -> str:
+    return minute.isoformat() if minute is not None else ""
 
 
 @dataclass
@@ -97,6 +132,7 @@ class _Progress:
 
 
 MAX_LINE_BYTES = 1024 * 1024
+_MISSING: Any = object()
 # A message item holds the row's values and, later, its events: DynamoDB items are at most 400 KB.
 MAX_ROW_DATA_BYTES = 300 * 1024
 # S3 answers about the object itself or our access to it: no retry will change them.
@@ -195,7 +231,7 @@ def ingest_transaction(tx: Any, *, store: Any, blobs: Any, settings: Any, clock:
     if tx.status != T.PROCESSING:
         return tx
     try:
-        if not getattr(tx, "ingest_done", False) and not _ingested(store, tx):
+        if not tx.ingest_done and not store.get_transaction(tx.transaction_id).ingest_done:
             tx = _ingest_file(tx, store=store, blobs=blobs, settings=settings, clock=clock, should_stop=should_stop)
             if tx.status != T.PROCESSING:
                 return tx
@@ -217,11 +253,6 @@ def _fail(store: Any, clock: Any, tx: Any, reason: str) -> Any:
     return tx
 
 
-def _ingested(store: Any, tx: Any) -> bool:
-    item = store.table.get({"PK": f"TRANSACTION#{tx.transaction_id}", "SK": "METADATA"}) or {}
-    return bool(item.get("ingest_done"))
-
-
 def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, should_stop: Any) -> Any:
     bucket = settings.bucket("uploads")
     try:
@@ -235,22 +266,36 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
         raise IngestFailed(f"the recipients CSV cannot be read: {why}") from None
     needed = _template_columns(store, tx)
     resume_at = tx.ingest_checkpoint  # batches already written by an earlier attempt
-    resume_line = int((store.table.get({"PK": f"TRANSACTION#{tx.transaction_id}", "SK": "METADATA"}) or {}).get("ingest_line", 0))
+    resume_line = tx.ingest_line  # written with ingest_checkpoint, so as fresh as resume_at
     seen = _SpillSet()
     seen.load_suppressed(store.suppressed_emails(tx.tenant_id))
     if getattr(store, "address_hasher", None) is not None:
         seen.load_hashed(store.suppression_hashes(tx.tenant_id), lambda e: store.address_hasher(tx.tenant_id, e))
     # retention: message and rejection items expire (TTL) and batch files are tagged for lifecycle
     keep = privacy.store_retention(store, tx.tenant_id)
-    start = max(clock.now(), tx.send_at) if tx.send_at else clock.now()
-    message_ttl = privacy.expiration(keep["messages"], start)
     rejection_ttl = privacy.expiration(keep["rejections"], clock.now())
+    # A resumed attempt must make the decisions the earlier one made for every row it decided
+    # (batch contents and message ids follow from them): rows up to the watermark take their
+    # suppression and attachment answers from the rejections written then, whatever the
+    # suppression list or the attachments became since (the sender checks suppressions again
+    # right before each send). Rows past it were never written into a batch: decided afresh.
+    decided_upto = max(resume_line, store.ingest_watermark(tx.transaction_id))
+    if decided_upto:
+        seen.load_earlier(_rejections(store, tx.transaction_id))
     batch_tags = privacy.retention_tags(keep["batches"])
-    status = MessageStatus.SCHEDULED if tx.send_at else MessageStatus.READY_TO_SEND
+    # per-recipient send times (the optional send_at column) must fall in the campaign's window
+    window_start, window_end = schedule.window(tx.send_at or tx.created_at, tx.send_until)
+    window_start -= timedelta(seconds=settings.schedule_grace_seconds)  # as for the campaign's own send_at
     progress = _Progress()
     rejections: list[Rejection] = []
-    # (email, placeholder data, metadata, the recipient's own attachment ids)
-    batch_rows: list[tuple[str, dict[str, str], dict[str, str], list[str]]] = []
+    # Rows waiting for their batch, per send minute (None: the campaign's own time); each minute fills
+    # batches of its own, so every batch is due at one time and only the last batch of each minute
+    # is short, however the file interleaves minutes. The rows wait on disk (the spill file), only
+    # their count per minute in memory. Row = (email, placeholder data, metadata, the recipient's
+    # own attachment ids).
+    waiting: dict[datetime | None, int] = {}
+    held = 0
+    send_ix: int | None = None
     header: list[str] | None = None
     meta_columns = set(tx.metadata_columns)  # kept on the message, never rendered
     own_files = _RowAttachments(store, settings, tx)
@@ -282,11 +327,18 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
             tx = in_flight.pop(0).result()
 
     def write(snapshot: Any, index: int, rows: list, rejected: list, last_line: int, accepted: int,
-              refused: int) -> Any:
+              refused: int, minute: datetime | None) -> Any:
         if rejected:
             store.put_rejections(snapshot.transaction_id, rejected, rejection_ttl)
+        # every row up to here is decided and its rejection written: a resumed attempt replays them
+        store.set_ingest_watermark(snapshot.transaction_id, last_line, rejection_ttl)
+        send_at = minute or snapshot.send_at
+        now = clock.now()
+        status = MessageStatus.SCHEDULED if send_at and send_at > now else MessageStatus.READY_TO_SEND
         _write_batch(snapshot, batch_id_for(snapshot.transaction_id, index), index, rows, status,
-                     store=store, blobs=blobs, settings=settings, expiration=message_ttl, tags=batch_tags)
+                     store=store, blobs=blobs, settings=settings, send_at=send_at,
+                     expiration=privacy.expiration(keep["messages"], max(now, send_at) if send_at else now),
+                     tags=batch_tags)
         try:
             new = store.update_transaction(snapshot, {"ingest_checkpoint": index, "ingest_line": last_line,
                                                       "total_messages": accepted, "refused_rows": refused})
@@ -298,11 +350,11 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
                      rows_accepted=accepted, rows_refused=refused)
         return new
 
-    def flush(last_line: int) -> None:
+    def flush(last_line: int, minute: datetime | None) -> None:
         index = progress.batches + 1
         progress.batches = index
-        rows = list(batch_rows)
-        batch_rows.clear()
+        del waiting[minute]
+        rows = seen.take(minute)
         if index <= resume_at:
             return
         wait_writes()
@@ -312,7 +364,7 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
         rejections.clear()
         # copy_context: the writer thread keeps this thread's context (component attribution)
         in_flight.append(writer.submit(contextvars.copy_context().run, write, tx, index, rows, rejected,
-                                       last_line, progress.accepted, progress.refused))
+                                       last_line, progress.accepted, progress.refused, minute))
 
     try:
         for line, row in _rows(text):
@@ -327,6 +379,8 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
                 if tx.attachment_column and tx.attachment_column not in header:
                     raise IngestFailed(f"the CSV has no column {tx.attachment_column!r}, the campaign's "
                                        f"attachment_column (columns: {header})")
+                lowered = [h.lower() for h in header]
+                send_ix = lowered.index(schedule.SEND_AT_COLUMN) if schedule.SEND_AT_COLUMN in lowered else None
                 continue
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # blank line
@@ -348,13 +402,33 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
             if not seen.add(key):
                 refuse(line, "duplicate: address already appears earlier in the file", email)
                 continue
-            if seen.suppressed(key):
+            replay = line <= decided_upto  # an earlier attempt decided this row
+            earlier = seen.earlier(line) if replay else None  # its rejection (None: it accepted the row)
+            if not replay:
+                suppressed = seen.suppressed(key)
+                erased = not suppressed and seen.erased(key)
+            else:  # the same answer, whatever changed since
+                reason, with_email = earlier or ("", False)
+                suppressed = reason.startswith("suppressed") and with_email
+                erased = reason.startswith("suppressed") and not with_email
+            if suppressed:
                 refuse(line, "suppressed: address is on the tenant's suppression list", email)
                 continue
-            if seen.erased(key):  # an erased person: refused without writing the address down again
+            if erased:  # an erased person: refused without writing the address down again
                 refuse(line, "suppressed: address is on the tenant's suppression list")
                 continue
-            data = {h: row[i] for i, h in enumerate(header) if i != email_ix and h not in not_rendered}
+            minute: datetime | None = None
+            if send_ix is not None:  # consumed, never rendered (kept as metadata only when declared one)
+                at, why = schedule.recipient_send_at(row[send_ix], window_start, window_end)
+                if why:
+                    seen.remove(key)
+                    refuse(line, why, email)
+                    continue
+                minute = schedule.send_minute(at) if at else None
+                if minute is not None and tx.send_at is not None and minute < tx.send_at:
+                    minute = tx.send_at  # within the grace before the campaign's time: never before it
+            data = {h: row[i] for i, h in enumerate(header)
+                    if i != email_ix and i != send_ix and h not in not_rendered}
             metadata = {h: row[i] for i, h in enumerate(header) if h in meta_columns}
             size = _row_bytes(email, {**data, **metadata})
             if size > MAX_ROW_DATA_BYTES:
@@ -362,15 +436,22 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
                 refuse(line, f"too_large: the row's values are {size // 1024} KB; a recipient's data may be at "
                              f"most {MAX_ROW_DATA_BYTES // 1024} KB (DynamoDB items are at most 400 KB)", email)
                 continue
-            own, why = own_files.of(row[header.index(tx.attachment_column)] if tx.attachment_column else "")
+            cell = row[header.index(tx.attachment_column)] if tx.attachment_column else ""
+            if not replay:
+                own, why = own_files.of(cell)
+            else:
+                why = earlier[0] if earlier is not None and earlier[0].startswith("attachment_") else None
+                own = [] if why or not cell.strip() else [cell.strip()]
             if why:
                 seen.remove(key)
                 refuse(line, why, email)
                 continue
-            batch_rows.append((email, data, metadata, own))
+            held += 1
+            seen.hold(minute, held, (email, data, metadata, own))
+            waiting[minute] = waiting.get(minute, 0) + 1
             progress.accepted += 1
-            if len(batch_rows) >= settings.batch_size:
-                flush(line)
+            if waiting[minute] >= settings.batch_size:
+                flush(line, minute)
                 if should_stop():
                     raise Abandoned(f"stopped after batch {progress.batches}")
                 if tx.status != T.PROCESSING:
@@ -379,8 +460,8 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
                     return tx
         if header is None:
             raise IngestFailed("the file is empty: no header row")
-        if batch_rows:
-            flush(line)
+        for minute in sorted(waiting, key=lambda m: (m is not None, m or datetime.min.replace(tzinfo=UTC))):
+            flush(line, minute)  # the partial batches, in a fixed order (a resumed run numbers them alike)
         wait_writes()
         if rejections:
             store.put_rejections(tx.transaction_id, rejections, rejection_ttl)
@@ -404,6 +485,15 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
     log.info("ingest complete", transaction_id=tx.transaction_id, batches=progress.batches,
              rows_accepted=progress.accepted, rows_refused=progress.refused, reasons=progress.reasons)
     return tx
+
+
+def _rejections(store: Any, tx_id: str) -> Iterator[Rejection]:
+    cursor = None
+    while True:
+        page, cursor = store.rejections_page(tx_id, 500, cursor)
+        yield from page
+        if not cursor:
+            return
 
 
 class _RowAttachments:
@@ -449,7 +539,7 @@ def _template_columns(store: Any, tx: Any) -> set[str]:
 
 def _write_batch(tx: Any, batch_id: str, index: int, rows: list[tuple[str, dict[str, str], dict[str, str], list[str]]],
                  status: MessageStatus, *, store: Any, blobs: Any, settings: Any, expiration: int | None = None,
-                 tags: dict[str, str] | None = None) -> None:
+                 tags: dict[str, str] | None = None, send_at: Any = _MISSING) -> None:
     """Batch file, then messages, then the batch item: a batch item exists only when complete."""
     out = io.StringIO()
     columns = sorted({k for _, d, *_ in rows for k in d})
@@ -466,7 +556,8 @@ def _write_batch(tx: Any, batch_id: str, index: int, rows: list[tuple[str, dict[
     blobs.put(settings.bucket("batches"), key, out.getvalue().encode(), tags=tags)
     store.put_messages(messages, expiration)
     store.put_batch(Batch(batch_id=batch_id, transaction_id=tx.transaction_id, tenant_id=tx.tenant_id,
-                          index=index, message_count=len(rows), send_at=tx.send_at,
+                          index=index, message_count=len(rows),
+                          send_at=tx.send_at if send_at is _MISSING else send_at,  # the batch's own time
                           s3_file_path=f"s3://{settings.bucket('batches')}/{key}"))
 
 
@@ -475,8 +566,7 @@ def finalize(tx: Any, *, store: Any, clock: Any) -> Any:
     draft rests in DRAFT with its batches unreleased (``core.services.campaigns.release_campaign``)."""
     if tx.status != T.PROCESSING:
         return tx
-    target = after_ingest(tx.draft, tx.send_at, clock.now())
-    if target == T.DRAFT:
+    if after_ingest(tx.draft, tx.send_at, clock.now()) == T.DRAFT:
         return rest_as_draft(store, clock, tx)
-    move_batches_on(store, tx, target)
-    return change_status(store, clock, tx, target)
+    # each batch at its own time: SCHEDULED while one is ahead (per-recipient send_at), READY otherwise
+    return change_status(store, clock, tx, move_batches_on(store, tx, clock.now()))

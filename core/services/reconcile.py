@@ -11,7 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 from core.domain.errors import DomainError, StaleWrite
-from core.domain.models import Summary, Transaction, batch_id_for, parse_iso
+from core.domain.models import Summary, Transaction, batch_id_for, iso, parse_iso
+from core.domain.reputation import rate_exceeds
 from core.domain.statuses import (
     COUNTERS,
     SENDABLE_MESSAGE,
@@ -20,11 +21,13 @@ from core.domain.statuses import (
     MessageStatus,
     contribution,
     count_delta,
+    while_sending,
 )
 from core.domain.statuses import TransactionStatus as T
 from core.observability import BATCHES_DISPATCHED, REPUTATION_ALARM, REPUTATION_PAUSES, log
 from core.services.campaigns import change_status
 from core.services.events import CountBuffer
+from core.services.message_events import MessageEventBuffer, message_event, platform_event_id
 
 B = BatchStatus
 
@@ -36,14 +39,27 @@ PAUSED_RECHECK = timedelta(seconds=60)  # a paused campaign's due batch is looke
 
 
 def release_due(*, store: Any, clock: Any, page_size: int = DUE_PAGE, budget: int = DUE_BUDGET) -> int:
-    """Scheduled batches whose send_at has come: SCHEDULED → READY; then the transaction.
+    """Scheduled batches whose send_at has come: the campaign SCHEDULED → READY_TO_SEND first, then
+    the batch SCHEDULED → READY (it keeps its ``due`` entry until it is dispatched).
+
+    A campaign moves SCHEDULED → READY_TO_SEND as soon as one of its batches is released, even
+    while others wait for their own (per-recipient) send time; ``advance`` sends it back to
+    SCHEDULED once what was due is sent. Work follows the ``due`` index: batches not yet due are
+    never read.
+
+    Converges from a kill at any line: the campaign moves before its batch, so a kill in between
+    leaves a READY_TO_SEND campaign whose batch is still due (the next pass releases it). A
+    released batch stays in the index while READY: should its campaign be SCHEDULED anyway (a
+    pause and resume racing this pass, a controller of an earlier version), the next pass finds
+    it and moves the campaign on. ``dispatch`` (``mark_queued``) removes the entry.
 
     A paused campaign's batches stay due but cannot act: each is snoozed (its due entry moved
     ``PAUSED_RECHECK`` ahead) and the pass pages on, so however many there are they never
     starve another tenant's schedule. Resuming the campaign makes them due again within that time.
+    A cancelled or failed campaign's batches are left to ``settle``, which cancels their messages
+    first (with their message events) and then closes them.
     """
     released = 0
-    touched: set[str] = set()
     txs: dict[str, Transaction] = {}
     now, cursor, seen = clock.now(), None, 0
     while seen < budget:
@@ -51,27 +67,30 @@ def release_due(*, store: Any, clock: Any, page_size: int = DUE_PAGE, budget: in
         seen += len(page.items)
         for item in page.items:
             batch = store.get_batch(item["batch_id"], item["transaction_id"])
-            if batch.status != B.SCHEDULED:
+            if batch.status not in (B.SCHEDULED, B.READY):
                 continue
             tx = txs.get(batch.transaction_id) or store.get_transaction(batch.transaction_id)
-            txs[batch.transaction_id] = tx
-            if tx.status == T.PAUSED:
+            if tx.status in (T.PAUSED, T.CANCELLED, T.FAILED):
+                # paused: held until resumed; cancelled/failed: settle (this same pass) cancels them
                 store.snooze_due(batch, now + PAUSED_RECHECK)
                 continue
-            target = B.CANCELLED if tx.status in (T.CANCELLED, T.FAILED) else B.READY
+            if tx.status == T.SCHEDULED:  # the campaign first: a kill after it leaves the batch due
+                try:
+                    tx = change_status(store, clock, tx, T.READY_TO_SEND)
+                except StaleWrite:
+                    txs.pop(batch.transaction_id, None)
+                    continue  # paused or cancelled meanwhile: the next pass looks again
+            txs[batch.transaction_id] = tx
+            if batch.status == B.READY:
+                continue  # released earlier; its campaign is READY_TO_SEND now: dispatch takes it
             try:
-                store.change_batch_status(batch, target, clear_due=True)
-                released += target == B.READY
-                touched.add(batch.transaction_id)
+                store.change_batch_status(batch, B.READY)
+                released += 1
             except StaleWrite:
                 continue
         cursor = page.cursor
         if not cursor:
             break
-    for tx_id in touched:
-        tx = store.get_transaction(tx_id)
-        if tx.status == T.SCHEDULED and not any(b.status == B.SCHEDULED for b in store.batches(tx_id)):
-            change_status(store, clock, tx, T.READY_TO_SEND)
     return released
 
 
@@ -158,18 +177,45 @@ def campaign_truth(store: Any, tx: Transaction, batches: list[Any] | None = None
 
 def cancel_unsent(tx: Transaction, batch: Any, *, store: Any, clock: Any, workers: int = 8) -> int:
     """Mark a stopped campaign's never-sent messages CANCELLED (conditional, so a message a sender
-    got out first keeps its status, and a rerun after a crash does only what is left)."""
-    sendable = [i["message_id"] for i in store.message_statuses(batch.batch_id)
+    got out first keeps its status, and a rerun after a crash does only what is left).
+
+    For an opted-in campaign the CANCELLED message events of the whole batch (those moved now and
+    those an earlier run moved before it was killed) are written before this returns, create-only
+    under a key derived from the batch and its events: the caller closes the batch only after
+    that, so a kill or a failed write (raised) leaves the batch open and the next pass writes them.
+    """
+    metadata: dict[str, dict[str, str]] = {}
+    cancelled_at: dict[str, str] = {}
+    if tx.message_events:  # the receiver gets each cancelled message with its metadata: read them whole
+        messages, _ = store.batch_partition(batch.batch_id)
+        items = [{"message_id": m.message_id, "status": m.status.value} for m in messages]
+        metadata = {m.message_id: m.metadata for m in messages}
+        cancelled_at = {m.message_id: m.timestamps.get(MessageStatus.CANCELLED.value) or iso(clock.now())
+                        for m in messages if m.status == MessageStatus.CANCELLED}
+    else:
+        items = list(store.message_statuses(batch.batch_id))
+    sendable = [i["message_id"] for i in items
                 if MessageStatus(i["status"]) in SENDABLE_MESSAGE or i["status"] == MessageStatus.SENDING.value]
-    if not sendable:
-        return 0
-    counts = CountBuffer(store, clock)
-    now = clock.now()
-    delta = count_delta((MessageStatus.READY_TO_SEND.value, set()), (MessageStatus.CANCELLED.value, {"CANCELLED"}))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cancel") as pool:
-        done = sum(pool.map(lambda mid: store.cancel_message(batch.batch_id, mid, now), sendable))
-    counts.add(tx.transaction_id, {k: v * done for k, v in delta.items()})
-    counts.flush()
+    done = 0
+    if sendable:
+        counts = CountBuffer(store, clock)
+        now = clock.now()
+        delta = count_delta((MessageStatus.READY_TO_SEND.value, set()),
+                            (MessageStatus.CANCELLED.value, {"CANCELLED"}))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cancel") as pool:
+            moved = list(pool.map(lambda mid: store.cancel_message(batch.batch_id, mid, now), sendable))
+        done = sum(moved)
+        counts.add(tx.transaction_id, {k: v * done for k, v in delta.items()})
+        counts.flush()
+        cancelled_at.update({mid: iso(now) for mid, ok in zip(sendable, moved, strict=True) if ok})
+    if cancelled_at:
+        events = MessageEventBuffer(store, clock, ref_prefix=f"cancel-{batch.batch_id}-")
+        for mid in sorted(cancelled_at):
+            events.add(tx.tenant_id, message_event(
+                event_id=platform_event_id(MessageStatus.CANCELLED.value, mid), status=MessageStatus.CANCELLED.value,
+                at=cancelled_at[mid], message_id=mid, transaction_id=tx.transaction_id, metadata=metadata.get(mid),
+                source="platform"))
+        events.flush()  # raises: the batch stays open and the next pass writes them again
     return done
 
 
@@ -242,8 +288,12 @@ def advance(tx: Transaction, *, store: Any, queue: Any, clock: Any, settings: An
         batches = store.batches(tx.transaction_id)
         dispatch(tx, batches, store=store, queue=queue, clock=clock,
                  stale_after=timedelta(seconds=settings.redispatch_after_seconds))
-        if {b.status for b in batches} <= {B.SENT, B.COMPLETED, B.CANCELLED}:
-            tx = change_status(store, clock, tx, T.SENT)
+        target = while_sending(b.status for b in batches)  # SENT, or SCHEDULED until the next batch is due
+        if target == T.SCHEDULED and any(b.status == B.SCHEDULED and b.send_at is not None and b.send_at <= now
+                                         for b in batches):
+            target = None  # a batch already due (release_due was cut short): it is released next pass
+        if target is not None:
+            tx = change_status(store, clock, tx, target)
     if tx.status == T.SENT:
         window = timedelta(seconds=settings.completion_window_seconds)
         if tx.counts.get("final", 0) >= tx.total_messages or tx.updated_at + window <= now \
@@ -296,9 +346,10 @@ def guard_reputation(active: list[Transaction], *, store: Any, clock: Any, setti
             continue
         reasons = []
         # SES's bounce rate counts hard bounces only: a soft bounce (mailbox full) is no reputation signal
-        if s["hard_bounced"] / s["sent"] > settings.bounce_rate_threshold:
+        # over the threshold beyond chance (core/domain/reputation.py), not by one unlucky mail
+        if rate_exceeds(s["hard_bounced"], s["sent"], settings.bounce_rate_threshold):
             reasons.append("bounce_rate")
-        if s["complained"] / s["sent"] > settings.complaint_rate_threshold:
+        if rate_exceeds(s["complained"], s["sent"], settings.complaint_rate_threshold):
             reasons.append("complaint_rate")
         REPUTATION_ALARM.labels(tenant, "bounce").set(int("bounce_rate" in reasons))
         REPUTATION_ALARM.labels(tenant, "complaint").set(int("complaint_rate" in reasons))

@@ -34,9 +34,6 @@ This keeps the hot path to two small writes per chunk instead of two per message
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -58,8 +55,13 @@ from core.domain.errors import (
 from core.domain.models import iso, parse_iso
 from core.domain.statuses import SENDABLE_MESSAGE, BatchStatus, MessageStatus, count_delta
 from core.domain.statuses import TransactionStatus as T
+from core.domain.unsubscribe import sign_unsubscribe_token
 from core.observability import SEND_THROTTLED, SENDS, log
 from core.services.events import CountBuffer
+from core.services.failover_doubt import give_up_after_failover
+from core.services.message_events import TAG as MESSAGE_EVENTS_TAG
+from core.services.message_events import MessageEventBuffer, message_event, platform_event_id
+from core.services.privacy import ERASED_REASON
 from core.services.rendering import RenderedMail, RenderError, render_mail
 
 IN_DOUBT = "IN_DOUBT"  # a send-log outcome: SES may have accepted it; Send evidence decides
@@ -84,17 +86,12 @@ class ChunkRun:
     stop: str | None = None  # partial (throttled, send-by reached) · in_doubt · held
     in_doubt_at: datetime | None = None
     held: SendingHeld | None = None
-
-
-def unsubscribe_token(secret: str, tenant_id: str, email: str, message_id: str) -> str:
-    payload = base64.urlsafe_b64encode(f"{tenant_id}\n{email}\n{message_id}".encode()).decode().rstrip("=")
-    sig = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()[:32]
-    return f"{payload}.{sig}"
+    events: MessageEventBuffer | None = None  # FAILED/SUPPRESSED of an opted-in campaign (message events)
 
 
 def unsubscribe_link(settings: Any, tenant_id: str, email: str, message_id: str) -> str:
     """The signed one-click link every mail carries (header and ``{{ unsubscribe_url }}``)."""
-    token = unsubscribe_token(settings.unsubscribe_secret, tenant_id, email, message_id)
+    token = sign_unsubscribe_token(settings.unsubscribe_secret, tenant_id, email, message_id)
     return f"{settings.public_base_url}/api/v1/email/unsubscribe/{token}"
 
 
@@ -149,6 +146,7 @@ class BatchSender:
             chunk = messages[c * k:(c + 1) * k]
             prev = latest.get(c)
             attempt = 1
+            gave_up: set[str] = set()  # in doubt in a region no longer active: never re-sent (failover_doubt)
             if prev is not None:
                 if prev["state"] == "DONE":
                     if self._doubt_left(chunk, prev):  # a call that did not complete: wait for evidence
@@ -156,6 +154,8 @@ class BatchSender:
                         if until is not None:
                             in_doubt_until = max(in_doubt_until or until, until)
                             continue
+                        gave_up = self._not_resent_after_failover(tx, chunk, {**prev, "send_by": prev["in_doubt_at"]}, {
+                            mid for mid, r in (prev.get("results") or {}).items() if r.get("outcome") == IN_DOUBT})
                     if self._chunk_complete(chunk, outcomes.get(c, {})):
                         continue
                 if prev["state"] == "INTENT":
@@ -163,12 +163,14 @@ class BatchSender:
                     if until is not None:
                         in_doubt_until = max(in_doubt_until or until, until)
                         continue
+                    gave_up = self._not_resent_after_failover(tx, chunk, prev, set(prev.get("message_ids") or ()))
+                    self._events_of_dead_attempt(tx, batch_id, chunk, prev)
                 attempt = int(prev["attempt"]) + 1
             # Without evidence (no Send event moved it to SENT) a message was never accepted.
             todo = [m for m in chunk if m.status in SENDABLE_MESSAGE or m.status == MessageStatus.SENDING]
             # Sent in an earlier attempt but not yet moved to SENT by its event: never again.
             done = {mid for mid, r in outcomes.get(c, {}).items() if r.get("outcome") != IN_DOUBT}
-            todo = [m for m in todo if m.message_id not in done]
+            todo = [m for m in todo if m.message_id not in done and m.message_id not in gave_up]
             if not todo:
                 continue
             if source is None:
@@ -199,19 +201,19 @@ class BatchSender:
                          status=current.status.value)
                 self._redispatch_at(batch, self.clock.now())
                 return SendOutcome("stopped", outcome.sent, outcome.failed)
-            send_by: datetime | None = claimed_at + timedelta(seconds=lease)
+            lease_end = claimed_at + timedelta(seconds=lease)
             if not store.send_log_intent(batch_id, c, attempt, [m.message_id for m in todo], me,
-                                         region=self.settings.region, now=self.clock.now(), send_by=send_by):
+                                         region=self.settings.region, now=self.clock.now(), send_by=lease_end):
                 return SendOutcome("busy", outcome.sent, outcome.failed)
             suppressed = store.are_suppressed(tx.tenant_id, [m.recipient_email.lower() for m in todo])
             booking = self.limiter.book(len(todo))  # right before the sends
-            send_by = self._cover_booking(batch, me, c, attempt, booking.end, send_by)
+            send_by = self._cover_booking(batch, me, c, attempt, booking.end, lease_end)
             if send_by is None:
                 return SendOutcome("busy", outcome.sent, outcome.failed)
             run = self._send_chunk(tx, todo, suppressed, subject_src, html_src, text_src, outcome, booking, send_by,
-                                   probing)
+                                   probing, events_key=f"send-{batch_id}-{c:05d}-{attempt:03d}-")
             store.send_log_done(batch_id, c, attempt, run.results, in_doubt_at=run.in_doubt_at)
-            if run.stop == "in_doubt":
+            if run.stop == "in_doubt" and run.in_doubt_at is not None:  # in_doubt_at comes with that stop
                 until = self._evidence_pending_until({"send_by": iso(run.in_doubt_at), "region": self.settings.region,
                                                       "created_at": iso(run.in_doubt_at)})
                 until = until or self.clock.now()
@@ -219,7 +221,7 @@ class BatchSender:
                 log.warning("batch has in-doubt chunks", transaction_id=transaction_id, batch_id=batch_id,
                             resolve_at=iso(until))
                 return SendOutcome("in_doubt", outcome.sent, outcome.failed)
-            if run.stop == "held":
+            if run.stop == "held" and run.held is not None:  # held comes with that stop
                 self._hold(tx, batch, run.held)
                 return SendOutcome("held", outcome.sent, outcome.failed)
             if run.stop == "campaign_stopped":  # cancelled or paused between two sends
@@ -313,6 +315,23 @@ class BatchSender:
                  pipeline_at=iso(newest_send), chunk_sent_by=iso(last_send))
         return recorded_at + window
 
+    def _not_resent_after_failover(self, tx: Any, chunk: list[Any], intent: dict[str, Any],
+                                   in_doubt: set[str]) -> set[str]:
+        """After the evidence wait: the in-doubt messages of another (no longer active) region's
+        chunk without complete evidence end FAILED instead of being re-sent (core/services/failover_doubt.py)."""
+        counts = CountBuffer(self.store, self.clock)
+        key = f"send-{chunk[0].batch_id}-{int(intent['chunk']):05d}-{int(intent['attempt']):03d}-" if chunk else ""
+        events = MessageEventBuffer(self.store, self.clock, ref_prefix=key) if tx.message_events else None
+        try:
+            return give_up_after_failover(
+                store=self.store, own_region=self.settings.region, intent=intent, chunk=chunk, in_doubt=in_doubt,
+                window=timedelta(seconds=self.settings.send_evidence_window_seconds),
+                fail=lambda m, status, reason: self._fail(m, status, reason, counts, events))
+        finally:
+            counts.flush()
+            if events is not None:
+                events.flush()
+
     @staticmethod
     def _chunk_complete(chunk: list[Any], results: dict[str, dict[str, str]]) -> bool:
         return all((m.message_id in results and results[m.message_id].get("outcome") != IN_DOUBT)
@@ -337,23 +356,55 @@ class BatchSender:
 
     def _send_chunk(self, tx: Any, todo: list[Any], suppressed: set[str], subject_src: str, html_src: str,
                     text_src: str | None, outcome: SendOutcome, booking: Any, send_by: datetime,
-                    probing: list[str]) -> ChunkRun:
+                    probing: list[str], events_key: str = "") -> ChunkRun:
         """Send a chunk's messages in order. Stops at the first call in doubt (recorded as such),
         at an account/configuration error (nothing more can go out), when throttling outlasts our
         patience, at ``send_by``, or when the campaign is no longer READY_TO_SEND (checked before
         every call). With ``probing`` (automatic holds in force) the first message is the probe:
-        its success lifts those holds."""
-        run = ChunkRun(results={})
+        its success lifts those holds.
+
+        The chunk's FAILED/SUPPRESSED message events (an opted-in campaign) are written at its end
+        under ``events_key`` (its batch, chunk and attempt) before the caller marks the send log
+        DONE; a failed write raises, leaving the INTENT, and the next attempt writes them again."""
+        run = ChunkRun(results={}, events=MessageEventBuffer(self.store, self.clock, ref_prefix=events_key)
+                       if tx.message_events else None)
         counts = CountBuffer(self.store, self.clock)
         try:
             return self._send_messages(tx, todo, suppressed, subject_src, html_src, text_src, outcome, booking,
                                        send_by, probing, run, counts)
         finally:
             counts.flush()  # the campaign's counts for the messages this chunk failed or suppressed
+            if run.events is not None:
+                run.events.flush()  # one outbox item for the chunk's failed/suppressed messages
 
-    def _fail(self, m: Any, status: MessageStatus, reason: str, counts: CountBuffer) -> None:
+    def _events_of_dead_attempt(self, tx: Any, batch_id: str, chunk: list[Any], intent: dict[str, Any]) -> None:
+        """An attempt that died (its INTENT left, no DONE) may have failed or suppressed messages
+        without writing their message events: write them (an opted-in campaign) before the next
+        attempt, under that attempt's key. Create-only: nothing new when its own write was done."""
+        if not tx.message_events:
+            return
+        ids = set(intent.get("message_ids") or ())
+        events = MessageEventBuffer(self.store, self.clock, ref_prefix=(
+            f"send-{batch_id}-{int(intent['chunk']):05d}-{int(intent['attempt']):03d}-"))
+        for m in chunk:
+            if m.message_id in ids and m.status in (MessageStatus.FAILED, MessageStatus.SUPPRESSED) \
+                    and m.failure_reason != ERASED_REASON:
+                events.add(m.tenant_id, message_event(
+                    event_id=platform_event_id(m.status.value, m.message_id), status=m.status.value,
+                    at=m.timestamps.get(m.status.value) or iso(self.clock.now()), message_id=m.message_id,
+                    transaction_id=m.transaction_id, metadata=m.metadata, source="platform"))
+        if len(events):
+            events.flush()  # raises: this send stops here and the next one tries again
+
+    def _fail(self, m: Any, status: MessageStatus, reason: str, counts: CountBuffer,
+              events: MessageEventBuffer | None = None) -> None:
         if self.store.fail_message(m.batch_id, m.message_id, status, reason):
             counts.add(m.transaction_id, count_delta((None, set()), (status.value, {status.value})))
+            if events is not None:
+                events.add(m.tenant_id, message_event(
+                    event_id=platform_event_id(status.value, m.message_id), status=status.value,
+                    at=iso(self.clock.now()), message_id=m.message_id, transaction_id=m.transaction_id,
+                    metadata=m.metadata, source="platform"))
 
     def _still_sending(self, tx: Any) -> bool:
         """Read the campaign's status right before each SES call: a cancel or a pause stops every
@@ -368,7 +419,7 @@ class BatchSender:
         identity = self.store.compliance_identity(tx.tenant_id)  # postal address, sender name (CAN-SPAM)
         for i, m in enumerate(todo):
             if m.recipient_email.lower() in suppressed:
-                self._fail(m, MessageStatus.SUPPRESSED, "address is suppressed", counts)
+                self._fail(m, MessageStatus.SUPPRESSED, "address is suppressed", counts, run.events)
                 results[m.message_id] = {"outcome": "SUPPRESSED"}
                 SENDS.labels("suppressed").inc()
                 continue
@@ -377,7 +428,7 @@ class BatchSender:
                 data = {**m.placeholder_data, "email": m.recipient_email, **footer_variables(identity, link)}
                 mail = render_mail(cache_key, tx.subject or subject_src, html_src, text_src, data)
             except RenderError as exc:
-                self._fail(m, MessageStatus.FAILED, str(exc), counts)
+                self._fail(m, MessageStatus.FAILED, str(exc), counts, run.events)
                 results[m.message_id] = {"outcome": "FAILED", "reason": str(exc)}
                 outcome.failed += 1
                 SENDS.labels("render_failed").inc()
@@ -386,7 +437,7 @@ class BatchSender:
                 files = self._files(tx, m, mail.html)
             except (NotFound, PayloadTooLarge) as exc:  # gone since it was checked: this mail cannot go as asked
                 reason = f"attachment unavailable: {exc}"[:500]
-                self._fail(m, MessageStatus.FAILED, reason, counts)
+                self._fail(m, MessageStatus.FAILED, reason, counts, run.events)
                 results[m.message_id] = {"outcome": "FAILED", "reason": reason}
                 outcome.failed += 1
                 SENDS.labels("attachment_failed").inc()
@@ -396,7 +447,7 @@ class BatchSender:
                             message_id=m.message_id, error=str(exc)[:300])
                 run.stop = "partial"
                 break
-            token = unsubscribe_token(settings.unsubscribe_secret, tx.tenant_id, m.recipient_email, m.message_id)
+            token = sign_unsubscribe_token(settings.unsubscribe_secret, tx.tenant_id, m.recipient_email, m.message_id)
             unsub = f"{settings.public_base_url}/api/v1/email/unsubscribe/{token}"
             if not self._still_sending(tx):  # before the slot wait, which keeps sends 1/rate apart
                 run.stop = "campaign_stopped"
@@ -407,7 +458,7 @@ class BatchSender:
                 run.stop = "partial"
                 break  # our lease is over: another worker may own the batch now
             try:
-                ses_id = self._send_one(tx, m, mail, unsub, results, send_by, counts, files)
+                ses_id = self._send_one(tx, m, mail, unsub, results, send_by, counts, files, run.events)
             except SendInDoubt as exc:
                 run.in_doubt_at = self.clock.now()  # SES accepted it by now, if at all
                 results[m.message_id] = {"outcome": IN_DOUBT, "reason": str(exc)[:300]}
@@ -444,7 +495,7 @@ class BatchSender:
 
     def _send_one(self, tx: Any, m: Any, mail: RenderedMail, unsub: str,
                   results: dict[str, dict[str, str]], send_by: datetime, counts: CountBuffer,
-                  files: list[Any] | None = None) -> str | None:
+                  files: list[Any] | None = None, events: MessageEventBuffer | None = None) -> str | None:
         """One message, retried only on throttling (SES did not accept those calls). Raises
         SendInDoubt and SendingHeld; None when it failed for good or must wait for a later attempt."""
         delay = 0.2
@@ -459,14 +510,16 @@ class BatchSender:
                     headers={**tx.headers,  # validated at submit: none overrides the platform's own
                              "List-Unsubscribe": f"<{unsub}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
                     tags={"tenant_id": tx.tenant_id, "transaction_id": tx.transaction_id,
-                          "batch_id": m.batch_id, "message_id": m.message_id},
+                          "batch_id": m.batch_id, "message_id": m.message_id,
+                          # the events Lambda forwards its status changes without reading the campaign
+                          **({MESSAGE_EVENTS_TAG: "true"} if tx.message_events else {})},
                 )
             except TemporaryError as exc:
                 SEND_THROTTLED.inc()
                 self.clock.sleep(max(delay, exc.delay if exc.delay < 5 else delay))
                 delay = min(delay * 2, 5.0)
             except MessageRefused as exc:
-                self._fail(m, MessageStatus.FAILED, f"SES refused: {exc}", counts)
+                self._fail(m, MessageStatus.FAILED, f"SES refused: {exc}", counts, events)
                 results[m.message_id] = {"outcome": "FAILED", "reason": str(exc)}
                 SENDS.labels("refused").inc()
                 return None

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from core.bootstrap import Deps
 from core.domain.errors import InvalidInput, NotFound
 from core.domain.statuses import MessageStatus
-from core.services import analytics, callbacks, campaigns, previews
+from core.services import analytics, callbacks, campaigns, message_events, previews
 from handlers.context import deps, memo
 from handlers.routes.common import (
     CursorParam,
@@ -41,6 +41,12 @@ TagValue = Annotated[str, StringConstraints(max_length=256)]
 class Schedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
     send_at: datetime | None = Field(None, description="ISO 8601 with a time zone; at most 30 days ahead")
+    send_until: datetime | None = Field(
+        None, description="the end of the window for per-recipient send times (the CSV's optional send_at column, "
+                          "ISO 8601 with an offset, e.g. 2026-12-03T09:00:00+01:00: each row is released at its own "
+                          "time, to the minute). The window starts at send_at (or at submission); default: 48 hours "
+                          "after that. A row outside the window or with an unreadable time is rejected "
+                          "(send_at_outside_window, send_at_invalid); an empty cell goes at the campaign's time")
 
 
 class SubmitCampaign(BaseModel):
@@ -51,6 +57,11 @@ class SubmitCampaign(BaseModel):
     csv_file_url: str | None = Field(None, max_length=1024, description="s3:// URI in the upload bucket")
     upload_id: str | None = Field(None, max_length=100)
     callback_url: str | None = Field(None, max_length=2048)
+    callback_message_events: bool = Field(
+        False, description="also POST each message's events, at least once (de-duplicate on event_id) (SENT, DELIVERED, BOUNCED, COMPLAINED, OPENED, "
+                           "CLICKED, REJECTED, FAILED, SUPPRESSED, CANCELLED) with its ids and metadata to "
+                           "callback_url, in signed batches of up to 100 ({\"type\": \"message.events\", "
+                           "\"events\": [...]}); needs callback_url")
     schedule: Schedule | None = None
     from_: str | None = Field(None, alias="from", max_length=320)
     reply_to: str | None = Field(None, max_length=320)
@@ -70,7 +81,9 @@ class SubmitCampaign(BaseModel):
                                            "rejections readable) until POST /campaigns/{id}/release")
     metadata_columns: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] | None = Field(
         None, max_length=20, description="CSV columns kept as per-message metadata (not rendered): returned in "
-                                         "message reads and SES event documents")
+                                         "message reads, SES event documents and message events "
+                                         "(callback_message_events). Listing send_at also keeps each row's raw "
+                                         "per-recipient send time as metadata")
 
 
 def _build_submit(d: Deps) -> tuple[IdempotencyConfig, Any]:
@@ -93,9 +106,10 @@ def _build_submit(d: Deps) -> tuple[IdempotencyConfig, Any]:
 
 
 def _revive(body: dict) -> dict:
-    send_at = (body.get("schedule") or {}).get("send_at")
-    if send_at:
-        body = {**body, "schedule": {"send_at": datetime.fromisoformat(send_at.replace("Z", "+00:00"))}}
+    schedule = body.get("schedule") or {}
+    if schedule:
+        body = {**body, "schedule": {k: datetime.fromisoformat(v.replace("Z", "+00:00")) if v else None
+                                     for k, v in schedule.items()}}
     return body
 
 
@@ -195,15 +209,27 @@ def campaign_report(tx_id: str):
     return Response(200, "text/html; charset=utf-8", analytics.render_report(data, summary))
 
 
-@router.post("/campaigns/<tx_id>/callbacks/redeliver", summary="Re-queue dead-lettered callbacks",
-             responses=answers())
+@router.get("/campaigns/<tx_id>/message-events",
+            summary="Batches of message events (callback_message_events) with every delivery attempt",
+            responses=answers())
+@requires("campaigns:read")
+def list_message_events(tx_id: str, limit: Limit = 50, cursor: CursorParam = None) -> dict:
+    d = deps()
+    tx_id = path_param(tx_id)
+    d.store.get_transaction(tx_id, principal().tenant_id)
+    return sealed(d.settings, message_events.list_batches(d.store, tx_id, limit, open_cursor(d.settings, cursor)))
+
+
+@router.post("/campaigns/<tx_id>/callbacks/redeliver",
+             summary="Re-queue dead-lettered callbacks and message-event batches", responses=answers())
 @requires("campaigns:write")
 def redeliver(tx_id: str) -> dict:
     p, d, tx_id = principal(), deps(), path_param(tx_id)
-    d.store.get_transaction(tx_id, p.tenant_id)
+    tx = d.store.get_transaction(tx_id, p.tenant_id)
     seqs = callbacks.redeliver(d.store, tx_id, d.clock)
-    audit(router, p, "campaign.callbacks.redeliver", tx_id, seqs=seqs)
-    return {"requeued": seqs}
+    refs = message_events.redeliver(d.store, tx_id, d.clock) if tx.message_events else []
+    audit(router, p, "campaign.callbacks.redeliver", tx_id, seqs=seqs, message_event_batches=len(refs))
+    return {"requeued": seqs, "requeued_message_events": refs}
 
 
 class SendTestMail(BaseModel):

@@ -34,7 +34,8 @@ class DataStore(pulumi.ComponentResource):
             attributes=[aws.dynamodb.TableAttributeArgs(name=a, type="S") for a in t.string_attributes],
             global_secondary_indexes=[
                 aws.dynamodb.TableGlobalSecondaryIndexArgs(name=ix.name, hash_key=ix.hash_key, range_key=ix.range_key,
-                                                           projection_type="ALL")
+                                                           projection_type="ALL" if ix.include is None else "INCLUDE",
+                                                           non_key_attributes=list(ix.include) if ix.include else None)
                 for ix in t.indexes
             ],
             stream_enabled=True,

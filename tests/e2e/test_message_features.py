@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from local.client import ApiError
 from local.ses_mailbox import received
+from ops.client import ApiError
 
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
@@ -153,3 +153,82 @@ def test_a_draft_shows_its_counts_and_sends_once_released(api, stack):
     assert e.value.status == 409 and "only DRAFT" in e.value.body["error"]["message"]
     assert api.wait_for(tx_id, {"COMPLETED", "FAILED"}, timeout=120)["status"] == "COMPLETED"
     assert list(mails_of(stack, tx_id)) == ["success@simulator.amazonses.com"]
+
+
+def test_per_recipient_send_times_and_message_events_over_http(api, stack):
+    """One recipient now, one at 9:00 (their zone) hours ahead, one unreadable time; the campaign
+    opted in to message events: the receiver gets the sent mail's events with its metadata, and
+    the waiting recipient's CANCELLED once the campaign is cancelled before their time."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from standardwebhooks.webhooks import Webhook
+
+    got: list[tuple[dict, bytes]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            got.append(({k.lower(): v for k, v in self.headers.items()}, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        tid = text_template(api, "<p>Hello {{ first_name }}</p>", None)
+        tokyo_nine = (datetime.now(UTC) + timedelta(hours=6)).astimezone(timezone(timedelta(hours=9)))
+        tokyo_nine = tokyo_nine.replace(minute=0, second=0, microsecond=0)
+        up = api.upload_csv("email,first_name,crm_id,send_at\n"
+                            "success@simulator.amazonses.com,Ann,C-1,\n"
+                            f"success+2@simulator.amazonses.com,Bo,C-2,{tokyo_nine.isoformat()}\n"
+                            "success+3@simulator.amazonses.com,Cy,C-3,9am\n")
+        tx = api.call("POST", "/campaigns", json={
+            "template_id": tid, "upload_id": up["upload_id"], "metadata_columns": ["crm_id"],
+            "callback_url": f"http://127.0.0.1:{srv.server_port}/hook", "callback_message_events": True})
+        assert tx["callback_message_events"] is True
+        tx_id = tx["transaction_id"]
+        # what was due is sent; the campaign waits SCHEDULED for the next recipient's time
+        waiting = api.wait_for(tx_id, {"SCHEDULED", "FAILED"}, timeout=120)
+        assert waiting["status"] == "SCHEDULED" and waiting["summary"]["refused_at_ingest"] == 1
+        (rejected,) = api.call("GET", f"/campaigns/{tx_id}/rejections")["items"]
+        assert rejected["line"] == 4 and rejected["reason"].startswith("send_at_invalid")
+        now_batch, later_batch = api.call("GET", f"/campaigns/{tx_id}/batches")["items"]
+        assert later_batch["status"] == "SCHEDULED"
+        assert datetime.fromisoformat(later_batch["send_at"].replace("Z", "+00:00")) == tokyo_nine
+        assert list(mails_of(stack, tx_id)) == ["success@simulator.amazonses.com"]
+
+        def events() -> list[dict]:
+            secrets = stack.deps.secrets.signing_secrets(stack.tenant["tenant_id"])
+            out = []
+            for headers, body in list(got):
+                payload = json.loads(body)
+                if payload.get("type") != "message.events":
+                    continue
+                Webhook(secrets[0]).verify(body, headers)  # signed like every callback
+                out += payload["events"]
+            return out
+
+        def wait_events(status: str, crm_id: str) -> dict:
+            deadline = datetime.now(UTC) + timedelta(seconds=90)
+            while datetime.now(UTC) < deadline:
+                found = [e for e in events() if e["status"] == status and e["metadata"].get("crm_id") == crm_id]
+                if found:
+                    return found[0]
+                threading.Event().wait(0.5)
+            raise AssertionError(f"no {status} message event for {crm_id}: {events()}")
+
+        sent = wait_events("SENT", "C-1")
+        assert sent["transaction_id"] == tx_id and sent["batch_id"] == now_batch["batch_id"]
+        wait_events("DELIVERED", "C-1")
+        # a cancel reaches the recipient whose time has not come, and says so with their metadata
+        api.call("POST", f"/campaigns/{tx_id}/cancel")
+        cancelled = wait_events("CANCELLED", "C-2")
+        assert cancelled["batch_id"] == later_batch["batch_id"] and "success" not in json.dumps(cancelled)
+        assert api.call("GET", f"/campaigns/{tx_id}/batches")["items"][1]["status"] == "CANCELLED"
+        batches = api.call("GET", f"/campaigns/{tx_id}/message-events")["items"]
+        assert batches and all(b["state"] in ("DELIVERED", "PENDING") for b in batches)
+    finally:
+        srv.shutdown()

@@ -5,7 +5,8 @@ SendEmail received, as the MIME message SES would deliver."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import json
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -18,8 +19,10 @@ from core.domain.errors import (
     PayloadTooLarge,
     TemporaryError,
 )
-from core.services import attachments, campaigns, previews, templates
-from core.services.events import record_ses_event
+from core.domain.models import iso
+from core.domain.schedule import send_minute
+from core.services import attachments, campaigns, message_events, previews, templates
+from core.services.events import record_ses_event, record_ses_events
 from local.ses_mailbox import received
 from tests.conftest import ses_event_for, sns_envelope
 from tests.helpers import RecordingMailer, batch_sender, leader, queued_campaign, submit
@@ -307,3 +310,223 @@ def test_a_test_send_does_not_wait_long_behind_sending_campaigns(deps, tenant):
     deps.limiter.reserve(int(deps.settings.ses_max_send_rate * 60))  # the next minute of slots is taken
     with pytest.raises(TemporaryError, match="send rate"):
         _test_send(deps, tx_id, "qa@example.org")
+
+
+# --- per-recipient send times (the CSV's send_at column) ------------------------------------------
+
+
+def _hour(deps: Any, hours: float, offset: str = "+01:00") -> str:
+    """A time ``hours`` after the fake clock's now, written in the zone ``offset`` like a CSV would."""
+    sign, hh, mm = (1 if offset[0] == "+" else -1), int(offset[1:3]), int(offset[4:6])
+    tz = timezone(sign * timedelta(hours=hh, minutes=mm))
+    return (deps.clock.now() + timedelta(hours=hours)).astimezone(tz).isoformat()
+
+
+def test_each_recipient_is_released_at_their_own_time_and_the_campaign_waits_scheduled_between(deps, tenant):
+    # GIVEN rows due now (empty cell), in one hour (two zones, same minute), in three hours, and three bad ones
+    csv_text = ("email,first_name,send_at,crm_id\n"
+                "now@x.org,Nu,,N-1\n"
+                f"paris@x.org,Pa,{_hour(deps, 1, '+01:00')},P-1\n"
+                f"ny@x.org,Ny,{_hour(deps, 1, '-05:00')},Y-1\n"
+                f"tokyo@x.org,To,{_hour(deps, 3, '+09:00')},T-1\n"
+                "bad@x.org,Ba,next tuesday,B-1\n"
+                f"naive@x.org,Na,{(deps.clock.now() + timedelta(hours=1)).replace(tzinfo=None).isoformat()},B-2\n"
+                f"late@x.org,La,{_hour(deps, 49, '+00:00')},B-3\n")
+    tx_id = submit(deps, "tenant-a", csv_text, metadata_columns=["crm_id", "send_at"],
+                   callback_url="http://127.0.0.1:9/hook")  # never delivered here: its outbox shows the moves
+    c = leader(deps)
+    c.ingest_pass()
+    c.advance_pass()
+    # THEN the bad rows are rejected with their reasons, each minute has a batch of its own
+    rej = campaigns.list_rejections(deps.store, "tenant-a", tx_id, 10, None)["items"]
+    assert [(r["line"], r["reason"].split(":")[0]) for r in rej] == [
+        (6, "send_at_invalid"), (7, "send_at_invalid"), (8, "send_at_outside_window")]
+    tx = deps.store.get_transaction(tx_id)
+    assert tx.total_messages == 4 and tx.status.value == "READY_TO_SEND"
+    now_b, one_h, three_h = deps.store.batches(tx_id)
+    assert (now_b.status.value, now_b.message_count, now_b.send_at) == ("QUEUED", 1, None)
+    # each batch is due at the first minute boundary at or after its rows' time (never before it)
+    due_1h, due_3h = (send_minute(deps.clock.now() + timedelta(hours=h)) for h in (1, 3))
+    assert (one_h.status.value, one_h.message_count, one_h.send_at) == ("SCHEDULED", 2, due_1h)
+    assert (three_h.status.value, three_h.send_at) == ("SCHEDULED", due_3h)
+    paris = deps.store.get_message(one_h.batch_id, f"{one_h.batch_id}-00001")
+    assert paris.placeholder_data == {"first_name": "Pa"}  # consumed, never rendered
+    assert paris.metadata == {"crm_id": "P-1", "send_at": _hour(deps, 1, "+01:00")}  # declared: kept as given
+    sender = batch_sender(deps, RecordingMailer(deps.mailer))
+
+    # WHEN what is due is sent THEN the campaign waits SCHEDULED (no controller work until the next minute)
+    assert sender.send_batch(tx_id, now_b.batch_id).sent == 1
+    c.advance_pass()
+    assert deps.store.get_transaction(tx_id).status.value == "SCHEDULED"
+    deps.clock.advance((due_1h - deps.clock.now()).total_seconds() - 1)
+    c.advance_pass()
+    assert deps.store.get_batch(one_h.batch_id, tx_id).status.value == "SCHEDULED"
+    deps.clock.advance(1)
+    c.advance_pass()  # the due index releases the one-hour batch: sending again
+    assert deps.store.get_transaction(tx_id).status.value == "READY_TO_SEND"
+    assert deps.store.get_batch(one_h.batch_id, tx_id).status.value == "QUEUED"
+    assert sender.send_batch(tx_id, one_h.batch_id).sent == 2
+    c.advance_pass()
+    assert deps.store.get_transaction(tx_id).status.value == "SCHEDULED"
+
+    # a pause holds the not-yet-due batch past its time; a resume lets it go
+    campaigns.pause_campaign(deps.store, deps.clock, "tenant-a", tx_id)
+    deps.clock.advance((due_3h - deps.clock.now()).total_seconds() + 10)
+    c.advance_pass()
+    assert deps.store.get_batch(three_h.batch_id, tx_id).status.value == "SCHEDULED"
+    assert campaigns.resume_campaign(deps.store, deps.clock, "tenant-a", tx_id)["status"] == "SCHEDULED"
+    deps.clock.advance(61)
+    c.advance_pass()
+    assert deps.store.get_batch(three_h.batch_id, tx_id).status.value == "QUEUED"
+    assert sender.send_batch(tx_id, three_h.batch_id).sent == 1
+    c.advance_pass()
+    moves = [cb.payload["status"] for cb in deps.store.callbacks(tx_id)]
+    assert moves[:9] == ["PROCESSING", "READY_TO_SEND", "SCHEDULED", "READY_TO_SEND", "SCHEDULED", "PAUSED",
+                         "SCHEDULED", "READY_TO_SEND", "SENT"]  # then COMPLETED, once its outcomes are in
+
+
+def test_a_cancel_reaches_the_recipients_whose_time_has_not_come(deps, tenant):
+    tx_id = submit(deps, "tenant-a", f"email,first_name,send_at\nsoon@x.org,S,\nlater@x.org,L,{_hour(deps, 5)}\n")
+    c = leader(deps)
+    c.ingest_pass()
+    c.advance_pass()
+    first, later = deps.store.batches(tx_id)
+    batch_sender(deps, RecordingMailer(deps.mailer)).send_batch(tx_id, first.batch_id)
+    c.advance_pass()
+    assert deps.store.get_transaction(tx_id).status.value == "SCHEDULED"
+    assert campaigns.cancel_campaign(deps.store, deps.clock, "tenant-a", tx_id)["status"] == "CANCELLED"
+    c.advance_pass()
+    assert deps.store.get_batch(later.batch_id, tx_id).status.value == "CANCELLED"
+    assert deps.store.get_message(later.batch_id, f"{later.batch_id}-00001").status.value == "CANCELLED"
+    assert not [i for i in deps.store.due("BATCH", deps.clock.now() + timedelta(days=3)) if i["transaction_id"] == tx_id]
+
+
+def test_send_at_is_no_template_variable_and_the_window_is_checked_at_submit(deps, tenant):
+    tid = text_template(deps, "tenant-a", "<p>At {{ send_at }}</p>", None, subject="Hi")
+    with pytest.raises(InvalidInput, match="per-recipient send time column"):
+        submit(deps, "tenant-a", "email,send_at\na@x.org,\n", template_id=tid)
+    with pytest.raises(InvalidInput, match="send_until must be after"):
+        submit(deps, "tenant-a", "email,first_name\na@x.org,A\n",
+               schedule={"send_at": deps.clock.now() + timedelta(hours=2),
+                         "send_until": deps.clock.now() + timedelta(hours=1)})
+    with pytest.raises(InvalidInput, match="attachment_column"):
+        submit(deps, "tenant-a", "email,first_name\na@x.org,A\n", attachment_column="send_at")
+    # a narrower window: a row past send_until is rejected
+    until = deps.clock.now() + timedelta(hours=2)
+    tx_id = submit(deps, "tenant-a", f"email,first_name,send_at\na@x.org,A,{_hour(deps, 1)}\nb@x.org,B,{_hour(deps, 3)}\n",
+                   schedule={"send_until": until})
+    leader(deps).ingest_pass()
+    rej = campaigns.list_rejections(deps.store, "tenant-a", tx_id, 10, None)["items"]
+    assert [(r["line"], r["reason"].split(":")[0]) for r in rej] == [(3, "send_at_outside_window")]
+    view = campaigns.get_campaign(deps.store, "tenant-a", tx_id)
+    assert view["send_until"] == iso(until) and view["status"] == "SCHEDULED"  # its one row waits for its hour
+
+
+# --- message events (per-message status changes with their metadata) -------------------------------
+
+
+@pytest.fixture
+def receiver():
+    from tests.integration.test_callbacks import Receiver
+
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def _deliver_message_events(deps: Any) -> int:
+    from core.adapters.webhooks import GuardedHttpClient
+
+    return message_events.deliver_due(store=deps.store, http=GuardedHttpClient(require_https=False, allow_loopback=True),
+                                      secrets=deps.secrets, clock=deps.clock, timeout=2.0)
+
+
+def _events_of(deps: Any, tx_id: str) -> list[Any]:
+    return deps.store.message_event_batches(tx_id, 100, None)[0]
+
+
+def test_message_events_of_an_opted_in_campaign_are_batched_signed_and_carry_the_metadata(deps, tenant, receiver):
+    from standardwebhooks.webhooks import Webhook
+
+    # GIVEN an opted-in campaign of three; one address is suppressed after ingest
+    csv_text = "email,first_name,crm_id\na@x.org,A,C-1\nb@x.org,B,C-2\nsup@x.org,S,C-3\n"
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", csv_text, metadata_columns=["crm_id"],
+                                      callback_url=receiver.url, callback_message_events=True)
+    deps.store.suppress("tenant-a", "sup@x.org", "complaint")
+    mids = [f"{batch.batch_id}-0000{i}" for i in (1, 2, 3)]
+    assert batch_sender(deps, RecordingMailer(deps.mailer)).send_batch(tx_id, batch.batch_id).sent == 2
+    assert sent_mail(deps, mids[0]).email_tags["message_events"] == "true"  # the events Lambda needs no read
+    (suppressed,) = _events_of(deps, tx_id)  # the chunk's SUPPRESSED message, written once by the sender
+    assert [(e["message_id"], e["status"], e["metadata"]) for e in suppressed.payload["events"]] == [
+        (mids[2], "SUPPRESSED", {"crm_id": "C-3"})]
+
+    # WHEN one SQS batch of SES events is handled THEN one outbox item holds its status changes
+    buffer = message_events.MessageEventBuffer(deps.store, deps.clock)
+    bodies = []
+    for mid in mids[:2]:
+        for kind in ("ses_send.json", "ses_delivery.json", "ses_delivery.json"):  # a replay changes nothing
+            ev = ses_event_for(kind, tenant="tenant-a", message_id=mid)
+            ev["mail"]["tags"]["message_events"] = ["true"]  # as the sender tagged the mail
+            bodies.append(sns_envelope(ev))
+    deps.counter.reset()
+    outcomes = record_ses_events(bodies, store=deps.store, message_events=buffer)  # one SQS batch
+    assert outcomes == ["applied", "applied", "duplicate"] * 2
+    # the outbox item is written before the messages, in one create-only put for four events
+    assert deps.counter.calls.get("dynamodb.PutItem", 0) == 1 and len(buffer) == 0
+    batches = _events_of(deps, tx_id)
+    assert len(batches) == 2
+
+    # THEN the receiver gets each batch signed like a campaign callback, with ids, status, time and metadata
+    assert _deliver_message_events(deps) == 2
+    bodies = []
+    for headers, body in receiver.got:
+        payload = Webhook(tenant["webhook_secret"]).verify(body, headers)
+        assert payload["type"] == "message.events" and payload["transaction_id"] == tx_id
+        assert headers["webhook-id"].startswith(f"msg_{tx_id}_ev_") and headers["x-signature"].startswith("v1=")
+        bodies += payload["events"]
+    got = sorted((e["message_id"], e["status"], e["metadata"]["crm_id"], e["batch_id"]) for e in bodies)
+    assert got == sorted([(mids[0], "SENT", "C-1", batch.batch_id), (mids[0], "DELIVERED", "C-1", batch.batch_id),
+                          (mids[1], "SENT", "C-2", batch.batch_id), (mids[1], "DELIVERED", "C-2", batch.batch_id),
+                          (mids[2], "SUPPRESSED", "C-3", batch.batch_id)])
+    assert all(e["timestamp"] and e["event_id"] and "x.org" not in json.dumps(e) for e in bodies)  # no address
+    assert all(b.state == "DELIVERED" for b in _events_of(deps, tx_id))
+    assert _deliver_message_events(deps) == 0
+    # the campaign's own callbacks are untouched by them
+    assert [cb.payload["status"] for cb in deps.store.callbacks(tx_id)][-1] == "READY_TO_SEND"
+
+
+def test_message_events_retry_on_the_campaign_callback_schedule_and_dead_letter_the_same_way(deps, tenant):
+    from tests.integration.test_callbacks import Receiver
+
+    r = Receiver([(503, {"Retry-After": "60"}, 0)])
+    try:
+        tx_id, (batch,) = queued_campaign(deps, "tenant-a", "email,first_name\nq@x.org,Q\n", callback_url=r.url,
+                                          callback_message_events=True)
+        campaigns.cancel_campaign(deps.store, deps.clock, "tenant-a", tx_id)
+        leader(deps).advance_pass()  # settles: the never-sent message is CANCELLED, with its event
+        (cb,) = _events_of(deps, tx_id)
+        assert cb.payload["events"][0]["status"] == "CANCELLED"
+        assert _deliver_message_events(deps) == 1
+        (cb,) = _events_of(deps, tx_id)
+        assert cb.state == "PENDING" and 59 <= (cb.next_attempt_at - deps.clock.now()).total_seconds() <= 61
+        deps.clock.advance(61)
+        assert _deliver_message_events(deps) == 1
+        (cb,) = _events_of(deps, tx_id)
+        assert cb.state == "DELIVERED" and len(cb.attempts) == 2
+        assert r.got[0][0]["webhook-id"] == r.got[1][0]["webhook-id"]  # the same id: receivers de-duplicate
+    finally:
+        r.close()
+
+
+def test_a_campaign_that_did_not_opt_in_costs_nothing_more_per_event(deps, tenant, receiver):
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", "email,first_name\nn@x.org,N\n", callback_url=receiver.url)
+    mid = f"{batch.batch_id}-00001"
+    batch_sender(deps, RecordingMailer(deps.mailer)).send_batch(tx_id, batch.batch_id)
+    assert "message_events" not in sent_mail(deps, mid).email_tags
+    buffer = message_events.MessageEventBuffer(deps.store, deps.clock)
+    for kind in ("ses_send.json", "ses_delivery.json"):
+        assert record_ses_event(sns_envelope(ses_event_for(kind, tenant="tenant-a", message_id=mid)),
+                                store=deps.store, message_events=buffer) == "applied"
+    assert len(buffer) == 0 and buffer.flush() == 0 and _events_of(deps, tx_id) == []
+    with pytest.raises(InvalidInput, match="needs a callback_url"):
+        submit(deps, "tenant-a", "email,first_name\na@x.org,A\n", callback_message_events=True)
