@@ -13,14 +13,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import Counter, Gauge
-
+from core.observability import ANALYTICS_FAILURES as INDEX_FAILURES
+from core.observability import ANALYTICS_INDEXED as EVENTS_INDEXED
+from core.observability import ANALYTICS_LAG as INDEX_LAG
 from core.observability import log
 from core.schema import ANALYTICS_RETENTION_DAYS
-
-EVENTS_INDEXED = Counter("emailplatform_analytics_events_indexed_total", "Events written to the analytics store", ["store"])
-INDEX_FAILURES = Counter("emailplatform_analytics_index_failures_total", "Events the analytics store refused", ["store"])
-INDEX_LAG = Gauge("emailplatform_analytics_lag_seconds", "Event time to indexing time of the last event", ["store"])
 
 
 def _lag(ts: str) -> float:
@@ -83,6 +80,13 @@ class SqliteAnalytics:
         with self.lock:
             return self.db.execute(f"DELETE FROM events WHERE tenant_id=? AND lower(recipient) IN ({marks})",
                                    (tenant_id, *sorted(addresses))).rowcount
+
+    def count_recipient(self, tenant_id: str, addresses: set[str]) -> int:
+        """How many events of a tenant are about any of ``addresses`` (an erasure's receipt)."""
+        marks = ",".join("?" * len(addresses))
+        rows = self._q(f"SELECT count(*) FROM events WHERE tenant_id=? AND lower(recipient) IN ({marks})",
+                       (tenant_id, *sorted(addresses)))
+        return int(rows[0][0])
 
     def recipient_events(self, tenant_id: str, addresses: set[str]) -> list[dict[str, Any]]:
         marks = ",".join("?" * len(addresses))
@@ -221,12 +225,29 @@ class OpenSearchAnalytics:
         return {"bool": {"filter": [{"term": {"tenant_id": tenant_id}},
                                     {"terms": {"recipient_email": sorted(addresses)}}]}}
 
-    def erase_recipient(self, tenant_id: str, addresses: set[str]) -> int:
-        """delete_by_query over every event index (the alias covers them all), refreshed first so
-        events indexed a moment ago are included. Addresses as SES reported them (lower-case forms)."""
-        resp = self.client.delete_by_query(index=f"{self.alias}*", body={"query": self._recipient_query(
-            tenant_id, addresses)}, refresh=True, conflicts="proceed")
-        return int(resp.get("deleted", 0))
+    def erase_recipient(self, tenant_id: str, addresses: set[str], attempts: int = 5) -> int:
+        """delete_by_query over every event index (the alias covers them all). The indices are
+        refreshed first, so events indexed a moment ago are searched too. A document changed while
+        the query ran (a version conflict) is not skipped: the query runs again for what is left,
+        and if conflicts outlast ``attempts`` a TemporaryError asks the caller to retry later.
+        Addresses as SES reported them (lower-case forms). Returns how many were deleted."""
+        from core.domain.errors import TemporaryError
+
+        deleted = 0
+        for _ in range(attempts):
+            self.client.indices.refresh(index=f"{self.alias}*")
+            resp = self.client.delete_by_query(index=f"{self.alias}*", body={"query": self._recipient_query(
+                tenant_id, addresses)}, refresh=True, conflicts="proceed")
+            deleted += int(resp.get("deleted", 0))
+            if not int(resp.get("version_conflicts", 0)):
+                return deleted
+        raise TemporaryError(f"analytics erasure kept meeting version conflicts ({deleted} deleted so far)", delay=5)
+
+    def count_recipient(self, tenant_id: str, addresses: set[str]) -> int:
+        """How many events of a tenant are about any of ``addresses`` (refreshed first)."""
+        self.client.indices.refresh(index=f"{self.alias}*")
+        resp = self.client.count(index=f"{self.alias}*", body={"query": self._recipient_query(tenant_id, addresses)})
+        return int(resp.get("count", 0))
 
     def recipient_events(self, tenant_id: str, addresses: set[str]) -> list[dict[str, Any]]:
         resp = self.client.search(index=f"{self.alias}*", body={

@@ -8,15 +8,16 @@ object, which an erasure must reach: the buckets are versioned). Keys come from 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from core import schema
-from core.adapters.dynamodb import DynamoTable, Page, Update
-from core.domain.errors import NotFound, StaleWrite
+from core.adapters.dynamodb import DynamoTable, Page, Update, serialize
+from core.domain.errors import NotFound, StaleWrite, TemporaryError
+from core.domain.privacy import stream_mentions, value_mentions
 
 _HIDDEN = {"PK", "SK", "active_pk", "active_sk", "due_pk", "due_at", "tenant_pk", "tenant_sk", "fence", "expiration"}
 
@@ -109,14 +110,30 @@ class ErasureRepository:
             self.table.update(Update(schema.erasure_key(erasure_id), set={}, add={f"r_{kind}": set(members)},
                                      condition="attribute_exists(PK)"), returns="NONE")
 
-    def note_count(self, erasure_id: str, kind: str, n: int) -> None:
-        """Keep the largest count seen for ``n_<kind>`` (a redo finds less: it was already removed)."""
+    def forget(self, erasure_id: str, kind: str, members: set[str]) -> None:
+        """Take members out of the receipt's string set ``r_<kind>`` (a verdict revised on evidence)."""
+        if members:  # Update has no DELETE clause: the one raw call (idempotent, like ADD)
+            self.table.client.update_item(
+                TableName=self.table.name, Key=serialize(schema.erasure_key(erasure_id)),
+                UpdateExpression="DELETE #r :m", ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeNames={"#r": f"r_{kind}"}, ExpressionAttributeValues={":m": {"SS": sorted(members)}})
+
+    def begin_count(self, erasure_id: str, kind: str, n: int) -> None:
+        """Before a deletion that returns a count: record ``n`` found (``p_<kind>``), so a pass that
+        dies after deleting can still add exactly what went (``n`` less what is left)."""
+        self.table.update(Update(schema.erasure_key(erasure_id), set={f"p_{kind}": n},
+                                 condition="attribute_not_exists(#p)", names={"#p": f"p_{kind}"}), returns="NONE")
+
+    def settle_count(self, erasure_id: str, kind: str, pending: int | None, deleted: int) -> None:
+        """Add ``deleted`` to ``n_<kind>`` and clear the pending count, once: conditional on the
+        pending count we read (None: there was none), so two passes cannot both add it."""
+        cond, values = ("#p = :p", {":p": pending}) if pending is not None else ("attribute_not_exists(#p)", {})
         try:
-            self.table.update(Update(schema.erasure_key(erasure_id), set={f"n_{kind}": n},
-                                     condition="attribute_not_exists(#n) OR #n < :n", values={":n": n},
-                                     names={"#n": f"n_{kind}"}), returns="NONE")
+            self.table.update(Update(schema.erasure_key(erasure_id), set={}, add={f"n_{kind}": int(deleted)},
+                                     remove=(f"p_{kind}",), condition=f"attribute_exists(PK) AND {cond}",
+                                     values=values or None, names={"#p": f"p_{kind}"}), returns="NONE")
         except StaleWrite:
-            pass
+            pass  # another pass settled it
 
     def set_once(self, erasure_id: str, name: str, value: Any) -> None:
         try:
@@ -193,6 +210,34 @@ class SubjectFinder:
         return [_fields(i) for i in self.table.query_all(f"BATCH#{batch_id}", "MESSAGE#", projection=proj)
                 if str(i.get("recipient_email", "")).lower() in addresses]
 
+    def partition(self, batch_id: str, addresses: set[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The person's messages of a batch (whole items) and every send-log entry of the batch
+        (the chunks that may be mailing them), in one paginated query."""
+        mine, logs = [], []
+        for i in self.table.query_all(f"BATCH#{batch_id}"):
+            if i["SK"].startswith("MESSAGE#") and str(i.get("recipient_email", "")).lower() in addresses:
+                mine.append(_fields(i))
+            elif i["SK"].startswith("SENDLOG#"):
+                logs.append(i)
+        return mine, logs
+
+    def message_event_batches(self, tx_id: str) -> list[dict[str, Any]]:
+        """A campaign's message-event outbox items (``MSGEVENTS#``), delivered or not."""
+        return list(self.table.query_all(f"TRANSACTION#{tx_id}", "MSGEVENTS#"))
+
+    def redact_message_events(self, key: dict[str, str], payload: dict[str, Any]) -> bool:
+        """Write an outbox item's payload back with the person's events redacted, if it still
+        holds as many events as we read (a batch's payload is written at creation and then only
+        by an erasure; the deliverer writes state and attempts). False if it is gone."""
+        try:
+            self.table.update(Update(key, set={"payload": payload},
+                                     condition="attribute_exists(PK) AND size(payload.#ev) = :n",
+                                     values={":n": len(payload.get("events") or [])}, names={"#ev": "events"}),
+                              returns="NONE")
+            return True
+        except StaleWrite:
+            return False
+
     def rejections(self, tx_id: str, addresses: set[str]) -> list[dict[str, Any]]:
         return [i for i in self.table.query_all(f"TRANSACTION#{tx_id}", "REJECTION#")
                 if _mentions(i, addresses)]
@@ -205,18 +250,32 @@ class SubjectFinder:
         return [i for i in self.table.query_all(f"BATCH#{batch_id}", "SENDLOG#") if _mentions(i, addresses)]
 
     def pseudonymise_message(self, batch_id: str, message_id: str, tenant_id: str, placeholder: str,
-                             events: list[dict[str, Any]]) -> bool:
-        """Replace the address and placeholder data, keep status and counts (the summary outlives
-        the detail). ``erased`` makes late SES events for it be ignored."""
-        try:
-            self.table.update(Update(
-                schema.message_key(batch_id, message_id),
-                set={"recipient_email": placeholder, "placeholder_data": {}, "metadata": {}, "events": events,
-                     "erased": True},
-                condition="attribute_exists(PK) AND tenant_id = :t", values={":t": tenant_id}), returns="NONE")
-            return True
-        except StaleWrite:
-            return False
+                             scrub: Callable[[dict[str, Any]], dict[str, Any]], attempts: int = 5) -> bool:
+        """Replace the address and placeholder data and scrub the events, keep status and counts
+        (the summary outlives the detail). ``erased`` makes later SES events for it be ignored.
+
+        The events handler may write the item at the same time: the write is conditional on the
+        events generation (``ev_gen``) read with it, and re-read and retried when it moved, so no
+        event recorded in between is lost or kept unscrubbed. False when the message is gone (or
+        another tenant's); raises TemporaryError if it kept changing."""
+        key = schema.message_key(batch_id, message_id)
+        for _ in range(attempts):
+            item = self.table.get(key)
+            if not item or item.get("tenant_id") != tenant_id:
+                return False
+            gen = item.get("ev_gen")
+            cond = "attribute_exists(PK) AND tenant_id = :t AND " + (
+                "ev_gen = :g" if gen is not None else "attribute_not_exists(ev_gen)")
+            values: dict[str, Any] = {":t": tenant_id, **({":g": gen} if gen is not None else {})}
+            try:
+                self.table.update(Update(key, set={
+                    "recipient_email": placeholder, "placeholder_data": {}, "metadata": {},
+                    "events": [scrub(e) for e in item.get("events") or []], "erased": True},
+                    condition=cond, values=values), returns="NONE")
+                return True
+            except StaleWrite:
+                continue  # an event landed between the read and the write: apply the scrub to it too
+        raise TemporaryError(f"message {message_id} kept changing while it was pseudonymised", delay=1)
 
     def redact(self, key: dict[str, str], sets: dict[str, Any], remove: tuple[str, ...] = ()) -> None:
         try:
@@ -226,8 +285,8 @@ class SubjectFinder:
 
 
 def _mentions(item: dict[str, Any], addresses: set[str]) -> bool:
-    text = repr(_fields(item)).lower()
-    return any(a in text for a in addresses)
+    """Whether any value of the item names one of the address forms as a whole address."""
+    return value_mentions(_fields(item), addresses)
 
 
 @dataclass
@@ -265,25 +324,22 @@ class VersionedBlobs:
         return self.client.get_object(**kw)["Body"].read()
 
     def mentions(self, bucket: str, v: ObjectVersion, needles: set[str], chunk: int = 1024 * 1024) -> bool:
-        """Whether the object version contains one of ``needles`` (lower-case), read in chunks
-        (constant memory: an upload may be 1 GiB); matching is case-insensitive."""
+        """Whether the object version holds one of the address forms ``needles`` (lower-case) as a
+        whole address (joann@… is not ann@…), read in chunks (constant memory: an upload may be
+        1 GiB); case-insensitive."""
         kw: dict[str, Any] = {"Bucket": bucket, "Key": v.key}
         if v.version_id:
             kw["VersionId"] = v.version_id
         body = self.client.get_object(**kw)["Body"]
-        keep = max(len(n.encode()) for n in needles)
-        tail = b""
         try:
-            while True:
-                data = body.read(chunk)
-                if not data:
-                    return False
-                window = (tail + data).lower()
-                if any(n.encode() in window for n in needles):
-                    return True
-                tail = window[-keep:]
+            return stream_mentions(iter(lambda: body.read(chunk), b""), needles)
         finally:
             body.close()
+
+    def latest_keys(self, bucket: str, prefix: str) -> set[str]:
+        """Keys under ``prefix`` whose current version is an object (not a delete marker)."""
+        return {o["Key"] for p in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                for o in p.get("Contents", [])}
 
     def tags(self, bucket: str, v: ObjectVersion) -> dict[str, str]:
         kw: dict[str, Any] = {"Bucket": bucket, "Key": v.key}

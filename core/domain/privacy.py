@@ -6,7 +6,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -54,6 +57,70 @@ def canonical_address(email: str) -> str:
     return (checked.ascii_email or checked.normalized).lower()
 
 
+# Characters that can continue an address on either side: a match needs none of them next to
+# it, so ann@example.org is not found inside joann@example.org or ann@example.org.uk. A quote
+# counts as a delimiter (an apostrophe is legal in a local part, but texts quote addresses).
+_ADDRESS_CHAR = r"\w.!#$%&*+/=?^`{|}~@-"
+
+
+def address_pattern(forms: Iterable[str]) -> re.Pattern[str]:
+    """Whole-address matcher for free text: one of ``forms`` not preceded by an address
+    character and not followed by one (a sentence's full stop after it is no continuation)."""
+    alts = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+    return re.compile(rf"(?<![{_ADDRESS_CHAR}])(?:{alts})(?![\w@+-]|\.[\w-])", re.IGNORECASE)
+
+
+def _bytes_pattern(forms: Iterable[str]) -> re.Pattern[bytes]:
+    """The same over UTF-8 bytes (any byte >= 0x80 counts as an address character)."""
+    alts = b"|".join(re.escape(f.encode()) for f in sorted(forms, key=len, reverse=True))
+    cls = rb"\w.!#$%&*+/=?^`{|}~@\x80-\xff-"
+    return re.compile(rb"(?<![" + cls + rb"])(?:" + alts + rb")(?![\w@+\x80-\xff-]|\.[\w\x80-\xff-])",
+                      re.IGNORECASE)
+
+
+def text_mentions(text: str, forms: set[str]) -> bool:
+    """Whether ``text`` contains one of the address ``forms`` as a whole address (exact, any case)."""
+    low = text.lower()
+    return any(f in low for f in forms) and address_pattern(forms).search(text) is not None
+
+
+def value_mentions(value: Any, forms: set[str]) -> bool:
+    """Whether any string inside ``value`` (nested dicts and lists, keys included) mentions the person."""
+    if isinstance(value, str):
+        return text_mentions(value, forms)
+    if isinstance(value, dict):
+        return any(value_mentions(k, forms) or value_mentions(v, forms) for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(value_mentions(v, forms) for v in value)
+    return False
+
+
+def stream_mentions(chunks: Iterable[bytes], forms: set[str]) -> bool:
+    """Whether a byte stream (read in chunks: constant memory) contains one of ``forms`` as a
+    whole address. A cheap substring test gates the exact match on each window; a match that
+    touches a window's edges is decided in the next window, which repeats the tail."""
+    needles = [f.encode() for f in forms]
+    pattern = _bytes_pattern(forms)
+    keep = max(len(n) for n in needles) + 3  # a match, the character before it, the two after it
+    window, first = b"", True
+    for data in chunks:
+        if not data:
+            continue
+        first = first and len(window) <= keep  # the window still starts at the stream's start
+        window = window[-keep:] + data
+        if any(n in window.lower() for n in needles) and any(
+                (first or m.start() > 0) and m.end() < len(window) - 1 for m in pattern.finditer(window)):
+            return True
+    # the stream's end is a boundary: a match at the very end of the last window counts too
+    return any((first or m.start() > 0) and m.end() >= len(window) - 1 for m in pattern.finditer(window))
+
+
+def row_mentions(fields: Iterable[str], forms: set[str]) -> bool:
+    """A CSV row is the person's when one of its fields is their address, or holds it as a whole
+    address (a note naming them); another address that merely contains theirs is someone else."""
+    return any(text_mentions(str(f), forms) for f in fields if f)
+
+
 def delimiter(first_line: str) -> str:
     counts = {d: first_line.count(d) for d in (",", ";", "\t")}
     best = max(counts, key=lambda d: counts[d])
@@ -73,11 +140,11 @@ def without_rows_mentioning(data: bytes, forms: set[str]) -> tuple[bytes, int]:
     reader = csv.reader(iter(lines), delimiter=delimiter(lines[0]), strict=False)
     out: list[str] = []
     removed, consumed, first = 0, 0, True
-    for _row in reader:
+    for row in reader:
         span = lines[consumed:reader.line_num]
         consumed = reader.line_num
         chunk = "".join(span)
-        if not first and any(f in chunk.lower() for f in forms):
+        if not first and row_mentions(row, forms):
             removed += 1
             out.append("".join("\r\n" if s.endswith("\r\n") else "\n" for s in span))
         else:

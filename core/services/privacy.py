@@ -17,24 +17,29 @@ rest runs and nothing ever mails them afterwards.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from config.settings import Settings
 from core import schema
 from core.domain.errors import InvalidInput, NotFound, StaleWrite
-from core.domain.models import batch_of_message, iso
+from core.domain.models import batch_of_message, iso, parse_iso
 from core.domain.privacy import (
     ERASED_ADDRESS,
     address_forms,
     canonical_address,
     delimiter,
+    row_mentions,
     scrub_event,
+    text_mentions,
+    value_mentions,
     without_rows_mentioning,
 )
 from core.domain.statuses import MessageStatus, TransactionStatus
-from core.observability import log
+from core.observability import NS, log, metric
+from core.services.ports import CampaignStore, Clock
 
 # --- retention -------------------------------------------------------------------------------
 
@@ -45,7 +50,7 @@ def retention_for(repo: Any, tenant_id: str) -> dict[str, int]:
     return {r.kind: int(own.get(r.kind, r.default_days)) for r in schema.RETENTION}
 
 
-def store_retention(store: Any, tenant_id: str) -> dict[str, int]:
+def store_retention(store: CampaignStore, tenant_id: str) -> dict[str, int]:
     """The same from the campaign store (what ingest and the sender hold)."""
     own = store.retention_overrides(tenant_id) if hasattr(store, "retention_overrides") else {}
     return {r.kind: int(own.get(r.kind, r.default_days)) for r in schema.RETENTION}
@@ -107,7 +112,11 @@ STEPS = ("suppress", "wait_ingest", "messages", "rejections", "callbacks", "obje
          "finish", "done")
 PENDING, RUNNING, COMPLETED = "PENDING", "RUNNING", "COMPLETED"
 WAIT_SECONDS = 5.0  # a step that must wait (an ingest running, the replica behind) looks again after this
-REPLICA_PATIENCE_SECONDS = 3600.0  # how long the replica check waits before recording "not confirmed"
+REPLICA_PATIENCE_SECONDS = 3600.0  # how long the replica step waits (from its start) before "not confirmed"
+INGEST_PATIENCE_SECONDS = 6 * 3600.0  # how long wait_ingest waits for a campaign's ingest before going on
+ERASURE_WAITS_ABANDONED = metric(f"{NS}_erasure_waits_abandoned_total", "counter",
+                                 "Erasure waits given up at their deadline (an ingest or a replica)", ("wait",),
+                                 values={"wait": ("ingest", "replica")})
 
 
 class AnalyticsErasure(Protocol):
@@ -117,13 +126,27 @@ class AnalyticsErasure(Protocol):
     def recipient_events(self, tenant_id: str, addresses: set[str]) -> list[dict[str, Any]]: ...
 
 
+class VersionedBlobStore(Protocol):
+    """A region's buckets with every object version (core.adapters.privacy.VersionedBlobs); a
+    version handle is the adapter's own value."""
+
+    def exists(self, bucket: str) -> bool: ...
+    def versions(self, bucket: str, prefix: str) -> Iterator[Any]: ...
+    def read(self, bucket: str, v: Any) -> bytes: ...
+    def mentions(self, bucket: str, v: Any, needles: set[str], chunk: int = ...) -> bool: ...
+    def latest_keys(self, bucket: str, prefix: str) -> set[str]: ...
+    def tags(self, bucket: str, v: Any) -> dict[str, str]: ...
+    def put(self, bucket: str, key: str, data: bytes, tags: dict[str, str] | None = None) -> None: ...
+    def delete(self, bucket: str, v: Any) -> None: ...
+
+
 @dataclass
 class Region:
     """What an erasure reaches in one region: its buckets (every version), its analytics store,
     and (for the other region) its copy of the table to confirm replication took the changes."""
 
     name: str
-    blobs: Any  # core.adapters.privacy.VersionedBlobs
+    blobs: VersionedBlobStore
     analytics: AnalyticsErasure | None = None
     table: Any = None  # the region's DynamoTable; None for the home region
 
@@ -133,10 +156,10 @@ class ErasurePorts:
     jobs: Any  # ErasureRepository
     finder: Any  # SubjectFinder
     hashes: Any  # SuppressionHashes
-    store: Any  # DynamoStore (campaigns, callbacks, suppressions)
+    store: CampaignStore  # DynamoStore (campaigns, callbacks, suppressions)
     hasher: Callable[[str, str], str]
-    settings: Any
-    clock: Any
+    settings: Settings
+    clock: Clock
     regions: list[Region] = field(default_factory=list)  # the home region first
     retention: Any = None  # RetentionRepository
 
@@ -161,20 +184,32 @@ def view(job: dict[str, Any]) -> dict[str, Any]:
     """Progress and receipt, never the address."""
     step = job.get("step", STEPS[0])
     at = STEPS.index(step) if step in STEPS else 0
-    receipt = {
+    # n_versions_/n_rows_: counts of jobs written before the receipt kept each version
+    objects_regions = sorted(set(job.get("r_objregions") or ()) | set(_regions_of(job, "n_versions_"))
+                             | set(_regions_of(job, "r_versions_")))
+    receipt: dict[str, Any] = {
         "suppression": {"kept_as": "HMAC-SHA256 keyed hash", "address_hash": job.get("address_hash")},
         "messages_pseudonymised": len(job.get("r_messages") or ()),
         "messages_stopped_before_sending": len(job.get("r_stopped") or ()),
+        # a send chunk under way when the erasure began mailed them before it could stop them
+        "messages_sent_before_the_erasure_could_stop_them": len(job.get("r_sent") or ()),
+        # the SES call did not complete (or its worker died): SES may have taken it; never sent again
+        "messages_send_in_doubt": len(job.get("r_in_doubt") or ()),
         "rejections_redacted": len(job.get("r_rejections") or ()),
         "callbacks_redacted": len(job.get("r_callbacks") or ()),
+        "message_event_batches_redacted": len(job.get("r_msgevents") or ()),
         "send_log_entries_redacted": len(job.get("r_sendlogs") or ()),
         "objects_rewritten": sorted(job.get("r_objects") or ()),
-        "object_versions_deleted": {r: int(job.get(f"n_versions_{r}", 0)) for r in _regions_of(job, "n_versions_")},
-        "csv_rows_removed": {r: int(job.get(f"n_rows_{r}", 0)) for r in _regions_of(job, "n_rows_")},
+        "object_versions_deleted": {r: len(job.get(f"r_versions_{r}") or ()) + int(job.get(f"n_versions_{r}", 0))
+                                    for r in objects_regions},
+        "csv_rows_removed": {r: sum(int(m.rsplit("=", 1)[1]) for m in job.get(f"r_rows_{r}") or ())
+                             + int(job.get(f"n_rows_{r}", 0)) for r in objects_regions},
         "analytics_events_deleted": {r: int(job.get(f"n_analytics_{r}", 0)) for r in _regions_of(job, "n_analytics_")},
         "replica": {r: job[f"replica_{r}"] for r in _regions_of(job, "replica_")},
         "analytics_not_reached": _regions_of(job, "unreached_analytics_"),
     }
+    if job.get("ingest_not_confirmed"):
+        receipt["ingest_not_confirmed"] = job["ingest_not_confirmed"]
     return {"erasure_id": job["erasure_id"], "status": job.get("status"), "step": step,
             "steps": [{"name": s, "state": "done" if i < at or step == "done" else ("running" if i == at else "pending")}
                       for i, s in enumerate(STEPS[:-1])],
@@ -183,7 +218,7 @@ def view(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _regions_of(job: dict[str, Any], prefix: str) -> list[str]:
-    return sorted(k.removeprefix(prefix) for k in job if k.startswith(prefix))
+    return sorted(k.removeprefix(prefix) for k in job if k.startswith(prefix) and k != "replica_since")
 
 
 def get_erasure(jobs: Any, tenant_id: str, erasure_id: str) -> dict[str, Any]:
@@ -256,40 +291,119 @@ def _campaigns(ports: ErasurePorts, tenant_id: str) -> list[dict[str, Any]]:
     return list(ports.finder.campaigns(tenant_id))
 
 
+def _waited(ports: ErasurePorts, job: dict[str, Any], name: str) -> float:
+    """Seconds since the job first waited at ``name`` (recorded once, so a restart keeps counting)."""
+    now = ports.clock.now()
+    ports.jobs.set_once(job["erasure_id"], name, iso(now))
+    return (now - parse_iso(job.get(name) or iso(now))).total_seconds()
+
+
 def _step_wait_ingest(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
     """An ingest that started before the suppression was written may still write this person's
-    message; wait until none of the tenant's campaigns is being ingested."""
+    message; wait until none of the tenant's campaigns is being ingested, for at most
+    ``INGEST_PATIENCE_SECONDS`` (an ingest stuck that long is an incident of its own: the job goes
+    on, logs an error, counts it and names it on the receipt)."""
     busy = [c["transaction_id"] for c in _campaigns(ports, job["tenant_id"])
             if c.get("status") in (TransactionStatus.ACCEPT.value, TransactionStatus.PROCESSING.value)]
-    return f"waiting for ingest of {len(busy)} campaign(s)" if busy else None
+    if not busy:
+        return None
+    waited = _waited(ports, job, "ingest_wait_since")
+    if waited < INGEST_PATIENCE_SECONDS:
+        return f"waiting for ingest of {len(busy)} campaign(s)"
+    ERASURE_WAITS_ABANDONED.labels("ingest").inc()
+    log.error("erasure stopped waiting for ingest", erasure_id=job["erasure_id"], tenant_id=job["tenant_id"],
+              campaigns=busy[:20], waited_seconds=int(waited))
+    ports.jobs.set_once(job["erasure_id"], "ingest_not_confirmed",
+                        f"{len(busy)} campaign(s) still ingesting after {int(waited)} s: {', '.join(busy[:5])}")
+    return None
 
 
 SENDABLE = (MessageStatus.CREATED, MessageStatus.SCHEDULED, MessageStatus.READY_TO_SEND, MessageStatus.SENDING)
+_SENDABLE = {s.value for s in SENDABLE}
+# statuses only SES events give a message: it was handed to SES
+_MAILED = {s.value for s in MessageStatus} - _SENDABLE - {MessageStatus.SUPPRESSED.value, MessageStatus.CANCELLED.value,
+                                                         MessageStatus.FAILED.value}
+ERASED_REASON = "address erased"  # the failure_reason of a message the erasure stopped
+
+
+def _open_chunk(message_id: str, logs: list[dict[str, Any]], now: datetime) -> bool:
+    """A send chunk that names the message has written its INTENT and may still call SES for it
+    (not closed, its send-by time not passed)."""
+    return any(e.get("state") == "INTENT" and message_id in (e.get("message_ids") or ())
+               and now < parse_iso(e.get("send_by") or e["created_at"]) for e in logs)
+
+
+def _send_outcome(message_id: str, logs: list[dict[str, Any]]) -> str | None:
+    """What the send log says of a message, latest attempt last: SENT, IN_DOUBT (an SES call that
+    did not complete, or a chunk whose worker died before closing it), FAILED, SUPPRESSED, None."""
+    outcome = None
+    for e in sorted(logs, key=lambda e: (int(e.get("chunk", 0)), int(e.get("attempt", 0)))):
+        if e.get("state") == "DONE" and message_id in (e.get("results") or {}):
+            outcome = str(e["results"][message_id].get("outcome"))
+        elif e.get("state") == "INTENT" and message_id in (e.get("message_ids") or ()):
+            outcome = "IN_DOUBT"
+    return outcome
 
 
 def _step_messages(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
-    forms, tenant = _forms(job), job["tenant_id"]
+    """Pseudonymise every message of the person and stop the unsent ones.
+
+    The hashed suppression exists (step 1), so every send chunk that writes its INTENT from now
+    on finds it. A chunk that wrote its INTENT earlier may have read the suppressions before: its
+    messages of the person are left alone until it closes (or its send-by time passes), then the
+    send log says truthfully whether it mailed them before the erasure could stop it."""
+    forms, tenant, eid = _forms(job), job["tenant_id"], job["erasure_id"]
+    now = ports.clock.now()
+    under_way = 0
     for tx in _campaigns(ports, tenant):
         for batch_id in ports.finder.batch_ids(tx["transaction_id"]):
-            for m in ports.finder.messages(batch_id, forms, full=True):
+            mine, logs = ports.finder.partition(batch_id, forms)
+            for m in mine:
                 if should_stop():
                     raise Interrupted("stopped in messages")
-                ports.jobs.note(job["erasure_id"], "messages", {m["message_id"]})
-                if m.get("status") in {s.value for s in SENDABLE}:
-                    # never sent: it never will be (the sender also finds the hashed suppression)
-                    if ports.store.fail_message(batch_id, m["message_id"], MessageStatus.SUPPRESSED,
-                                                "address erased"):
-                        ports.jobs.note(job["erasure_id"], "stopped", {m["message_id"]})
-                ports.finder.pseudonymise_message(batch_id, m["message_id"], tenant, ERASED_ADDRESS,
-                                                  [scrub_event(e) for e in m.get("events") or []])
-                if any(f in str(m.get("failure_reason") or "").lower() for f in forms):
-                    ports.finder.redact({"PK": f"BATCH#{batch_id}", "SK": f"MESSAGE#{m['message_id']}"},
-                                        {"failure_reason": "[erased]"})
-            for entry in ports.finder.send_logs(batch_id, forms):  # SES error texts can name the recipient
-                ports.jobs.note(job["erasure_id"], "sendlogs", {f"{batch_id}:{entry['SK']}"})
-                ports.finder.redact({"PK": entry["PK"], "SK": entry["SK"]},
-                                    {"results": _redacted(entry.get("results"), forms)})
+                if _open_chunk(m["message_id"], logs, now):
+                    ports.jobs.note(eid, "awaited", {m["message_id"]})
+                    under_way += 1
+                    continue
+                _erase_message(ports, job, batch_id, m, _send_outcome(m["message_id"], logs), forms)
+            for entry in logs:  # SES error texts can name the recipient
+                if entry.get("state") == "DONE" and value_mentions(entry.get("results"), forms):
+                    ports.jobs.note(eid, "sendlogs", {f"{batch_id}:{entry['SK']}"})
+                    ports.finder.redact({"PK": entry["PK"], "SK": entry["SK"]},
+                                        {"results": _redacted(entry.get("results"), forms)})
+    if under_way:
+        return f"waiting for {under_way} send chunk(s) under way that may mail the person"
     return None
+
+
+def _erase_message(ports: ErasurePorts, job: dict[str, Any], batch_id: str, m: dict[str, Any],
+                   outcome: str | None, forms: set[str]) -> None:
+    """One message: record what became of it (before acting, so a redo after a crash records the
+    same), stop it if it was never sent, then pseudonymise it."""
+    eid, mid, status = job["erasure_id"], m["message_id"], str(m.get("status"))
+    awaited = mid in (job.get("r_awaited") or ())  # a chunk was under way for it when the erasure looked
+    sendable, reason = status in _SENDABLE, m.get("failure_reason")
+    ports.jobs.note(eid, "messages", {mid})
+    if (outcome == "SENT" and (sendable or awaited)) or (awaited and status in _MAILED):
+        ports.jobs.note(eid, "sent", {mid})  # mailed by a chunk under way before the erasure could stop it
+    elif outcome == "IN_DOUBT" and (sendable or awaited or reason == ERASED_REASON):
+        ports.jobs.note(eid, "in_doubt", {mid})  # SES may have taken it; it is never tried again
+        if sendable:
+            ports.store.fail_message(batch_id, mid, MessageStatus.SUPPRESSED, ERASED_REASON)
+    elif sendable:
+        ports.jobs.note(eid, "stopped", {mid})
+        if not ports.store.fail_message(batch_id, mid, MessageStatus.SUPPRESSED, ERASED_REASON):
+            now = ports.store.get_message(batch_id, mid).status  # it moved meanwhile: say what it became
+            if str(now) in _MAILED:
+                ports.jobs.forget(eid, "stopped", {mid})
+                ports.jobs.note(eid, "sent", {mid})
+    elif status == MessageStatus.SUPPRESSED.value and (reason == ERASED_REASON or (awaited and outcome == "SUPPRESSED")):
+        ports.jobs.note(eid, "stopped", {mid})  # ours (a redo), or the chunk found the hashed suppression
+    elif awaited and status == MessageStatus.CANCELLED.value:
+        ports.jobs.note(eid, "stopped", {mid})
+    ports.finder.pseudonymise_message(batch_id, mid, job["tenant_id"], ERASED_ADDRESS, scrub_event)
+    if text_mentions(str(reason or ""), forms):
+        ports.finder.redact({"PK": f"BATCH#{batch_id}", "SK": f"MESSAGE#{mid}"}, {"failure_reason": "[erased]"})
 
 
 def _step_rejections(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
@@ -300,15 +414,16 @@ def _step_rejections(ports: ErasurePorts, job: dict[str, Any], should_stop: Any)
                 raise Interrupted("stopped in rejections")
             ports.jobs.note(job["erasure_id"], "rejections", {f"{tx['transaction_id']}:{r['line']}"})
             reason = str(r.get("reason") or "")
-            if any(f in reason.lower() for f in forms):
+            if text_mentions(reason, forms):
                 reason = reason.split(":")[0]
             ports.finder.redact({"PK": r["PK"], "SK": r["SK"]}, {"reason": reason}, remove=("email",))
     return None
 
 
 def _step_callbacks(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
-    """Callbacks not yet delivered: payloads carry campaign summaries, not addresses, but any
-    that mentions the person (an error text, a future per-message callback) is redacted."""
+    """Campaign callbacks carry summaries, not addresses, but any that mentions the person (an
+    error text) is redacted; message-event batches (``MSGEVENTS#``, delivered or not) lose the
+    person's events' metadata."""
     forms = _forms(job)
     for tx in _campaigns(ports, job["tenant_id"]):
         for cb in ports.finder.callbacks(tx["transaction_id"], forms):
@@ -316,13 +431,55 @@ def _step_callbacks(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) 
             ports.finder.redact({"PK": cb["PK"], "SK": cb["SK"]},
                                 {"payload": _redacted(cb.get("payload"), forms),
                                  "attempts": _redacted(cb.get("attempts"), forms)})
+    _redact_message_events(ports, job, should_stop)
     return None
+
+
+# what a message event keeps once its message is erased: what happened, when, to which message id
+MESSAGE_EVENT_FIELDS_KEPT = ("event_id", "status", "timestamp", "source", "transaction_id", "batch_id", "message_id",
+                             "bounce_type", "bounce_subtype")
+
+
+def _erased_event(event: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: v for k, v in event.items() if k in MESSAGE_EVENT_FIELDS_KEPT}, "metadata": {}}
+
+
+def _person_events(payload: dict[str, Any], message_ids: set[str], forms: set[str]) -> list[dict[str, Any]]:
+    return [e for e in payload.get("events") or []
+            if (e.get("message_id") in message_ids and e != _erased_event(e)) or value_mentions(e, forms)]
+
+
+def _redact_message_events(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> None:
+    """The person's events in the campaigns' message-event outbox items: found by message id (they
+    carry no address), written back with the metadata gone. Run again at the end of the job for
+    an events handler that wrote a batch after the messages were erased."""
+    mids, forms = set(job.get("r_messages") or ()), _forms(job)
+    if not mids:
+        return
+    for tx in _campaigns(ports, job["tenant_id"]):
+        tx_id = tx["transaction_id"]
+        if not any(mid.startswith(f"{tx_id}-") for mid in mids):
+            continue
+        for _ in range(5):  # an item that changed under us is read again
+            stale = False
+            for item in ports.finder.message_event_batches(tx_id):
+                payload = dict(item.get("payload") or {})
+                if not _person_events(payload, mids, forms):
+                    continue
+                if should_stop():
+                    raise Interrupted("stopped in message events")
+                ports.jobs.note(job["erasure_id"], "msgevents", {f"{tx_id}:{item['SK'].removeprefix('MSGEVENTS#')}"})
+                payload["events"] = [_erased_event(e) if e.get("message_id") in mids else _redacted(e, forms)
+                                     for e in payload.get("events") or []]
+                if not ports.finder.redact_message_events({"PK": item["PK"], "SK": item["SK"]}, payload):
+                    stale = True
+            if not stale:
+                break
 
 
 def _redacted(value: Any, forms: set[str]) -> Any:
     if isinstance(value, str):
-        low = value.lower()
-        return "[erased]" if any(f in low for f in forms) else value
+        return "[erased]" if text_mentions(value, forms) else value
     if isinstance(value, dict):
         return {k: _redacted(v, forms) for k, v in value.items()}
     if isinstance(value, list):
@@ -330,49 +487,76 @@ def _redacted(value: Any, forms: set[str]) -> Any:
     return value
 
 
-def _step_objects(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
-    """Uploads and batch files of the tenant, in every region, every version: the current
-    version is rewritten without the person's rows (same tags), then every version that still
-    mentions them is deleted (the buckets are versioned, and replicas keep their own versions)."""
-    forms, tenant = _forms(job), job["tenant_id"]
-    for region in ports.regions:
-        versions_deleted = rows = 0
-        for purpose in ("uploads", "batches"):
-            bucket = ports.settings.bucket(purpose, region.name)
-            if not region.blobs.exists(bucket):
-                ports.jobs.note_count(job["erasure_id"], f"versions_{region.name}", 0)
+def _erase_objects(ports: ErasurePorts, job: dict[str, Any], region: Region, should_stop: Any) -> int:
+    """One region's uploads and batch files of the tenant, every version: the current version that
+    holds the person is rewritten without their rows (same tags), then every version that holds
+    them is deleted. Each version is noted on the receipt (by version id, rows with it) before it
+    is acted on, so a redo after a crash counts it once. Returns the versions found."""
+    forms, tenant, eid = _forms(job), job["tenant_id"], job["erasure_id"]
+    ports.jobs.note(eid, "objregions", {region.name})
+    found = 0
+    for purpose in ("uploads", "batches"):
+        bucket = ports.settings.bucket(purpose, region.name)
+        if not region.blobs.exists(bucket):
+            continue
+        for v in list(region.blobs.versions(bucket, f"{tenant}/")):
+            if should_stop():
+                raise Interrupted("stopped in objects")
+            if not region.blobs.mentions(bucket, v, forms):
                 continue
-            for v in list(region.blobs.versions(bucket, f"{tenant}/")):
-                if should_stop():
-                    raise Interrupted("stopped in objects")
-                if not region.blobs.mentions(bucket, v, forms):
-                    continue
-                if v.latest:  # rewritten in memory: only objects that hold the person get here
-                    clean, removed = without_rows_mentioning(region.blobs.read(bucket, v), forms)
-                    ports.jobs.note(job["erasure_id"], "objects", {f"{region.name}:{bucket}/{v.key}"})
-                    region.blobs.put(bucket, v.key, clean, region.blobs.tags(bucket, v))
-                    rows += removed
-                region.blobs.delete(bucket, v)
-                versions_deleted += 1
-        ports.jobs.note_count(job["erasure_id"], f"versions_{region.name}", versions_deleted)
-        ports.jobs.note_count(job["erasure_id"], f"rows_{region.name}", rows)
+            found += 1
+            ref = f"{bucket}/{v.key}@{v.version_id or 'null'}"
+            if v.latest:  # rewritten in memory: only objects that hold the person get here
+                clean, removed = without_rows_mentioning(region.blobs.read(bucket, v), forms)
+                ports.jobs.note(eid, f"rows_{region.name}", {f"{ref}={removed}"})
+                ports.jobs.note(eid, "objects", {f"{region.name}:{bucket}/{v.key}"})
+                region.blobs.put(bucket, v.key, clean, region.blobs.tags(bucket, v))
+            ports.jobs.note(eid, f"versions_{region.name}", {ref})
+            region.blobs.delete(bucket, v)
+    return found
+
+
+def _step_objects(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
+    """Every region (the replicas keep their own versions, so DR is erased explicitly)."""
+    for region in ports.regions:
+        _erase_objects(ports, job, region, should_stop)
     return None
 
 
+def _count_events(analytics: AnalyticsErasure, tenant_id: str, forms: set[str]) -> int:
+    count = getattr(analytics, "count_recipient", None)
+    return int(count(tenant_id, forms)) if count is not None else len(analytics.recipient_events(tenant_id, forms))
+
+
 def _step_analytics(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
-    forms = _forms(job)
+    """Each region's analytics store. The count found is recorded before the deletion, so a pass
+    that dies after deleting adds exactly what went (found less what is left)."""
+    forms, tenant, eid = _forms(job), job["tenant_id"], job["erasure_id"]
     for region in ports.regions:
         if region.analytics is None:  # no store configured for that region (PEER_OPENSEARCH_ENDPOINT unset)
-            ports.jobs.set_once(job["erasure_id"], f"unreached_analytics_{region.name}", "not configured")
+            ports.jobs.set_once(eid, f"unreached_analytics_{region.name}", "not configured")
             continue
-        n = region.analytics.erase_recipient(job["tenant_id"], forms)
-        ports.jobs.note_count(job["erasure_id"], f"analytics_{region.name}", n)
+        kind = f"analytics_{region.name}"
+        pending = job.get(f"p_{kind}")
+        if pending is not None:
+            left = _count_events(region.analytics, tenant, forms)
+            ports.jobs.settle_count(eid, kind, int(pending), max(0, int(pending) - left))
+        found = _count_events(region.analytics, tenant, forms)
+        if not found:
+            ports.jobs.settle_count(eid, kind, None, 0)  # the region shows on the receipt, with 0
+            continue
+        ports.jobs.begin_count(eid, kind, found)
+        ports.jobs.settle_count(eid, kind, found, region.analytics.erase_recipient(tenant, forms))
     return None
 
 
 def _step_replica(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
-    """Global tables carry every change to the other region; confirm the replica holds the
-    pseudonymised messages and the hashed suppression before calling the job complete."""
+    """Confirm the other region holds the erasure: its table copy shows the pseudonymised messages
+    and the hashed suppression (global tables carry them), its buckets hold every object the home
+    region has (replication caught up) and no version that mentions the person (a late replica
+    is erased now, and looked at again). Waits ``REPLICA_PATIENCE_SECONDS`` from when this step
+    started, then records "not confirmed"."""
+    home = ports.regions[0] if ports.regions else None
     for region in ports.regions:
         if region.table is None:
             continue
@@ -380,13 +564,32 @@ def _step_replica(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) ->
         if job.get(key):
             continue
         state = _replica_state(ports, job, region.table)
+        if state == "verified" and home is not None and region is not home:
+            state = _objects_replica_state(ports, job, home, region, should_stop)
         if state == "behind":
-            waited = (ports.clock.now() - datetime.fromisoformat(job["requested_at"].replace("Z", "+00:00")))
-            if waited.total_seconds() < REPLICA_PATIENCE_SECONDS:
+            waited = _waited(ports, job, "replica_since")
+            if waited < REPLICA_PATIENCE_SECONDS:
                 return f"waiting for the {region.name} replica"
+            ERASURE_WAITS_ABANDONED.labels("replica").inc()
+            log.error("erasure stopped waiting for the replica", erasure_id=job["erasure_id"], region=region.name,
+                      waited_seconds=int(waited))
             state = "not confirmed (replication behind)"
         ports.jobs.set_once(job["erasure_id"], key, state)
     return None
+
+
+def _objects_replica_state(ports: ErasurePorts, job: dict[str, Any], home: Region, region: Region,
+                           should_stop: Any) -> str:
+    prefix = f"{job['tenant_id']}/"
+    for purpose in ("uploads", "batches"):
+        src, dst = ports.settings.bucket(purpose, home.name), ports.settings.bucket(purpose, region.name)
+        if not (home.blobs.exists(src) and region.blobs.exists(dst)):
+            continue
+        if home.blobs.latest_keys(src, prefix) - region.blobs.latest_keys(dst, prefix):
+            return "behind"  # objects still to replicate: one could carry the person
+    if _erase_objects(ports, job, region, should_stop):
+        return "behind"  # a replica landed after the objects step: erased now, confirmed next time
+    return "verified"
 
 
 def _replica_state(ports: ErasurePorts, job: dict[str, Any], table: Any) -> str:
@@ -406,6 +609,13 @@ def _replica_state(ports: ErasurePorts, job: dict[str, Any], table: Any) -> str:
 
 
 def _step_finish(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
+    """Last look before the address goes from the job: a plain suppression written by a bounce or
+    an unsubscribe that raced step 1 goes again (the hash stays), and a message-event batch the
+    events handler wrote after the messages were erased loses the person's metadata."""
+    for form in _forms(job):
+        if ports.store.unsuppress(job["tenant_id"], form):
+            log.warning("erasure removed a plain suppression written while it ran", erasure_id=job["erasure_id"])
+    _redact_message_events(ports, job, should_stop)
     return None
 
 
@@ -435,15 +645,22 @@ def subject_access(ports: ErasurePorts, tenant_id: str, email: str) -> dict[str,
         hashed = ports.hashes.get(tenant_id, ports.hasher(tenant_id, form))
         if hashed:
             suppressions.append({k: v for k, v in hashed.items() if k != "tenant_id"})
-    messages, rejections, files = [], [], []
+    messages, rejections, files, message_events = [], [], [], []
     for tx in _campaigns(ports, tenant_id):
         tx_id = tx["transaction_id"]
+        mine: set[str] = set()
         for batch_id in ports.finder.batch_ids(tx_id):
             for m in ports.finder.messages(batch_id, forms, full=True):
+                mine.add(m["message_id"])
                 messages.append({k: m.get(k) for k in ("message_id", "transaction_id", "recipient_email",
                                                        "placeholder_data", "metadata", "attachments", "status", "ses_message_id",
                                                        "events")}
                                 | {"timestamps": {k[3:]: v for k, v in m.items() if k.startswith("ts_")}})
+        if mine:  # message events held for delivery to the campaign's callback URL (they name no address)
+            for item in ports.finder.message_event_batches(tx_id):
+                message_events += [{**e, "delivery_state": item.get("state")}
+                                   for e in (item.get("payload") or {}).get("events") or []
+                                   if e.get("message_id") in mine]
         for r in ports.finder.rejections(tx_id, forms):
             rejections.append({"transaction_id": tx_id, "line": r.get("line"), "reason": r.get("reason"),
                                "email": r.get("email")})
@@ -462,11 +679,11 @@ def subject_access(ports: ErasurePorts, tenant_id: str, email: str) -> dict[str,
                 if rows:
                     files.append({"store": purpose, "key": v.key, "rows": rows})
     events = home.analytics.recipient_events(tenant_id, forms) if home and home.analytics is not None else []
-    if not (suppressions or messages or rejections or files or events):
+    if not (suppressions or messages or rejections or files or events or message_events):
         raise NotFound("nothing is held about this address for this tenant")
     return {"address": address, "tenant_id": tenant_id, "generated_at": iso(ports.clock.now()),
             "suppressions": suppressions, "messages": messages, "rejections": rejections,
-            "stored_files": files, "analytics_events": events,
+            "stored_files": files, "analytics_events": events, "message_events": message_events,
             "retention_days": retention_for(ports.retention, tenant_id)}
 
 
@@ -479,4 +696,4 @@ def _rows_mentioning(data: bytes, forms: set[str]) -> list[dict[str, str]]:
     if not lines:
         return []
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter(lines[0]))
-    return [dict(row) for row in reader if any(f in ",".join(str(v) for v in row.values()).lower() for f in forms)]
+    return [dict(row) for row in reader if row_mentions((str(v) for v in row.values()), forms)]

@@ -14,8 +14,8 @@ from core import schema
 from core.adapters.analytics import SqliteAnalytics
 from core.adapters.aws import client
 from local.bootstrap import create_resources
-from local.client import ApiError
 from local.replication import BucketReplicator, EchoRegistry, TableReplicator
+from ops.client import ApiError
 from tests.e2e.test_api import HTML
 
 PERSON = "Forget.Me@example.org"
@@ -36,7 +36,7 @@ def stack(moto_server, aws_calls):
 
 @pytest.fixture(scope="module")
 def api(stack):
-    from local.client import Client
+    from ops.client import Client
 
     return Client(f"http://127.0.0.1:{stack.settings.api_port}/api/v1/email", stack.tenant["api_key"])
 
@@ -166,7 +166,7 @@ def test_audit_log_pages_with_sealed_cursors_and_needs_its_scope(stack, api):
     from core.services.auth import create_key
 
     raw, _ = create_key(stack.deps.store, "local-tenant", ["campaigns:read"])
-    from local.client import Client
+    from ops.client import Client
 
     reader = Client(api.base, raw)
     with pytest.raises(ApiError) as denied:
@@ -188,7 +188,7 @@ def test_retention_settings_over_http(api):
 def test_compliance_report_for_a_period_as_json_and_html(stack, api):
     from datetime import UTC, datetime, timedelta
 
-    from core.services.sending import unsubscribe_token
+    from core.domain.unsubscribe import sign_unsubscribe_token as unsubscribe_token
 
     token = unsubscribe_token(stack.settings.unsubscribe_secret, "local-tenant", "leaving@example.org", "m-1")
     api.call("POST", f"/unsubscribe/{token}")  # public, one-click

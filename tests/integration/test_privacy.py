@@ -267,13 +267,17 @@ def test_the_embedded_ttl_sweeper_deletes_expired_items_only(deps, tenant, setti
     assert [i["SK"] for i in deps.store.table.query_all("T#1")] == ["forever", "young"]
 
 
-def test_operator_actions_from_the_cli_are_in_the_tenants_audit_log(deps, settings, monkeypatch, capsys):
-    from core.adapters.privacy import AuditRepository
-    from local import cli
-
+def _admin_env(settings, monkeypatch) -> None:
     for name, value in (("AWS_ENDPOINT_URL", settings.aws_endpoint_url), ("NAME_PREFIX", settings.name_prefix),
                         ("ENVIRONMENT", "test")):
         monkeypatch.setenv(f"EMAILPLATFORM_{name}", value)
+
+
+def test_operator_actions_from_the_cli_are_in_the_tenants_audit_log(deps, settings, monkeypatch, capsys):
+    from core.adapters.privacy import AuditRepository
+    from ops import cli
+
+    _admin_env(settings, monkeypatch)
     assert cli.main(["keys", "create", "--tenant", "acme", "--scope", "campaigns:read"]) == 0
     key_id = json.loads(capsys.readouterr().out)["key_id"]
     assert cli.main(["keys", "revoke", "--tenant", "acme", "--key-id", key_id]) == 0
@@ -281,6 +285,24 @@ def test_operator_actions_from_the_cli_are_in_the_tenants_audit_log(deps, settin
     assert [e["action"] for e in entries] == ["CLI keys revoke", "CLI keys create"]
     assert all(e["actor"].startswith("operator:") and e["target"] == {"key_id": key_id} for e in entries)
     assert all(schema.TTL_ATTRIBUTE in i for i in deps.store.table.query_all("AUDIT#acme"))
+
+
+def test_the_admin_cli_creates_a_tenant_with_its_signing_secret_and_senders(deps, settings, monkeypatch, capsys):
+    """A production tenant needs no embedded stack: `emailplatform-admin tenant create`."""
+    from ops import cli
+
+    _admin_env(settings, monkeypatch)
+    assert cli.main(["tenant", "show", "--tenant", "globex"]) == 1
+    capsys.readouterr()
+    assert cli.main(["tenant", "create", "--tenant", "globex", "--sender", "news@globex.example",
+                     "--sender", "@mail.globex.example"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert made["senders"] == ["@mail.globex.example", "news@globex.example"]
+    assert len(made["webhook_secrets"]) == 1 and made["webhook_secrets"] == deps.secrets.signing_secrets("globex")
+    assert cli.main(["tenant", "create", "--tenant", "globex"]) == 0  # idempotent: the secret stays
+    assert json.loads(capsys.readouterr().out)["webhook_secrets"] == made["webhook_secrets"]
+    with pytest.raises(SystemExit):
+        cli.main(["tenant", "create", "--tenant", "bad tenant!"])
 
 
 def test_analytics_older_than_the_tenants_retention_are_purged(deps, tenant):

@@ -3,8 +3,16 @@
 from datetime import UTC, datetime
 
 from core import schema
-from core.domain.privacy import AddressHasher, address_forms, scrub_event, without_rows_mentioning
+from core.domain.privacy import (
+    AddressHasher,
+    address_forms,
+    scrub_event,
+    stream_mentions,
+    text_mentions,
+    without_rows_mentioning,
+)
 from core.services import audit, privacy
+from core.services.privacy import _redacted, _rows_mentioning
 
 
 def test_rows_mentioning_the_person_are_blanked_and_every_other_line_keeps_its_number_and_bytes():
@@ -80,3 +88,62 @@ def test_compliance_report_counts_the_period_only_and_compares_with_ses_limits()
     assert r["unsubscribes"]["honoured"] == 1 and r["suppressions"]["total"] == 3
     assert r["erasures"] == {"requested": 1, "completed": 1, "median_seconds": 30.0, "max_seconds": 30.0}
     assert "Outside" in render_compliance(r)
+
+
+# --- whole addresses, never substrings: ann@ is not joann@ nor ann@….uk (another person) ----------
+
+CSV_WITH_NEIGHBOURS = (b"email,first_name\n"
+                       b"joann@example.org,Joanna\n"     # another person whose address *contains* the target's
+                       b"ann@example.org.uk,Annabel\n"   # another person: a domain that starts the same
+                       b"ann@example.org,Ann\n")
+
+
+def test_erasure_blanks_only_the_persons_own_rows_not_addresses_that_contain_theirs():
+    clean, removed = without_rows_mentioning(CSV_WITH_NEIGHBOURS, address_forms("ann@example.org"))
+    assert removed == 1, clean
+    assert b"joann@example.org,Joanna" in clean and b"ann@example.org.uk,Annabel" in clean
+
+
+def test_subject_access_returns_only_the_persons_rows():
+    rows = _rows_mentioning(CSV_WITH_NEIGHBOURS, address_forms("ann@example.org"))
+    assert [r["email"] for r in rows] == ["ann@example.org"], rows  # no other person's row or placeholders
+
+
+def test_send_log_redaction_leaves_other_recipients_errors_alone():
+    results = {"m1": {"outcome": "FAILED", "reason": "MessageRejected: joann@example.org not verified"}}
+    assert _redacted(results, address_forms("ann@example.org")) == results
+    mine = {"m2": {"outcome": "FAILED", "reason": "MessageRejected: <Ann@Example.org>. not verified"}}
+    assert _redacted(mine, address_forms("ann@example.org")) == {"m2": {"outcome": "FAILED", "reason": "[erased]"}}
+
+
+def test_an_object_is_matched_by_whole_address_whatever_the_read_size():
+    forms = address_forms("ann@example.org")
+    for text, theirs in (("x,joann@example.org\n", False), ("x,ann@example.org.uk\n", False),
+                         ("x,ANN@example.org\n", True), ("note: ann@example.org.", True),
+                         ("joann@example.org," * 50 + "ann@example.org", True), ("ann@example.organic", False)):
+        assert text_mentions(text, forms) is theirs, text
+        data = text.encode()
+        for size in (1, 2, 3, 7, 1024):  # a match may straddle two reads
+            assert stream_mentions((data[i:i + size] for i in range(0, len(data), size)), forms) is theirs, (text, size)
+
+
+def test_the_opensearch_erasure_refreshes_first_and_retries_version_conflicts_instead_of_skipping():
+    from core.adapters.analytics import OpenSearchAnalytics
+
+    calls: list[str] = []
+
+    class Indices:
+        def refresh(self, index):
+            calls.append("refresh")
+
+    class Client:
+        indices = Indices()
+        answers = [{"deleted": 2, "version_conflicts": 1}, {"deleted": 1, "version_conflicts": 0}]
+
+        def delete_by_query(self, **kw):
+            calls.append("delete")
+            return self.answers.pop(0)
+
+    store = OpenSearchAnalytics(Client(), prefix="ep")
+    assert store.erase_recipient("t", {"a@example.org"}) == 3  # the conflicting document was deleted next time
+    assert calls == ["refresh", "delete", "refresh", "delete"]
