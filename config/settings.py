@@ -119,7 +119,9 @@ class Settings(BaseSettings):
     opensearch_endpoint: str | None = None  # unset: the embedded SQLite store
     peer_opensearch_endpoint: str | None = None  # the other region's domain: erasures purge it too
     # CAN-SPAM: templates must use {{ unsubscribe_url }} and {{ postal_address }}, tenants must have set
-    # their postal address (PUT /compliance/identity) before a campaign is accepted
+    # their postal address (PUT /compliance/identity) before a campaign is accepted. Unset: required
+    # in staging and prod, not in local and test (an explicit value wins, e.g. false for a
+    # transactional-only deployment)
     require_compliance_footer: bool = False
     analytics_db_path: str = ":memory:"
 
@@ -175,6 +177,16 @@ class Settings(BaseSettings):
         if isinstance(data, dict) and not data.get("ses_configuration_set"):
             prefix = data.get("name_prefix") or cls.model_fields["name_prefix"].default
             data = {**data, "ses_configuration_set": prefix}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _compliance_footer_where_deployed(cls, data: Any) -> Any:
+        """Production is safe by default: a campaign without the CAN-SPAM footer is refused in
+        staging and prod unless REQUIRE_COMPLIANCE_FOOTER says otherwise."""
+        if isinstance(data, dict) and data.get("require_compliance_footer") in (None, ""):
+            environment = data.get("environment") or cls.model_fields["environment"].default
+            data = {**data, "require_compliance_footer": environment in DEPLOYED_ENVIRONMENTS}
         return data
 
     @model_validator(mode="after")

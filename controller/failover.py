@@ -21,11 +21,49 @@ the active-region flag, Route 53, the new leader), with the primary treated as u
 acting the decider claims a durable decision record (``PLATFORM/FAILOVER#<primary>#<epoch>``: one
 per primary leadership, so two DR controllers never both act) holding why it decided; it then
 logs, counts ``emailplatform_failover_promotions_total`` and publishes the decision to the alarms
-topic. Failback is never automatic: only the region the flag names can be watched, and the
-automation is enabled in the DR region's controller only.
+topic. Its metrics are defined in core/observability.py; the alerts on them (a promotion, signals
+bad below the quorum for long, a hold left in place) are in ops/prometheus/rules.yml and, on AWS,
+CloudWatch alarms (infra/components/operations.py). Failback is never automatic: only the region
+the flag names can be watched, and the automation is enabled in the DR region's controller only.
 
 The primary cannot keep sending once DR may: its senders fence themselves
 (core/services/regions.py) and in-doubt chunks wait for SES evidence (core/services/sending.py).
+
+**Both regions sending (replication lag).** The primary's senders fence on the flag and lease *in
+the primary's replica*: they stop only once DR's flag write has replicated there. DR decides on
+*its* replica, where a lagging stream makes a live primary's lease look expired. Quorum alone is
+therefore not enough (primary API down, controller and senders alive, replication lagging by more
+than a lease: heartbeat, route53 and api all bad). A complete fix is impossible (CAP: during a
+partition DR cannot tell a dead primary from a cut-off live one), so the decider is safe by default
+with three layers, each of which holds without the others:
+
+1. *SES veto*: the primary region's SES, read from DR through CloudWatch in the primary's region (a
+   path independent of DynamoDB replication), is the one signal that shows the primary's senders
+   directly. While it shows sends in its window the decider never promotes, whatever the quorum
+   says (``Action.VETOED``), and the grace starts again after.
+2. *Wait for positive evidence after the switch*: an automatic promotion writes the flag in DR only,
+   with ``awaiting_quiet_of`` (core/services/regions.py). Until the primary's SES has accepted
+   nothing for a whole window that began after that write, DR's controller takes no lease and its
+   senders claim nothing; ``FailoverWatch`` lifts the wait (a conditional update on the same
+   ``awaiting_since``). An unreadable SES signal never lifts it: the operator's
+   ``--confirm-source-stopped`` does, after checking.
+3. *Region-distinct fencing tokens* (controller/lease.py): two regions electing on lagging replicas
+   can never take the same epoch, so ``fence <= epoch`` always orders their writes.
+
+Residual risk (README, runbooks/failover.md): a primary that is alive, cut off from DR's replica,
+*and* idle for a whole SES window (nothing to send), which then starts sending a batch DR also
+sends before the flag replicates to it. SES silence is evidence of not sending, not of being fenced.
+The window must exceed the CloudWatch publishing delay (five minutes or more).
+
+**Unfinished promotions.** The decision record carries ``outcome`` and ``decided_at`` (the claim's
+time, which also names the attempt). A record ``in_progress`` for longer than ``stale_after`` (the
+promotion's own bound: its checks time out and its lease wait is ``wait_seconds``) or ``failed`` is
+re-claimed by a conditional update on the same ``outcome`` and ``decided_at``, so one controller
+takes it over; the finishing update is conditional on that attempt, so a slow first attempt cannot
+overwrite its successor. When the flag already names this region (the promotion died after the
+switch: Route 53 or the alarms not moved yet) the watch re-runs the runbook's steps, each of which
+checks whether it is done. ``emailplatform_failover_unfinished_since_timestamp_seconds`` says since
+when a decision has been unfinished (alert ``EmailPlatformFailoverUnfinished``).
 """
 
 from __future__ import annotations
@@ -38,22 +76,31 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from prometheus_client import Counter, Gauge
+import requests
+from botocore.config import Config
 
 from core import schema
+from core.adapters.aws import session
+from core.adapters.dynamodb import Update
 from core.domain.errors import StaleWrite
 from core.domain.models import iso, parse_iso
-from core.observability import log
+from core.observability import (
+    FAILOVER_AWAITING_QUIET,
+    FAILOVER_HELD,
+    FAILOVER_OUTCOMES,
+    FAILOVER_PROMOTIONS,
+    FAILOVER_QUORUM,
+    FAILOVER_QUORUM_BAD_SINCE,
+    FAILOVER_SIGNAL_BAD,
+    FAILOVER_SIGNALS_BAD,
+    FAILOVER_UNFINISHED_SINCE,
+    log,
+)
+from core.services.regions import AWAITING_QUIET_OF, AWAITING_SINCE, awaiting_quiet_of
+from runbooks.common import Runbook, RunbookFailed
+from runbooks.failover import fail_over
 
-PROMOTIONS = Counter("emailplatform_failover_promotions_total", "Automatic failovers decided by this controller",
-                     ["region", "outcome"])
-SIGNAL_BAD = Gauge("emailplatform_failover_signal_bad", "1 while a failover signal says the watched region is down",
-                   ["region", "signal"])
-QUORUM_BAD_SINCE = Gauge("emailplatform_failover_quorum_bad_since_timestamp_seconds",
-                         "Since when a quorum of failover signals has been bad (0: not now)", ["region"])
-HELD = Gauge("emailplatform_failover_held", "1 while automatic failover is held by an operator", ["region"])
-
-HOLD_KEY = {schema.PK: "PLATFORM", schema.SK: "FAILOVER_HOLD"}  # runbooks/regions.py writes it
+HOLD_KEY = schema.FAILOVER_HOLD_KEY  # runbooks/regions.py writes it
 
 
 def decision_key(watched: str, epoch: int) -> dict[str, str]:
@@ -79,6 +126,7 @@ class Action(StrEnum):
     WATCH = "watch"  # fewer than a quorum of signals bad
     SUSPECT = "suspect"  # a quorum bad, the grace period not over yet
     HELD = "held"  # an operator holds the automation
+    VETOED = "vetoed"  # a quorum bad, but the watched region's SES shows it sending: never promote
     PROMOTE = "promote"
 
 
@@ -114,6 +162,11 @@ class FailoverDecider:
         if len(bad) < self.quorum:
             self.bad_since = None
             return Verdict(Action.WATCH, bad, None, f"{len(bad)} of {len(obs)} signals bad, quorum {self.quorum}", obs)
+        sending = next((o for o in obs if o.signal == SesSending.name and o.health is Health.OK), None)
+        if sending is not None:  # the watched region is observably sending: it is alive, whatever else says
+            self.bad_since = None
+            return Verdict(Action.VETOED, bad, None, f"{', '.join(bad)} bad but the watched region's SES is "
+                                                     f"sending ({sending.detail}): no promotion", obs)
         if self.bad_since is None:
             self.bad_since = now
         waited = now - self.bad_since
@@ -160,8 +213,6 @@ class HttpHealth:
     name = "api"
 
     def __init__(self, url: str, get: Callable[..., Any] | None = None, timeout: float = 3.0):
-        import requests
-
         self.url, self.timeout = url, timeout
         self.get = get or requests.get
 
@@ -269,35 +320,63 @@ class Promotion:
 
 class FailoverWatch:
     """One decider pass per call (``run_once``); the controller schedules it. Idempotent: a pass
-    after a promotion finds this region active and stands by."""
+    after a promotion finds this region active, finishes an unfinished promotion, lets this
+    region's senders start once the watched region is seen quiet, and otherwise stands by.
+
+    ``stale_after_seconds`` bounds a promotion: a decision ``in_progress`` for longer was killed
+    or hung and is taken over (keep it above the runbook's own bound, ``wait_seconds`` plus its
+    checks' timeouts)."""
 
     def __init__(self, *, table: Any, region: str, watched: str, signals: list[Signal], decider: FailoverDecider,
                  promote: Callable[[Verdict], Promotion], notify: Callable[[str, dict[str, Any]], None],
-                 clock: Any, heartbeat: ReplicatedHeartbeat | None = None):
+                 clock: Any, heartbeat: ReplicatedHeartbeat | None = None, stale_after_seconds: float = 600.0):
         if len(signals) < decider.quorum:
             raise ValueError(f"failover quorum {decider.quorum} exceeds the {len(signals)} configured signals")
         self.table, self.region, self.watched = table, region, watched
         self.signals, self.decider, self.promote, self.notify, self.clock = signals, decider, promote, notify, clock
         self.heartbeat = heartbeat or next((s for s in signals if isinstance(s, ReplicatedHeartbeat)), None)
+        self.ses = next((s for s in signals if isinstance(s, SesSending)), None)  # evidence the watched stopped
+        self.stale_after = timedelta(seconds=stale_after_seconds)
         self.last: Verdict | None = None
+        # the alert rules' series exist from the start: a promotion is an increase from 0
+        for outcome in FAILOVER_OUTCOMES:
+            FAILOVER_PROMOTIONS.labels(region, outcome)
+        FAILOVER_QUORUM.labels(region).set(decider.quorum)
+        FAILOVER_UNFINISHED_SINCE.labels(region).set(0)
+        FAILOVER_AWAITING_QUIET.labels(region).set(0)
+        self._publish(Verdict(Action.STANDBY), hold=False)
 
     def run_once(self) -> Verdict:
         now = self.clock.now()
         flag = self.table.get(schema.ACTIVE_REGION_KEY)
         if flag is None or flag.get("region") != self.watched:
             self.decider.reset()
-            return self._seen(Verdict(Action.STANDBY, reason=f"active region: {flag.get('region') if flag else None}"))
+            verdict = Verdict(Action.STANDBY, reason=f"active region: {flag.get('region') if flag else None}")
+            self._publish(verdict, hold=False)  # nothing watched: no stale "bad" or "held" after a failover
+            if flag is not None and flag.get("region") == self.region:
+                self._after_switch(flag, now)
+            else:
+                FAILOVER_AWAITING_QUIET.labels(self.region).set(0)
+            return self._seen(verdict)
+        FAILOVER_AWAITING_QUIET.labels(self.region).set(0)
         hold = self.table.get(HOLD_KEY)
-        HELD.labels(self.region).set(1 if hold else 0)
         observations = [self._observe(s, now) for s in self.signals]
         verdict = self.decider.decide(observations, now, hold.get("reason", "held") if hold else None)
-        for o in observations:
-            SIGNAL_BAD.labels(self.region, o.signal).set(1 if o.health is Health.BAD else 0)
-        QUORUM_BAD_SINCE.labels(self.region).set(verdict.bad_since.timestamp() if verdict.bad_since else 0)
+        self._publish(verdict, hold=hold is not None)
         self._seen(verdict)
+        self._track(self.table.get(self._decision_key()))
         if verdict.action is Action.PROMOTE:
             self._promote(verdict, now)
         return verdict
+
+    def _publish(self, verdict: Verdict, hold: bool) -> None:
+        """The gauges the failover alert rules read (ops/prometheus/rules.yml, README "What to watch")."""
+        FAILOVER_HELD.labels(self.region).set(1 if hold else 0)
+        bad = set(verdict.bad)
+        for s in self.signals:
+            FAILOVER_SIGNAL_BAD.labels(self.region, s.name).set(1 if s.name in bad else 0)
+        FAILOVER_SIGNALS_BAD.labels(self.region).set(len(bad))
+        FAILOVER_QUORUM_BAD_SINCE.labels(self.region).set(verdict.bad_since.timestamp() if verdict.bad_since else 0)
 
     @staticmethod
     def _observe(signal: Signal, now: datetime) -> Observation:
@@ -322,33 +401,124 @@ class FailoverWatch:
             log.info("failover watch", **fields)
         return verdict
 
-    def _claim(self, verdict: Verdict, now: datetime) -> dict[str, str] | None:
-        """The durable decision record, written before acting; None when another controller of
-        this region already acts on this primary leadership's failure."""
-        epoch = self.heartbeat.epoch if self.heartbeat is not None else 0
-        key = decision_key(self.watched, epoch)
+    # -- after the flag names this region -------------------------------------------------
+    def _after_switch(self, flag: dict[str, Any], now: datetime) -> None:
+        """Finish a promotion that stopped after the switch, then let the senders start once the
+        watched region is seen quiet. A hold stops the first, never the second (it only ever
+        waits for evidence)."""
+        key = self._decision_key()
+        record = self.table.get(key)
+        self._track(record)
+        if (record is not None and record.get("promoted_region") == self.region
+                and self._reclaimable(record, now, failed_after=self.decider.grace)
+                and self.table.get(HOLD_KEY) is None):
+            self._promote(Verdict(Action.PROMOTE, reason=f"finishing the unfinished promotion {key[schema.SK]} "
+                                                         f"(outcome {record.get('outcome')})"), now)
+            flag = self.table.get(schema.ACTIVE_REGION_KEY) or flag
+        self._release_when_quiet(flag, now)
+
+    def _release_when_quiet(self, flag: dict[str, Any], now: datetime) -> None:
+        """Lift the flag's wait for the watched region's quiet on positive evidence only: its SES
+        accepted nothing in a whole window that lies after the flag was written."""
+        old, since = awaiting_quiet_of(flag), flag.get(AWAITING_SINCE)
+        if not old or not since:
+            FAILOVER_AWAITING_QUIET.labels(self.region).set(0)
+            return
+        FAILOVER_AWAITING_QUIET.labels(self.region).set(1)
+        if self.ses is None:
+            return  # no way to see the old region's SES: an operator confirms (--confirm-source-stopped)
+        start = now - self.ses.window
+        if start < parse_iso(since):
+            return
+        try:
+            sends = self.ses.sends(start, now)
+        except Exception as exc:  # unreadable is not quiet
+            log.warning("failover: cannot read the old region's SES sends", region=self.region, watched=old,
+                        error=f"{type(exc).__name__}")
+            return
+        if sends is None or sends > 0:
+            log.info("failover: waiting for the old region to stop sending", region=self.region, watched=old,
+                     sends=sends, since=since)
+            return
+        try:
+            self.table.update(Update(schema.ACTIVE_REGION_KEY, set={"senders_released_at": iso(now)},
+                                     remove=(AWAITING_QUIET_OF, AWAITING_SINCE),
+                                     condition="#region = :me AND awaiting_since = :since",
+                                     values={":me": self.region, ":since": since}, names={"#region": "region"}))
+        except StaleWrite:
+            return  # the flag changed meanwhile (another controller lifted it, or a failback)
+        FAILOVER_AWAITING_QUIET.labels(self.region).set(0)
+        log.warning("failover: old region quiet, senders may start", region=self.region, watched=old,
+                    quiet_since=iso(start), flag_since=since)
+
+    # -- the decision record ---------------------------------------------------------------
+    def _decision_key(self) -> dict[str, str]:
+        """One record per watched leadership: the watched leader's epoch as replicated here."""
+        lease = self.table.get(schema.lease_key(self.watched)) or {}
+        return decision_key(self.watched, int(lease.get("epoch", 0)))
+
+    def _reclaimable(self, record: dict[str, Any], now: datetime, failed_after: timedelta = timedelta(0)) -> bool:
+        """A decision nobody finishes: in progress past the bound (killed, hung), or failed (after
+        ``failed_after`` since it finished, so a failing step is not retried every pass)."""
+        outcome, at = record.get("outcome"), record.get("decided_at")
+        if outcome == "in_progress":
+            return at is not None and parse_iso(at) + self.stale_after <= now
+        if outcome == "failed":
+            finished = record.get("finished_at") or at
+            return finished is None or parse_iso(finished) + failed_after <= now
+        return False
+
+    def _track(self, record: dict[str, Any] | None) -> None:
+        """The unfinished-decision gauge: since when the record has been in progress, or failed
+        after this region was switched to (0: nothing unfinished)."""
+        since = 0.0
+        if record is not None and record.get("promoted_region") == self.region and record.get("decided_at"):
+            flag = self.table.get(schema.ACTIVE_REGION_KEY) or {}
+            if record.get("outcome") == "in_progress" or (record.get("outcome") == "failed"
+                                                          and flag.get("region") == self.region):
+                since = parse_iso(record.get("first_decided_at") or record["decided_at"]).timestamp()
+        FAILOVER_UNFINISHED_SINCE.labels(self.region).set(since)
+
+    def _claim(self, verdict: Verdict, now: datetime) -> tuple[dict[str, str], str] | None:
+        """The durable decision record, written before acting: (its key, this attempt's
+        ``decided_at``). None while another controller acts on this primary leadership's failure
+        (its record in progress and not stale) or once it is promoted."""
+        key = self._decision_key()
         record = {**key, "decided_at": iso(now), "watched_region": self.watched, "promoted_region": self.region,
                   "quorum": self.decider.quorum, "grace_seconds": self.decider.grace.total_seconds(),
                   "bad_since": iso(verdict.bad_since) if verdict.bad_since else None, "why": verdict.reason,
                   "signals": [asdict(o) | {"health": o.health.value} for o in verdict.observations],
-                  "outcome": "in_progress"}
+                  "outcome": "in_progress", "first_decided_at": iso(now), "attempt": 1}
         if self.table.put_new(record):
-            return key
-        from core.adapters.dynamodb import Update
-
-        try:  # an earlier attempt that failed may be retried
-            self.table.update(Update(key, set={k: v for k, v in record.items() if k not in key},
-                                     condition="outcome = :failed", values={":failed": "failed"}))
-            return key
-        except StaleWrite:
-            log.info("automatic failover already decided", region=self.region, watched=self.watched, epoch=epoch)
+            return key, iso(now)
+        current = self.table.get(key) or {}
+        if not self._reclaimable(current, now):
+            log.info("automatic failover already decided", region=self.region, watched=self.watched,
+                     record=key[schema.SK], outcome=current.get("outcome"))
             return None
+        # take over an earlier attempt that failed or was killed: only if nobody did since we read it
+        sets = {k: v for k, v in record.items() if k not in key and k != "first_decided_at"}
+        sets["attempt"] = int(current.get("attempt", 1)) + 1
+        if verdict.bad_since is None:  # a resumed promotion: keep the original decision's why
+            sets = {k: v for k, v in sets.items() if k not in ("why", "signals", "bad_since")}
+        try:
+            self.table.update(Update(key, set=sets, condition="outcome = :o AND decided_at = :d",
+                                     values={":o": current.get("outcome"), ":d": current.get("decided_at")}))
+        except StaleWrite:
+            log.info("automatic failover already taken over", region=self.region, watched=self.watched,
+                     record=key[schema.SK])
+            return None
+        log.warning("automatic failover: taking over an unfinished decision", region=self.region,
+                    record=key[schema.SK], outcome=current.get("outcome"), attempt=sets["attempt"])
+        return key, iso(now)
 
     def _promote(self, verdict: Verdict, now: datetime) -> None:
-        key = self._claim(verdict, now)
-        if key is None:
+        claimed = self._claim(verdict, now)
+        if claimed is None:
             self.decider.reset()
             return
+        key, attempt = claimed
+        self._track(self.table.get(key))
         log.error("automatic failover: promoting region", region=self.region, watched=self.watched,
                   bad=list(verdict.bad), bad_since=iso(verdict.bad_since) if verdict.bad_since else None,
                   why=verdict.reason)
@@ -358,15 +528,15 @@ class FailoverWatch:
         except Exception as exc:  # noqa: BLE001 - recorded, alarmed; the next grace retries
             result = Promotion(False, [], f"{type(exc).__name__}: {exc}"[:500])
         outcome = "promoted" if result.ok else "failed"
-        from core.adapters.dynamodb import Update
-
-        try:
+        try:  # only our attempt's record: a successor that took it over is never overwritten
             self.table.update(Update(key, set={"outcome": outcome, "steps": json.dumps(result.steps, default=str),
                                                "error": result.error, "finished_at": iso(self.clock.now()),
-                                               "seconds": round(time.monotonic() - started, 3)}))
+                                               "seconds": round(time.monotonic() - started, 3)},
+                                     condition="decided_at = :d", values={":d": attempt}))
         except Exception as exc:  # the decision stands; the record is for people
             log.warning("failover decision record not updated", error=str(exc)[:300])
-        PROMOTIONS.labels(self.region, outcome).inc()
+        self._track(self.table.get(key))
+        FAILOVER_PROMOTIONS.labels(self.region, outcome).inc()
         detail = {"event": f"failover.{outcome}", "region": self.region, "watched_region": self.watched,
                   "why": verdict.reason, "bad_signals": list(verdict.bad), "decided_at": iso(now),
                   "bad_since": iso(verdict.bad_since) if verdict.bad_since else None, "error": result.error,
@@ -396,12 +566,6 @@ def build_watch(deps: Any, region: str, watched: str, after_switch: Callable[[],
     """The DR controller's watch with the signals its settings allow: the heartbeat always; the
     primary's API health with ``failover_peer_health_url``; Route 53 with
     ``failover_health_check_id``; SES always (CloudWatch on AWS, send statistics on the emulator)."""
-    from botocore.config import Config
-
-    from core.adapters.aws import session
-    from runbooks.common import Runbook, RunbookFailed
-    from runbooks.failover import fail_over
-
     s = deps.settings
     quick = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 1})
 
@@ -427,13 +591,15 @@ def build_watch(deps: Any, region: str, watched: str, after_switch: Callable[[],
 
     signals.append(SesSending(sends, sending, s.failover_ses_window_seconds))
 
+    wait = max(60.0, 4 * s.lease_seconds)
+
     def promote(verdict: Verdict) -> Promotion:
         lines: list[str] = []
         book = Runbook("automatic-failover", execute=True, out=lines.append)
         try:
             fail_over(book, s, source=watched, target=region, target_api=s.failover_api_url or "",
                       health_check_id=s.failover_health_check_id, source_reachable=False,
-                      wait_seconds=max(60.0, 4 * s.lease_seconds), after_switch=after_switch)
+                      wait_seconds=wait, after_switch=after_switch)
         except RunbookFailed as exc:  # a SystemExit: never let it end the scheduler's thread
             return Promotion(False, book.steps, str(exc))
         return Promotion(True, book.steps)
@@ -441,4 +607,6 @@ def build_watch(deps: Any, region: str, watched: str, after_switch: Callable[[],
     decider = FailoverDecider(s.failover_quorum, s.failover_grace_seconds)
     notify = sns_notifier(client(s, "sns") if s.failover_event_topic_arn else None, s.failover_event_topic_arn)
     return FailoverWatch(table=table, region=region, watched=watched, signals=signals, decider=decider,
-                         promote=promote, notify=notify, clock=deps.clock, heartbeat=heartbeat)
+                         promote=promote, notify=notify, clock=deps.clock, heartbeat=heartbeat,
+                         # the runbook's bound: its lease wait plus a few short probes (5 s timeouts)
+                         stale_after_seconds=max(600.0, 4 * wait))

@@ -6,7 +6,18 @@ The lease's epoch is the leader's fencing token. Tokens come from one replicated
 transaction that takes the lease, so the newest leader anywhere has the highest token: after a
 failover the new region's leader is never fenced out by items the old region's leaders stamped,
 and a deposed leader (of either region) is fenced by its successor's writes. The first election
-after an upgrade starts the counter above both regions' lease epochs."""
+after an upgrade starts the counter above both regions' lease epochs.
+
+**Epochs are region-distinct.** The counter's condition is checked in the electing region's replica
+only (global tables check conditions per replica and settle concurrent writes last-writer-wins), so
+two regions electing while replication lags both pass it from the same old value. With ``+1`` they
+would take the *same* token, and ``fence <= epoch`` would let either leader overwrite the other's
+items. Each region therefore takes only tokens of its own parity (``region_bit``: 0 for the region
+whose name sorts first, 1 for the other; no setting, the same answer in both regions): the next
+token is the smallest above every epoch seen with that parity. Two leaders of different regions can
+never tie; the newer election in either region still outranks everything it saw. (A tie-free token
+does not stop both regions acting while replication lags: the active-region flag's
+``awaiting_quiet_of`` does that, see core/services/regions.py.)"""
 
 from __future__ import annotations
 
@@ -18,6 +29,22 @@ from core.adapters.dynamodb import FENCING_COUNTER_KEY, DynamoTable, Update
 from core.domain.errors import StaleWrite, TemporaryError
 from core.domain.models import iso
 from core.observability import LEASE_HOLDER, LEASE_LOST, log
+from core.services.regions import awaiting_quiet_of
+
+
+def region_bit(region: str, peer_region: str | None) -> int | None:
+    """This region's epoch parity in a two-region deployment (None: a single region, any token)."""
+    if not peer_region or peer_region == region:
+        return None
+    return 0 if region < peer_region else 1
+
+
+def next_epoch(seen: int, bit: int | None) -> int:
+    """The smallest token above ``seen`` that belongs to this region (of its parity)."""
+    epoch = seen + 1
+    if bit is not None and epoch % 2 != bit:
+        epoch += 1
+    return epoch
 
 
 class Lease:
@@ -26,13 +53,15 @@ class Lease:
         self.table, self.region, self.holder, self.seconds, self.clock = table, region, holder, seconds, clock
         self.key = schema.lease_key(region)
         self.peer_key = schema.lease_key(peer_region) if peer_region else None
+        self.bit = region_bit(region, peer_region)
         self.epoch: int | None = None
 
     def region_is_active(self) -> bool:
         flag = self.table.get(schema.ACTIVE_REGION_KEY)
         # No flag: a single-region setup. A two-region deployment sets the flag in both regions
         # before the DR controller starts (infra bootstrap / the embedded stack / the drill).
-        return flag is None or flag.get("region") == self.region
+        # A flag still awaiting the old region's quiet names us but does not make us active yet.
+        return flag is None or (flag.get("region") == self.region and not awaiting_quiet_of(flag))
 
     def acquire_or_renew(self) -> bool:
         """True while we hold the lease. Taking it from an expired holder takes the next fencing token."""
@@ -55,9 +84,14 @@ class Lease:
                 LEASE_HOLDER.labels(self.region, self.holder).set(0)
                 return False
         current = self.table.get(self.key) or {}
+        if current.get("holder") not in (None, self.holder) and current.get("expires_at", "") > iso(now):
+            # another leader's lease is live: a standby polls often (controller/jobs.py
+            # LEASE_TAKEOVER_POLL_SECONDS) and must not pay a refused transaction every time
+            LEASE_HOLDER.labels(self.region, self.holder).set(0)
+            return False
         counter = self.table.get(FENCING_COUNTER_KEY)
         counted = int((counter or {}).get("epoch", 0))
-        epoch = max(counted, int(current.get("epoch", 0)), int(peer.get("epoch", 0))) + 1
+        epoch = next_epoch(max(counted, int(current.get("epoch", 0)), int(peer.get("epoch", 0))), self.bit)
         try:
             self.table.transact([
                 Update(self.key, set={"holder": self.holder, "epoch": epoch, "expires_at": until},

@@ -81,6 +81,19 @@ class StackConfig:
     # reserve the sender's concurrency (ses_max_send_rate / 10): only once the account's Lambda
     # concurrency quota is above 10 + that (a fresh account has 10, all of it unreservable)
     sender_reserved_concurrency: bool = False
+    # automatic failover in the DR region's controller (controller/failover.py; README "Automatic
+    # failover on AWS"): off unless the stack turns it on; the rest are Settings' defaults
+    failover_automation: bool = False
+    failover_grace_seconds: float = 120.0
+    failover_quorum: int = 3
+    failover_ses_window_seconds: float = 300.0
+    failover_check_interval_seconds: float = 5.0
+    # CAN-SPAM footer: None leaves it to Settings (required in staging and prod); set only to override
+    require_compliance_footer: bool | None = None
+
+    def failover_signals(self) -> list[str]:
+        """The signals the DR controller's decider will have (controller/failover.py build_watch)."""
+        return ["heartbeat", *(["route53"] if self.hosted_zone_id and self.record_name else []), "api", "ses"]
 
     def __post_init__(self) -> None:
         """Refuse at preview what S3 would refuse at create time (bucket names ≤ 63 characters)."""
@@ -94,6 +107,15 @@ class StackConfig:
         if floating:
             raise ValueError(f"emailplatform:controllerImage {floating[0]!r}: pin a version tag or a digest "
                              "(ECS never redeploys a moved `latest`, and DR could run another build)")
+        # what the controller would refuse at start (a crash loop on ECS): refuse it at preview
+        signals = self.failover_signals()
+        if not 2 <= self.failover_quorum <= len(signals):
+            raise ValueError(f"emailplatform:failoverQuorum {self.failover_quorum}: must be at least 2 and at most "
+                             f"the {len(signals)} signals this stack gives the decider ({', '.join(signals)})")
+        if self.failover_grace_seconds <= 0 or self.failover_ses_window_seconds <= 0 \
+                or self.failover_check_interval_seconds <= 0:
+            raise ValueError("emailplatform:failoverGraceSeconds, failoverSesWindowSeconds and "
+                             "failoverCheckIntervalSeconds must be positive")
 
     @classmethod
     def from_mapping(cls, c: dict[str, Any]) -> StackConfig:
@@ -105,6 +127,10 @@ class StackConfig:
         def obj(key: str, default: Any) -> Any:
             v = c.get(key)
             return json.loads(v) if isinstance(v, str) else (v if v is not None else default)
+
+        def flag(key: str) -> bool | None:
+            v = c.get(key)
+            return None if v is None or v == "" else str(v).strip().lower() == "true"
 
         return cls(
             prefix=c["prefix"], primary_region=c["primaryRegion"], dr_region=c["drRegion"], ses_domain=c["sesDomain"],
@@ -119,6 +145,12 @@ class StackConfig:
             api_domain=obj("apiDomain", {}), network=obj("network", {}), alarm_email=c.get("alarmEmail"),
             collector_image=obj("collectorImage", None) if str(c.get("collectorImage") or "").lstrip().startswith("{")
             else c.get("collectorImage"),
+            failover_automation=bool(flag("failoverAutomation")),
+            failover_grace_seconds=float(c.get("failoverGraceSeconds") or 120),
+            failover_quorum=int(c.get("failoverQuorum") or 3),
+            failover_ses_window_seconds=float(c.get("failoverSesWindowSeconds") or 300),
+            failover_check_interval_seconds=float(c.get("failoverCheckIntervalSeconds") or 5),
+            require_compliance_footer=flag("requireComplianceFooter"),
         )
 
     @classmethod
@@ -127,7 +159,8 @@ class StackConfig:
         keys = ["prefix", "primaryRegion", "drRegion", "sesDomain", "controllerImage", "artifact", "environment",
                 "sesMaxSendRate", "apiRateLimit", "apiBurstLimit", "wafRateLimit", "allowedOrigins", "hostedZoneId",
                 "recordName", "publicRecordName", "apiDomain", "network", "alarmEmail", "collectorImage",
-                "senderReservedConcurrency"]
+                "senderReservedConcurrency", "failoverAutomation", "failoverGraceSeconds", "failoverQuorum",
+                "failoverSesWindowSeconds", "failoverCheckIntervalSeconds", "requireComplianceFooter"]
         return cls.from_mapping({k: c.get(k) for k in keys})
 
     def image_for(self, region: str) -> str:
@@ -221,6 +254,8 @@ def regional(name: str, cfg: StackConfig, region: str, prov: Any, key_arn: Any, 
         # other region's, for CreateSecret(KmsKeyId=…, AddReplicaRegions=[{Region, KmsKeyId}])
         "EMAILPLATFORM_KMS_KEY_ARN": key_arn, "EMAILPLATFORM_PEER_KMS_KEY_ARN": peer_key_arn,
     }
+    if cfg.require_compliance_footer is not None:  # unset: Settings requires it in staging and prod
+        env["EMAILPLATFORM_REQUIRE_COMPLIANCE_FOOTER"] = str(cfg.require_compliance_footer).lower()
     base_url = public_base_url(cfg, region)
     if base_url is None and cfg.api_domain.get(region, {}).get("truststore_uri"):
         # every mail carries an unsubscribe link; behind mTLS no recipient could follow it
@@ -243,21 +278,78 @@ def regional(name: str, cfg: StackConfig, region: str, prov: Any, key_arn: Any, 
                                      dom.get("failover_certificate_arn"), cfg.waf_rate_limit,
                                      cfg.public_record_name if cfg.hosted_zone_id else None,
                                      dom.get("public_certificate_arn")))
-    net = cfg.network.get(region, {})
-    controller = ControllerService(f"{name}-controller", ControllerArgs(
-        cfg.prefix, region, cfg.image_for(region), net.get("subnet_ids", []), net.get("security_group_ids", []),
-        env, arns, prov, metrics_namespace=metrics_namespace(cfg.prefix),
-        **({"collector_image": cfg.collector_image_for(region)} if cfg.collector_image else {})))
-    # the controller deletes an erased person's events and purges events past a tenant's retention
-    search.allow([functions.roles["api"].arn, functions.roles["ses_events"].arn, controller.task_role.arn])
     peer = cfg.dr_region if active else cfg.primary_region
     monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
         cfg.prefix, region, table.table.name, {p: d.name for p, d in messaging.dlqs.items()}, api.rest.name,
         cfg.prefix, peer, 0.04, 0.0008, prov, queue_names={p: q.name for p, q in messaging.queues.items()},
         alarm_email=cfg.alarm_email, metrics_namespace=metrics_namespace(cfg.prefix),
         ses_max_send_rate=cfg.ses_max_send_rate, active=active))
-    return {"buckets": buckets, "messaging": messaging, "functions": functions, "api": api,
-            "controller": controller, "search": search, "monitoring": monitoring}
+    return {"name": name, "region": region, "provider": prov, "env": env, "arns": arns, "active": active,
+            "buckets": buckets, "messaging": messaging, "functions": functions, "api": api, "search": search,
+            "monitoring": monitoring}
+
+
+HEALTH_SUFFIX = "/api/v1/health"  # what runbooks/regions.py appends to a region's API base URL
+
+
+def health_url(api: Api) -> pulumi.Output[str]:
+    """A region's health endpoint without a key or a client certificate (what Route 53 checks)."""
+    return pulumi.Output.concat("https://", api.health_host, api.health_path)
+
+
+def failover_environment(cfg: StackConfig, here: dict[str, Any], watched: dict[str, Any],
+                         dns: FailoverDns | None) -> dict[str, pulumi.Input[str]]:
+    """The DR controller's automatic-failover settings (config/settings.py ``failover_*``)."""
+    if not cfg.failover_automation:
+        return {"EMAILPLATFORM_FAILOVER_AUTOMATION": "false"}
+    api: Api = here["api"]
+    env: dict[str, pulumi.Input[str]] = {
+        "EMAILPLATFORM_FAILOVER_AUTOMATION": "true",
+        "EMAILPLATFORM_FAILOVER_GRACE_SECONDS": str(cfg.failover_grace_seconds),
+        "EMAILPLATFORM_FAILOVER_QUORUM": str(cfg.failover_quorum),
+        "EMAILPLATFORM_FAILOVER_SES_WINDOW_SECONDS": str(cfg.failover_ses_window_seconds),
+        "EMAILPLATFORM_FAILOVER_CHECK_INTERVAL_SECONDS": str(cfg.failover_check_interval_seconds),
+        # this region's API, checked healthy before promoting (the runbook appends /api/v1/health)
+        "EMAILPLATFORM_FAILOVER_API_URL": pulumi.Output.concat("https://", api.health_host,
+                                                               api.health_path.removesuffix(HEALTH_SUFFIX)),
+        # the watched region's health endpoint: the api signal
+        "EMAILPLATFORM_FAILOVER_PEER_HEALTH_URL": health_url(watched["api"]),
+        # the decision goes to this region's alarms topic (the watched one may be down)
+        "EMAILPLATFORM_FAILOVER_EVENT_TOPIC_ARN": here["monitoring"].topic.arn,
+    }
+    if dns is not None:  # the route53 signal, and DNS moved to DR by forcing this check unhealthy
+        env["EMAILPLATFORM_FAILOVER_HEALTH_CHECK_ID"] = dns.health_checks["PRIMARY"].id
+    return env
+
+
+def controller_service(cfg: StackConfig, here: dict[str, Any], peer: dict[str, Any],
+                       dns: FailoverDns | None) -> ControllerService:
+    """A region's controller, once both regions and DNS exist: it reaches the other region's
+    OpenSearch domain (erasures), and DR's watches the primary (automatic failover)."""
+    name, region = here["name"], here["region"]
+    env = {**here["env"],
+           # erasures purge the person's events in the other region's domain too (core/bootstrap.py)
+           "EMAILPLATFORM_PEER_OPENSEARCH_ENDPOINT": peer["search"].endpoint}
+    arns = {**here["arns"], "peer_search": peer["search"].domain.arn}
+    failover: dict[str, Any] = {}
+    if not here["active"]:  # automatic failover runs in the DR region's controller only
+        env.update(failover_environment(cfg, here, peer, dns))
+        if cfg.failover_automation:
+            failover_arns: dict[str, pulumi.Input[str]] = {
+                "alarm_topic": here["monitoring"].topic.arn,
+                # runbooks/alarms.py move_no_leader_alarm turns its actions on in the promoted region
+                "no_leader_alarm": here["monitoring"].alarms_by_key["controller-no-leader"].arn,
+            }
+            if dns is not None:
+                failover_arns["health_check"] = pulumi.Output.concat(
+                    "arn:aws:route53:::healthcheck/", dns.health_checks["PRIMARY"].id)
+            failover = {"watched_region": peer["region"], "failover_arns": failover_arns}
+    net = cfg.network.get(region, {})
+    controller = ControllerService(f"{name}-controller", ControllerArgs(
+        cfg.prefix, region, cfg.image_for(region), net.get("subnet_ids", []), net.get("security_group_ids", []),
+        env, arns, here["provider"], metrics_namespace=metrics_namespace(cfg.prefix),
+        **({"collector_image": cfg.collector_image_for(region)} if cfg.collector_image else {}), **failover))
+    return controller
 
 
 def build(cfg: StackConfig) -> dict[str, Any]:
@@ -285,6 +377,13 @@ def build(cfg: StackConfig) -> dict[str, Any]:
     if cfg.hosted_zone_id and cfg.record_name:
         dns = FailoverDns("dns", FailoverDnsArgs(cfg.hosted_zone_id, cfg.record_name, p["api"], d["api"], primary,
                                                  cfg.public_record_name))
+    p["controller"] = controller_service(cfg, p, d, dns)
+    d["controller"] = controller_service(cfg, d, p, dns)
+    for here, peer in ((p, d), (d, p)):
+        # the controller deletes an erased person's events and purges events past a tenant's
+        # retention; an erasure run by the other region's controller deletes them here too
+        here["search"].allow([here["functions"].roles["api"].arn, here["functions"].roles["ses_events"].arn,
+                              here["controller"].task_role.arn, peer["controller"].task_role.arn])
 
     # outputs runbooks take as inputs
     pulumi.export("table", data.table.name)

@@ -6,9 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 from config.settings import Settings, load_settings
+from core.adapters.dynamodb import Update
 from runbooks.alarms import move_no_leader_alarm
-from runbooks.common import Runbook, main_guard, parser, run
-from runbooks.regions import automation_hold, set_automation_hold, switch_active_region
+from runbooks.common import Runbook, main_guard, parser, region_deps, run
+from runbooks.regions import (
+    automation_hold,
+    confirm_source_stopped,
+    set_automation_hold,
+    switch_active_region,
+)
 
 
 def fail_over(book: Runbook, settings: Settings, *, source: str, target: str, target_api: str,
@@ -47,6 +53,55 @@ def hold_automation(book: Runbook, settings: Settings, reason: str | None) -> No
                required=False)
 
 
+def resend_in_doubt(book: Runbook, deps: Any, transaction_id: str, accept_risk: bool) -> None:
+    """Re-send, as a new campaign of the same template version, the messages a failover left
+    FAILED with ``NOT_RESENT_REASON`` (SES may have accepted them in the old region: a recipient may
+    get the mail twice). Once per campaign: a marker item is claimed before submitting, so a re-run
+    (or a run killed half-way) never submits a second re-send."""
+    import csv
+    import io
+
+    from core.services.campaigns import submit_campaign
+    from core.services.failover_doubt import NOT_RESENT_REASON
+
+    store, settings = deps.store, deps.settings
+    tx = book.check("campaign exists", lambda: store.get_transaction(transaction_id))
+    left = [m for b in store.batches(transaction_id) for m in store.batch_partition(b.batch_id)[0]
+            if m.status.value == "FAILED" and m.failure_reason == NOT_RESENT_REASON]
+    book.check(f"messages left in doubt after a failover ({NOT_RESENT_REASON!r})", lambda: len(left))
+    marker = {"PK": f"TRANSACTION#{transaction_id}", "SK": "RESENT_IN_DOUBT"}
+    if not left:
+        return
+    book.check("no recipient has attachments of its own (re-send those by hand)",
+               lambda: not any(m.attachments for m in left))
+    book.check("--accept-duplicate-risk given (SES may have accepted these in the old region)", lambda: accept_risk)
+
+    def resend() -> str:
+        if not store.table.put_new({**marker, "state": "submitting", "messages": len(left),
+                                    "at": deps.clock.now().isoformat()}):
+            raise RuntimeError("a re-send of this campaign was already started: see its marker item")
+        columns = sorted({k for m in left for k in m.placeholder_data} | {k for m in left for k in m.metadata})
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["email", *columns])
+        for m in left:
+            w.writerow([m.recipient_email, *({**m.metadata, **m.placeholder_data}.get(c, "") for c in columns)])
+        key = f"{tx.tenant_id}/resend-in-doubt/{transaction_id}.csv"
+        deps.blobs.put(settings.bucket("uploads"), key, buf.getvalue().encode())
+        view = submit_campaign(store, deps.blobs, settings, deps.clock, tx.tenant_id, {
+            "template_id": tx.template_id, "template_version": tx.template_version,
+            "csv_file_url": f"s3://{settings.bucket('uploads')}/{key}", "callback_url": tx.callback_url,
+            "callback_message_events": tx.message_events, "from": tx.from_address, "reply_to": tx.reply_to,
+            "subject": tx.subject, "headers": tx.headers or None, "metadata_columns": tx.metadata_columns or None,
+            "attachments": tx.attachments or None, "tags": {**tx.tags, "resent_from": transaction_id}})
+        store.table.update(Update(marker, set={"state": "submitted", "resent_as": view["transaction_id"]},
+                                  condition="#s = :s", values={":s": "submitting"}, names={"#s": "state"}))
+        return f"{len(left)} message(s) re-sent as campaign {view['transaction_id']}"
+
+    book.act(f"re-send {len(left)} message(s) as a new campaign (duplicates possible)", resend,
+             done=lambda: store.table.get(marker) is not None)
+
+
 def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noqa: ANN001
     p = parser("Failover: primary → DR (or hold/release the automatic failover)")
     p.add_argument("--target-api", help="the DR API base URL (its /api/v1/health is checked)")
@@ -58,8 +113,26 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
     hold.add_argument("--hold-automation", metavar="REASON",
                       help="stop the DR controller from failing over by itself (planned maintenance)")
     hold.add_argument("--release-automation", action="store_true", help="let automatic failover act again")
+    hold.add_argument("--confirm-source-stopped", action="store_true",
+                      help="after a --source-down failover: let DR's senders start once the primary's SES is quiet")
+    hold.add_argument("--resend-in-doubt", metavar="CAMPAIGN",
+                      help="re-send the messages a failover left FAILED in doubt, as a new campaign")
+    p.add_argument("--accept-risk", action="store_true",
+                   help="with --confirm-source-stopped: lift the wait without SES evidence (both may send)")
+    p.add_argument("--accept-duplicate-risk", action="store_true",
+                   help="with --resend-in-doubt: some recipients may get the mail twice")
+    p.add_argument("--window", type=float, default=None, help="SES quiet window in seconds (default: the setting)")
     args = p.parse_args(argv)
     s = settings or load_settings()
+    if args.confirm_source_stopped:
+        book = Runbook("failover-confirm-source-stopped", args.execute, out)
+        return run(book, lambda: confirm_source_stopped(
+            book, s, source=args.region or s.region, target=s.dr_region,
+            window_seconds=args.window or s.failover_ses_window_seconds, accept_risk=args.accept_risk), args.json)
+    if args.resend_in_doubt:
+        book = Runbook("failover-resend-in-doubt", args.execute, out)
+        d = region_deps(args, s, args.region or s.dr_region)  # the active region (DR after a failover)
+        return run(book, lambda: resend_in_doubt(book, d, args.resend_in_doubt, args.accept_duplicate_risk), args.json)
     if args.hold_automation is not None or args.release_automation:
         book = Runbook("failover-automation", args.execute, out)
         reason = args.hold_automation.strip() or "held" if args.hold_automation is not None else None

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
+from botocore.exceptions import ClientError
 
 from config.settings import Settings
-from controller.failover import HOLD_KEY
 from core import schema
 from core.adapters.aws import client
+from core.services.regions import AWAITING_QUIET_OF, AWAITING_SINCE, active_region_flag
+from ops.client import Client
 from runbooks.common import Runbook
 
 
@@ -58,15 +60,74 @@ def _flag(settings: Settings, region: str) -> str | None:
     return item["region"]["S"] if item else None
 
 
-def _set_flag(settings: Settings, region: str, active: str) -> None:
-    client(settings, "dynamodb", region).put_item(TableName=settings.table_name, Item={
-        **{k: {"S": v} for k, v in schema.ACTIVE_REGION_KEY.items()}, "region": {"S": active},
-        "updated_at": {"S": datetime.now(UTC).isoformat()}})
+def _set_flag(settings: Settings, region: str, active: str, awaiting_quiet: str | None = None) -> None:
+    """Write the flag naming ``active`` in ``region``'s replica, unless it names ``active`` already
+    (conditional: a flag whose wait for the old region's quiet was lifted is never re-armed)."""
+    item = active_region_flag(active, datetime.now(UTC), awaiting_quiet)
+    try:
+        client(settings, "dynamodb", region).put_item(
+            TableName=settings.table_name, Item={k: {"S": str(v)} for k, v in item.items()},
+            ConditionExpression="attribute_not_exists(#r) OR #r <> :active",
+            ExpressionAttributeNames={"#r": "region"}, ExpressionAttributeValues={":active": {"S": active}})
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
+
+
+def _flag_item(settings: Settings, region: str) -> dict[str, Any]:
+    ddb = client(settings, "dynamodb", region)
+    item = ddb.get_item(TableName=settings.table_name, Key={k: {"S": v} for k, v in schema.ACTIVE_REGION_KEY.items()},
+                        ConsistentRead=True).get("Item") or {}
+    return {k: list(v.values())[0] for k, v in item.items()}
+
+
+def source_sends(settings: Settings, source: str, since: datetime, now: datetime) -> int:
+    """Messages ``source``'s SES accepted between ``since`` and ``now`` (CloudWatch ``AWS/SES``
+    ``Send``, read in that region; published a minute or two late)."""
+    points = client(settings, "cloudwatch", source).get_metric_statistics(
+        Namespace="AWS/SES", MetricName="Send", StartTime=since, EndTime=now, Period=60, Statistics=["Sum"])
+    return int(sum(p["Sum"] for p in points.get("Datapoints", [])))
+
+
+def release_senders(settings: Settings, target: str, since: str) -> None:
+    """Let ``target`` send: remove the flag's wait for the old region's quiet, only if it is still
+    the wait that began at ``since`` (conditional; a newer flag is never touched)."""
+    client(settings, "dynamodb", target).update_item(
+        TableName=settings.table_name, Key={k: {"S": v} for k, v in schema.ACTIVE_REGION_KEY.items()},
+        UpdateExpression=f"REMOVE {AWAITING_QUIET_OF}, {AWAITING_SINCE}",
+        ConditionExpression="#r = :target AND #s = :since",
+        ExpressionAttributeNames={"#r": "region", "#s": AWAITING_SINCE},
+        ExpressionAttributeValues={":target": {"S": target}, ":since": {"S": since}})
+
+
+def confirm_source_stopped(book: Runbook, settings: Settings, *, source: str, target: str, window_seconds: float,
+                           accept_risk: bool = False) -> None:
+    """Let ``target``'s senders start after a failover whose old region could not be told: only
+    when ``source``'s SES accepted nothing for ``window_seconds`` since the flag was written, or
+    with ``accept_risk`` (the operator knows the old region is not sending: both regions may send
+    the same batch otherwise)."""
+    flag = book.check(f"{target}'s active-region flag", lambda: _flag_item(settings, target) or False)
+    if flag.get("region") != target:
+        book.check(f"the flag names {target}", lambda: False)
+    since = flag.get(AWAITING_SINCE)
+    if not flag.get(AWAITING_QUIET_OF) or not since:
+        book.act(f"{target}'s senders may send", lambda: None, done=lambda: True)
+        return
+    started = datetime.fromisoformat(since)
+    now = datetime.now(UTC)
+    quiet = book.check(f"{source}'s SES sends since the flag moved ({since}), over {window_seconds:.0f}s",
+                       lambda: source_sends(settings, source, started, now), required=False)
+    long_enough = now - started >= timedelta(seconds=window_seconds)
+    if not (quiet == 0 and long_enough) and not accept_risk:
+        book.check(f"{source} seen quiet for a whole window (or --accept-risk)", lambda: False)
+    book.act(f"let {target}'s senders start (the wait for {source}'s quiet is lifted)",
+             lambda: release_senders(settings, target, since),
+             done=lambda: not _flag_item(settings, target).get(AWAITING_QUIET_OF))
 
 
 # The manual hold of automatic failover (runbooks/failover.py --hold-automation): a replicated
 # item the DR controller's decider reads before every decision.
-FAILOVER_HOLD_KEY = HOLD_KEY
+FAILOVER_HOLD_KEY = schema.FAILOVER_HOLD_KEY
 
 
 def automation_hold(settings: Settings, region: str) -> dict[str, Any] | None:
@@ -89,7 +150,7 @@ def set_automation_hold(settings: Settings, region: str, reason: str | None, by:
 
 def _alive(lease: dict[str, Any]) -> bool:
     exp = lease.get("expires_at")
-    return bool(exp) and datetime.fromisoformat(exp.replace("Z", "+00:00")) > datetime.now(UTC)
+    return isinstance(exp, str) and datetime.fromisoformat(exp.replace("Z", "+00:00")) > datetime.now(UTC)
 
 
 def _overrides(r53: Any, health_check_id: str) -> tuple[bool, bool]:
@@ -138,7 +199,15 @@ def switch_active_region(book: Runbook, settings: Settings, *, source: str, targ
                lambda: (not _alive(_lease(settings, target))) or _flag(settings, target) == target)
 
     regions = [target, source] if source_reachable else [target]
-    book.act(f"set the active region to {target}", lambda: [_set_flag(settings, r, target) for r in regions],
+    # The old region cannot be told (its replica lags or is gone): until it is seen quiet, the
+    # flag keeps the target from sending (core/services/regions.py AWAITING_QUIET_OF).
+    awaiting = None if source_reachable else source
+
+    def switch() -> None:
+        for r in regions:
+            _set_flag(settings, r, target, awaiting)
+
+    book.act(f"set the active region to {target}", switch,
              done=lambda: _flag(settings, target) == target)
     if after_switch is not None and book.execute:
         after_switch()
@@ -151,6 +220,13 @@ def switch_active_region(book: Runbook, settings: Settings, *, source: str, targ
                    required=False)
     if not book.execute:
         return
+    waiting = _flag_item(settings, target).get(AWAITING_QUIET_OF)
+    if waiting:
+        book.check(f"{target}'s senders wait for evidence that {waiting} stopped sending",
+                   lambda: (f"until {waiting}'s SES is quiet for a window: the DR controller's failover watch "
+                            f"lifts the wait, or `python -m runbooks.failover --confirm-source-stopped`"),
+                   required=False)
+        return  # its controller takes the lease once the wait is lifted; no canary can go out before
 
     def leader() -> str:
         deadline = time.monotonic() + wait_seconds
@@ -166,8 +242,6 @@ def switch_active_region(book: Runbook, settings: Settings, *, source: str, targ
         book.check(f"{source} controller stood down", lambda: not _alive(_lease(settings, source)) or
                    _flag(settings, source) == target)
     if canary_key:
-        from local.client import Client
-
         def canary() -> str:
             c = Client(f"{target_api.rstrip('/')}/api/v1/email", canary_key)
             tid = c.create_template("canary", "canary", "<p>canary {{ email }}</p>")

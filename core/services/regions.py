@@ -16,6 +16,17 @@ reads as "busy", so the batch stays QUEUED for the active region's controller to
 SES calls of a chunk already started end by the chunk's ``send_by`` (core/services/sending.py),
 and the other region treats that chunk with the send-evidence policy, so the moment the other
 region may send, this one cannot. Without the flag (a single-region setup) nothing is checked.
+
+That holds only once the flag has *replicated* to the old region. A region promoted while the old
+one could not be told (its flag written in the new region only: ``source_reachable=False``, which
+is every automatic failover) cannot know when that is: a lagging replica keeps the old region's
+senders going while the new region already reads itself active. Such a flag carries
+``AWAITING_QUIET_OF`` (the old region) and ``AWAITING_SINCE``; while it does, the promoted region is
+*not yet active*: its controller takes no lease (controller/lease.py) and its senders claim nothing.
+The attributes are removed, conditionally on the same ``AWAITING_SINCE``, only on positive evidence
+that the old region stopped: its SES accepted nothing for a whole window that started after the
+flag was written (controller/failover.py ``FailoverWatch``), or an operator's explicit
+``runbooks/failover.py --confirm-source-stopped``.
 """
 
 from __future__ import annotations
@@ -28,6 +39,24 @@ from typing import Any
 from core import schema
 from core.domain.models import parse_iso
 from core.observability import log
+
+# The flag of a region promoted without the old region being told (see the module's docstring).
+AWAITING_QUIET_OF = "awaiting_quiet_of"
+AWAITING_SINCE = "awaiting_since"
+
+
+def awaiting_quiet_of(flag: dict[str, Any] | None) -> str | None:
+    """The old region this region's flag still waits to see quiet (None: nothing to wait for)."""
+    return (flag or {}).get(AWAITING_QUIET_OF) or None
+
+
+def active_region_flag(active: str, now: datetime, awaiting_quiet: str | None = None) -> dict[str, Any]:
+    """The ``PLATFORM/ACTIVE_REGION`` item naming ``active``; with ``awaiting_quiet`` (the old
+    region, when it cannot be told) ``active`` may not send until that region is seen quiet."""
+    item: dict[str, Any] = {**schema.ACTIVE_REGION_KEY, "region": active, "updated_at": now.isoformat()}
+    if awaiting_quiet:
+        item |= {AWAITING_QUIET_OF: awaiting_quiet, AWAITING_SINCE: now.isoformat()}
+    return item
 
 
 class ActiveRegionGate:
@@ -42,6 +71,9 @@ class ActiveRegionGate:
         self._checked_at: float | None = None
         self._refusal: str | None = None
         self._confirmed_until: datetime | None = None
+        # the flag named this region at the last check: a refusal is then only its controller being
+        # between two leases (a redeploy), and a sender may write to the table (hand a batch back)
+        self.flag_names_us = False
 
     def refusal(self) -> str | None:
         """None while this region may send, else why not (fixed wording, for logs and tests)."""
@@ -59,15 +91,21 @@ class ActiveRegionGate:
         return self._refusal
 
     def _check(self, now: datetime) -> str | None:
+        self.flag_names_us = False
         try:
             flag = self.read(schema.ACTIVE_REGION_KEY)
             if flag is None:  # a single-region setup
                 self._confirmed_until = now + timedelta(seconds=self.lease_seconds)
                 return None
             active = flag.get("region")
+            self.flag_names_us = active == self.region
             if active != self.region:
                 self._confirmed_until = None
                 return f"region {self.region} is passive (active region: {active})"
+            old = awaiting_quiet_of(flag)
+            if old:  # promoted, but the old region may still be sending: nothing is written here yet
+                self.flag_names_us, self._confirmed_until = False, None
+                return f"region {self.region} waits for evidence that {old} stopped sending"
             lease = self.read(schema.lease_key(self.region)) or {}
         except Exception as exc:  # unreadable: the last confirmation holds until it runs out
             if self._confirmed_until is not None and now < self._confirmed_until:
@@ -83,13 +121,23 @@ class ActiveRegionGate:
 
 class RegionGatedClaims:
     """The sender's view of the store: ``claim_batch`` is refused while the gate is closed;
-    everything else passes through unchanged."""
+    everything else passes through unchanged.
+
+    A refused claim has consumed its queue message. In the active region (the flag names it; its
+    controller is only between two leases, as in a redeploy) the batch is handed back at once, to
+    be re-dispatched within ``HAND_BACK_SECONDS`` of a leader being back, instead of waiting to be
+    found lost. A passive or unconfirmed region writes nothing: its write could win over the
+    active region's on the replicated item (global tables keep the last writer's item)."""
+
+    HAND_BACK_SECONDS = 5.0
 
     def __init__(self, store: Any, gate: ActiveRegionGate):
         self._store, self.gate = store, gate
 
     def claim_batch(self, batch: Any, worker: str, now: datetime, lease_seconds: float) -> bool:
         if self.gate.refusal() is not None:
+            if self.gate.flag_names_us:
+                self._store.hand_back_unclaimed(batch, now, now + timedelta(seconds=self.HAND_BACK_SECONDS))
             return False
         return self._store.claim_batch(batch, worker, now, lease_seconds)
 
@@ -99,6 +147,6 @@ class RegionGatedClaims:
 
 def gate_sending(store: Any, settings: Any, clock: Any) -> RegionGatedClaims:
     """The store a region's senders use: claims only while the region is confirmed active."""
-    gate = ActiveRegionGate(lambda key: store.table.get(key), settings.region, clock, settings.lease_seconds,
+    gate = ActiveRegionGate(store.get_flag, settings.region, clock, settings.lease_seconds,
                             recheck_seconds=min(1.0, settings.lease_seconds / 5))
     return RegionGatedClaims(store, gate)

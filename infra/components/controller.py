@@ -19,7 +19,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.components.base import child
-from infra.policies import policy_document
+from infra.policies import failover_policy_document, policy_document
 
 
 @dataclass
@@ -38,6 +38,22 @@ class ControllerArgs:
     # and set collectorImage); pinned, move it on with ADOT's releases
     collector_image: str = "public.ecr.aws/aws-observability/aws-otel-collector:v0.47.0"
     scrape_seconds: int = 30
+    # the DR controller with automatic failover on: the region it watches and the ARNs of what the
+    # failover calls (infra/policies.py FAILOVER_ACTIONS: health_check, no_leader_alarm, alarm_topic)
+    watched_region: str | None = None
+    failover_arns: dict[str, pulumi.Input[str]] | None = None
+
+
+# Redeploys hand the lease over without a gap in sending (core/services/regions.py fences the
+# senders while no lease is live): ECS starts the new task first and stops the old one only once
+# the new one runs (minimum healthy 100 %, maximum 200 %); the new task waits as a standby and takes
+# the lease within LEASE_TAKEOVER_POLL_SECONDS (controller/jobs.py) of the old task releasing it on
+# SIGTERM. The old task has STOP_TIMEOUT_SECONDS to finish or abandon its current item first
+# (Fargate allows 120); past it ECS kills it, the lease is not released and runs out instead
+# (≤ EMAILPLATFORM_LEASE_SECONDS after its last renewal). README "Redeploying the controller".
+DEPLOYMENT_MINIMUM_HEALTHY_PERCENT = 100
+DEPLOYMENT_MAXIMUM_PERCENT = 200
+STOP_TIMEOUT_SECONDS = 60
 
 
 # What the image is built for (README: `docker build --platform linux/arm64`): the task must run on
@@ -58,6 +74,14 @@ CLOUDWATCH_METRICS: dict[str, list[list[str]]] = {
     "emailplatform_ses_event_pipeline_lag_seconds": [["region"]],
     "emailplatform_callback_dead_letters_total": [["region"]],
     "emailplatform_ses_max_send_rate": [["region"]],
+    # automatic failover (the DR controller's decider): the failover-* alarms and dashboard widgets
+    "emailplatform_failover_promotions_total": [["region", "outcome"], ["region"]],
+    "emailplatform_failover_signal_bad": [["region", "signal"]],
+    "emailplatform_failover_signals_bad": [["region"]],
+    "emailplatform_failover_quorum": [["region"]],
+    "emailplatform_failover_held": [["region"]],
+    "emailplatform_failover_unfinished_since_timestamp_seconds": [["region"]],
+    "emailplatform_failover_awaiting_quiet": [["region"]],
 }
 SCRAPE_LABELS = ("region",)
 
@@ -104,6 +128,13 @@ class ControllerService(pulumi.ComponentResource):
         self.policy = pulumi.Output.all(*[args.arns[k] for k in kinds]).apply(
             lambda vals: json.dumps(policy_document("controller", dict(zip(kinds, vals)))))
         aws.iam.RolePolicy(f"{name}-task-policy", role=self.task_role.id, policy=self.policy, opts=o)
+        self.failover_policy: pulumi.Output[str] | None = None
+        if args.failover_arns is not None and args.watched_region:
+            fkinds = sorted(args.failover_arns)
+            watched = args.watched_region
+            self.failover_policy = pulumi.Output.all(*[args.failover_arns[k] for k in fkinds]).apply(
+                lambda vals: json.dumps(failover_policy_document(dict(zip(fkinds, vals)), watched)))
+            aws.iam.RolePolicy(f"{name}-failover-policy", role=self.task_role.id, policy=self.failover_policy, opts=o)
         execution = aws.iam.Role(f"{name}-execution-role", assume_role_policy=assume, opts=o)
         logs = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"/ecs/{args.prefix}-controller", retention_in_days=30,
                                        kms_key_id=args.arns["key"], opts=o)
@@ -131,7 +162,7 @@ class ControllerService(pulumi.ComponentResource):
             "name": "controller", "image": args.image, "essential": True, "command": ["python", "-m", "controller"],
             "environment": [{"name": k, "value": str(val)} for k, val in sorted(v[1].items())],
             "portMappings": [{"containerPort": args.metrics_port, "protocol": "tcp"}],
-            "stopTimeout": 60,  # SIGTERM → finish or abandon the current item, release the lease
+            "stopTimeout": STOP_TIMEOUT_SECONDS,  # SIGTERM → finish or abandon the current item, release the lease
             "logConfiguration": {"logDriver": "awslogs", "options": {
                 "awslogs-group": v[0], "awslogs-region": args.region, "awslogs-stream-prefix": "controller"}}}, {
             # not essential: a crashed collector leaves the controller running, and its silence
@@ -151,7 +182,8 @@ class ControllerService(pulumi.ComponentResource):
                                       runtime_platform=RUNTIME_PLATFORM, container_definitions=container, opts=o)
         self.service = aws.ecs.Service(f"{name}-service", cluster=cluster.arn, task_definition=task.arn,
                                        desired_count=1, launch_type="FARGATE",
-                                       deployment_minimum_healthy_percent=0, deployment_maximum_percent=200,
+                                       deployment_minimum_healthy_percent=DEPLOYMENT_MINIMUM_HEALTHY_PERCENT,
+                                       deployment_maximum_percent=DEPLOYMENT_MAXIMUM_PERCENT,
                                        # a task that never becomes healthy rolls back to the last good one
                                        deployment_circuit_breaker={"enable": True, "rollback": True},
                                        network_configuration={"subnets": args.subnet_ids,

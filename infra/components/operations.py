@@ -155,6 +155,36 @@ def alarm_specs(a: MonitoringArgs) -> list[AlarmSpec]:
                   "A controller lost its lease (renewal refused, or the region turned passive); if no leader "
                   "follows, controller-heartbeat or the stuck-campaign alarm follows", 0, "GreaterThanThreshold",
                   "notBreaching", 300, 1, metric=(ns, "emailplatform_controller_lease_lost_total", "Sum", r)),
+        # Automatic failover: published only where the decider runs (the DR controller), so missing
+        # data is no news. A promotion also reaches the topic as the failover.promoted/failed event.
+        AlarmSpec("failover-promoted", "EmailPlatformFailoverPromoted", "runbooks/failover.md",
+                  "This region's controller promoted it (automatic failover), or tried and failed: check the "
+                  "decision record PLATFORM/FAILOVER#<primary>#<epoch> and that this region serves", 0,
+                  "GreaterThanThreshold", "notBreaching", 300, 1,
+                  metric=(ns, "emailplatform_failover_promotions_total", "Sum", r)),
+        # bad: the fewest signals bad during each 5 minutes (a signal bad throughout counts)
+        AlarmSpec("failover-signals-bad", "EmailPlatformFailoverSignalsBad", "runbooks/failover.md",
+                  "Failover signals have said the primary is down for 30 minutes, fewer than the quorum: a broken "
+                  "probe or a partly failing primary; one more bad signal promotes this region", 0,
+                  "GreaterThanThreshold", "notBreaching", 300, 6,
+                  expression="IF(bad > 0 AND bad < quorum, 1, 0)",
+                  queries={"bad": (ns, "emailplatform_failover_signals_bad", "Minimum", r),
+                           "quorum": (ns, "emailplatform_failover_quorum", "Maximum", r)}),
+        AlarmSpec("failover-held", "EmailPlatformFailoverHeld", "runbooks/failover.md",
+                  "An operator's hold has stopped automatic failover for 6 hours: release it once the planned "
+                  "work is over", 1, "GreaterThanOrEqualToThreshold", "notBreaching", 3600, 6,
+                  metric=(ns, "emailplatform_failover_held", "Minimum", r)),
+        # the gauge holds the decision's time while it is unfinished, 0 otherwise: > 0 for 3 × 5 minutes
+        AlarmSpec("failover-unfinished", "EmailPlatformFailoverUnfinished", "runbooks/failover.md",
+                  "An automatic failover decision has been in progress (or failed after the active-region flag "
+                  "moved) for 15 minutes: read its steps on PLATFORM/FAILOVER#<primary>#<epoch> and finish it "
+                  "with runbooks/failover.py", 0, "GreaterThanThreshold", "notBreaching", 300, 3,
+                  metric=(ns, "emailplatform_failover_unfinished_since_timestamp_seconds", "Minimum", r)),
+        AlarmSpec("failover-awaiting-quiet", "EmailPlatformFailoverAwaitingQuiet", "runbooks/failover.md",
+                  "This region was promoted 30 minutes ago but its senders still wait for the old region's SES to "
+                  "be quiet: check it, then runbooks/failover.py --confirm-source-stopped", 1,
+                  "GreaterThanOrEqualToThreshold", "notBreaching", 300, 6,
+                  metric=(ns, "emailplatform_failover_awaiting_quiet", "Minimum", r)),
         AlarmSpec("campaign-stuck", "EmailPlatformCampaignStuck", "runbooks/stuck_campaign.md",
                   "READY_TO_SEND campaigns made no progress for the controller's stuck_after and 10 more minutes",
                   0, "GreaterThanThreshold", "notBreaching", 300, 2,
@@ -230,6 +260,7 @@ class Monitoring(pulumi.ComponentResource):
         else:
             pulumi.log.warn(f"{args.region}: no alarmEmail configured; nobody hears the alarms")
         self.alarms: list[aws.cloudwatch.MetricAlarm] = []
+        self.alarms_by_key: dict[str, aws.cloudwatch.MetricAlarm] = {}  # AlarmSpec.key → alarm
         for spec in alarm_specs(args):
             single: dict[str, Any] = {}
             if spec.metric is not None:
@@ -247,11 +278,16 @@ class Monitoring(pulumi.ComponentResource):
                 comparison_operator=spec.comparison, treat_missing_data=spec.missing,
                 alarm_actions=[self.topic.arn], ok_actions=[self.topic.arn], actions_enabled=spec.actions, opts=o,
                 **single))
+            self.alarms_by_key[spec.key] = self.alarms[-1]
         self.dashboard = aws.cloudwatch.Dashboard(
             f"{name}-dashboard", dashboard_name=f"{args.prefix}-{args.region}",
             dashboard_body=pulumi.Output.all(args.api_name, args.queue_names.get("send", ""), *args.dlq_names.values())
             .apply(lambda v: json.dumps(dashboard(args, v[0], v[1], v[2:]))), opts=o)
         self.register_outputs({"alarm_topic": self.topic.arn})
+
+
+# controller/failover.py's signals (core/observability.FAILOVER_SIGNAL_NAMES; tests/infra checks them)
+FAILOVER_SIGNALS = ("heartbeat", "route53", "api", "ses")
 
 
 def dashboard(a: MonitoringArgs, api_name: str, send_queue: str, dlqs: list[str]) -> dict[str, Any]:
@@ -272,6 +308,13 @@ def dashboard(a: MonitoringArgs, api_name: str, send_queue: str, dlqs: list[str]
         widget("Controller heartbeats", [[ns, "emailplatform_controller_heartbeat_timestamp_seconds", "region", r,
                                           "role", role] for role in ("leader", "standby")], "SampleCount"),
         widget("Stuck campaigns", [[ns, "emailplatform_campaigns_stuck", "region", r]], "Maximum"),
+        widget("Automatic failover: signals bad, quorum, hold", [
+            [ns, "emailplatform_failover_signals_bad", "region", r], [ns, "emailplatform_failover_quorum", "region", r],
+            [ns, "emailplatform_failover_held", "region", r],
+            *[[ns, "emailplatform_failover_signal_bad", "region", r, "signal", s] for s in FAILOVER_SIGNALS]],
+            "Maximum"),
+        widget("Automatic failovers", [[ns, "emailplatform_failover_promotions_total", "region", r, "outcome", o]
+                                       for o in ("promoted", "failed")]),
         widget("Callback dead letters", [[ns, "emailplatform_callback_dead_letters_total", "region", r]]),
         widget("Bounce and complaint rate", [["AWS/SES", "Reputation.BounceRate"],
                                              ["AWS/SES", "Reputation.ComplaintRate"]], "Maximum"),

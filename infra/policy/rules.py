@@ -150,6 +150,14 @@ PUBLIC_ROUTES: list[tuple[str, str]] = [
     (m, p) for m, p in json.loads((Path(__file__).resolve().parent / "public_routes.json").read_text())]
 
 
+# What the controller's code calls, for the controller-roles-grant-what-the-code-calls rule: generated
+# from infra/policies.py (`python -m infra.policies > infra/policy/controller_actions.json`; tests/infra
+# keeps them equal), where the role policies come from and which the e2e least-privilege test and
+# tests/integration/test_failover_permissions.py check against the calls the code makes.
+CONTROLLER_ACTIONS: dict[str, list[str]] = json.loads(
+    (Path(__file__).resolve().parent / "controller_actions.json").read_text())
+
+
 def _mtls_names(resources: list[Resource]) -> set[str]:
     """Host names that ask for a client certificate: mTLS custom domains and records aliasing them."""
     domains = of(resources, "aws:apigateway/domainName:DomainName")
@@ -484,6 +492,84 @@ def ses_senders_reach_tenant_identities(resources: list[Resource]) -> list[Viola
     return out
 
 
+def _containers(task: Resource) -> list[dict[str, Any]]:
+    v = task.props.get("containerDefinitions")
+    return [dict(c) for c in _list(json.loads(v) if isinstance(v, str) else v)]
+
+
+def controller_roles_grant_what_the_code_calls(resources: list[Resource],
+                                               actions: Mapping[str, list[str]] | None = None) -> list[Violation]:
+    """Every task that runs the controller has a role granted each action the controller's code
+    calls (``controller_actions.json``) on named resources (``*`` only for the actions AWS authorises
+    on ``*`` alone); with EMAILPLATFORM_FAILOVER_AUTOMATION=true every action the failover calls too.
+    What its environment names it can reach: the Route 53 health check and the event topic of the
+    failover, and each OpenSearch domain (its own, the other region's for erasures), whose access
+    policy admits the role."""
+    rule, out = "controller-roles-grant-what-the-code-calls", []
+    table = CONTROLLER_ACTIONS if actions is None else actions
+    on_star = set(table.get("resource_wildcard", []))
+    roles = _by(of(resources, "aws:iam/role:Role"), "arn")
+    role_policies = of(resources, "aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy")
+    domains = {f"https://{d.props.get('endpoint')}": d for d in of(resources, "aws:opensearch/domain:Domain")}
+    domain_policies = of(resources, "aws:opensearch/domainPolicy:DomainPolicy")
+    for task in of(resources, "aws:ecs/taskDefinition:TaskDefinition"):
+        controller = next((c for c in _containers(task) if "controller" in _list(c.get("command"))), None)
+        if controller is None:
+            continue
+        env = {str(e.get("name")): str(e.get("value")) for e in _list(controller.get("environment"))}
+        role = roles.get(task.props.get("taskRoleArn"))
+        if role is None:
+            out.append(Violation(rule, task.urn, f"{task.name} runs the controller without a task role of this stack"))
+            continue
+        ids = {role.props.get("id"), role.props.get("name")} - {None}
+        stmts = [st for p in role_policies if p.props.get("role") in ids
+                 for st in statements(p.props.get("policy")) if st.get("Effect") == "Allow"]
+        failover = env.get("EMAILPLATFORM_FAILOVER_AUTOMATION", "").lower() == "true"
+        health_check = failover and bool(env.get("EMAILPLATFORM_FAILOVER_HEALTH_CHECK_ID"))
+        needed = [*table["controller"], *(table["failover"] if failover else []),
+                  *(table["failover_health_check"] if health_check else [])]
+        for action in needed:
+            granting = [st for st in stmts if _actions_cover(st, [action])]
+            named = [r for st in granting for r in _list(st.get("Resource")) if r != "*"]
+            if not granting or (action not in on_star and not named):
+                out.append(Violation(rule, task.urn, f"{task.name}: its role {role.name} is not granted {action} "
+                                                     "on a named resource, which the controller calls"
+                                     + ("" if action in table["controller"] else " (automatic failover)")))
+            elif action not in on_star and any("*" == r for st in granting for r in _list(st.get("Resource"))):
+                out.append(Violation(rule, task.urn, f"{task.name}: its role {role.name} is granted {action} on *"))
+        # what its environment points it at
+        reach: list[tuple[str, list[str], str]] = []
+        if health_check:
+            hc = f"arn:aws:route53:::healthcheck/{env['EMAILPLATFORM_FAILOVER_HEALTH_CHECK_ID']}"
+            reach.append(("EMAILPLATFORM_FAILOVER_HEALTH_CHECK_ID", list(table["failover_health_check"]), hc))
+        if failover and env.get("EMAILPLATFORM_FAILOVER_EVENT_TOPIC_ARN"):
+            reach.append(("EMAILPLATFORM_FAILOVER_EVENT_TOPIC_ARN", ["sns:Publish"],
+                          env["EMAILPLATFORM_FAILOVER_EVENT_TOPIC_ARN"]))
+        for var in ("EMAILPLATFORM_OPENSEARCH_ENDPOINT", "EMAILPLATFORM_PEER_OPENSEARCH_ENDPOINT"):
+            domain = domains.get(env.get(var, ""))
+            if env.get(var) and domain is None:
+                out.append(Violation(rule, task.urn, f"{task.name}: {var} {env[var]} is no OpenSearch domain of "
+                                                     "this stack"))
+                continue
+            if domain is None:
+                continue
+            reach.append((var, ["es:ESHttpPost"], f"{domain.props.get('arn')}/*"))
+            # domain names repeat per region: the domain's policy is the one under the same provider
+            admits = [p for p in domain_policies if p.provider == domain.provider and p.props.get("domainName") in (
+                domain.props.get("domainName"), domain.props.get("id"))
+                and any(role.props.get("arn") in _principals(st, "AWS") for st in statements(
+                    p.props.get("accessPolicies")) if st.get("Effect") == "Allow")]
+            if not admits:
+                out.append(Violation(rule, task.urn, f"{task.name}: the access policy of {domain.name} ({var}) "
+                                                     f"does not admit its role {role.name}"))
+        for var, acts, arn in reach:
+            for action in acts:
+                if not any(_actions_cover(st, [action]) and arn in _list(st.get("Resource")) for st in stmts):
+                    out.append(Violation(rule, task.urn, f"{task.name}: {var} names {arn}, but its role "
+                                                         f"{role.name} is not granted {action} on it"))
+    return out
+
+
 RULES: dict[str, Callable[[list[Resource]], list[Violation]]] = {
     "key-policies-grant-writers": key_policies_grant_writers,
     "destinations-accept-their-producers": destinations_accept_their_producers,
@@ -500,6 +586,7 @@ RULES: dict[str, Callable[[list[Resource]], list[Violation]]] = {
     "public-routes-open-at-the-edge": public_routes_open_at_the_edge,
     "fargate-tasks-name-their-architecture": fargate_tasks_name_their_architecture,
     "ses-senders-reach-tenant-identities": ses_senders_reach_tenant_identities,
+    "controller-roles-grant-what-the-code-calls": controller_roles_grant_what_the_code_calls,
 }
 
 

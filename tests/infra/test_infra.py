@@ -332,7 +332,12 @@ def test_opensearch_has_a_master_role_an_access_policy_and_its_writers_know_the_
     assert {region_of(p) for p in policies} == {"primary", "dr"}
     for p in policies:
         (stmt,) = json.loads(p.props["accessPolicies"])["Statement"]
-        assert len(stmt["Principal"]["AWS"]) == 4  # master role, api, ses_events, controller (erasures)
+        here, there = ("primary", "dr") if region_of(p) == "primary" else ("dr", "primary")
+        # master role, api, ses_events, the controller, and the other region's controller (its erasures)
+        assert sorted(stmt["Principal"]["AWS"]) == sorted(
+            f"arn:aws:iam::123456789012:role/{n}" for n in (
+                f"{here}-search-admin", f"{here}-functions-api-role", f"{here}-functions-ses_events-role",
+                f"{here}-controller-task-role", f"{there}-controller-task-role"))
     for fn in ("api", "ses_events"):
         for region, env in function_env(resources, fn).items():
             assert env["EMAILPLATFORM_OPENSEARCH_ENDPOINT"] == \
@@ -915,3 +920,238 @@ def test_a_floating_controller_image_is_refused_before_preview(image):
         dataclasses.replace(CFG, controller_image={"eu-west-1": image, "eu-central-1": image})
     pinned = "1.dkr.ecr.eu-west-1.amazonaws.com/c@sha256:" + "a" * 64
     dataclasses.replace(CFG, controller_image=pinned)
+
+
+# --- automatic failover (#19) and the peer region's analytics (#17) on AWS -----------------------
+
+def task_env(resources, region):
+    (task,) = [r for r in of(resources, "aws:ecs/taskDefinition:TaskDefinition") if r.name == f"{region}-controller-task"]
+    return {e["name"]: e["value"] for e in json.loads(task.props["containerDefinitions"])[0]["environment"]}
+
+
+def policy_docs(resources):
+    return {r.name: json.loads(r.props["policy"]) for r in of(resources, "aws:iam/rolePolicy:RolePolicy")}
+
+
+@pytest.fixture(scope="module")
+def failover_stack():
+    import dataclasses
+    return run_program(dataclasses.replace(CFG, failover_automation=True, failover_grace_seconds=180,
+                                           failover_quorum=3))
+
+
+def settings_of(env, monkeypatch):
+    """Settings as the controller process loads them from exactly this environment."""
+    from config.settings import load_settings
+    with monkeypatch.context() as m:
+        for k in [k for k in __import__("os").environ if k.startswith("EMAILPLATFORM_")]:
+            m.delenv(k)
+        for k, v in env.items():  # the mocks' key ARNs (arn:aws:kms/key:…) in AWS's shape
+            for token in ("arn:aws:kms/key:", "arn:aws:kms/replicaKey:"):
+                if v.startswith(token):
+                    region, account, name = v.removeprefix(token).split(":", 2)
+                    v = f"arn:aws:kms:{region}:{account}:key/{name}"
+            m.setenv(k, v)
+        return load_settings()
+
+
+def test_the_dr_controller_watches_the_primary_with_the_stacks_failover_settings(failover_stack, monkeypatch):
+    resources, outputs = failover_stack
+    dr, primary = task_env(resources, "dr"), task_env(resources, "primary")
+    s = settings_of(dr, monkeypatch)  # the names are the ones config/settings.py reads (extra names are ignored)
+    assert s.environment == "prod" and s.failover_automation is True
+    assert (s.failover_grace_seconds, s.failover_quorum, s.failover_ses_window_seconds,
+            s.failover_check_interval_seconds) == (180, 3, 300, 5)
+    assert s.failover_peer_health_url == outputs["primary_api_health"]  # what Route 53 checks, no key, no mTLS
+    assert s.failover_api_url + "/api/v1/health" == outputs["dr_api_health"]  # runbooks/regions.py appends it
+    assert s.failover_health_check_id == outputs["primary_health_check"] == "dns-primary-health-id"
+    assert s.failover_event_topic_arn == outputs["dr_alarm_topic"]  # DR's own topic: the primary may be down
+    # failback stays manual: the primary's controller never watches DR
+    assert not any(k.startswith("EMAILPLATFORM_FAILOVER_") for k in primary)
+    assert settings_of(primary, monkeypatch).failover_automation is False
+
+
+def test_the_dr_controller_may_do_what_the_failover_calls_on_the_resources_it_names(failover_stack):
+    from infra.policies import FAILOVER_ACTIONS
+    resources, outputs = failover_stack
+    docs = policy_docs(resources)
+    assert "primary-controller-failover-policy" not in docs
+    stmts = docs["dr-controller-failover-policy"]["Statement"]
+    granted = {a: s for s in stmts for a in s["Action"]}
+    assert set(granted) == set(FAILOVER_ACTIONS)
+    hc = "arn:aws:route53:::healthcheck/dns-primary-health-id"
+    for action in ("route53:GetHealthCheckStatus", "route53:GetHealthCheck", "route53:UpdateHealthCheck"):
+        assert granted[action]["Resource"] == [hc], action
+    assert granted["sns:Publish"]["Resource"] == [outputs["dr_alarm_topic"]]
+    (alarm,) = [a for a in of(resources, "aws:cloudwatch/metricAlarm:MetricAlarm")
+                if a.props["name"] == "emailplatform-eu-central-1-controller-no-leader"]
+    for action in ("cloudwatch:DescribeAlarms", "cloudwatch:EnableAlarmActions"):
+        assert granted[action]["Resource"] == [alarm.props["arn"]], action
+    # no resource-level permission exists for GetMetricStatistics: "*", held to the watched region
+    metrics = granted["cloudwatch:GetMetricStatistics"]
+    assert metrics["Resource"] == "*" and metrics["Action"] == ["cloudwatch:GetMetricStatistics"]
+    assert metrics["Condition"] == {"StringEquals": {"aws:RequestedRegion": "eu-west-1"}}
+    # the controller's own table stays what it was (the failover's DynamoDB calls are in it)
+    assert {a for s in docs["dr-controller-task-policy"]["Statement"] for a in s["Action"]} == \
+        set(COMPONENT_ACTIONS["controller"])
+
+
+def test_automatic_failover_is_off_unless_the_stack_turns_it_on(resources):
+    assert task_env(resources, "dr")["EMAILPLATFORM_FAILOVER_AUTOMATION"] == "false"
+    assert not [r for r in of(resources, "aws:iam/rolePolicy:RolePolicy") if r.name.endswith("-failover-policy")]
+    assert not any(k.startswith("EMAILPLATFORM_FAILOVER_") for k in task_env(resources, "primary"))
+
+
+def test_failover_without_a_hosted_zone_has_no_route53_signal_or_grant(monkeypatch):
+    import dataclasses
+    cfg = dataclasses.replace(CFG, hosted_zone_id=None, record_name=None, public_record_name=None,
+                              api_domain={r: {k: v for k, v in d.items() if k != "truststore_uri"}
+                                          for r, d in CFG.api_domain.items()}, failover_automation=True)
+    resources, _ = run_program(cfg)
+    env = task_env(resources, "dr")
+    assert env["EMAILPLATFORM_FAILOVER_AUTOMATION"] == "true" and "EMAILPLATFORM_FAILOVER_HEALTH_CHECK_ID" not in env
+    actions = {a for s in policy_docs(resources)["dr-controller-failover-policy"]["Statement"] for a in s["Action"]}
+    assert not any(a.startswith("route53:") for a in actions) and "sns:Publish" in actions
+    assert rules.controller_roles_grant_what_the_code_calls(resources) == []
+
+
+@pytest.mark.parametrize("change", [dict(failover_quorum=1), dict(failover_quorum=5),
+                                    dict(failover_quorum=4, hosted_zone_id=None), dict(failover_grace_seconds=0)])
+def test_a_failover_setting_the_controller_would_refuse_is_refused_before_preview(change):
+    """FailoverWatch refuses a quorum above its signals at start: on ECS that is a crash loop."""
+    import dataclasses
+    with pytest.raises(ValueError, match="emailplatform:failover"):
+        dataclasses.replace(CFG, failover_automation=True, **change)
+    assert CFG.failover_signals() == ["heartbeat", "route53", "api", "ses"]
+
+
+def test_stack_config_reads_the_failover_keys():
+    cfg = StackConfig.from_mapping({**{k.split(":", 1)[1]: v for k, v in yaml.safe_load(
+        (REPO / "config" / "Pulumi.prod.yaml").read_text())["config"].items()},
+        "failoverGraceSeconds": "240", "failoverQuorum": "2", "requireComplianceFooter": "false"})
+    assert (cfg.failover_automation, cfg.failover_grace_seconds, cfg.failover_quorum) == (True, 240, 2)
+    assert cfg.require_compliance_footer is False
+    assert stack_config("staging").failover_automation is False and stack_config("staging").require_compliance_footer is None
+
+
+def test_each_controller_erases_in_the_other_regions_opensearch(failover_stack, monkeypatch):
+    resources, outputs = failover_stack
+    docs = policy_docs(resources)
+    for here, there in (("primary", "dr"), ("dr", "primary")):
+        s = settings_of(task_env(resources, here), monkeypatch)
+        assert s.peer_opensearch_endpoint == outputs[f"{there}_opensearch_endpoint"]
+        assert s.opensearch_endpoint == outputs[f"{here}_opensearch_endpoint"]
+        peer_domain = next(d for d in of(resources, "aws:opensearch/domain:Domain") if d.name == f"{there}-search-domain")
+        on_peer = {a for st in docs[f"{here}-controller-task-policy"]["Statement"]
+                   if f"{peer_domain.props['arn']}/*" in st["Resource"] for a in st["Action"]}
+        assert on_peer == {"es:ESHttpPost"}  # delete_by_query; nothing else on the other region's domain
+    # only the controller runs erasures (core/services/privacy.py via the privacy pass): the Lambdas
+    # never get the peer domain
+    for fn in ("api", "sender", "ses_events"):
+        for env in function_env(resources, fn).values():
+            assert "EMAILPLATFORM_PEER_OPENSEARCH_ENDPOINT" not in env
+
+
+def test_production_requires_the_compliance_footer_unless_the_stack_says_otherwise(resources, monkeypatch):
+    """Settings requires it in staging and prod; infra sets it only to override (the deploy
+    contract runs the same environment as `test`, where it stays off)."""
+    import dataclasses
+    env = task_env(resources, "primary")
+    assert "EMAILPLATFORM_REQUIRE_COMPLIANCE_FOOTER" not in env
+    assert settings_of(env, monkeypatch).require_compliance_footer is True
+    assert settings_of({**env, "EMAILPLATFORM_ENVIRONMENT": "test"}, monkeypatch).require_compliance_footer is False
+    off, _ = run_program(dataclasses.replace(CFG, require_compliance_footer=False))
+    assert task_env(off, "primary")["EMAILPLATFORM_REQUIRE_COMPLIANCE_FOOTER"] == "false"
+    assert function_env(off, "api")["primary"]["EMAILPLATFORM_REQUIRE_COMPLIANCE_FOOTER"] == "false"
+
+
+def test_controller_redeploys_start_the_new_task_before_stopping_the_old(resources):
+    """The old task releases the lease on SIGTERM; the new one, already running as a standby, takes
+    it at once (controller/jobs.py). With minimum healthy 0 % ECS may stop the old task first and the
+    senders stay fenced for the new task's whole start-up."""
+    from infra.components.controller import STOP_TIMEOUT_SECONDS
+    for s in of(resources, "aws:ecs/service:Service"):
+        assert (s.props["deploymentMinimumHealthyPercent"], s.props["deploymentMaximumPercent"]) == (100, 200)
+    for t in of(resources, "aws:ecs/taskDefinition:TaskDefinition"):
+        (controller,) = [c for c in json.loads(t.props["containerDefinitions"]) if c["name"] == "controller"]
+        assert controller["stopTimeout"] == STOP_TIMEOUT_SECONDS and 0 < STOP_TIMEOUT_SECONDS <= 120  # Fargate's max
+
+
+def test_the_policy_pack_checks_controller_roles_against_the_generated_action_list():
+    from infra.policies import pack_actions
+    assert rules.CONTROLLER_ACTIONS == pack_actions(), \
+        "regenerate: python -m infra.policies > infra/policy/controller_actions.json"
+
+
+def drop_action(action):
+    def change(r):
+        doc = json.loads(r.props["policy"])
+        for s in doc["Statement"]:
+            s["Action"] = [a for a in s["Action"] if a != action]
+        doc["Statement"] = [s for s in doc["Statement"] if s["Action"]]
+        r.props["policy"] = json.dumps(doc)
+    return change
+
+
+def test_rule_holds_for_the_failover_stack(failover_stack):
+    assert rules.check(failover_stack[0]) == []
+
+
+@pytest.mark.parametrize("policy,action,expected", [
+    ("dr-controller-failover-policy", "route53:UpdateHealthCheck",
+     "dr-controller-task: its role dr-controller-task-role is not granted route53:UpdateHealthCheck on a named "
+     "resource, which the controller calls (automatic failover)"),
+    ("dr-controller-failover-policy", "sns:Publish",
+     "dr-controller-task: its role dr-controller-task-role is not granted sns:Publish on a named resource, which "
+     "the controller calls (automatic failover)"),
+    ("primary-controller-task-policy", "dynamodb:TransactWriteItems",
+     "primary-controller-task: its role primary-controller-task-role is not granted dynamodb:TransactWriteItems on "
+     "a named resource, which the controller calls"),
+])
+def test_rule_catches_a_controller_role_missing_an_action_the_code_calls(failover_stack, policy, action, expected):
+    resources = failover_stack[0]
+    found = violations(rules.controller_roles_grant_what_the_code_calls, mutated(resources, policy, drop_action(action)))
+    assert expected in found
+
+
+def test_rule_catches_a_failover_grant_on_the_wrong_resource_or_on_star(failover_stack):
+    resources = failover_stack[0]
+    elsewhere = mutated(resources, "dr-controller-failover-policy", lambda r: r.props.update(
+        policy=r.props["policy"].replace("healthcheck/dns-primary-health-id", "healthcheck/another")))
+    assert sum("EMAILPLATFORM_FAILOVER_HEALTH_CHECK_ID names arn:aws:route53:::healthcheck/dns-primary-health-id"
+               in m for m in violations(rules.controller_roles_grant_what_the_code_calls, elsewhere)) == 3
+
+    def widen(r):
+        doc = json.loads(r.props["policy"])
+        for s in doc["Statement"]:
+            if "sns:Publish" in s["Action"]:
+                s["Resource"] = [*s["Resource"], "*"]
+        r.props["policy"] = json.dumps(doc)
+    star = violations(rules.controller_roles_grant_what_the_code_calls,
+                      mutated(resources, "dr-controller-failover-policy", widen))
+    assert "dr-controller-task: its role dr-controller-task-role is granted sns:Publish on *" in star
+
+
+def test_rule_catches_a_controller_that_cannot_reach_the_other_regions_opensearch(failover_stack):
+    resources = failover_stack[0]
+    peer_arn = next(d for d in of(resources, "aws:opensearch/domain:Domain") if d.name == "dr-search-domain").props["arn"]
+
+    def no_peer_grant(r):
+        doc = json.loads(r.props["policy"])
+        for s in doc["Statement"]:
+            s["Resource"] = [x for x in s["Resource"] if not x.startswith(peer_arn)]
+        r.props["policy"] = json.dumps(doc)
+    found = violations(rules.controller_roles_grant_what_the_code_calls,
+                       mutated(resources, "primary-controller-task-policy", no_peer_grant))
+    assert found == [f"primary-controller-task: EMAILPLATFORM_PEER_OPENSEARCH_ENDPOINT names {peer_arn}/*, but its "
+                     "role primary-controller-task-role is not granted es:ESHttpPost on it"]
+
+    def not_admitted(r):
+        doc = json.loads(r.props["accessPolicies"])
+        doc["Statement"][0]["Principal"]["AWS"] = [p for p in doc["Statement"][0]["Principal"]["AWS"]
+                                                   if not p.endswith("role/primary-controller-task-role")]
+        r.props["accessPolicies"] = json.dumps(doc)
+    found = violations(rules.controller_roles_grant_what_the_code_calls,
+                       mutated(resources, "dr-search-access", not_admitted))
+    assert found == ["primary-controller-task: the access policy of dr-search-domain "
+                     "(EMAILPLATFORM_PEER_OPENSEARCH_ENDPOINT) does not admit its role primary-controller-task-role"]

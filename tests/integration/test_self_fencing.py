@@ -4,6 +4,9 @@ flag for a lease period. The real sender wiring (handlers/sender.py) against mot
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from core.domain.models import parse_iso
 from core.domain.statuses import BatchStatus
 from handlers import sender as sender_handler
 from runbooks.regions import _set_flag
@@ -52,3 +55,24 @@ def test_senders_stop_when_no_leader_has_confirmed_the_flag_for_a_lease_period(d
     leader(deps, "new-leader")
     out = the_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
     assert out.state == "sent" and set(mailer.per_recipient().values()) == {1} and len(mailer.sent) == 20
+
+
+def test_a_claim_refused_between_two_leases_hands_the_batch_back_but_a_passive_region_writes_nothing(
+        deps, tenant, clock):
+    """A controller redeploy: the refused sender consumed the queue message, so it gives the batch
+    back for a prompt re-dispatch (it used to wait until the batch counted as lost: up to an hour
+    behind a busy queue). A passive region never writes: its write could win on the global table."""
+    s = deps.settings
+    _set_flag(s, s.region, s.region)
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(10))
+    mailer = RecordingMailer(deps.mailer)
+    clock.advance(s.lease_seconds + 1)  # between two leases
+    assert the_sender(deps, mailer).send_batch(tx_id, batch.batch_id).state == "busy" and mailer.sent == []
+    state = deps.store.dispatch_state(deps.store.get_batch(batch.batch_id, tx_id))
+    assert state.get("released_at") and parse_iso(state["released_at"]) <= clock.now() + timedelta(seconds=5)
+    assert deps.store.get_batch(batch.batch_id, tx_id).redispatch_at <= clock.now() + timedelta(seconds=5)
+
+    other_tx, (other,) = queued_campaign(deps, "tenant-a", recipients(10))
+    _set_flag(s, s.region, s.dr_region)  # now passive
+    assert the_sender(deps, mailer).send_batch(other_tx, other.batch_id).state == "busy"
+    assert not deps.store.dispatch_state(deps.store.get_batch(other.batch_id, other_tx)).get("released_at")

@@ -49,9 +49,9 @@ def test_one_bad_signal_never_promotes_however_long_it_lasts():
 
 def test_a_quorum_promotes_only_after_the_whole_grace_period():
     d = FailoverDecider(quorum=2, grace_seconds=30)
-    assert d.decide(obs(heartbeat="bad", api="bad", ses="ok"), at(0)).action is Action.SUSPECT
-    assert d.decide(obs(heartbeat="bad", api="bad", ses="ok"), at(29)).action is Action.SUSPECT
-    v = d.decide(obs(heartbeat="bad", api="bad", ses="ok"), at(30))
+    assert d.decide(obs(heartbeat="bad", api="bad", ses="unknown"), at(0)).action is Action.SUSPECT
+    assert d.decide(obs(heartbeat="bad", api="bad", ses="unknown"), at(29)).action is Action.SUSPECT
+    v = d.decide(obs(heartbeat="bad", api="bad", ses="unknown"), at(30))
     assert v.action is Action.PROMOTE
     assert v.bad == ("heartbeat", "api") and v.bad_since == at(0)
     assert "heartbeat, api bad for 30s" in v.reason
@@ -132,10 +132,16 @@ class FakeTable:
         return True
 
     def update(self, u: Any) -> dict[str, Any]:
+        """Conditions of the watch's form only: ``a = :x AND #b = :y`` (equality conjunctions)."""
         item = self.items[(u.key["PK"], u.key["SK"])]
-        if u.condition == "outcome = :failed" and item.get("outcome") != "failed":
-            raise StaleWrite("not failed")
+        for clause in (u.condition.split(" AND ") if u.condition else []):
+            name, value = (part.strip() for part in clause.split("="))
+            name = (u.names or {}).get(name, name)
+            if item.get(name) != (u.values or {})[value]:
+                raise StaleWrite(f"condition failed: {clause}")
         item.update({k: v for k, v in u.set.items() if v is not None})
+        for k in (*u.remove, *(k for k, v in u.set.items() if v is None)):
+            item.pop(k, None)
         return item
 
 
@@ -225,7 +231,8 @@ def test_two_dr_controllers_never_both_act_on_one_failure():
     b, promoted_b, _ = watch(table, clock, list(signals), [Promotion(True, [])])
     a.run_once(), b.run_once()
     clock.advance(20)
-    table.items[("PLATFORM", decision_key(PRIMARY, 0)["SK"])] = {**decision_key(PRIMARY, 0), "outcome": "in_progress"}
+    table.items[("PLATFORM", decision_key(PRIMARY, 0)["SK"])] = {**decision_key(PRIMARY, 0), "outcome": "in_progress",
+                                                                "decided_at": iso(clock.now())}
     a.run_once(), b.run_once()
     assert promoted_a == [] and promoted_b == []  # the record in progress belongs to someone else
 

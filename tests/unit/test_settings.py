@@ -141,3 +141,24 @@ def test_make_run_honours_explicit_callback_settings(monkeypatch):
 
     strict = load_settings(**_local_defaults())
     assert strict.callback_require_https is True and strict.callback_allow_loopback is False
+
+
+# --- CAN-SPAM footer: required where mail reaches real people, unless said otherwise ---------------
+
+@pytest.mark.parametrize("environment", ["staging", "prod"])
+def test_deployed_environments_require_the_compliance_footer_by_default(environment):
+    assert load_settings(**{**DEPLOYED, "environment": environment}).require_compliance_footer is True
+    assert load_settings(**{**DEPLOYED, "environment": environment},
+                         require_compliance_footer=False).require_compliance_footer is False
+
+
+def test_local_and_test_do_not_require_the_footer_unless_asked(monkeypatch):
+    assert load_settings(environment="test").require_compliance_footer is False
+    assert load_settings(environment="local").require_compliance_footer is False
+    monkeypatch.setenv("EMAILPLATFORM_REQUIRE_COMPLIANCE_FOOTER", "true")
+    assert load_settings(environment="test").require_compliance_footer is True
+    monkeypatch.delenv("EMAILPLATFORM_REQUIRE_COMPLIANCE_FOOTER")
+    monkeypatch.setenv("EMAILPLATFORM_ENVIRONMENT", "prod")
+    for k, v in DEPLOYED.items():
+        monkeypatch.setenv(f"EMAILPLATFORM_{k.upper()}", v)
+    assert load_settings().require_compliance_footer is True  # from the environment variables, as on AWS
