@@ -22,9 +22,9 @@ from bench.common import table
 
 def run(campaigns: int, recipients: int, pass_workers: int) -> dict[str, Any]:
     from controller import jobs
-    from local.client import Client
     from local.moto import MotoServer, free_port
     from local.stack import Stack
+    from ops.client import Client
     from tests.conftest import make_settings
 
     passes: dict[str, list[float]] = defaultdict(list)

@@ -18,6 +18,7 @@ import tempfile
 import time
 
 from bench.common import bench_settings, table
+from local.progress import Progress
 
 
 def make_csv(path: str, n: int) -> None:
@@ -29,6 +30,8 @@ def make_csv(path: str, n: int) -> None:
 
 def child(n: int, moto_url: str, csv_path: str) -> None:
     """Ingest one CSV and print the figures as JSON (runs in its own process)."""
+    from prometheus_client import REGISTRY
+
     from core.adapters.aws import CallCounter
     from core.bootstrap import bootstrap
     from core.observability import configure_logging
@@ -51,8 +54,16 @@ def child(n: int, moto_url: str, csv_path: str) -> None:
     tx = deps.store.get_transaction(out["transaction_id"])
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     counter.reset()
+    progress = Progress("bench ingest")
+    progress.phase(f"ingesting {n:,} rows", total=n, unit="rows")
+
+    def rows_ingested() -> int:  # the counter core/services/ingest.py keeps, in this process
+        return int(REGISTRY.get_sample_value("emailplatform_ingest_rows_total") or 0)
+
+    base = rows_ingested()
     cpu0, t0 = time.process_time(), time.perf_counter()
-    tx = ingest_transaction(tx, store=deps.store, blobs=deps.blobs, settings=settings, clock=deps.clock)
+    with progress.watch(lambda: rows_ingested() - base):
+        tx = ingest_transaction(tx, store=deps.store, blobs=deps.blobs, settings=settings, clock=deps.clock)
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     assert tx.total_messages == n, (tx.status, tx.total_messages, tx.failure_reason)
     print(json.dumps({
@@ -65,7 +76,7 @@ def child(n: int, moto_url: str, csv_path: str) -> None:
     }))
 
 
-def raw_baseline(moto_url: str, n: int) -> float:
+def raw_baseline(moto_url: str, n: int, progress: Progress | None = None) -> float:
     """Items/s of a bare batch_write_item loop writing the same item shape."""
     from core.adapters.aws import client
 
@@ -73,6 +84,8 @@ def raw_baseline(moto_url: str, n: int) -> float:
     ddb = client(settings, "dynamodb")
     t0 = time.perf_counter()
     for start in range(0, n, 25):
+        if progress:
+            progress.update(start)
         reqs = [{"PutRequest": {"Item": {
             "PK": {"S": "BATCH#raw"}, "SK": {"S": f"MESSAGE#{i:09d}"}, "recipient_email": {"S": f"user{i}@example.org"},
             "tenant_id": {"S": "bench"}, "status": {"S": "READY_TO_SEND"},
@@ -97,18 +110,22 @@ def main() -> None:
     moto = MotoServer().start()
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
-        raw = raw_baseline(moto.url, min(max(sizes), 50_000))
+        progress = Progress("bench ingest")
+        progress.phase("raw batch_write_item baseline", total=min(max(sizes), 50_000), unit="items")
+        raw = raw_baseline(moto.url, min(max(sizes), 50_000), progress)
         rows = []
         results = []
         for n in sizes:
             with tempfile.NamedTemporaryFile(suffix=".csv", delete=False) as f:
                 path = f.name
+            progress.phase(f"writing a CSV of {n:,} rows")
             make_csv(path, n)
+            # the child's stderr (its progress, its errors) goes straight to ours; its stdout is the figures
             proc = subprocess.run([sys.executable, "-m", "bench.ingest", "--child", str(n), moto.url, path],
-                                  capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+                                  stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
             os.unlink(path)
             if proc.returncode:
-                print(proc.stderr[-3000:], file=sys.stderr)
+                print(f"the ingest of {n:,} rows failed (exit {proc.returncode}; its stderr is above)", file=sys.stderr)
                 raise SystemExit(1)
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             results.append(r)
@@ -116,6 +133,7 @@ def main() -> None:
             rows.append((f"{n:,}", f"{r['rows_per_s']:,.0f}", f"{r['rows_per_s'] / raw:.2f}", f"{r['cpu_ms_per_row']:.3f}",
                          f"{r['peak_rss_mb']:.0f}", f"{r['ddb_write_calls_per_msg']:.3f}",
                          f"{r['ddb_items_written_per_msg']:.3f}", f"{r['aws_calls_per_msg']:.3f}"))
+        progress.finish()
         print(f"raw batch_write_item loop on the same moto server: {raw:,.0f} items/s\n")
         print(table(rows, ("rows", "rows/s", "x raw", "cpu ms/row", "peak RSS MB", "DDB write calls/msg",
                            "DDB items/msg", "AWS calls/msg")))

@@ -17,6 +17,7 @@ import threading
 import time
 
 from bench.common import bench_settings, table
+from local.progress import Progress
 
 
 def _threads(n: int, target, args_list):  # noqa: ANN001
@@ -27,7 +28,7 @@ def _threads(n: int, target, args_list):  # noqa: ANN001
         t.join()
 
 
-def bench_sending(moto_url: str, n: int, workers: int) -> dict:
+def bench_sending(moto_url: str, n: int, workers: int, progress: Progress | None = None) -> dict:
     from controller.jobs import Controller
     from core.adapters.aws import CallCounter, client
     from core.bootstrap import bootstrap
@@ -41,6 +42,8 @@ def bench_sending(moto_url: str, n: int, workers: int) -> dict:
     ensure_tenant(deps.store, deps.secrets, "bench")
     csv_text = "email,first_name,plan\n" + "".join(f"user{i}@example.org,First{i},pro\n" for i in range(n))
     tx_id = submit(deps, "bench", csv_text)
+    progress = progress or Progress("bench send", every=0)
+    progress.phase(f"ingesting {n:,} recipients")
     c = Controller(deps, "bench")
     c.heartbeat()
     c.ingest_pass()
@@ -59,8 +62,10 @@ def bench_sending(moto_url: str, n: int, workers: int) -> dict:
             sender.send_batch(tx_id, b)
 
     counter.reset()
+    progress.phase(f"platform sending with {workers} workers", total=n, unit="sent")
     cpu0, t0 = time.process_time(), time.perf_counter()
-    _threads(workers, work, [(i,) for i in range(workers)])
+    with progress.watch(lambda: counter.calls["sesv2.SendEmail"]):
+        _threads(workers, work, [(i,) for i in range(workers)])
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     sends = counter.calls["sesv2.SendEmail"]
     assert sends == n, sends
@@ -71,9 +76,11 @@ def bench_sending(moto_url: str, n: int, workers: int) -> dict:
 
     ses = client(settings, "sesv2")
     per = [list(range(i, n, workers)) for i in range(workers)]
+    raw_sent = [0]  # progress only: increments from several threads, approximate
 
     def raw(ids: list[int]) -> None:
         for i in ids:
+            raw_sent[0] += 1
             # the same request the platform makes: tags for event routing, unsubscribe headers
             ses.send_email(FromEmailAddress=settings.default_from, Destination={"ToAddresses": [f"user{i}@example.org"]},
                            Content={"Simple": {"Subject": {"Data": f"Hi First{i}", "Charset": "UTF-8"},
@@ -85,14 +92,16 @@ def bench_sending(moto_url: str, n: int, workers: int) -> dict:
                            EmailTags=[{"Name": k, "Value": f"v{i}"} for k in ("tenant_id", "transaction_id",
                                                                               "batch_id", "message_id")])
 
+    progress.phase(f"raw send_email loop with {workers} threads", total=n, unit="sent")
     cpu0, t0 = time.process_time(), time.perf_counter()
-    _threads(workers, raw, [(ids,) for ids in per])
+    with progress.watch(lambda: raw_sent[0]):
+        _threads(workers, raw, [(ids,) for ids in per])
     r_elapsed, r_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     platform.update(raw_msgs_per_s=n / r_elapsed, raw_cpu_ms=r_cpu * 1000 / n)
     return platform
 
 
-def bench_events(moto_url: str, n: int) -> dict:
+def bench_events(moto_url: str, n: int, progress: Progress | None = None) -> dict:
     from core.adapters.aws import CallCounter, client
     from core.bootstrap import bootstrap
     from core.domain.models import Message
@@ -119,12 +128,16 @@ def bench_events(moto_url: str, n: int) -> dict:
                 sqs.send_message_batch(QueueUrl=deps.events_queue.url, Entries=entries)
                 entries = []
 
+    progress = progress or Progress("bench send", every=0)
+    progress.phase(f"queueing {n:,} SES events")
     fill()
     use(deps)
     counter.reset()
+    progress.phase("events handler", total=n, unit="events")
     cpu0, t0 = time.process_time(), time.perf_counter()
     handled = 0
     while handled < n:
+        progress.update(handled)
         msgs = deps.events_queue.receive(10, wait_seconds=0)
         if not msgs:
             continue
@@ -135,10 +148,13 @@ def bench_events(moto_url: str, n: int) -> dict:
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     writes = counter.items_written / n
     use(None)
+    progress.phase(f"queueing {n:,} SES events again")
     fill()
+    progress.phase("raw SQS receive/delete loop", total=n, unit="messages")
     t0 = time.perf_counter()
     got = 0
     while got < n:
+        progress.update(got)
         msgs = deps.events_queue.receive(10, wait_seconds=0)
         if msgs:
             deps.events_queue.delete([m["ReceiptHandle"] for m in msgs])
@@ -158,8 +174,9 @@ def main() -> None:
 
     configure_logging("WARNING")
     moto = MotoServer().start()
+    progress = Progress("bench send")
     try:
-        s = bench_sending(moto.url, args.messages, args.workers)
+        s = bench_sending(moto.url, args.messages, args.workers, progress)
         print(f"sending {args.messages} messages with {args.workers} workers (moto server in its own process)\n")
         print(table([(f"{s['msgs_per_s']:,.0f}", f"{s['raw_msgs_per_s']:,.0f}", f"{s['msgs_per_s'] / s['raw_msgs_per_s']:.2f}",
                       f"{s['cpu_ms']:.3f}", f"{s['raw_cpu_ms']:.3f}", f"{s['cpu_ms'] - s['raw_cpu_ms']:.3f}",
@@ -167,7 +184,8 @@ def main() -> None:
                     ("msgs/s", "raw msgs/s", "x raw", "cpu ms/msg", "raw cpu ms/msg", "platform cpu ms/msg",
                      "SES calls/msg", "DDB writes/msg", "AWS calls/msg")))
         print("AWS calls per message by operation:", s["calls"])
-        e = bench_events(moto.url, args.events)
+        e = bench_events(moto.url, args.events, progress)
+        progress.finish()
         print(f"\nSES events ({args.events} Delivery notifications through the events handler)\n")
         print(table([(f"{e['events_per_s']:,.0f}", f"{e['raw_per_s']:,.0f}", f"{e['events_per_s'] / e['raw_per_s']:.2f}",
                       f"{e['ddb_writes_per_event']:.2f}", f"{e['cpu_ms']:.3f}")],

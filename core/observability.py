@@ -138,7 +138,8 @@ def metric(name: str, kind: str, help: str, labels: tuple[str, ...] = (), unit: 
     return _KINDS[kind](name, help, list(labels))
 
 
-SEND_OUTCOMES = ("sent", "suppressed", "render_failed", "in_doubt", "held", "refused")
+SEND_OUTCOMES = ("sent", "suppressed", "render_failed", "attachment_failed", "in_doubt", "held", "refused",
+                 "not_resent_after_failover")
 ROLES = ("leader", "standby")
 QUEUES = ("send", "ses_events", "send-dlq", "ses_events-dlq")
 
@@ -171,6 +172,14 @@ REPUTATION_PAUSES = metric(f"{NS}_reputation_pauses_total", "counter", "Campaign
 REPUTATION_ALARM = metric(f"{NS}_reputation_alarm", "gauge", "1 while a tenant is over a bounce/complaint "
                           "threshold", ("tenant", "kind"), unit="None")
 API_REQUESTS = metric(f"{NS}_api_requests_total", "counter", "API requests", ("route", "status"), emf=True)
+SES_CONFIG_ERRORS = metric(f"{NS}_ses_config_errors_total", "counter", "SES errors about the account or its "
+                           "configuration (sending held)", ("code",), emf=True)
+ANALYTICS_INDEXED = metric(f"{NS}_analytics_events_indexed_total", "counter", "Events written to the analytics store",
+                           ("store",), emf=True, values={"store": ("opensearch", "sqlite")})
+ANALYTICS_FAILURES = metric(f"{NS}_analytics_index_failures_total", "counter", "Events the analytics store refused",
+                            ("store",), emf=True, values={"store": ("opensearch", "sqlite")})
+ANALYTICS_LAG = metric(f"{NS}_analytics_lag_seconds", "gauge", "Event time to indexing time of the last event",
+                       ("store",), unit="Seconds")
 # What the alert rules in ops/prometheus/rules.yml need from the controller. Timestamps come from
 # the controller's clock, so Prometheus compares them with time(); role is leader|standby.
 HEARTBEAT = metric(f"{NS}_controller_heartbeat_timestamp_seconds", "gauge", "Unix time of this controller's "
@@ -182,6 +191,31 @@ EVENT_PIPELINE_LAG = metric(f"{NS}_ses_event_pipeline_lag_seconds", "gauge", "No
                             unit="Seconds")
 SEND_QUOTA = metric(f"{NS}_ses_max_send_rate", "gauge", "Configured SES send rate across all workers (messages/s)",
                     unit="Count/Second")
+# Automatic failover (controller/failover.py): published by a controller whose decider runs (the DR
+# region's, EMAILPLATFORM_FAILOVER_AUTOMATION), labelled with that controller's region. The watch
+# creates every promotion series at 0 when it starts, so the first promotion is an increase (for
+# Prometheus' increase() and for the collector's counter-to-delta conversion alike).
+FAILOVER_OUTCOMES = ("promoted", "failed")
+FAILOVER_SIGNAL_NAMES = ("heartbeat", "route53", "api", "ses")
+FAILOVER_PROMOTIONS = metric(f"{NS}_failover_promotions_total", "counter", "Automatic failovers decided by this "
+                             "controller, by outcome", ("region", "outcome"), values={"outcome": FAILOVER_OUTCOMES})
+FAILOVER_SIGNAL_BAD = metric(f"{NS}_failover_signal_bad", "gauge", "1 while a failover signal says the watched "
+                             "region is down", ("region", "signal"), unit="None",
+                             values={"signal": FAILOVER_SIGNAL_NAMES})
+FAILOVER_SIGNALS_BAD = metric(f"{NS}_failover_signals_bad", "gauge", "How many failover signals say the watched "
+                              "region is down (the decider promotes at failover_quorum)", ("region",))
+FAILOVER_QUORUM = metric(f"{NS}_failover_quorum", "gauge", "Bad signals the failover decider needs before its "
+                         "grace period starts (failover_quorum)", ("region",))
+FAILOVER_QUORUM_BAD_SINCE = metric(f"{NS}_failover_quorum_bad_since_timestamp_seconds", "gauge", "Since when a "
+                                   "quorum of failover signals has been bad (0: not now)", ("region",), unit="None")
+FAILOVER_HELD = metric(f"{NS}_failover_held", "gauge", "1 while an operator holds automatic failover",
+                       ("region",), unit="None")
+FAILOVER_UNFINISHED_SINCE = metric(f"{NS}_failover_unfinished_since_timestamp_seconds", "gauge", "Since when a "
+                                   "failover decision has been in progress, or failed after the flag moved here "
+                                   "(0: none unfinished)", ("region",), unit="None")
+FAILOVER_AWAITING_QUIET = metric(f"{NS}_failover_awaiting_quiet", "gauge", "1 while this region is promoted but "
+                                 "its senders wait for evidence that the old region stopped sending",
+                                 ("region",), unit="None")
 
 
 # --- EMF: what one Lambda invocation publishes ---------------------------------------------------

@@ -14,7 +14,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import requests
 
 from config.settings import load_settings
-from local.client import Client
+from local.progress import Progress
+from ops.client import Client
 
 TEMPLATE = """<html><body><h1>Hello {{ first_name }}!</h1>
 <p>Your plan: <b>{{ plan }}</b>. <a href="https://example.com/offer">See the offer</a></p></body></html>"""
@@ -75,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         stack = Stack.start(settings)
         key = stack.tenant["api_key"]
     srv, callbacks = callback_receiver()
+    progress = Progress("demo")
     try:
         c = Client(f"{base}/api/v1/email", key)
+        progress.phase(f"uploading a template and {args.recipients + 7:,} rows")
         tid = c.create_template("Welcome", "Welcome {{ first_name }}", TEMPLATE)
         up = c.upload_csv(recipients(args.recipients))
         tx = c.call("POST", "/campaigns", headers={"Idempotency-Key": f"demo-{uuid.uuid4().hex}"}, json={
@@ -94,24 +97,27 @@ def main(argv: list[str] | None = None) -> int:
                 latencies.append(time.monotonic() - t0)
 
         threading.Thread(target=probe, daemon=True).start()
-        last = [None]
 
         def show(cv: dict) -> None:
+            """Progress on stderr: the status is the phase, sends against the campaign's messages."""
             s = cv["summary"]
-            line = (f"  {cv['status']:<14} sent {s['sent']:>4}/{s['total_messages']:<4} delivered {s['delivered']:>4} "
-                    f"bounced {s['bounced']:>3} complained {s['complained']:>3} opened {s['opened']:>4} clicked {s['clicked']:>3}")
-            if line != last[0]:
-                print(line, flush=True)
-                last[0] = line
+            note = (f"delivered {s['delivered']:,} bounced {s['bounced']:,} complained {s['complained']:,} "
+                    f"opened {s['opened']:,} clicked {s['clicked']:,}")
+            if cv["status"] != progress.phase_name:
+                progress.phase(cv["status"], total=s["total_messages"] or None, done=s["sent"], unit="sent", note=note)
+            else:
+                progress.update(s["sent"], total=s["total_messages"] or None, note=note)
 
         final = c.wait_for(tx["transaction_id"], {"COMPLETED", "FAILED"}, timeout=300 + args.recipients / 10,
                            on_poll=show)
         elapsed = time.monotonic() - started
         settled = final  # the final recount: are the live counts exact?
+        progress.phase("waiting for the final recount")
         while not settled["counts_final"] and time.monotonic() < started + elapsed + 600:
             time.sleep(2)
             settled = c.call("GET", f"/campaigns/{tx['transaction_id']}")
         done.set()
+        progress.finish()
         rej = c.call("GET", f"/campaigns/{tx['transaction_id']}/rejections")
         s = settled["summary"]
         exact = settled["counts_final"] and final["summary"] == s

@@ -43,11 +43,12 @@ from config.settings import Settings, load_settings
 from core.domain.models import parse_iso
 from core.observability import configure_logging
 from local.bootstrap import create_resources
-from local.client import Client
 from local.moto import MotoServer, free_port
+from local.progress import Progress
 from local.replication import BucketReplicator, EchoRegistry, TableReplicator
 from local.ses_simulator import Rates
 from local.stack import Stack
+from ops.client import Client
 from runbooks import failback, failover
 from runbooks.regions import _flag, _set_flag, probe_lag
 
@@ -80,15 +81,21 @@ def main() -> int:
     dr = Stack.start(d, metrics=False, rates=rates)
     papi, dapi = f"http://127.0.0.1:{p.api_port}", f"http://127.0.0.1:{d.api_port}"
     out = print
+    progress = Progress("drill")
     try:
         c = Client(f"{papi}/api/v1/email", "ep_drill_key_000000000")
+        progress.phase(f"uploading {RECIPIENTS:,} recipients")
         tid = c.create_template("drill", "Drill {{ first_name }}", "<p>Hello {{ first_name }}</p>")
         rows = ["email,first_name"] + [f"person{i}@example.org,P{i}" for i in range(RECIPIENTS)]
         up = c.upload_csv("\n".join(rows) + "\n")
         tx_id = c.call("POST", "/campaigns", json={"template_id": tid, "upload_id": up["upload_id"]})["transaction_id"]
         out(f"campaign {tx_id}: {RECIPIENTS} recipients, sending from {p.region}")
-        c.wait_for(tx_id, {"READY_TO_SEND"}, timeout=300)
+        progress.phase("ingesting", total=RECIPIENTS, unit="messages")
+        c.wait_for(tx_id, {"READY_TO_SEND"}, timeout=300,
+                   on_poll=lambda cv: progress.update(cv["summary"]["total_messages"]))
+        progress.phase(f"sending from {p.region} until the kill", total=RECIPIENTS // 3, unit="sent")
         while len(primary.simulator.sent) < RECIPIENTS // 3:
+            progress.update(len(primary.simulator.sent))
             time.sleep(0.2)
         rpo_probe = probe_lag(p, p.region, p.dr_region)
         failed_at = time.monotonic()
@@ -100,12 +107,14 @@ def main() -> int:
         out(f"killed {p.region}'s compute after {sent_by_primary} sends; replication lag at failure {rpo_probe:.2f}s")
 
         lines: list[str] = []
+        progress.phase(f"failover runbook to {p.dr_region}")
         code = failover.main(["--target-api", dapi, "--execute", "--wait", "60"], settings=p, out=lines.append)
         for line in lines:
             out(f"  failover {line}")
         if code:
             return 1
         accepting = None
+        progress.phase(f"waiting for {p.dr_region} to accept calls and send")
         dr_client = Client(f"{dapi}/api/v1/email", "ep_drill_key_000000000")
         while accepting is None:
             try:
@@ -116,17 +125,21 @@ def main() -> int:
         while not dr.simulator.sent:
             time.sleep(0.2)
         first_dr_send = time.monotonic()
-        final = dr_client.wait_for(tx_id, {"COMPLETED"}, timeout=900)
+        progress.phase(f"{p.dr_region} finishing the campaign", total=RECIPIENTS, unit="sent")
+        final = dr_client.wait_for(tx_id, {"COMPLETED"}, timeout=900,
+                                   on_poll=lambda cv: progress.update(cv["summary"]["sent"], note=cv["status"]))
         sends = Counter(s["to"] for s in primary.simulator.sent + dr.simulator.sent
                         if s["message_id"].startswith(tx_id))
         twice = sum(1 for n in sends.values() if n > 1)
         lost = RECIPIENTS - len(sends) - final["summary"]["failed"] - final["summary"]["suppressed"]
 
+        progress.phase(f"failback to {p.region}")
         primary.restart_compute()
         lines = []
         code = failback.main(["--target-api", papi, "--execute", "--wait", "60"], settings=p, out=lines.append)
         for line in lines:
             out(f"  failback {line}")
+        progress.finish()
         out("")
         out("DR drill figures")
         out(f"  RPO: replication lag at failure        {rpo_probe:.2f} s (DynamoDB; S3 backlog checked by the runbook)")
@@ -270,25 +283,35 @@ def _wait(what: str, cond: Any, timeout: float, every: float = 0.2) -> float:
     raise TimeoutError(f"drill: {what} did not happen within {timeout}s")
 
 
-def partition_scenario(r: Regions, recipients: int, watch_seconds: float) -> dict[str, Any]:
+def partition_scenario(r: Regions, recipients: int, watch_seconds: float,
+                       progress: Progress | None = None) -> dict[str, Any]:
     """Cut the controllers' link while the primary sends; DR must not promote."""
+    progress = progress or Progress("drill-auto", every=0)
     prefix = f"part{uuid.uuid4().hex[:4]}-"
     c = r.client(r.papi)
+    progress.phase("partition: uploading and ingesting")
     tx = _campaign(c, prefix, recipients)
     c.wait_for(tx, {"READY_TO_SEND", "SENT", "COMPLETED"}, timeout=300)
-    _wait("first sends", lambda: r.sent(prefix) >= recipients // 5, 900)
+    progress.phase("partition: primary sending before the cut", total=recipients // 5, unit="sent")
+    with progress.watch(lambda: r.sent(prefix)):
+        _wait("first sends", lambda: r.sent(prefix) >= recipients // 5, 900)
     r.forward.cut.set()
     verdicts: Counter[str] = Counter()
     most_bad: set[str] = set()
-    deadline = time.monotonic() + watch_seconds
+    progress.phase("partition: link cut, DR must not promote", total=round(watch_seconds), unit="s")
+    cut_at = time.monotonic()
+    deadline = cut_at + watch_seconds
     while time.monotonic() < deadline:
         v = r.dr.controller.failover.last if r.dr.controller and r.dr.controller.failover else None
         if v is not None:
             verdicts[v.action.value] += 1
             most_bad = max(most_bad, set(v.bad), key=len)
+        progress.update(round(time.monotonic() - cut_at), note=f"DR verdict {v.action.value if v else '-'}")
         time.sleep(0.5)
     r.forward.cut.clear()
-    final = c.wait_for(tx, {"SENT", "COMPLETED"}, timeout=600)  # every message has its send outcome
+    progress.phase("partition: link restored, primary finishing", total=recipients, unit="sent")
+    with progress.watch(lambda: r.sent(prefix)):  # every message has its send outcome
+        final = c.wait_for(tx, {"SENT", "COMPLETED"}, timeout=600)
     sends = ses_accepted(r.moto.url, prefix)
     flag = _flag(r.p, r.d.region)
     return {"promotions": len(r.decisions()) + (1 if flag != r.p.region else 0),
@@ -299,23 +322,32 @@ def partition_scenario(r: Regions, recipients: int, watch_seconds: float) -> dic
             "status": final["status"], "watched_seconds": watch_seconds}
 
 
-def kill_scenario(r: Regions, recipients: int) -> dict[str, Any]:
+def kill_scenario(r: Regions, recipients: int, progress: Progress | None = None) -> dict[str, Any]:
     """Kill the primary's compute mid-send; DR detects, promotes and finishes with no human step."""
+    progress = progress or Progress("drill-auto", every=0)
     prefix = f"kill{uuid.uuid4().hex[:4]}-"
     c = r.client(r.papi)
+    progress.phase("disaster: uploading and ingesting")
     tx = _campaign(c, prefix, recipients)
     c.wait_for(tx, {"READY_TO_SEND"}, timeout=300)
-    _wait("a third of the sends", lambda: r.sent(prefix) >= recipients // 3, 900)
+    progress.phase("disaster: primary sending until the kill", total=recipients // 3, unit="sent")
+    with progress.watch(lambda: r.sent(prefix)):
+        _wait("a third of the sends", lambda: r.sent(prefix) >= recipients // 3, 900)
     dr_before = len(r.dr.simulator.sent)
     failed_at, failed_wall = time.monotonic(), datetime.now(UTC)
     r.primary.kill_compute()
     sent_by_primary = sum(ses_accepted(r.moto.url, prefix).values())
     grace = r.d.failover_grace_seconds
-    promoted = _wait("the automatic failover", lambda: _flag(r.p, r.d.region) == r.d.region, grace + 120)
+    progress.phase(f"disaster: primary killed, DR deciding (grace {grace:.0f}s)", total=round(grace), unit="s")
+    with progress.watch(lambda: round(time.monotonic() - failed_at)):
+        promoted = _wait("the automatic failover", lambda: _flag(r.p, r.d.region) == r.d.region, grace + 120)
+    progress.phase("disaster: DR promoted, taking the lead and sending")
     _wait("DR's leader", lambda: bool(r.decisions()) and r.decisions()[-1].get("outcome") != "in_progress", 120)
     record = r.decisions()[-1]
     first_dr_send = _wait("DR's first send", lambda: len(r.dr.simulator.sent) > dr_before, 300)
-    final = r.client(r.dapi).wait_for(tx, {"SENT", "COMPLETED"}, timeout=900)
+    progress.phase("disaster: DR finishing the campaign", total=recipients, unit="sent")
+    with progress.watch(lambda: r.sent(prefix)):
+        final = r.client(r.dapi).wait_for(tx, {"SENT", "COMPLETED"}, timeout=900)
     sends = ses_accepted(r.moto.url, prefix)
 
     def since(stamp: str | None) -> float | None:
@@ -334,11 +366,13 @@ def kill_scenario(r: Regions, recipients: int) -> dict[str, Any]:
 def auto(recipients: int = 600, grace: float = 15.0, out: Any = print) -> int:
     """Both scenarios, one after the other, on one pair of regions."""
     configure_logging("WARNING")
+    progress = Progress("drill-auto")
+    progress.phase("starting both regions")
     r = start_regions(grace=grace)
     try:
         out(f"automatic failover drill: {r.p.region} → {r.d.region}, grace {grace:.0f}s, quorum "
             f"{r.d.failover_quorum} of 3 signals (heartbeat, primary API health, SES sends)")
-        part = partition_scenario(r, recipients, watch_seconds=grace * 2 + 2 * r.p.lease_seconds)
+        part = partition_scenario(r, recipients, watch_seconds=grace * 2 + 2 * r.p.lease_seconds, progress=progress)
         out("")
         out("1. partition: the controllers' link cut for "
             f"{part['watched_seconds']:.0f}s while the primary sends")
@@ -348,7 +382,7 @@ def auto(recipients: int = 600, grace: float = 15.0, out: Any = print) -> int:
         out(f"  sent by DR                              {part['sent_by_dr']}")
         out(f"  messages sent twice (SES side)          {part['sent_twice']}")
         out(f"  messages lost                           {part['lost']}  (campaign {part['status']})")
-        kill = kill_scenario(r, recipients)
+        kill = kill_scenario(r, recipients, progress=progress)
         out("")
         out("2. disaster: the primary's compute killed mid-send, no human step")
         out(f"  time to detect (quorum bad)             {kill['detect_s']} s")
@@ -360,6 +394,7 @@ def auto(recipients: int = 600, grace: float = 15.0, out: Any = print) -> int:
         out(f"  messages sent twice (SES side)          {kill['sent_twice']}")
         out(f"  messages lost                           {kill['lost']}")
         out(f"  campaign                                {kill['status']} {kill['summary']}")
+        progress.finish()
         ok = (part["promotions"] == 0 and part["sent_twice"] == 0 and part["lost"] == 0
               and kill["outcome"] == "promoted" and kill["sent_twice"] == 0 and kill["lost"] == 0
               and kill["promoted_s"] is not None and kill["promoted_s"] <= grace + 60)

@@ -27,11 +27,11 @@ from botocore.exceptions import (
     HTTPClientError,
     ReadTimeoutError,
 )
-from prometheus_client import Counter
 
 from core.domain.attachments import AttachedFile
 from core.domain.errors import MessageRefused, SendInDoubt, SendingHeld, TemporaryError
 from core.domain.ids import ses_tag_value
+from core.observability import SES_CONFIG_ERRORS  # the sender publishes it as EMF
 
 THROTTLED = {"TooManyRequestsException", "Throttling", "ThrottlingException", "LimitExceededException"}
 # About the tenant's identity / from address: hold that tenant.
@@ -52,15 +52,12 @@ _DENIED_IDENTITY = re.compile(r":identity/([^\s'`\"]+)", re.IGNORECASE)
 # Phrases of a MessageRejected that are about identities / the sandbox, not the message.
 _NOT_VERIFIED = ("not verified", "sandbox", "pending verification", "failed the check", "not authorized")
 
-SES_CONFIG_ERRORS = Counter("emailplatform_ses_config_errors_total",
-                            "SES errors about the account or its configuration (sending held)", ["code"])
-
 
 def _mentions(text: str, address: str) -> bool:
     text, address = text.lower(), address.lower()
     bare = address.split("<")[-1].rstrip(">").strip()
     domain = bare.rpartition("@")[2]
-    return bool(bare) and (bare in text or (domain and domain in text))
+    return bool(bare) and (bare in text or (bool(domain) and domain in text))
 
 
 def _denied_tenant_identity(message: str, sender: str) -> bool:
@@ -121,13 +118,14 @@ def raw_message(*, sender: str, to: str, subject: str, html: str, text: str | No
         msg.add_alternative(html, subtype="html")
     else:
         msg.set_content(html, subtype="html")
-    html_part = msg.get_body(("html",))
     for f in attachments:
         maintype, _, subtype = f.content_type.partition("/")
         if f.content_id:
+            # looked up each time: the first inline image makes the HTML part multipart/related
+            html_part = msg.get_body(("html",))
+            assert html_part is not None  # set just above
             html_part.add_related(f.data, maintype=maintype, subtype=subtype, cid=f"<{f.content_id}>",
                                   filename=f.filename, disposition="inline")
-            html_part = msg.get_body(("html",))  # the first one made it a part of multipart/related
     for f in attachments:
         if not f.content_id:
             maintype, _, subtype = f.content_type.partition("/")

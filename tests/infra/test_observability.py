@@ -90,6 +90,8 @@ def metric_problems(resources, region_role, ns: str, name: str, dims: dict[str, 
     problems = []
     d = obs.DEFINITIONS.get(name)
     for key, value in dims.items():
+        if value == "*":  # a dashboard's wildcard: every value published
+            continue
         if d is not None and key in d.values and value not in d.values[key]:
             problems.append(f"{name}: {key}={value} is never published ({d.values[key]})")
         if key == "region" and value != region:
@@ -291,3 +293,125 @@ def test_readme_names_every_alert_and_its_runbook():
         for r in g["rules"]:
             if "alert" in r:
                 assert r["alert"] in section and r["labels"]["runbook"] in section, r["alert"]
+
+
+# -- Lambda-side alerts and panels on AWS -------------------------------------------------------
+LAMBDA_METRICS = {d.name for d in obs.DEFINITIONS.values() if d.emf}
+# Where the CloudWatch alarm of a Lambda-side alert reads an AWS metric instead of ours, and why.
+AWS_STAND_INS: dict[str, set[tuple[str, str]]] = {
+    # what SES reviews the account on; our ratio would only approximate it
+    "EmailPlatformBounceRateHigh": {("AWS/SES", "Reputation.BounceRate")},
+    "EmailPlatformComplaintRateHigh": {("AWS/SES", "Reputation.ComplaintRate")},
+    # also counts what the API Lambda never answers (integration timeouts, throttling)
+    "EmailPlatformApiErrors": {("AWS/ApiGateway", "5XXError")},
+}
+DASHBOARD = REPO / "ops" / "grafana" / "dashboard.json"
+
+
+def metrics_read(expr: str, recorded: dict[str, str]) -> set[str]:
+    """The metrics an expression reads, through the recording rules it uses."""
+    found = set(re.findall(r"\bemailplatform_[a-z0-9_]+", expr))
+    for name in re.findall(r"\bemailplatform:[a-z0-9_:]+", expr):
+        found |= metrics_read(recorded[name], recorded)
+    return found
+
+
+def lambda_side_alerts() -> list[tuple[dict, set[str]]]:
+    """The alerts whose condition reads a metric only the Lambdas publish (as EMF, to CloudWatch),
+    with those metrics."""
+    rules = [r for g in yaml.safe_load(RULES_FILE.read_text())["groups"] for r in g["rules"]]
+    recorded = {r["record"]: r["expr"] for r in rules if "record" in r}
+    return [(r, read) for r in rules if "alert" in r and (read := metrics_read(r["expr"], recorded) & LAMBDA_METRICS)]
+
+
+def test_every_lambda_side_alert_can_fire_on_aws(resources):
+    """Prometheus never sees the Lambdas' metrics on AWS (they are EMF in CloudWatch, not in AMP), so
+    each such alert must be a CloudWatch alarm in every region over a metric the code really
+    publishes: ours as EMF from a handler wrapped by lambda_entry, with a dimension value some
+    ``.labels()`` call passes, or AWS's own stand-in named above."""
+    import ast
+
+    from tests.ops.test_lambda_telemetry import COMPUTED, published_label_values
+
+    alerts = lambda_side_alerts()
+    assert {a["alert"] for a, _ in alerts} >= {"EmailPlatformSendRateUnderQuota", "EmailPlatformBounceRateHigh",
+                                           "EmailPlatformComplaintRateHigh", "EmailPlatformApiErrors"}
+    values = published_label_values()
+    alarms = of(resources, "aws:cloudwatch/metricAlarm:MetricAlarm")
+    for alert, read in alerts:
+        for region_role in REGIONS:
+            mine = [a for a in alarms if role(a) == region_role
+                    and a.props["alarmDescription"].startswith(alert["alert"] + ":")]
+            assert mine and all(a.props["actionsEnabled"] for a in mine), (alert["alert"], region_role)
+            watched_metrics = [m for a in mine for m in watched(a)]
+            ours = {name for ns, name, _ in watched_metrics if ns == NAMESPACE and name in read}
+            stand_ins = {(ns, name) for ns, name, _ in watched_metrics} & AWS_STAND_INS.get(alert["alert"], set())
+            assert ours or stand_ins, (alert["alert"], region_role, watched_metrics)
+            problems = [p for a in mine for ns, name, dims in watched(a)
+                        for p in metric_problems(resources, region_role, ns, name, dims)]
+            assert problems == [], (alert["alert"], problems)
+            for ns, name, dims in watched_metrics:
+                if ns == NAMESPACE and name in LAMBDA_METRICS:
+                    for key, value in dims.items():
+                        code = values.get(name, {}).get(key, set())
+                        assert value in code or COMPUTED in code, f"{alert['alert']}: no code publishes {name} {key}={value}"
+    # the EMF is written by the handlers the functions run
+    for fn in of(resources, "aws:lambda/function:Function"):
+        module, _, func = fn.props["handler"].rpartition(".")
+        tree = ast.parse((REPO / (module.replace(".", "/") + ".py")).read_text())
+        (entry,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == func]
+        assert any(isinstance(dec, ast.Call) and getattr(dec.func, "id", "") == "lambda_entry"
+                   for dec in entry.decorator_list), fn.props["handler"]
+
+
+def cloudwatch_targets(panels: list[dict]) -> list[tuple[str, dict]]:
+    out = []
+    for p in panels:
+        out += [(p["title"], t) for t in p.get("targets", []) if t.get("datasource", {}).get("type") == "cloudwatch"]
+        out += cloudwatch_targets(p.get("panels", []))
+    return out
+
+
+def test_grafana_reads_the_lambda_metrics_from_cloudwatch_where_they_are_published(resources):
+    """On AWS the Grafana dashboard's Prometheus data source is AMP, which has the controller's
+    series only; its CloudWatch row shows every Lambda metric the Prometheus panels show, under
+    names and dimensions CloudWatch really has."""
+    from tests.ops.test_alert_rules import dashboard_exprs
+
+    dash = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["cloudwatch"]["type"] == "datasource" and variables["cloudwatch"]["query"] == "cloudwatch"
+    targets = cloudwatch_targets(dash["panels"])
+    shown = set()
+    for title, t in targets:
+        if t.get("metricEditorMode") == 1:  # metric math over the panel's other queries
+            ids = {o["id"] for p_title, o in targets if p_title == title and o.get("id")}
+            assert set(re.findall(r"\b[a-z][a-z_]*\b", t["expression"])) - {"PERIOD"} <= ids, (title, t["expression"])
+            continue
+        for region_role, region in REGIONS.items():
+            def fill(text: str, region: str = region) -> str:
+                return text.replace("${prefix}", CFG.prefix).replace("${region}", region)
+
+            dims = {k: fill(v) for k, v in t["dimensions"].items()}
+            assert t["matchExact"] is True  # exactly the published dimension set, not a roll-up
+            problems = metric_problems(resources, region_role, fill(t["namespace"]), t["metricName"], dims)
+            assert problems == [], (title, problems)
+        shown.add(t["metricName"])
+    in_prometheus_panels = {m for e in dashboard_exprs() for m in re.findall(r"\bemailplatform_[a-z0-9_]+", e)}
+    assert in_prometheus_panels & LAMBDA_METRICS <= shown
+    assert LAMBDA_METRICS <= shown  # every metric a Lambda publishes has a panel on AWS
+
+
+def test_failover_alarms_read_what_the_collector_forwards_and_wait_quietly_where_no_decider_runs(resources):
+    for region_role in REGIONS:
+        _, config = collector(resources, region_role)
+        declared = [d["metric_name_selectors"][0] for d in config["exporters"]["awsemf"]["metric_declarations"]]
+        for selector in declared:  # a regex: among the forwarded metrics it must pick its own only
+            assert [n for n in (s.lstrip("^") for s in declared) if re.match(selector, n)] == [selector.lstrip("^")]
+        for key in ("failover-promoted", "failover-signals-bad", "failover-held"):
+            a = named(resources, f"{region_role}-monitoring-{key}")
+            assert a.props["treatMissingData"] == "notBreaching" and a.props["actionsEnabled"] is True, a.name
+    promoted = named(resources, "dr-monitoring-failover-promoted")
+    assert (promoted.props["metricName"], promoted.props["statistic"]) == ("emailplatform_failover_promotions_total", "Sum")
+    held = named(resources, "dr-monitoring-failover-held")
+    assert held.props["period"] * held.props["evaluationPeriods"] == 6 * 3600 and held.props["statistic"] == "Minimum"

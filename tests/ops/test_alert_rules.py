@@ -98,7 +98,8 @@ def test_the_alerts_the_issue_asks_for_exist():
     assert {a["alert"] for a in alerts()} >= {
         "EmailPlatformNoLeader", "EmailPlatformCampaignStuck", "EmailPlatformSendRateUnderQuota",
         "EmailPlatformEventPipelineLag", "EmailPlatformCallbackDeadLetters", "EmailPlatformBounceRateHigh",
-        "EmailPlatformComplaintRateHigh", "EmailPlatformDeadLetterQueueNotEmpty", "EmailPlatformApiErrors"}
+        "EmailPlatformComplaintRateHigh", "EmailPlatformDeadLetterQueueNotEmpty", "EmailPlatformApiErrors",
+        "EmailPlatformFailoverPromoted", "EmailPlatformFailoverSignalsBad", "EmailPlatformFailoverHeld"}
 
 
 def test_rules_use_only_metrics_the_platform_exports():
@@ -128,7 +129,9 @@ def test_dashboard_shows_what_on_call_needs():
         "emailplatform_ses_event_pipeline_lag_seconds", "emailplatform_callback_backlog",
         "emailplatform_api_requests_total", "emailplatform_controller_pass_errors_total",
         "emailplatform_controller_pass_seconds_bucket", "emailplatform_campaigns_stuck",
-        "emailplatform_controller_is_leader", "emailplatform_queue_depth"}
+        "emailplatform_controller_is_leader", "emailplatform_queue_depth",
+        "emailplatform_failover_signal_bad", "emailplatform_failover_signals_bad", "emailplatform_failover_quorum",
+        "emailplatform_failover_held", "emailplatform_failover_promotions_total"}
 
 
 def test_a_name_the_registry_does_not_define_is_caught():

@@ -4,6 +4,7 @@ on every log line, and a Tracer that stays a no-op off Lambda."""
 
 from __future__ import annotations
 
+import ast
 import json
 
 import pytest
@@ -214,3 +215,48 @@ def test_api_log_lines_carry_the_callers_tenant_and_the_campaign_in_the_path(dep
     got = published(emf_lines(capsys.readouterr().out))
     assert got == {("emailplatform_api_requests_total",
                     (("route", "/api/v1/email/campaigns/<tx_id>"), ("status", "404"))): 1.0}
+
+
+# -- which label values the code really publishes ---------------------------------------------
+COMPUTED = "<computed>"  # a label value the code computes at run time (not a literal)
+
+
+def published_label_values(packages: tuple[str, ...] = ("core", "handlers", "controller")) -> dict[str, dict[str, set[str]]]:
+    """metric name → label → the values the code passes to ``.labels()`` (``COMPUTED`` where one is
+    not a literal), read from the source: what a CloudWatch alarm's dimension value can match."""
+    from pathlib import Path
+
+    from prometheus_client.metrics import MetricWrapperBase
+
+    root = Path(__file__).resolve().parents[2]
+    objects = {var: m for var, m in vars(obs).items() if isinstance(m, MetricWrapperBase)}
+    by_family = {d.family: d for d in obs.DEFINITIONS.values()}
+    out: dict[str, dict[str, set[str]]] = {}
+    for package in packages:
+        for path in (root / package).rglob("*.py"):
+            tree = ast.parse(path.read_text(), str(path))
+            names = ({v: v for v in objects} if path.name == "observability.py" and path.parent.name == "core" else
+                     {a.asname or a.name: a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                      and n.module == "core.observability" for a in n.names if a.name in objects})
+            for n in ast.walk(tree):
+                if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "labels"
+                        and isinstance(n.func.value, ast.Name) and n.func.value.id in names):
+                    continue
+                d = by_family[objects[names[n.func.value.id]]._name]
+                args = list(zip(d.labels, n.args)) + [(k.arg, k.value) for k in n.keywords if k.arg]
+                for label, arg in args:
+                    literal = isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+                    out.setdefault(d.name, {}).setdefault(label, set()).add(arg.value if literal else COMPUTED)
+    return out
+
+
+def test_every_label_value_the_code_publishes_is_one_its_definition_lists():
+    """A value outside a definition's closed set would be a series (a CloudWatch dimension value) no
+    alarm, dashboard or check knows of."""
+    found = published_label_values()
+    assert found["emailplatform_sends_total"]["outcome"] >= {"sent", "refused", "held"}  # the scan sees the sender
+    for name, labels in found.items():
+        d = obs.DEFINITIONS[name]
+        for label, values in labels.items():
+            if label in d.values:
+                assert values - {COMPUTED} <= set(d.values[label]), (name, label, values - set(d.values[label]))
