@@ -34,12 +34,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     test_zz_least_privilege still runs last and sees every AWS call the tier made. A test that uses a
     module- or class-scoped fixture runs on one worker with the rest of its file (the fixture is
     built once). Any other test needs only its own fixtures (fresh resources under its own name
-    prefix) and goes to whichever worker is free."""
+    prefix) and goes to whichever worker is free.
+
+    The e2e tests that start stacks (and moto servers) of their own (kill -9, automatic failover,
+    `emailplatform up`, Prometheus) form a second group: xdist hands out the largest groups first,
+    so these minutes-long runs start early, beside the e2e stack's group, instead of trailing at
+    the end of the run on one worker."""
     for item in items:
         fixtures = getattr(item, "_fixtureinfo", None)
         defs = [d for ds in (fixtures.name2fixturedefs.values() if fixtures else ()) for d in ds]
         if item.path.parent.name == "e2e" and E2E_STACK_FIXTURES & {d.argname for d in defs}:
             item.add_marker(pytest.mark.xdist_group("e2e-stack"))
+        elif item.path.parent.name == "e2e":
+            item.add_marker(pytest.mark.xdist_group("e2e-own-stacks"))
         elif any(d.scope in ("module", "class", "package") for d in defs):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 

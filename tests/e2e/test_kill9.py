@@ -27,8 +27,8 @@ import requests
 from config.settings import load_settings
 from core.adapters.aws import client
 from local.bootstrap import create_resources
-from local.client import Client
 from local.moto import MotoServer, free_port
+from ops.client import Client
 
 pytestmark = pytest.mark.slow
 

@@ -19,6 +19,24 @@ from runbooks import (
 from tests.e2e.test_api import HTML
 
 
+@pytest.fixture(scope="module")
+def stack(moto_server, aws_calls):
+    """A stack of its own: the DR replica below copies the whole table from its start, which on the
+    tier's shared stack (thousands of messages by now) took minutes."""
+    from tests.e2e.conftest import start_e2e_stack
+
+    s = start_e2e_stack(moto_server, aws_calls)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def api(stack):
+    from ops.client import Client
+
+    return Client(f"http://127.0.0.1:{stack.settings.api_port}/api/v1/email", stack.tenant["api_key"])
+
+
 def run(module, argv, settings):
     lines: list[str] = []
     code = module.main(argv, settings=settings, out=lines.append)
