@@ -164,7 +164,12 @@ def patch_query_cost() -> None:
 
     def query(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         call = signature.bind(self, *args, **kwargs).arguments  # moto passes index_name by position
-        hint.query = (self, None if call.get("index_name") else call.get("hash_key"))
+        index = {i.name: i for i in self.all_indexes()}.get(call.get("index_name") or "")
+        if call.get("index_name") and index is None:  # moto's own error for an unknown index
+            return original_query(self, *args, **kwargs)
+        # an index holds only the items that have its key attributes (most of ours are sparse)
+        needs = [k["AttributeName"] for k in index.schema] if index is not None else None
+        hint.query = (self, needs if index is not None else call.get("hash_key"), index is not None)
         try:
             return original_query(self, *args, **kwargs)
         finally:
@@ -174,10 +179,11 @@ def patch_query_cost() -> None:
         current = getattr(hint, "query", None)
         if current is None or current[0] is not self:
             return original_all_items(self)
-        partition = current[1]
-        if partition is None:  # an index query: every item, in no particular order
-            return [i for v in self.items.values() for i in (v.values() if self.range_key_attr else [v])]
-        found = self.items.get(partition)
+        if current[2]:  # an index query: the items the index holds, in no particular order (it sorts them)
+            needs = current[1]
+            return [i for v in self.items.values() for i in (v.values() if self.range_key_attr else [v])
+                    if all(n in i.attrs for n in needs)]
+        found = self.items.get(current[1])
         if found is None:
             return []
         if not self.range_key_attr:
