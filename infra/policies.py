@@ -47,10 +47,9 @@ COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     "ses_events": {
         "dynamodb:UpdateItem": ("table",), "dynamodb:PutItem": ("table",),
         # one read of an SQS batch's messages (core/services/events.py record_ses_events); a
-        # suppression is written only while the address is not suppressed as a hash (a transaction)
+        # suppression (hard bounce, complaint) is written only while the address is not suppressed
+        # as a hash: a condition check on the hash item in the same transaction (store.suppress)
         "dynamodb:BatchGetItem": ("table",), "dynamodb:TransactWriteItems": ("table",),
-        # a suppression (hard bounce, complaint) is not written for an address erased as a hash
-        "dynamodb:GetItem": ("table",),
         "sqs:ReceiveMessage": ("queue:ses-events",), "sqs:DeleteMessage": ("queue:ses-events",),
         "sqs:GetQueueAttributes": ("queue:ses-events",),
         "kms:Decrypt": ("key",), "kms:GenerateDataKey": ("key",),
