@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 import boto3
@@ -154,8 +154,8 @@ class CallCounter:
         self.lost_condition_units = 0.0  # writes that lost their condition: billed, never replicated
         self.by_component: dict[str, set[str]] = {}
         self.component_calls: Counter[tuple[str, str]] = Counter()  # (component, "service.Operation"): calls
-        self.component_write_units: Counter[str] = Counter()
-        self.component_read_units: Counter[str] = Counter()
+        self.component_write_units: defaultdict[str, float] = defaultdict(float)
+        self.component_read_units: defaultdict[str, float] = defaultdict(float)
         self._sizes: dict[tuple[str, str], int] = {}  # (PK, SK) -> the item's last known size
         self._lock = threading.Lock()
 

@@ -129,7 +129,7 @@ class DynamoStore:
             values={":cur": tx.status, ":ver": tx.version},
             names={"#st": "status", "#ver": "version"},
         )
-        puts = []
+        puts: list[tuple[dict[str, Any], str | None]] = []
         if callback is not None:
             puts.append(({**schema.callback_key(tx.transaction_id, callback.seq), **callback.model_dump(),
                           "due_pk": "CALLBACK", "due_at": iso(callback.next_attempt_at or now)},
