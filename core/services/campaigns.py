@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
-from core.domain.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from core.domain.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, StaleWrite
 from core.domain.headers import check_custom_headers, check_metadata_columns
 from core.domain.models import (
     Summary,
@@ -281,34 +282,53 @@ def change_status(store: Any, clock: Any, tx: Transaction, target: T, fields: di
     return new
 
 
+ACTION_TRIES = 5
+
+
+def _act(store: Any, tenant_id: str, tx_id: str, act: Callable[[Transaction], dict[str, Any]]) -> dict[str, Any]:
+    """A user's action on a campaign the controller may be moving at the same moment (ingest,
+    release, a count): a lost version race is read again and tried again, its checks run on what
+    is there now, so the user sees the outcome (or a 409 naming the new status), not the race."""
+    for attempt in range(ACTION_TRIES):
+        try:
+            return act(store.get_transaction(tx_id, tenant_id))
+        except StaleWrite:
+            if attempt == ACTION_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def cancel_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str) -> dict[str, Any]:
-    tx = store.get_transaction(tx_id, tenant_id)
-    if tx.status not in CANCELLABLE:
-        raise Conflict(f"campaign is {tx.status.value}; only {sorted(s.value for s in CANCELLABLE)} can be cancelled")
-    if tx.status == T.DRAFT:
-        store.reactivate(tx)  # the controller settles a cancelled campaign (its batches are cancelled)
-    tx = change_status(store, clock, tx, T.CANCELLED)
-    return campaign_view(tx, summarize(store, tx))
+    def cancel(tx: Transaction) -> dict[str, Any]:
+        if tx.status not in CANCELLABLE:
+            raise Conflict(f"campaign is {tx.status.value}; only {sorted(s.value for s in CANCELLABLE)} can be cancelled")
+        if tx.status == T.DRAFT:
+            store.reactivate(tx)  # the controller settles a cancelled campaign (its batches are cancelled)
+        tx = change_status(store, clock, tx, T.CANCELLED)
+        return campaign_view(tx, summarize(store, tx))
+    return _act(store, tenant_id, tx_id, cancel)
 
 
 def pause_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str, reason: str = "requested") -> dict[str, Any]:
-    tx = store.get_transaction(tx_id, tenant_id)
-    if tx.status not in (T.SCHEDULED, T.READY_TO_SEND):
-        raise Conflict(f"campaign is {tx.status.value}; only SCHEDULED or READY_TO_SEND campaigns can be paused")
-    tx = change_status(store, clock, tx, T.PAUSED, {"paused_from": tx.status, "failure_reason": None,
-                                                    "pause_reason": reason})
-    return campaign_view(tx, summarize(store, tx))
+    def pause(tx: Transaction) -> dict[str, Any]:
+        if tx.status not in (T.SCHEDULED, T.READY_TO_SEND):
+            raise Conflict(f"campaign is {tx.status.value}; only SCHEDULED or READY_TO_SEND campaigns can be paused")
+        tx = change_status(store, clock, tx, T.PAUSED, {"paused_from": tx.status, "failure_reason": None,
+                                                        "pause_reason": reason})
+        return campaign_view(tx, summarize(store, tx))
+    return _act(store, tenant_id, tx_id, pause)
 
 
 def resume_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str) -> dict[str, Any]:
-    tx = store.get_transaction(tx_id, tenant_id)
-    if tx.status != T.PAUSED:
-        raise Conflict(f"campaign is {tx.status.value}; only PAUSED campaigns can be resumed")
-    target = tx.paused_from or T.READY_TO_SEND
-    if target == T.SCHEDULED:  # a batch released just before the pause must not wait in a SCHEDULED campaign
-        target = on_release(b.status for b in store.batches(tx.transaction_id))
-    tx = change_status(store, clock, tx, target, {"paused_from": None})
-    return campaign_view(tx, summarize(store, tx))
+    def resume(tx: Transaction) -> dict[str, Any]:
+        if tx.status != T.PAUSED:
+            raise Conflict(f"campaign is {tx.status.value}; only PAUSED campaigns can be resumed")
+        target = tx.paused_from or T.READY_TO_SEND
+        if target == T.SCHEDULED:  # a batch released just before the pause must not wait in a SCHEDULED campaign
+            target = on_release(b.status for b in store.batches(tx.transaction_id))
+        tx = change_status(store, clock, tx, target, {"paused_from": None})
+        return campaign_view(tx, summarize(store, tx))
+    return _act(store, tenant_id, tx_id, resume)
 
 
 # --- drafts ---------------------------------------------------------------------------

@@ -231,3 +231,24 @@ def test_a_suppression_added_by_the_api_for_an_idn_address_stops_what_is_sent_to
     assert out["email"] == "user@xn--bcher-kva.example"
     assert deps.store.are_suppressed("tenant-a", ["user@xn--bcher-kva.example"]) == {"user@xn--bcher-kva.example"}
     assert suppressions.get_suppression(deps.store, "tenant-a", "user@bücher.example")["reason"] == "manual"
+
+
+def test_a_cancel_that_loses_a_race_with_the_controller_reads_again_and_cancels(deps, monkeypatch):
+    """The controller moved the campaign (ingest, a release) between the user's read and write: the
+    API answered 409 stale_write (seen in the e2e run); now the cancel is tried again on what is there."""
+    from core.services import campaigns
+
+    store = deps.store
+    tx = store.create_transaction(_tx())
+    real = store.change_transaction_status
+    raced = []
+
+    def controller_first(t, target, **kw):
+        if not raced:  # the controller's write lands first: ACCEPT → PROCESSING
+            raced.append(real(store.get_transaction(t.transaction_id), TransactionStatus.PROCESSING))
+        return real(t, target, **kw)
+
+    monkeypatch.setattr(store, "change_transaction_status", controller_first)
+    out = campaigns.cancel_campaign(store, deps.clock, "tenant-a", tx.transaction_id)
+    assert out["status"] == "CANCELLED" and raced
+    assert store.get_transaction(tx.transaction_id).status == TransactionStatus.CANCELLED
