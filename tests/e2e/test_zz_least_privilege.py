@@ -34,6 +34,7 @@ def _exercise(api):
                  json={"to": "success@simulator.amazonses.com", "data": {"first_name": "T"}})
         api.call("POST", f"/campaigns/{later['transaction_id']}/cancel")
         api.wait_for(tx["transaction_id"], {"COMPLETED"}, timeout=180)
+        api.call("GET", "/privacy/subjects/success@simulator.amazonses.com")  # reads the tenant's CSVs (S3 lists)
         api.call("PUT", "/suppressions/x@example.org", json={})
         api.call("DELETE", "/suppressions/x@example.org")
         api.call("POST", "/webhook-secret/rotate")
