@@ -165,6 +165,7 @@ NOT_EXERCISED_LOCALLY: dict[str, set[str]] = {
 OPERATION_ACTIONS = {
     "s3.HeadObject": "s3:GetObject",
     "s3.HeadBucket": "s3:ListBucket",
+    "s3.ListObjectsV2": "s3:ListBucket",
     "s3.ListObjectVersions": "s3:ListBucketVersions",
     "s3.GetObjectTagging": "s3:GetObjectVersionTagging",
     "s3.DeleteObject": "s3:DeleteObjectVersion",
