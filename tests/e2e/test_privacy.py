@@ -192,11 +192,15 @@ def test_compliance_report_for_a_period_as_json_and_html(stack, api):
 
     token = unsubscribe_token(stack.settings.unsubscribe_secret, "local-tenant", "leaving@example.org", "m-1")
     api.call("POST", f"/unsubscribe/{token}")  # public, one-click
-    # mail sent in the period by this test itself, whatever ran before it on this stack
+    # mail sent and an erasure completed in the period by this test itself, whatever ran before it
     tid = api.create_template("Report", "Hi {{ email }}", "<p>Hi {{ email }}</p>")
     up = api.upload_csv("email\nsuccess@simulator.amazonses.com\n")
     tx = api.call("POST", "/campaigns", json={"template_id": tid, "upload_id": up["upload_id"]})["transaction_id"]
     api.wait_for(tx, {"COMPLETED"}, timeout=180)
+    # and an erasure completed in the period, also its own
+    job = api.call("POST", "/privacy/erasures", json={"email": "report.erased@example.org"}, expect=(202,))
+    _wait(lambda: api.call("GET", f"/privacy/erasures/{job['erasure_id']}")["status"] == "COMPLETED", timeout=180,
+          what="erasure")
     today = datetime.now(UTC).date()
     period = f"start={today - timedelta(days=1)}&end={today + timedelta(days=1)}"
     r = api.call("GET", f"/compliance/report?{period}")
