@@ -104,7 +104,7 @@ def bench_sending(moto_url: str, n: int, workers: int, progress: Progress | None
 def bench_events(moto_url: str, n: int, progress: Progress | None = None) -> dict:
     from core.adapters.aws import CallCounter, client
     from core.bootstrap import bootstrap
-    from core.domain.models import Message
+    from core.domain.models import Message, Transaction
     from handlers import ses_events
     from handlers.context import LocalContext, use
     from local.ses_simulator import ses_event
@@ -114,6 +114,8 @@ def bench_events(moto_url: str, n: int, progress: Progress | None = None) -> dic
     counter = CallCounter()
     deps = bootstrap(settings, counter=counter)
     batch = "tx_bench-b00001"
+    deps.store.create_transaction(Transaction(transaction_id="tx_bench", tenant_id="bench", template_id="t",
+                                              template_version=1, csv_s3_key="bench.csv", total_messages=n))
     deps.store.put_messages(Message(message_id=f"{batch}-{i:05d}", batch_id=batch, transaction_id="tx_bench",
                                     tenant_id="bench", recipient_email=f"u{i}@example.org") for i in range(1, n + 1))
     sqs = client(settings, "sqs")

@@ -1,9 +1,12 @@
 """A moto server in its own process on loopback: the AWS of the embedded stack and the tests.
 
-``python -m local.moto`` runs moto's own server with three patches that keep the embedded stack's
-cost per call independent of the data it holds (moto is built for unit tests, not for a 100k
-recipient campaign):
+``python -m local.moto`` runs moto's WSGI app on waitress (keep-alive, a thread pool: ``serve``)
+with patches that keep the embedded stack's cost per call small and independent of the data it
+holds (moto is built for unit tests, not for a 100k recipient campaign). local/moto_costs.py has
+those about per-request work (answers, SQS attributes, SNS signing); these are about data:
 
+* A Query reads its partition, and an index query the members that index keeps
+  (``patch_query_cost``), not every item of the table.
 * ``TransactWriteItems`` deep-copies every table it touches before each call, to roll back on a
   lost condition: with ~7k messages a template upload took 21-28 s. The patch checks every
   condition first and applies only when all hold (what DynamoDB's all-or-nothing promises), and
@@ -43,6 +46,7 @@ import sys
 import threading
 import time
 import urllib.request
+from typing import Any
 
 
 def free_port() -> int:
@@ -142,34 +146,105 @@ def patch_ses_events() -> None:
     SESV2Response._emailplatform_patched = True  # type: ignore[attr-defined]
 
 
+# One lock for every write to the embedded DynamoDB (patch_moto) and for the index membership
+# kept beside it (patch_query_cost): a query snapshots an index's members under it.
+WRITES = threading.RLock()
+
+
 def patch_query_cost() -> None:
-    """A Query costs what its partition holds, as on DynamoDB, not what the table holds.
+    """A Query costs what it reads, as on DynamoDB, not what the table holds.
 
     moto's ``Table.query`` starts from ``all_items()``, which lists and *sorts* every item of the
     table, for a query on the table (one partition) as for one on an index: with 20,000 messages
     stored, each controller pass's handful of queries took seconds of the server's CPU and the
     embedded stack slowed down as data grew. While a query runs, ``all_items`` here answers with
-    the one partition (a table query) or the items unsorted (an index query: the query sorts the
-    matches itself). Everything else that lists the table (Scan, exports) is unchanged."""
-    import inspect
-    import threading as _threading
+    the one partition (a table query) or the items the index holds under the queried partition
+    value (an index query: the query sorts the matches itself). Everything else that lists the
+    table (Scan, exports) is unchanged.
 
+    An index's members (the items that have its key attributes, by their index partition value)
+    are found by one pass over the table at the index's first query and then kept up to date by
+    every write: ``Table.put_item`` and ``Table.delete_item`` (which every put, delete, batch,
+    transaction and PartiQL path ends in) and ``DynamoDBBackend.update_item`` (which changes an
+    item in place). ``EMAILPLATFORM_MOTO_CHECK_ANSWERS=1`` compares each index query's members with
+    a pass over the whole table and fails the call when they differ."""
+    import inspect
+
+    from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import Table
 
     if getattr(Table, "_emailplatform_query_patched", False):
         return
-    hint = _threading.local()
+    hint = threading.local()
     original_query, original_all_items = Table.query, Table.all_items
+    original_put, original_delete = Table.put_item, Table.delete_item
+    original_update = DynamoDBBackend.update_item
     signature = inspect.signature(original_query)
+    check = os.environ.get("EMAILPLATFORM_MOTO_CHECK_ANSWERS") == "1"
+
+    def every_item(table):  # noqa: ANN001, ANN202
+        # copies, taken in C: moto's GetItem adds empty partitions (a defaultdict) without our lock
+        return [i for v in list(table.items.values()) for i in (list(v.values()) if table.range_key_attr else [v])]
+
+    def members_of(table, index):  # noqa: ANN001, ANN202
+        """{partition value: {item key: item}} of ``index``: built at its first query, then kept
+        (per index name *and* key schema: an index re-created under its name starts afresh)."""
+        kept = table.__dict__.setdefault("_emailplatform_members", {})
+        # the partition attribute first: members are grouped by its value
+        needs = [k["AttributeName"] for k in sorted(index.schema, key=lambda k: k["KeyType"] != "HASH")]
+        ident = (index.name, tuple(needs))
+        if ident not in kept:
+            for old in [k for k in kept if k[0] == index.name]:
+                del kept[old]
+            groups: dict = {}  # partition value -> {item key: item}
+            where: dict = {}  # item key -> its partition value
+            for item in every_item(table):
+                if all(n in item.attrs for n in needs):
+                    key = (item.hash_key, item.range_key)
+                    where[key] = item.attrs[needs[0]]
+                    groups.setdefault(where[key], {})[key] = item
+            kept[ident] = (needs, groups, where)
+        return kept[ident]
+
+    def refresh(table, hash_key, range_key) -> None:  # noqa: ANN001
+        """After a write to one key: where its item now belongs in each kept index."""
+        kept = table.__dict__.get("_emailplatform_members")
+        if not kept:
+            return
+        found = table.items.get(hash_key)
+        item = found.get(range_key) if found is not None and table.range_key_attr else found
+        key = (hash_key, range_key if table.range_key_attr else None)
+        for needs, groups, where in kept.values():
+            if key in where:
+                value = where.pop(key)
+                groups[value].pop(key, None)
+                if not groups[value]:
+                    del groups[value]
+            if item is not None and all(n in item.attrs for n in needs):
+                where[key] = item.attrs[needs[0]]
+                groups.setdefault(where[key], {})[key] = item
 
     def query(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         call = signature.bind(self, *args, **kwargs).arguments  # moto passes index_name by position
         index = {i.name: i for i in self.all_indexes()}.get(call.get("index_name") or "")
         if call.get("index_name") and index is None:  # moto's own error for an unknown index
             return original_query(self, *args, **kwargs)
-        # an index holds only the items that have its key attributes (most of ours are sparse)
-        needs = [k["AttributeName"] for k in index.schema] if index is not None else None
-        hint.query = (self, needs if index is not None else call.get("hash_key"), index is not None)
+        if index is not None:
+            with WRITES:
+                needs, groups, _ = members_of(self, index)
+                items = list(groups.get(call.get("hash_key"), {}).values())
+            if check:
+                with WRITES:
+                    full = [i for i in every_item(self) if all(n in i.attrs for n in needs)
+                            and i.attrs[needs[0]] == call.get("hash_key")]
+                if {id(i) for i in full} != {id(i) for i in items}:
+                    raise AssertionError(f"index {index.name}: kept members differ from the table's")
+            hint.query = (self, items)
+        else:
+            found = self.items.get(call.get("hash_key"))
+            items = [] if found is None else [found] if not self.range_key_attr else sorted(
+                found.values(), key=lambda x: x.range_key)
+            hint.query = (self, items)
         try:
             return original_query(self, *args, **kwargs)
         finally:
@@ -179,19 +254,39 @@ def patch_query_cost() -> None:
         current = getattr(hint, "query", None)
         if current is None or current[0] is not self:
             return original_all_items(self)
-        if current[2]:  # an index query: the items the index holds, in no particular order (it sorts them)
-            needs = current[1]
-            return [i for v in self.items.values() for i in (v.values() if self.range_key_attr else [v])
-                    if all(n in i.attrs for n in needs)]
-        found = self.items.get(current[1])
-        if found is None:
-            return []
-        if not self.range_key_attr:
-            return [found]
-        return sorted(found.values(), key=lambda x: x.range_key)
+        return current[1]
+
+    def put_item(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        with WRITES:
+            item = original_put(self, *args, **kwargs)
+            refresh(self, item.hash_key, item.range_key)
+            return item
+
+    def delete_item(self, hash_key, range_key=None):  # noqa: ANN001, ANN202
+        with WRITES:
+            try:
+                return original_delete(self, hash_key, range_key)
+            finally:
+                refresh(self, hash_key, range_key)
+
+    def update_item(self, table_name, key, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        with WRITES:
+            try:
+                return original_update(self, table_name, key, *args, **kwargs)
+            finally:  # also after a lost condition or a failed expression: whatever the item is now
+                try:
+                    table = self.get_table(table_name)
+                    keys = self.get_keys_value(table, key)
+                except Exception:  # noqa: BLE001 - no such table or key: the update wrote nothing
+                    keys = None
+                if keys is not None:
+                    refresh(table, *keys)
 
     Table.query = query  # type: ignore[method-assign]
     Table.all_items = all_items  # type: ignore[method-assign]
+    Table.put_item = put_item  # type: ignore[method-assign]
+    Table.delete_item = delete_item  # type: ignore[method-assign]
+    DynamoDBBackend.update_item = update_item  # type: ignore[method-assign]
     Table._emailplatform_query_patched = True  # type: ignore[attr-defined]
 
 
@@ -217,9 +312,12 @@ def patch_request_routing() -> None:
 
 def patch_moto() -> None:
     """Apply the patches described in the module docstring (idempotent)."""
+    from local.moto_costs import patch_costs
+
     patch_ses_events()
     patch_query_cost()
     patch_request_routing()
+    patch_costs()
     import copy
     from collections import OrderedDict
 
@@ -402,7 +500,7 @@ def patch_moto() -> None:
                 self.shard_iterators.popitem(last=False)
         return out
 
-    lock = threading.RLock()
+    lock = WRITES
 
     def serialised(fn):  # noqa: ANN001, ANN202
         def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -428,8 +526,61 @@ def patch_moto() -> None:
     DynamoDBBackend._emailplatform_patched = True  # type: ignore[attr-defined]
 
 
-if __name__ == "__main__":
-    patch_moto()
-    from moto.server import main
+def serve(host: str, port: int) -> None:
+    """moto's WSGI app on waitress, not on moto's own werkzeug development server.
 
-    main(sys.argv[1:])
+    Werkzeug's server answers every request with ``Connection: close`` and starts a thread per
+    connection: each boto3 call paid a new TCP connection, a new thread and a log line, and its
+    accept loop (one thread) waited for every thread to start. Waitress keeps connections alive and
+    serves them from a pool of threads; long-polling receivers (SQS ``WaitTimeSeconds``) each hold
+    one of them, so the pool is far larger than the platform's pollers.
+
+    Two differences from moto's own server remain, neither used by the platform: waitress drops
+    request headers with ``_`` in their name (S3 user metadata keys such as ``x-amz-meta-my_key``
+    are lost) and capitalises answer header names (``x-amz-meta-plain`` comes back as
+    ``X-Amz-Meta-Plain``, so boto3 shows the key ``Plain``)."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from waitress import serve as waitress_serve
+    from waitress.channel import HTTPChannel
+    from waitress.parser import HTTPRequestParser
+
+    class Parser(HTTPRequestParser):
+        """A request with no body gets no ``100 Continue``: waitress 3 sends one for ``Expect:
+        100-continue`` with ``Content-Length: 0`` (boto3's empty PutObject) and then waits for a
+        body that never comes. The final answer alone is what RFC 9110 allows there."""
+
+        def parse_header(self, header_plus: bytes) -> None:
+            super().parse_header(header_plus)
+            if not self.chunked and self.content_length == 0:
+                self.expect_continue = False
+
+    HTTPChannel.parser_class = Parser  # this process is the moto server: its one waitress
+
+    os.environ.setdefault("MOTO_PORT", str(port))  # moto builds its own URLs (presigned posts, queues) from it
+    moto_app = DomainDispatcherApplication(create_backend_app)
+
+    def app(environ: dict, start_response: Any) -> Any:
+        # werkzeug's server passes the path as it came (RAW_URI); without it moto reads the decoded
+        # path and S3 decodes it again ("a%20b.csv" stored as "a b.csv", "what?.csv" as "what")
+        environ.setdefault("RAW_URI", environ.get("REQUEST_URI", ""))
+        return moto_app(environ, start_response)
+
+    # Every pooled boto3 connection stays open between calls (idle ones close after channel_timeout):
+    # the limit is far above what the platform's clients pool, or a new client would wait for one.
+    waitress_serve(app, host=host, port=port, threads=SERVER_THREADS, connection_limit=CONNECTIONS,
+                   channel_timeout=120, ident="moto", _quiet=True)
+
+
+SERVER_THREADS = 96  # the embedded stack's long-pollers (a dozen queues, two regions) and its callers
+CONNECTIONS = 8000  # under the process's open-file limit (`ulimit -n`, 20,000 here)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    patch_moto()
+    ap = argparse.ArgumentParser(description="the embedded stack's AWS: moto, patched, on waitress")
+    ap.add_argument("-H", "--host", default="127.0.0.1")
+    ap.add_argument("-p", "--port", type=int, default=5000)
+    args = ap.parse_args()
+    serve(args.host, args.port)
