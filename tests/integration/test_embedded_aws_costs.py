@@ -109,6 +109,31 @@ def test_sns_notifications_stay_signed_with_the_one_certificate_of_their_subscri
                                      hashes.SHA256())  # raises when a signature does not verify
 
 
+def test_every_fast_sqs_answer_is_what_moto_would_answer(checked_server):
+    sqs = _client(checked_server, "sqs")
+    queue = sqs.get_queue_url(QueueName=sqs.create_queue(QueueName="answers")["QueueUrl"].rsplit("/", 1)[1])["QueueUrl"]
+    sent = sqs.send_message(QueueUrl=queue, MessageBody="plain", MessageAttributes={
+        "s": {"DataType": "String", "StringValue": "v"}, "n": {"DataType": "Number", "StringValue": "1.5"},
+        "b": {"DataType": "Binary", "BinaryValue": b"\x00\x01"}})
+    assert sent["MessageId"] and sent["MD5OfMessageAttributes"]
+    batch = sqs.send_message_batch(QueueUrl=queue, Entries=[{"Id": "a", "MessageBody": "one"},
+                                                            {"Id": "b", "MessageBody": "two", "DelaySeconds": 0}])
+    assert {e["Id"] for e in batch["Successful"]} == {"a", "b"}
+    got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
+                              MessageSystemAttributeNames=["All"])["Messages"]
+    first = next(m for m in got if m["Body"] == "plain")
+    assert first["MessageAttributes"]["b"]["BinaryValue"] == b"\x00\x01" and "SentTimestamp" in first["Attributes"]
+    sqs.change_message_visibility(QueueUrl=queue, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=0)
+    others = [m for m in got if m is not first]
+    assert sqs.change_message_visibility_batch(QueueUrl=queue, Entries=[
+        {"Id": "x", "ReceiptHandle": others[0]["ReceiptHandle"], "VisibilityTimeout": 0}])["Successful"] == [{"Id": "x"}]
+    sqs.delete_message(QueueUrl=queue, ReceiptHandle=others[1]["ReceiptHandle"])
+    gone = sqs.delete_message_batch(QueueUrl=queue, Entries=[{"Id": "y", "ReceiptHandle": "not-a-handle"}])
+    assert gone.get("Failed") or gone.get("Successful")  # moto's own answer to an unknown handle, either way
+    again = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0)["Messages"]
+    assert sorted(m["Body"] for m in again) == sorted([first["Body"], others[0]["Body"]])  # visible again, not deleted
+
+
 def test_a_queue_with_a_retention_period_delivers_its_fresh_messages(checked_server):
     sqs = _client(checked_server, "sqs")
     queue = sqs.create_queue(QueueName="short", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
