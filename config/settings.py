@@ -18,6 +18,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.schema import SEND_EVIDENCE_WINDOW_FLOOR
+
 LOCAL_UNSUBSCRIBE_SECRET = "local-only-unsubscribe-secret"
 DEPLOYED_ENVIRONMENTS = ("staging", "prod")
 
@@ -236,6 +238,10 @@ class Settings(BaseSettings):
             out.append(("opensearch_endpoint", f"must be set in {env} (the embedded SQLite store is local only)"))
         if self.aws_endpoint_url:
             out.append(("aws_endpoint_url", f"must be unset in {env} (it points the SDK away from AWS)"))
+        if self.send_evidence_window_seconds < SEND_EVIDENCE_WINDOW_FLOOR:
+            out.append(("send_evidence_window_seconds", f"must be at least {SEND_EVIDENCE_WINDOW_FLOOR} in {env}: "
+                        "an SES event a crashed events consumer held comes back only after the events queue's "
+                        "visibility timeout, and a shorter window re-sends mail SES had accepted"))
         if self.callback_allow_loopback:
             out.append(("callback_allow_loopback", f"must be false in {env}"))
         if not self.callback_require_https:

@@ -103,6 +103,10 @@ class Controller:
                          if deps.settings.failover_automation else None)
         self._analytics_purged_at: datetime | None = None
         self._heartbeat_lock = threading.Lock()  # the lease job and the takeover poll never race
+        if self.settings.send_evidence_window_seconds < schema.SEND_EVIDENCE_WINDOW_FLOOR:
+            log.warning("send evidence window shorter than an events consumer crash: an in-doubt chunk can be "
+                        "re-sent (refused where deployed)", window_seconds=self.settings.send_evidence_window_seconds,
+                        floor_seconds=schema.SEND_EVIDENCE_WINDOW_FLOOR)
 
     # -- passes (each callable on its own, so tests drive them without the scheduler) ----
     @property

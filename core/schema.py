@@ -270,6 +270,12 @@ class Queue:
     batch_size: int = 10
     batching_window: int = 0
 
+    @property
+    def longest_hold_seconds(self) -> int:
+        """How long a record can stay out of sight once: gathered for the batching window, then
+        held by a consumer that crashed until the visibility timeout gives it back."""
+        return self.visibility_timeout + self.batching_window
+
     def name(self, prefix: str) -> str:
         return f"{prefix}-{self.purpose}" + (".fifo" if self.fifo else "")
 
@@ -288,6 +294,10 @@ SEND_QUEUE = Queue(
 EVENTS_QUEUE = Queue("ses-events", "SES notifications delivered by the SNS topic", visibility_timeout=60,
                      batch_size=100, batching_window=2)
 QUEUES: tuple[Queue, ...] = (SEND_QUEUE, EVENTS_QUEUE)
+# The Send-evidence window must outlast an SES event a crashed events consumer held (newer events
+# are recorded meanwhile and would mark the pipeline as past an in-doubt chunk), with a margin for
+# SNS's delivery: config/settings.py refuses a shorter window where deployed.
+SEND_EVIDENCE_WINDOW_FLOOR = EVENTS_QUEUE.longest_hold_seconds + 3
 
 
 @dataclass(frozen=True)

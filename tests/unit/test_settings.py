@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from config.settings import SettingsError, load_settings
+from core.schema import EVENTS_QUEUE, SEND_EVIDENCE_WINDOW_FLOOR
 
 
 def test_defaults_load():
@@ -109,6 +110,15 @@ def test_deployed_refuses_loopback_callbacks():
 
 def test_deployed_requires_https_callbacks():
     assert refusal(callback_require_https=False).startswith("invalid setting EMAILPLATFORM_CALLBACK_REQUIRE_HTTPS: ")
+
+
+def test_deployed_refuses_an_evidence_window_shorter_than_an_events_consumer_crash():
+    """An SES event a crashed consumer held is invisible for the events queue's visibility
+    timeout while newer events are recorded: a shorter window re-sent mail SES had accepted."""
+    floor = EVENTS_QUEUE.visibility_timeout + EVENTS_QUEUE.batching_window
+    msg = refusal(send_evidence_window_seconds=floor)
+    assert msg.startswith("invalid setting EMAILPLATFORM_SEND_EVIDENCE_WINDOW_SECONDS: ") and "visibility" in msg
+    assert load_settings(**DEPLOYED, send_evidence_window_seconds=SEND_EVIDENCE_WINDOW_FLOOR)
 
 
 def test_a_deployed_process_stops_with_one_line_naming_the_setting():
