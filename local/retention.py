@@ -2,7 +2,8 @@
 deletes expired items. ``TtlSweeper`` deletes items whose TTL attribute (epoch seconds) has
 passed, as DynamoDB's background process does (on AWS within days of expiry, not to the second),
 so retention is visible locally. Deletes go through the table, so the stream (and with it the
-emulated DR replica) sees them like TTL deletes on a global table. Not used on AWS."""
+emulated DR replica) sees them like TTL deletes on a global table. A sweep scans the whole table
+(as DynamoDB's does), so it runs every five minutes: retention is counted in days. Not used on AWS."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from core.observability import log
 
 
 class TtlSweeper(threading.Thread):
-    def __init__(self, settings: Settings, region: str | None = None, interval: float = 60.0,
+    def __init__(self, settings: Settings, region: str | None = None, interval: float = 300.0,
                  now: Any = time.time):
         super().__init__(name="ttl-sweeper", daemon=True)
         self.settings, self.region, self.interval, self.now = settings, region or settings.region, interval, now

@@ -77,6 +77,25 @@ def test_every_fast_dynamodb_answer_is_what_moto_would_answer(checked_server):
     assert lost.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
 
 
+def test_stream_records_answer_what_moto_would_answer(checked_server):
+    ddb, streams = _client(checked_server, "dynamodb"), _client(checked_server, "dynamodbstreams")
+    arn = ddb.create_table(TableName="streamed", BillingMode="PAY_PER_REQUEST",
+                           AttributeDefinitions=[{"AttributeName": "PK", "AttributeType": "S"}],
+                           KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}],
+                           StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+                           )["TableDescription"]["LatestStreamArn"]
+    ddb.put_item(TableName="streamed", Item={"PK": {"S": "a"}, "b": {"B": b"\x00"}, "n": {"N": "2"}})
+    ddb.update_item(TableName="streamed", Key={"PK": {"S": "a"}}, UpdateExpression="ADD n :one",
+                    ExpressionAttributeValues={":one": {"N": "1"}})
+    ddb.delete_item(TableName="streamed", Key={"PK": {"S": "a"}})
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    records = streams.get_records(ShardIterator=it)["Records"]
+    assert [r["eventName"] for r in records] == ["INSERT", "MODIFY", "REMOVE"]
+    assert records[1]["dynamodb"]["NewImage"]["n"] == {"N": "3"} and records[0]["dynamodb"]["NewImage"]["b"] == {"B": b"\x00"}
+    assert records[0]["dynamodb"]["ApproximateCreationDateTime"].year >= 2024  # epoch seconds on the wire
+
+
 def test_sns_notifications_stay_signed_with_the_one_certificate_of_their_subscription():
     """In process (moto's server does not serve the certificate it names): the patched SNS signs
     every notification with the key of the certificate it published once for the subscription."""

@@ -1,0 +1,58 @@
+"""The embedded SQS keeps a message sent while another request deletes one (local/moto.py
+``patch_sqs_queues``). moto rebuilds a queue's message list on delete without the queue's lock;
+the moto server answers on many threads, and in a demo one SES Delivery event in ~7,000 was lost
+that way. The race is forced here: the send runs exactly when the delete has copied the list."""
+
+from __future__ import annotations
+
+import threading
+
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.sqs.models import sqs_backends
+
+from local.moto import patch_sqs_queues
+
+
+class SendWhenCopied(list):
+    """A queue's message list that, once a full pass over it ends (the delete's copy), has
+    another thread send a message, and waits up to ``wait`` for that send to finish."""
+
+    def __init__(self, items, send, wait: float = 0.5):
+        super().__init__(items)
+        self.send, self.wait, self.fired = send, wait, False
+
+    def __iter__(self):
+        yield from list.__iter__(self)
+        if not self.fired:
+            self.fired = True
+            self.sender = threading.Thread(target=self.send)
+            self.sender.start()
+            self.sender.join(self.wait)  # unlocked: the send lands now, in the list being replaced
+
+
+def test_a_message_sent_while_another_is_deleted_is_kept():
+    patch_sqs_queues()
+    backend = sqs_backends[DEFAULT_ACCOUNT_ID]["eu-west-1"]
+    backend.create_queue("race-on-delete")
+    backend.send_message("race-on-delete", "first")
+    received = backend.receive_message("race-on-delete", 1, 0, 30)
+    queue = backend.get_queue("race-on-delete")
+    queue._messages = racing = SendWhenCopied(queue._messages, lambda: backend.send_message("race-on-delete", "late"))
+
+    backend.delete_message("race-on-delete", received[0].receipt_handle)
+    racing.sender.join(5)
+
+    assert [m.body for m in queue._messages] == ["late"]
+
+
+def test_a_long_poll_does_not_hold_its_queue():
+    """A receive waiting for messages lets a send in (its wait releases the queue's lock)."""
+    patch_sqs_queues()
+    backend = sqs_backends[DEFAULT_ACCOUNT_ID]["eu-west-1"]
+    backend.create_queue("long-poll")
+    got: list = []
+    poll = threading.Thread(target=lambda: got.extend(backend.receive_message("long-poll", 1, 5, 30)))
+    poll.start()
+    threading.Timer(0.3, lambda: backend.send_message("long-poll", "hello")).start()
+    poll.join(10)
+    assert [m.body for m in got] == ["hello"]
