@@ -161,8 +161,14 @@ class DynamoTable:
         return DynamoTable(self.client, self.name, epoch)
 
     # -- reads -------------------------------------------------------------------------
-    def get(self, key: dict[str, str], consistent: bool = True) -> dict[str, Any] | None:
-        resp = self.client.get_item(TableName=self.name, Key=serialize(key), ConsistentRead=consistent)
+    def get(self, key: dict[str, str], consistent: bool = True, attributes: tuple[str, ...] = ()
+            ) -> dict[str, Any] | None:
+        """The item (only ``attributes`` of it when given: a smaller answer; the read costs the same)."""
+        kw: dict[str, Any] = {}
+        if attributes:
+            names = {f"#a{i}": a for i, a in enumerate(attributes)}
+            kw = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+        resp = self.client.get_item(TableName=self.name, Key=serialize(key), ConsistentRead=consistent, **kw)
         return deserialize(resp["Item"]) if "Item" in resp else None
 
     def query(

@@ -92,6 +92,13 @@ class DynamoStore:
             raise NotFound(f"campaign {tx_id} not found")
         return _transaction(item)
 
+    def transaction_status(self, tx_id: str) -> TransactionStatus:
+        """A campaign's status alone (strongly consistent): what a sender checks before each SES call."""
+        item = self.table.get(schema.transaction_key(tx_id), attributes=("status",))
+        if not item:
+            raise NotFound(f"campaign {tx_id} not found")
+        return TransactionStatus(item["status"])
+
     def list_transactions(self, tenant_id: str, limit: int, cursor: str | None) -> tuple[list[Transaction], str | None]:
         page = self.table.query(
             f"TENANT#{tenant_id}#CAMPAIGNS", index="tenant", pk_name="tenant_pk", sk_name="tenant_sk",

@@ -409,7 +409,7 @@ class BatchSender:
     def _still_sending(self, tx: Any) -> bool:
         """Read the campaign's status right before each SES call: a cancel or a pause stops every
         worker within one call (one small strongly consistent read per message)."""
-        return self.store.get_transaction(tx.transaction_id).status == T.READY_TO_SEND
+        return self.store.transaction_status(tx.transaction_id) == T.READY_TO_SEND
 
     def _send_messages(self, tx: Any, todo: list[Any], suppressed: set[str], subject_src: str, html_src: str,
                        text_src: str | None, outcome: SendOutcome, booking: Any, send_by: datetime,
