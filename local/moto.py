@@ -14,7 +14,7 @@ those about per-request work (answers, SQS attributes, SNS signing); these are a
 * Table streams keep every record for ever; the patch keeps the newest ``STREAM_RECORDS`` (AWS
   keeps 24 h). A reader behind the retained window resumes at the oldest retained record.
 * Every GetRecords call registers a new shard iterator for ever; the patch keeps the newest
-  ``STREAM_ITERATORS``.
+  ``STREAM_ITERATORS``. A topic keeps its newest ``SNS_NOTIFICATIONS`` notifications, not all.
 * PartiQL ``BatchExecuteStatement`` answers 500 in moto. The patch runs what the controller's
   fenced bulk puts send (core/adapters/dynamodb.py ``_fenced_puts``) with DynamoDB's semantics:
   ``INSERT INTO "table" VALUE {'name': ?, …}`` creates the item only if its key is free, and
@@ -106,6 +106,7 @@ class MotoServer:
 
 STREAM_RECORDS = 200_000
 STREAM_ITERATORS = 10_000
+SNS_NOTIFICATIONS = 1_000
 
 
 def patch_ses_events() -> None:
@@ -376,6 +377,25 @@ def patch_sqs_queues() -> None:
     Queue._emailplatform_locked = True  # type: ignore[attr-defined]
 
 
+def patch_sns_history() -> None:
+    """A topic keeps its newest ``SNS_NOTIFICATIONS`` notifications for inspection, not every one
+    (moto kept each SES event's text for ever: ~350 MB for a 100k-recipient campaign)."""
+    from collections import deque
+
+    from moto.sns.models import Topic
+
+    if getattr(Topic, "_emailplatform_history_patched", False):
+        return
+    original = Topic.__init__
+
+    def __init__(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        original(self, *args, **kwargs)
+        self.sent_notifications = deque(self.sent_notifications, maxlen=SNS_NOTIFICATIONS)
+
+    Topic.__init__ = __init__  # type: ignore[method-assign]
+    Topic._emailplatform_history_patched = True  # type: ignore[attr-defined]
+
+
 def patch_moto() -> None:
     """Apply the patches described in the module docstring (idempotent)."""
     from local.moto_costs import patch_costs
@@ -384,6 +404,7 @@ def patch_moto() -> None:
     patch_query_cost()
     patch_request_routing()
     patch_sqs_queues()
+    patch_sns_history()
     patch_costs()
     import copy
     from collections import OrderedDict

@@ -1,5 +1,6 @@
-"""The embedded SQS keeps a message sent while another request deletes one (local/moto.py
-``patch_sqs_queues``). moto rebuilds a queue's message list on delete without the queue's lock;
+"""Patches of the embedded AWS's data, in-process (local/moto.py).
+
+The embedded SQS keeps a message sent while another request deletes one (``patch_sqs_queues``). moto rebuilds a queue's message list on delete without the queue's lock;
 the moto server answers on many threads, and in a demo one SES Delivery event in ~7,000 was lost
 that way. The race is forced here: the send runs exactly when the delete has copied the list."""
 
@@ -10,7 +11,7 @@ import threading
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sqs.models import sqs_backends
 
-from local.moto import patch_sqs_queues
+from local.moto import SNS_NOTIFICATIONS, patch_sns_history, patch_sqs_queues
 
 
 class SendWhenCopied(list):
@@ -56,3 +57,15 @@ def test_a_long_poll_does_not_hold_its_queue():
     threading.Timer(0.3, lambda: backend.send_message("long-poll", "hello")).start()
     poll.join(10)
     assert [m.body for m in got] == ["hello"]
+
+
+def test_a_topic_keeps_its_newest_notifications_only():
+    from moto.sns.models import sns_backends
+
+    patch_sns_history()
+    backend = sns_backends[DEFAULT_ACCOUNT_ID]["eu-west-1"]
+    topic = backend.create_topic("history")
+    for i in range(SNS_NOTIFICATIONS + 5):
+        backend.publish(f"event {i}", arn=topic.arn)
+    kept = [n[1] for n in topic.sent_notifications]
+    assert len(kept) == SNS_NOTIFICATIONS and kept[-1] == f"event {SNS_NOTIFICATIONS + 4}"
