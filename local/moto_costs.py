@@ -263,7 +263,7 @@ def patch_expression_parsing() -> None:
     from collections import deque
 
     from moto.dynamodb.comparisons import ConditionExpressionParser
-    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
 
     if getattr(UpdateExpressionParser, "_emailplatform_cached", False):
         return
