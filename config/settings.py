@@ -240,8 +240,9 @@ class Settings(BaseSettings):
             out.append(("aws_endpoint_url", f"must be unset in {env} (it points the SDK away from AWS)"))
         if self.send_evidence_window_seconds < SEND_EVIDENCE_WINDOW_FLOOR:
             out.append(("send_evidence_window_seconds", f"must be at least {SEND_EVIDENCE_WINDOW_FLOOR} in {env}: "
-                        "an SES event a crashed events consumer held comes back only after the events queue's "
-                        "visibility timeout, and a shorter window re-sends mail SES had accepted"))
+                        "an SES event whose consumer crashed or failed comes back only after the events queue's "
+                        "visibility timeout, once per delivery attempt, and a shorter window re-sends mail SES "
+                        "had accepted"))
         if self.callback_allow_loopback:
             out.append(("callback_allow_loopback", f"must be false in {env}"))
         if not self.callback_require_https:

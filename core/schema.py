@@ -272,8 +272,9 @@ class Queue:
 
     @property
     def longest_hold_seconds(self) -> int:
-        """How long a record can stay out of sight once: gathered for the batching window, then
-        held by a consumer that crashed until the visibility timeout gives it back."""
+        """How long one delivery attempt can keep a record out of sight: gathered for the
+        batching window, then held until the visibility timeout gives it back (a consumer that
+        failed it or crashed)."""
         return self.visibility_timeout + self.batching_window
 
     def name(self, prefix: str) -> str:
@@ -294,10 +295,14 @@ SEND_QUEUE = Queue(
 EVENTS_QUEUE = Queue("ses-events", "SES notifications delivered by the SNS topic", visibility_timeout=60,
                      batch_size=100, batching_window=2)
 QUEUES: tuple[Queue, ...] = (SEND_QUEUE, EVENTS_QUEUE)
-# The Send-evidence window must outlast an SES event a crashed events consumer held (newer events
-# are recorded meanwhile and would mark the pipeline as past an in-doubt chunk), with a margin for
-# SNS's delivery: config/settings.py refuses a shorter window where deployed.
-SEND_EVIDENCE_WINDOW_FLOOR = EVENTS_QUEUE.longest_hold_seconds + 3
+# The Send-evidence window must outlast the longest an SES Send event can stay out of sight while
+# newer events are recorded (they move the pipeline's mark past an in-doubt chunk): a record whose
+# write fails (throttling) or whose consumer crashed comes back after the visibility timeout, up
+# to ``max_receive_count`` times before the dead-letter queue (whose alarm is the guard beyond
+# that). Each attempt's processing ends within the visibility timeout (the function timeout may
+# not exceed it), and the margin covers SNS's delivery. config/settings.py refuses a shorter
+# window where deployed.
+SEND_EVIDENCE_WINDOW_FLOOR = EVENTS_QUEUE.max_receive_count * EVENTS_QUEUE.longest_hold_seconds + 10
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def main() -> int:
     common = dict(aws_endpoint_url=moto.url, environment="local", callback_allow_loopback=True,
                   callback_require_https=False, batch_size=250, send_chunk_size=25, ses_max_send_rate=40,
                   controller_interval_seconds=0.5, lease_seconds=5, redispatch_after_seconds=10,
-                  send_evidence_window_seconds=65, recount_interval_seconds=1.0, sender_workers=3,
+                  send_evidence_window_seconds=30, recount_interval_seconds=1.0, sender_workers=3,
                   local_api_key="ep_drill_key_000000000", completion_window_seconds=600)
     p = load_settings(**common, api_port=free_port(), metrics_port=free_port())
     d = p.model_copy(update={"region": p.dr_region, "dr_region": p.region, "api_port": free_port(),
@@ -219,7 +219,7 @@ class Regions:
         self.moto.stop()
 
 
-def start_regions(*, grace: float, quorum: int = 2, lease_seconds: float = 5, evidence_window: int = 65,
+def start_regions(*, grace: float, quorum: int = 2, lease_seconds: float = 5, evidence_window: int = 30,
                   redispatch_after: int = 10, rate: float = 40, ses_window: float = 60.0, batch_size: int = 100,
                   chunk_size: int = 25) -> Regions:
     moto = MotoServer(free_port()).start()

@@ -348,7 +348,8 @@ def patch_sqs_queues() -> None:
     receives could also hand out one message twice, and a visibility change racing a receive
     answered 500. Sends, receives, deletes, visibility changes and purges of one queue now take
     turns; queues do not wait on each other, and a long poll waits without holding the lock (a
-    ``Condition`` over an ``RLock`` releases it fully while it waits)."""
+    ``Condition`` over an ``RLock`` releases it fully while it waits). Lock order: a queue, then
+    its dead-letter queue (a receive moving a message there)."""
     import functools
 
     from moto.sqs.models import Queue, SQSBackend
@@ -370,6 +371,14 @@ def patch_sqs_queues() -> None:
                 return method(self, queue_name, *args, **kwargs)
         return call
 
+    def wait_for_messages(self, timeout):  # noqa: ANN001, ANN202
+        """Wait for a send (or up to ``timeout``), the lock released meanwhile. moto's version
+        returns at once while any message is visible, also one a FIFO group in flight holds
+        back: a long poll then spun, holding its queue, until its wait time ran out."""
+        with self._messages_lock:
+            self._messages_lock.wait(timeout)
+
+    Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign]
     Queue.add_message = on_queue(Queue.add_message)  # type: ignore[method-assign]
     Queue.delete_message = on_queue(Queue.delete_message)  # type: ignore[method-assign]
     for name in ("receive_message", "change_message_visibility", "purge_queue"):

@@ -37,7 +37,12 @@ class TtlSweeper(threading.Thread):
         while True:
             resp = ddb.scan(**kw)
             for key in resp.get("Items", []):
-                ddb.delete_item(TableName=self.settings.table_name, Key=key)
+                try:  # only if still expired: an item written again since the scan stays
+                    ddb.delete_item(TableName=self.settings.table_name, Key=key, ConditionExpression="#t < :now",
+                                    ExpressionAttributeNames={"#t": attr},
+                                    ExpressionAttributeValues=kw["ExpressionAttributeValues"])
+                except ddb.exceptions.ConditionalCheckFailedException:
+                    continue
                 n += 1
             if "LastEvaluatedKey" not in resp:
                 break

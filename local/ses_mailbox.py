@@ -54,19 +54,25 @@ def keep(message: Any, request: dict[str, Any]) -> None:
 
 
 def _mime(message: Any) -> str:
-    """moto's record's ``mime``, built once (moto's ``/moto-api/data.json`` reads every record's
-    attributes; one without a request of ours has none, like moto's own)."""
+    """moto's record's ``mime``, built once from the request, which is then dropped (moto's
+    ``/moto-api/data.json`` reads every record's attributes; one without a request of ours has
+    none, like moto's own). A message the ``email`` package cannot build (a header with a line
+    break, which the platform refuses at submit) has none either: data.json skips what raises
+    ``ValueError``, and any other error becomes that too rather than failing every record."""
     built = getattr(message, "_ses_mime", None)
     if built is None:
         request = getattr(message, "_ses_request", None)
         content = (request or {}).get("Content") or {}
-        if "Simple" in content:
-            built = simple_to_mime(request or {})
-        elif "Raw" in content:
-            built = base64.b64decode(content["Raw"]["Data"]).decode("utf-8", "replace")
-        else:
+        try:
+            if "Simple" in content:
+                built = simple_to_mime(request or {})
+            elif "Raw" in content:
+                built = base64.b64decode(content["Raw"]["Data"]).decode("utf-8", "replace")
+        except Exception as exc:  # noqa: BLE001 - one unbuildable record must not hide the others
+            raise ValueError(f"no MIME message: {exc}") from exc
+        if built is None:
             raise AttributeError("mime")
-        message._ses_mime = built
+        message._ses_mime, message._ses_request = built, None
     return built
 
 

@@ -7,6 +7,7 @@ that way. The race is forced here: the send runs exactly when the delete has cop
 from __future__ import annotations
 
 import threading
+import time
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sqs.models import sqs_backends
@@ -69,3 +70,20 @@ def test_a_topic_keeps_its_newest_notifications_only():
         backend.publish(f"event {i}", arn=topic.arn)
     kept = [n[1] for n in topic.sent_notifications]
     assert len(kept) == SNS_NOTIFICATIONS and kept[-1] == f"event {SNS_NOTIFICATIONS + 4}"
+
+
+def test_a_long_poll_on_a_fifo_group_in_flight_lets_a_delete_through():
+    """Visible messages a FIFO group in flight holds back: the poll waits without its queue's lock."""
+    patch_sqs_queues()
+    backend = sqs_backends[DEFAULT_ACCOUNT_ID]["eu-west-1"]
+    backend.create_queue("held.fifo", FifoQueue="true", ContentBasedDeduplication="true")
+    backend.send_message("held.fifo", "a", group_id="g")
+    backend.send_message("held.fifo", "b", group_id="g")
+    first = backend.receive_message("held.fifo", 1, 0, 30)
+    poll = threading.Thread(target=lambda: backend.receive_message("held.fifo", 1, 3, 30))
+    poll.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    backend.delete_message("held.fifo", first[0].receipt_handle)
+    assert time.monotonic() - started < 1.5  # the poll held the queue for its whole 3 s before
+    poll.join(10)

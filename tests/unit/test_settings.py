@@ -112,11 +112,12 @@ def test_deployed_requires_https_callbacks():
     assert refusal(callback_require_https=False).startswith("invalid setting EMAILPLATFORM_CALLBACK_REQUIRE_HTTPS: ")
 
 
-def test_deployed_refuses_an_evidence_window_shorter_than_an_events_consumer_crash():
-    """An SES event a crashed consumer held is invisible for the events queue's visibility
-    timeout while newer events are recorded: a shorter window re-sent mail SES had accepted."""
-    floor = EVENTS_QUEUE.visibility_timeout + EVENTS_QUEUE.batching_window
-    msg = refusal(send_evidence_window_seconds=floor)
+def test_deployed_refuses_an_evidence_window_shorter_than_an_events_record_can_hide():
+    """An SES event a crashed consumer held, or whose write failed, is invisible for the events
+    queue's visibility timeout, each of its delivery attempts, while newer events are recorded:
+    a shorter window re-sent mail SES had accepted."""
+    attempts = EVENTS_QUEUE.max_receive_count * (EVENTS_QUEUE.visibility_timeout + EVENTS_QUEUE.batching_window)
+    msg = refusal(send_evidence_window_seconds=attempts)
     assert msg.startswith("invalid setting EMAILPLATFORM_SEND_EVIDENCE_WINDOW_SECONDS: ") and "visibility" in msg
     assert load_settings(**DEPLOYED, send_evidence_window_seconds=SEND_EVIDENCE_WINDOW_FLOOR)
 
