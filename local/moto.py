@@ -405,6 +405,31 @@ def patch_sns_history() -> None:
     Topic._emailplatform_history_patched = True  # type: ignore[attr-defined]
 
 
+def patch_instance_tracking() -> None:
+    """moto lists every model object it ever creates, for its dashboard (``/moto-api/data.json``):
+    each DynamoDB item version (an UpdateItem copies the item), stream record, shard iterator and
+    SQS message stayed in memory for ever (1.8 GB at 20,000 recipients) and data.json walked them
+    all. Those are no longer listed; what the platform reads there (SES's accepted mail) still is."""
+    from moto.core.common_models import BaseModel
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import StreamRecord
+    from moto.dynamodbstreams.models import ShardIterator
+    from moto.sqs.models import Message
+
+    if getattr(BaseModel, "_emailplatform_untracked", False):
+        return
+    untracked = (Item, StreamRecord, ShardIterator, Message)
+    original = BaseModel.__new__
+
+    def __new__(cls, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN204
+        return object.__new__(cls) if cls in untracked else original(cls, *args, **kwargs)
+
+    BaseModel.__new__ = __new__  # type: ignore[method-assign]
+    for cls in untracked:
+        cls.instances_tracked = []  # type: ignore[attr-defined]
+    BaseModel._emailplatform_untracked = True  # type: ignore[attr-defined]
+
+
 def patch_moto() -> None:
     """Apply the patches described in the module docstring (idempotent)."""
     from local.moto_costs import patch_costs
@@ -414,6 +439,7 @@ def patch_moto() -> None:
     patch_request_routing()
     patch_sqs_queues()
     patch_sns_history()
+    patch_instance_tracking()
     patch_costs()
     import copy
     from collections import OrderedDict
@@ -662,10 +688,35 @@ def serve(host: str, port: int) -> None:
         environ.setdefault("RAW_URI", environ.get("REQUEST_URI", ""))
         return moto_app(environ, start_response)
 
+    keep_collections_short()
     # Every pooled boto3 connection stays open between calls (idle ones close after channel_timeout):
     # the limit is far above what the platform's clients pool, or a new client would wait for one.
     waitress_serve(app, host=host, port=port, threads=SERVER_THREADS, connection_limit=CONNECTIONS,
                    channel_timeout=120, ident="moto", _quiet=True)
+
+
+GC_FREEZE_SECONDS = 30.0
+
+
+def keep_collections_short(every: float = GC_FREEZE_SECONDS) -> threading.Thread:
+    """The server's heap is what it stores (items, messages, mail), kept until it is deleted.
+    Python's full garbage collections walk all of it: 2.6 s at 1.8 GB, with every request
+    waiting, so at ~20,000 recipients SES calls outlasted the platform's 5 s read timeout and
+    their chunks went in doubt. What survived a collection is frozen (``gc.freeze``) every
+    ``every`` seconds, so a collection walks only what came since. What is deleted later is
+    still freed by reference counting (an item, a message); only a cycle made before a freeze
+    and dropped after it stays."""
+    import gc
+
+    def freeze() -> None:
+        while True:
+            gc.collect()
+            gc.freeze()
+            time.sleep(every)
+
+    thread = threading.Thread(target=freeze, name="gc-freeze", daemon=True)
+    thread.start()
+    return thread
 
 
 SERVER_THREADS = 96  # the embedded stack's long-pollers (a dozen queues, two regions) and its callers
