@@ -13,7 +13,12 @@ import weakref
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sqs.models import sqs_backends
 
-from local.moto import SNS_NOTIFICATIONS, patch_instance_tracking, patch_sns_history, patch_sqs_queues
+from local.moto import (
+    SNS_NOTIFICATIONS,
+    patch_instance_tracking,
+    patch_sns_history,
+    patch_sqs_queues,
+)
 
 
 class SendWhenCopied(list):
