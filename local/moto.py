@@ -426,7 +426,7 @@ def patch_instance_tracking() -> None:
 
     BaseModel.__new__ = __new__  # type: ignore[method-assign]
     for cls in untracked:
-        cls.instances_tracked = []  # type: ignore[attr-defined]
+        cls.instances_tracked = []  # type: ignore[attr-defined,union-attr]
     BaseModel._emailplatform_untracked = True  # type: ignore[attr-defined]
 
 
