@@ -25,6 +25,7 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
     HTTPClientError,
+    ParamValidationError,
     ReadTimeoutError,
 )
 
@@ -176,6 +177,8 @@ class SesMailer:
             kw["ReplyToAddresses"] = [reply_to]
         try:
             return self.client.send_email(**kw)["MessageId"]
+        except ParamValidationError as exc:  # refused before any call (SES's own limits): this message only
+            raise MessageRefused(f"not sendable: {exc}"[:500]) from None
         except ClientError as exc:
             err = classify(exc, sender)
             if isinstance(err, SendingHeld):

@@ -5,11 +5,11 @@ message, or when it would override a header the platform or SES sets:
 
 * name: RFC 5322 field name (printable US-ASCII 33-126 except ``:``), at most 126 characters
   (SES v2 ``MessageHeader.Name``);
-* value: printable US-ASCII and spaces, no CR or LF (header injection), at most 870 characters
-  (SES v2 ``MessageHeader.Value``); non-ASCII would need RFC 2047 encoding, which SES does not
-  apply to custom headers;
-* not one of ``RESERVED`` or SES's own ``X-SES-*`` (addresses, subject, ids, dates, MIME
-  structure, the unsubscribe headers, signatures);
+* value: printable US-ASCII and spaces, no CR or LF (header injection), 1 to 870 characters
+  (SES v2 ``MessageHeader.Value``: ``[ -~]*``, length 1-870; an empty one fails the call);
+  non-ASCII would need RFC 2047 encoding, which SES does not apply to custom headers;
+* not one of ``RESERVED``, nor a ``Content-*`` (MIME structure), ``Resent-*`` or SES's own
+  ``X-SES-*`` header (addresses, subject, ids, dates, the unsubscribe headers, signatures);
 * at most ``MAX_CUSTOM_HEADERS``: SES v2 takes at most 15 headers per message and the platform
   sets two (List-Unsubscribe, List-Unsubscribe-Post).
 """
@@ -24,14 +24,14 @@ MAX_CUSTOM_HEADERS = 10
 MAX_NAME = 126
 MAX_VALUE = 870
 _NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext
-_VALUE = re.compile(r"[ -~\t]*")  # printable ASCII, space and tab: no CR, LF or other control
+_VALUE = re.compile(r"[ -~]+")  # SES's pattern: printable ASCII and space (no tab, CR, LF or other control)
 RESERVED = frozenset(h.lower() for h in (
     "From", "To", "Cc", "Bcc", "Subject", "Reply-To", "Sender", "Return-Path", "Message-ID", "Date",
     "List-Unsubscribe", "List-Unsubscribe-Post", "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
     "Content-Disposition", "Content-ID", "Received", "DKIM-Signature", "Feedback-ID", "Resent-From",
     "Resent-To", "Resent-Cc", "Resent-Bcc", "Resent-Sender", "Resent-Date", "Resent-Message-ID",
 ))
-RESERVED_PREFIXES = ("x-ses-",)
+RESERVED_PREFIXES = ("x-ses-", "content-", "resent-")
 
 
 def check_custom_headers(headers: dict[str, str] | None) -> dict[str, str]:
@@ -55,8 +55,10 @@ def check_custom_headers(headers: dict[str, str] | None) -> dict[str, str]:
         seen.add(low)
         if "\r" in value or "\n" in value:
             raise InvalidInput(f"header {name} contains a line break (header injection refused)", where)
+        if not value:
+            raise InvalidInput(f"header {name} has an empty value (SES needs 1-{MAX_VALUE} characters)", where)
         if not _VALUE.fullmatch(value):
-            raise InvalidInput(f"header {name} may contain printable ASCII characters only", where)
+            raise InvalidInput(f"header {name} may contain printable ASCII characters and spaces only", where)
         if len(value) > MAX_VALUE:
             raise InvalidInput(f"header {name} is longer than {MAX_VALUE} characters", where)
     return dict(headers)

@@ -34,11 +34,16 @@ def _sources(store: CampaignStore, blobs: BlobStore, settings: Settings, templat
     bucket = settings.bucket("templates")
     try:
         html = blobs.read_bytes(bucket, tv.s3_key, settings.max_template_bytes).decode("utf-8")
-        text = load_text(blobs, settings, tv)
     except NotFound:
         raise Conflict(f"template version {version} is not uploaded yet") from None
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"template version {version} is not UTF-8 (byte {exc.start})") from None
+    try:
+        text = load_text(blobs, settings, tv)
+    except NotFound:
+        raise Conflict(f"the text version of template version {version} is not uploaded yet") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"the text version of template version {version} is not UTF-8 (byte {exc.start})") from None
     return tv, html, text
 
 

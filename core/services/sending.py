@@ -488,7 +488,7 @@ class BatchSender:
     def _files(self, tx: Any, m: Any, html: str) -> list[Any]:
         """The campaign's attachments and the recipient's own (read once per process); the images
         the HTML shows as ``cid:<attachment id>`` go inline."""
-        ids = [*tx.attachments, *m.attachments]
+        ids = list(dict.fromkeys([*tx.attachments, *m.attachments]))  # one file once, named by both
         if ids and self.attachment_files is None:
             raise NotFound("this sender was built without attachment access")
         return [as_inline_if_shown(i, self.attachment_files.get(i), html) for i in ids]

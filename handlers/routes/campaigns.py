@@ -69,8 +69,9 @@ class SubmitCampaign(BaseModel):
     tags: dict[TagKey, TagValue] | None = Field(None, max_length=50, description="at most 50 tags")
     headers: dict[Annotated[str, StringConstraints(max_length=126)], Annotated[str, StringConstraints(max_length=870)]] | None = Field(
         None, max_length=10, description="custom mail headers (at most 10): RFC 5322 names, printable ASCII values "
-                                         "without line breaks; From, To, Subject, Reply-To, Message-ID, Date, "
-                                         "List-Unsubscribe, MIME and X-SES-* headers are the platform's and refused")
+                                         "(1-870, no tab or line break); From, To, Subject, Reply-To, Message-ID, Date, "
+                                         "List-Unsubscribe, Content-*, Resent-* and X-SES-* headers are the "
+                                         "platform's and refused")
     attachments: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] | None = Field(
         None, max_length=10, description="confirmed attachment ids attached to every mail (together at most "
                                          "max_message_attachment_bytes, 25 MB by default)")

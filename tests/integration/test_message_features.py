@@ -242,6 +242,14 @@ def test_attachments_for_all_and_per_recipient_go_out_in_a_raw_mime_message(deps
     assert campaigns.get_message(deps.store, "tenant-a", f"{batch.batch_id}-00001")["attachments"] == [inv]
 
 
+def test_a_file_named_for_all_and_in_a_recipients_column_is_attached_once(deps, tenant):
+    terms = attachment(deps, "terms.pdf", "application/pdf", PDF)
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", f"email,first_name,file\na@x.org,Ann,{terms}\n",
+                                      attachments=[terms], attachment_column="file")
+    assert batch_sender(deps, RecordingMailer(deps.mailer)).send_batch(tx_id, batch.batch_id).sent == 1
+    assert [p.get_filename() for p in sent_mail(deps, f"{batch.batch_id}-00001").iter_attachments()] == ["terms.pdf"]
+
+
 def test_a_file_that_is_not_what_it_claims_turns_invalid_and_cannot_be_attached(deps, tenant):
     bad_id = attachment(deps, "report.pdf", "application/pdf", b"MZ\x90\x00payload", confirm=False)
     with pytest.raises(InvalidInput, match="executable"):

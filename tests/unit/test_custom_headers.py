@@ -7,7 +7,7 @@ from core.domain.headers import check_custom_headers, check_metadata_columns
 
 
 def test_ordinary_custom_headers_pass():
-    h = {"X-Campaign": "spring-2026", "X-Entity-Ref-ID": "a1b2", "Precedence": "bulk", "Keywords": "a, b\tc"}
+    h = {"X-Campaign": "spring-2026", "X-Entity-Ref-ID": "a1b2", "Precedence": "bulk", "Keywords": "a, b c"}
     assert check_custom_headers(h) == h
     assert check_custom_headers(None) == {}
 
@@ -30,6 +30,10 @@ def test_ordinary_custom_headers_pass():
     ("Date", "Mon", "cannot be overridden"),
     ("Content-Type", "text/plain", "cannot be overridden"),
     ("X-SES-CONFIGURATION-SET", "other", "cannot be overridden"),
+    ("Content-Language", "en", "cannot be overridden"),  # MIME structure: every Content-* header
+    ("Resent-Reply-To", "a@example.com", "cannot be overridden"),
+    ("X-Empty", "", "empty value"),  # SES's MessageHeader.Value is 1-870 characters: the call would fail
+    ("X-Tab", "a\tb", "printable ASCII"),  # SES's pattern [ -~]* has no tab
 ])
 def test_injection_malformed_and_platform_headers_are_refused_naming_the_header(name, value, why):
     with pytest.raises(InvalidInput, match=why) as e:

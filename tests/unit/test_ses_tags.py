@@ -40,3 +40,17 @@ def test_every_tag_the_mailer_sends_is_valid_for_ses():
                                  headers={}, tags={"tenant_id": "legacy tenant.1", "message_id": "tx_1-b00001-00001"})
     tags = {t["Name"]: t["Value"] for t in client.calls[0]["EmailTags"]}
     assert tags == {"tenant_id": "legacy_tenant_1", "message_id": "tx_1-b00001-00001"}
+
+
+def test_a_message_botocore_refuses_before_the_call_is_refused_alone_not_in_doubt():
+    """SES's own limits, checked by botocore before any call (an empty header value): that
+    message fails with the reason; before, the error escaped as a 500 and left its chunk stuck."""
+    import boto3
+
+    from core.domain.errors import MessageRefused
+
+    client = boto3.client("sesv2", region_name="eu-west-1", endpoint_url="http://127.0.0.1:9",
+                          aws_access_key_id="x", aws_secret_access_key="x")
+    with pytest.raises(MessageRefused, match="Headers"):
+        SesMailer(client, "cs").send(sender="a@example.com", to="b@example.org", subject="s", html="h",
+                                     reply_to=None, headers={"X-Empty": ""}, tags={})
