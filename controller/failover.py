@@ -148,20 +148,25 @@ class FailoverDecider:
         if quorum < 2:
             raise ValueError("a failover quorum below 2 would promote on one signal")
         self.quorum, self.grace = quorum, timedelta(seconds=grace_seconds)
-        self.bad_since: datetime | None = None
+        self.bad_since: datetime | None = None  # the grace runs from here (a veto restarts it)
+        self.quorum_since: datetime | None = None  # the quorum first seen bad (a veto keeps it)
 
     def reset(self) -> None:
-        self.bad_since = None
+        self.bad_since = self.quorum_since = None
 
     def decide(self, observations: Iterable[Observation], now: datetime, hold: str | None = None) -> Verdict:
         obs = tuple(observations)
         bad = tuple(o.signal for o in obs if o.health is Health.BAD)
         if hold is not None:
-            self.bad_since = None  # after a release the quorum must stay bad for a whole grace again
+            self.reset()  # after a release the quorum must stay bad for a whole grace again
             return Verdict(Action.HELD, bad, None, f"held by an operator: {hold}", obs)
         if len(bad) < self.quorum:
-            self.bad_since = None
+            self.reset()
             return Verdict(Action.WATCH, bad, None, f"{len(bad)} of {len(obs)} signals bad, quorum {self.quorum}", obs)
+        if self.quorum_since is None:
+            self.quorum_since = now
+        # OK from SES means sends since the quorum went bad (``SesSending.observe``'s ``since``);
+        # sends from before it (a crash ends a sending region) say nothing about it now
         sending = next((o for o in obs if o.signal == SesSending.name and o.health is Health.OK), None)
         if sending is not None:  # the watched region is observably sending: it is alive, whatever else says
             self.bad_since = None
@@ -259,16 +264,24 @@ class SesSending:
                  window_seconds: float):
         self.sends, self.sending, self.window = sends, sending, timedelta(seconds=window_seconds)
 
-    def observe(self, now: datetime) -> Observation:
+    def observe(self, now: datetime, since: datetime | None = None) -> Observation:
+        """BAD after a window without sends while campaigns are sending; OK (alive: a veto) only for
+        sends after ``since``, when the other signals went bad: the sends just before a crash
+        would otherwise hold off the promotion for a whole window after it."""
         try:
             n = self.sends(now - self.window, now)
             busy = self.sending()
+            recent = self.sends(since, now) if n and since is not None and since > now - self.window else n
         except Exception as exc:
             return Observation(self.name, Health.UNKNOWN, f"{type(exc).__name__}")
         if n is None:
             return Observation(self.name, Health.UNKNOWN, "no SES figures for a whole window yet")
+        if n > 0 and not recent:
+            return Observation(self.name, Health.UNKNOWN, f"{n} sends in {self.window.total_seconds():.0f}s, "
+                                                          f"none since the other signals went bad")
         if n > 0:
-            return Observation(self.name, Health.OK, f"{n} sends in {self.window.total_seconds():.0f}s")
+            return Observation(self.name, Health.OK, f"{recent} sends since the other signals went bad"
+                               if recent != n else f"{n} sends in {self.window.total_seconds():.0f}s")
         if not busy:
             return Observation(self.name, Health.UNKNOWN, "no campaign sending: SES silence says nothing")
         return Observation(self.name, Health.BAD, f"no SES send for {self.window.total_seconds():.0f}s "
@@ -283,16 +296,17 @@ class SendStatisticsCounter:
     def __init__(self, ses: Any):
         self.ses = ses
         self.samples: list[tuple[datetime, int]] = []
+        self.span = timedelta(0)  # the longest stretch asked for: samples within it are kept
 
     def __call__(self, since: datetime, now: datetime) -> int | None:
         points = self.ses.get_send_statistics().get("SendDataPoints", [])
         count = sum(int(p.get("DeliveryAttempts", 0)) for p in points)
         self.samples.append((now, count))
+        self.span = max(self.span, now - since)
+        kept = [s for s in self.samples if s[0] <= now - self.span]
+        self.samples = [*kept[-1:], *(s for s in self.samples if s[0] > now - self.span)]
         older = [s for s in self.samples if s[0] <= since]
-        if older:  # keep the newest sample at or before the window's start, and everything after
-            self.samples = [older[-1], *(s for s in self.samples if s[0] > since)]
-            return count - older[-1][1]
-        return None
+        return count - older[-1][1] if older else None
 
 
 class CloudWatchSends:
@@ -303,7 +317,13 @@ class CloudWatchSends:
         self.cloudwatch = cloudwatch
 
     def __call__(self, since: datetime, now: datetime) -> int | None:
-        points = self.cloudwatch.get_metric_statistics(Namespace="AWS/SES", MetricName="Send", StartTime=since,
+        # whole minutes from ``since`` on: CloudWatch rounds a start down to its minute, whose sum
+        # could hold sends from before ``since``
+        start = since.replace(second=0, microsecond=0) + (timedelta(minutes=1) if since.second or since.microsecond
+                                                          else timedelta(0))
+        if start >= now:
+            return 0
+        points = self.cloudwatch.get_metric_statistics(Namespace="AWS/SES", MetricName="Send", StartTime=start,
                                                        EndTime=now, Period=60, Statistics=["Sum"])["Datapoints"]
         return int(sum(p["Sum"] for p in points))
 
@@ -360,7 +380,7 @@ class FailoverWatch:
             return self._seen(verdict)
         FAILOVER_AWAITING_QUIET.labels(self.region).set(0)
         hold = self.table.get(HOLD_KEY)
-        observations = [self._observe(s, now) for s in self.signals]
+        observations = [self._observe(s, now, self.decider.quorum_since) for s in self.signals]
         verdict = self.decider.decide(observations, now, hold.get("reason", "held") if hold else None)
         self._publish(verdict, hold=hold is not None)
         self._seen(verdict)
@@ -379,9 +399,9 @@ class FailoverWatch:
         FAILOVER_QUORUM_BAD_SINCE.labels(self.region).set(verdict.bad_since.timestamp() if verdict.bad_since else 0)
 
     @staticmethod
-    def _observe(signal: Signal, now: datetime) -> Observation:
+    def _observe(signal: Signal, now: datetime, quorum_since: datetime | None) -> Observation:
         try:
-            return signal.observe(now)
+            return signal.observe(now, quorum_since) if isinstance(signal, SesSending) else signal.observe(now)
         except Exception as exc:  # a probe's own failure says nothing about the watched region
             return Observation(signal.name, Health.UNKNOWN, f"probe failed: {type(exc).__name__}")
 

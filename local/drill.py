@@ -42,6 +42,7 @@ from typing import Any
 from config.settings import Settings, load_settings
 from core.domain.models import parse_iso
 from core.observability import configure_logging
+from core.services.failover_doubt import NOT_RESENT_REASON
 from local.bootstrap import create_resources
 from local.moto import MotoServer, free_port
 from local.progress import Progress
@@ -274,6 +275,18 @@ def _campaign(c: Client, prefix: str, n: int) -> str:
     return c.call("POST", "/campaigns", json={"template_id": tid, "upload_id": up["upload_id"]})["transaction_id"]
 
 
+def _not_resent(c: Client, tx: str) -> int:
+    """The campaign's messages DR failed rather than re-send (in doubt in the killed region)."""
+    n, cursor = 0, None
+    while True:
+        page = c.call("GET", f"/campaigns/{tx}/messages", params={"status": "FAILED", "limit": 100,
+                                                                  **({"cursor": cursor} if cursor else {})})
+        n += sum(1 for m in page["items"] if m.get("failure_reason") == NOT_RESENT_REASON)
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return n
+
+
 def _wait(what: str, cond: Any, timeout: float, every: float = 0.2) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -319,6 +332,7 @@ def partition_scenario(r: Regions, recipients: int, watch_seconds: float,
             "sent_by_dr": sum(1 for s in r.dr.simulator.sent if s["to"].startswith(prefix)),
             "sent_twice": sum(1 for n in sends.values() if n > 1),
             "lost": recipients - len(sends) - final["summary"]["failed"] - final["summary"]["suppressed"],
+            "not_resent": _not_resent(r.client(r.dapi), tx),
             "status": final["status"], "watched_seconds": watch_seconds}
 
 
@@ -360,6 +374,7 @@ def kill_scenario(r: Regions, recipients: int, progress: Progress | None = None)
             "sent_by_dr": sum(1 for s in r.dr.simulator.sent if s["to"].startswith(prefix)),
             "sent_twice": sum(1 for n in sends.values() if n > 1),
             "lost": recipients - len(sends) - final["summary"]["failed"] - final["summary"]["suppressed"],
+            "not_resent": _not_resent(r.client(r.dapi), tx),
             "status": final["status"], "summary": final["summary"]}
 
 
@@ -393,6 +408,8 @@ def auto(recipients: int = 600, grace: float = 15.0, out: Any = print) -> int:
         out(f"  sent by primary / by DR                 {kill['sent_by_primary']} / {kill['sent_by_dr']}")
         out(f"  messages sent twice (SES side)          {kill['sent_twice']}")
         out(f"  messages lost                           {kill['lost']}")
+        out(f"  in doubt, not re-sent (FAILED, counted)  {kill['not_resent']}  (runbooks/failover.md: "
+            f"--resend-in-doubt re-sends them, accepting a possible duplicate)")
         out(f"  campaign                                {kill['status']} {kill['summary']}")
         progress.finish()
         ok = (part["promotions"] == 0 and part["sent_twice"] == 0 and part["lost"] == 0

@@ -114,6 +114,55 @@ def test_ses_silence_is_bad_only_while_campaigns_are_sending():
     assert signal.observe(at(30)).health is Health.UNKNOWN  # idle: silence says nothing
 
 
+def test_sends_from_before_a_crash_do_not_hold_off_the_promotion_for_a_window():
+    """The watched region sent until it died: those sends are in SES's window for a while after.
+    Only a send after the quorum went bad vetoes; before, promotion took window + grace."""
+    class Stats:
+        count = 0
+
+        def get_send_statistics(self) -> dict[str, Any]:
+            return {"SendDataPoints": [{"DeliveryAttempts": self.count}]}
+
+    stats = Stats()
+    ses = SesSending(SendStatisticsCounter(stats), lambda: True, window_seconds=60)
+    d = FailoverDecider(quorum=2, grace_seconds=15)
+
+    def step(t: float) -> Any:
+        o = [Observation("heartbeat", Health.BAD), Observation("api", Health.BAD),
+             ses.observe(at(t), d.quorum_since)]
+        return d.decide(o, at(t))
+
+    ses.observe(at(-100))  # DR has watched for a while
+    stats.count = 500  # the primary sent until t=0, then died
+    assert step(0).action is Action.VETOED  # sends in the window, none known to be after the quorum yet
+    assert step(1).action is Action.SUSPECT  # nothing since: the grace runs
+    assert step(16).action is Action.PROMOTE  # grace + 1 s, not window + grace
+
+    alive = FailoverDecider(quorum=2, grace_seconds=15)  # the same, but the primary keeps sending
+    d = alive
+    step(100)
+    stats.count += 3
+    assert step(101).action is Action.VETOED and step(130).action is Action.VETOED
+
+
+def test_cloudwatch_sends_count_whole_minutes_from_the_start_on():
+    """CloudWatch rounds a start down to its minute: that minute's sum may hold earlier sends."""
+    from controller.failover import CloudWatchSends
+
+    class CloudWatch:
+        starts: list[datetime] = []
+
+        def get_metric_statistics(self, **kw: Any) -> dict[str, Any]:
+            self.starts.append(kw["StartTime"])
+            return {"Datapoints": [{"Sum": 2.0}]}
+
+    cw = CloudWatch()
+    count = CloudWatchSends(cw)
+    assert count(at(30), at(200)) == 2 and cw.starts[-1] == at(60)
+    assert count(at(60), at(200)) == 2 and cw.starts[-1] == at(60)
+    assert count(at(30), at(45)) == 0  # no whole minute yet
+
+
 # -- the watch (the job) ---------------------------------------------------------------------
 class FakeTable:
     def __init__(self) -> None:
