@@ -263,15 +263,20 @@ class SesSending:
     def __init__(self, sends: Callable[[datetime, datetime], int | None], sending: Callable[[], bool],
                  window_seconds: float):
         self.sends, self.sending, self.window = sends, sending, timedelta(seconds=window_seconds)
+        self.lag = timedelta(seconds=getattr(sends, "lag_seconds", 0))  # until a minute's sends are known
 
     def observe(self, now: datetime, since: datetime | None = None) -> Observation:
         """BAD after a window without sends while campaigns are sending; OK (alive: a veto) only for
         sends after ``since``, when the other signals went bad: the sends just before a crash
-        would otherwise hold off the promotion for a whole window after it."""
+        would otherwise hold off the promotion for a whole window after it. Until the source has
+        published its figures for the time since then (``lag_seconds`` of the ``sends`` source:
+        CloudWatch's minutes come late), any send in the window still vetoes."""
         try:
             n = self.sends(now - self.window, now)
             busy = self.sending()
-            recent = self.sends(since, now) if n and since is not None and since > now - self.window else n
+            # the figures after ``since`` are complete only once the source has published them
+            settled = since is not None and since > now - self.window and now - since >= self.lag
+            recent = self.sends(since, now) if n and settled else n
         except Exception as exc:
             return Observation(self.name, Health.UNKNOWN, f"{type(exc).__name__}")
         if n is None:
@@ -312,6 +317,8 @@ class SendStatisticsCounter:
 class CloudWatchSends:
     """Sends since a time from the ``AWS/SES`` ``Send`` metric in the watched region (per minute,
     published a minute or two late: keep the window at five minutes or more)."""
+
+    lag_seconds = 180  # a minute's sum is published a minute or two after it: until then, unknown
 
     def __init__(self, cloudwatch: Any):
         self.cloudwatch = cloudwatch

@@ -158,6 +158,12 @@ def test_cloudwatch_sends_count_whole_minutes_from_the_start_on():
 
     cw = CloudWatch()
     count = CloudWatchSends(cw)
+    # until its minutes are published (a minute or two late), sends in the window still veto
+    ses = SesSending(count, lambda: True, window_seconds=300)
+    assert ses.observe(at(400), since=at(300)).health is Health.OK  # 100 s after: not settled yet
+    cw.starts.clear()
+    ses.observe(at(500), since=at(300))
+    assert cw.starts[-1] == at(300)  # settled: the minutes since are asked for
     assert count(at(30), at(200)) == 2 and cw.starts[-1] == at(60)
     assert count(at(60), at(200)) == 2 and cw.starts[-1] == at(60)
     assert count(at(30), at(45)) == 0  # no whole minute yet
