@@ -275,8 +275,9 @@ class SesSending:
             n = self.sends(now - self.window, now)
             busy = self.sending()
             # the figures after ``since`` are complete only once the source has published them
-            settled = since is not None and since > now - self.window and now - since >= self.lag
-            recent = self.sends(since, now) if n and settled else n
+            recent = n
+            if n and since is not None and now - self.window < since <= now - self.lag:
+                recent = self.sends(since, now)
         except Exception as exc:
             return Observation(self.name, Health.UNKNOWN, f"{type(exc).__name__}")
         if n is None:
