@@ -39,8 +39,10 @@ with three layers, each of which holds without the others:
 
 1. *SES veto*: the primary region's SES, read from DR through CloudWatch in the primary's region (a
    path independent of DynamoDB replication), is the one signal that shows the primary's senders
-   directly. While it shows sends in its window the decider never promotes, whatever the quorum
-   says (``Action.VETOED``), and the grace starts again after.
+   directly. While it shows sends after the quorum went bad, or sends in its window while those
+   after cannot be known yet (CloudWatch publishes a minute a few minutes late) or cannot be read,
+   the decider never promotes, whatever the quorum says (``Action.VETOED``), and the grace starts
+   again after. Sends known to be all from before (a crash) do not veto.
 2. *Wait for positive evidence after the switch*: an automatic promotion writes the flag in DR only,
    with ``awaiting_quiet_of`` (core/services/regions.py). Until the primary's SES has accepted
    nothing for a whole window that began after that write, DR's controller takes no lease and its
@@ -263,23 +265,27 @@ class SesSending:
     def __init__(self, sends: Callable[[datetime, datetime], int | None], sending: Callable[[], bool],
                  window_seconds: float):
         self.sends, self.sending, self.window = sends, sending, timedelta(seconds=window_seconds)
-        self.lag = timedelta(seconds=getattr(sends, "lag_seconds", 0))  # until a minute's sends are known
+        # sends strictly after a time, None while the source cannot tell yet (``after`` of the source)
+        self.after: Callable[[datetime, datetime], int | None] = getattr(sends, "after", sends)
 
     def observe(self, now: datetime, since: datetime | None = None) -> Observation:
         """BAD after a window without sends while campaigns are sending; OK (alive: a veto) only for
         sends after ``since``, when the other signals went bad: the sends just before a crash
-        would otherwise hold off the promotion for a whole window after it. Until the source has
-        published its figures for the time since then (``lag_seconds`` of the ``sends`` source:
-        CloudWatch's minutes come late), any send in the window still vetoes."""
+        would otherwise hold off the promotion for a whole window after it. While the source
+        cannot tell the sends after ``since`` yet (CloudWatch publishes its minutes late) or the
+        question fails, any send in the window still vetoes."""
         try:
             n = self.sends(now - self.window, now)
             busy = self.sending()
-            # the figures after ``since`` are complete only once the source has published them
-            recent = n
-            if n and since is not None and now - self.window < since <= now - self.lag:
-                recent = self.sends(since, now)
         except Exception as exc:
             return Observation(self.name, Health.UNKNOWN, f"{type(exc).__name__}")
+        recent = n
+        if n and since is not None and since > now - self.window:
+            try:
+                known = self.after(since, now)
+            except Exception:  # noqa: BLE001 - unknown: the window's sends still veto
+                known = None
+            recent = n if known is None else known
         if n is None:
             return Observation(self.name, Health.UNKNOWN, "no SES figures for a whole window yet")
         if n > 0 and not recent:
@@ -319,18 +325,25 @@ class CloudWatchSends:
     """Sends since a time from the ``AWS/SES`` ``Send`` metric in the watched region (per minute,
     published a minute or two late: keep the window at five minutes or more)."""
 
-    lag_seconds = 180  # a minute's sum is published a minute or two after it: until then, unknown
+    published_within = timedelta(minutes=3)  # a minute's sum appears a minute or two after it ends
 
     def __init__(self, cloudwatch: Any):
         self.cloudwatch = cloudwatch
 
     def __call__(self, since: datetime, now: datetime) -> int | None:
-        # whole minutes from ``since`` on: CloudWatch rounds a start down to its minute, whose sum
-        # could hold sends from before ``since``
-        start = since.replace(second=0, microsecond=0) + (timedelta(minutes=1) if since.second or since.microsecond
-                                                          else timedelta(0))
-        if start >= now:
-            return 0
+        """Sends from ``since``'s minute on (CloudWatch rounds a start down): may count a little
+        before ``since``, never less, which is the safe side for the silence and quiet checks."""
+        return self._sum(since, now)
+
+    def after(self, since: datetime, now: datetime) -> int | None:
+        """Sends in the whole minutes after ``since`` (the minute it falls in may hold earlier
+        sends), or None until the first of them has surely been published."""
+        start = since.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        if now < start + timedelta(minutes=1) + self.published_within:
+            return None
+        return self._sum(start, now)
+
+    def _sum(self, start: datetime, now: datetime) -> int:
         points = self.cloudwatch.get_metric_statistics(Namespace="AWS/SES", MetricName="Send", StartTime=start,
                                                        EndTime=now, Period=60, Statistics=["Sum"])["Datapoints"]
         return int(sum(p["Sum"] for p in points))

@@ -251,9 +251,7 @@ def _gate(event: dict[str, Any], method: str) -> tuple[Endpoint | None, Response
         except DomainError as exc:
             return ep, error(exc.http_status, exc.code, exc.message, exc.details)
         token = set_principal(p)
-    # a recipient's one-click unsubscribe (public) is taken in either region: a suppression is
-    # the same item whichever region writes it, so replication cannot lose or flip it
-    passive = _passive_refusal() if method not in READS and ep.scope != PUBLIC else None
+    passive = _passive_refusal() if method not in READS else None
     if passive is not None:
         if token is not None:
             reset_principal(token)

@@ -94,6 +94,20 @@ def classify(exc: ClientError, sender: str) -> Exception:
     return SendInDoubt(f"SES answered {code or status}: {message}".strip())
 
 
+# The request fields a message's own content fills (its address, subject, body, headers): a
+# request botocore refuses in one of them is that message's fault; in any other, ours.
+_MESSAGE_FIELDS = ("Content.", "Destination.", "ReplyToAddresses", "FromEmailAddress")
+
+
+def _invalid_request(exc: ParamValidationError) -> Exception:
+    """A message botocore refuses (an empty header value, say) fails alone; a request the platform
+    builds wrongly for every message (the configuration set, the tags) holds the platform."""
+    text = f"request refused before the call: {exc}"[:500]
+    if any(f in str(exc) for f in _MESSAGE_FIELDS):
+        return MessageRefused(text)
+    return SendingHeld(text, ses_code="ParamValidation", scope="platform")
+
+
 MAX_MESSAGE_BYTES = 40 * 1024 * 1024  # SES v2: the whole message, attachments and encoding included
 # Bodies are encoded for 7-bit transport with 76-character lines (RFC 2045); headers are written
 # unfolded up to RFC 5322's 998 characters, so a long List-Unsubscribe URL stays a plain URL.
@@ -177,8 +191,8 @@ class SesMailer:
             kw["ReplyToAddresses"] = [reply_to]
         try:
             return self.client.send_email(**kw)["MessageId"]
-        except ParamValidationError as exc:  # refused before any call (SES's own limits): this message only
-            raise MessageRefused(f"not sendable: {exc}"[:500]) from None
+        except ParamValidationError as exc:  # botocore refused the request before any call
+            raise _invalid_request(exc) from None
         except ClientError as exc:
             err = classify(exc, sender)
             if isinstance(err, SendingHeld):

@@ -145,8 +145,9 @@ def test_sends_from_before_a_crash_do_not_hold_off_the_promotion_for_a_window():
     assert step(101).action is Action.VETOED and step(130).action is Action.VETOED
 
 
-def test_cloudwatch_sends_count_whole_minutes_from_the_start_on():
-    """CloudWatch rounds a start down to its minute: that minute's sum may hold earlier sends."""
+def test_cloudwatch_sends_after_a_time_are_unknown_until_its_whole_minutes_are_published():
+    """CloudWatch rounds a start down to its minute (that minute may hold earlier sends) and
+    publishes a minute's sum a minute or two late: until then the window's sends still veto."""
     from controller.failover import CloudWatchSends
 
     class CloudWatch:
@@ -154,19 +155,26 @@ def test_cloudwatch_sends_count_whole_minutes_from_the_start_on():
 
         def get_metric_statistics(self, **kw: Any) -> dict[str, Any]:
             self.starts.append(kw["StartTime"])
-            return {"Datapoints": [{"Sum": 2.0}]}
+            return {"Datapoints": [{"Sum": 2.0}] if kw["StartTime"] < at(120) else []}
 
     cw = CloudWatch()
     count = CloudWatchSends(cw)
-    # until its minutes are published (a minute or two late), sends in the window still veto
-    ses = SesSending(count, lambda: True, window_seconds=300)
-    assert ses.observe(at(400), since=at(300)).health is Health.OK  # 100 s after: not settled yet
-    cw.starts.clear()
-    ses.observe(at(500), since=at(300))
-    assert cw.starts[-1] == at(300)  # settled: the minutes since are asked for
-    assert count(at(30), at(200)) == 2 and cw.starts[-1] == at(60)
-    assert count(at(60), at(200)) == 2 and cw.starts[-1] == at(60)
-    assert count(at(30), at(45)) == 0  # no whole minute yet
+    assert count(at(30), at(200)) == 2 and cw.starts[-1] == at(30)  # silence and quiet: never fewer
+    assert count.after(at(30), at(200)) is None  # minute 60-120 not surely published before 300
+    assert count.after(at(30), at(300)) == 2 and cw.starts[-1] == at(60)
+    ses = SesSending(count, lambda: True, window_seconds=400)
+    assert ses.observe(at(250), since=at(30)).health is Health.OK  # not known yet: the window vetoes
+    assert ses.observe(at(310), since=at(130)).health is Health.OK  # 130 -> from 180: unknown until 420
+    assert ses.observe(at(430), since=at(130)).health is Health.UNKNOWN  # known: none after
+
+    class Flaky(CloudWatch):
+        def get_metric_statistics(self, **kw: Any) -> dict[str, Any]:
+            if kw["StartTime"] != at(0):
+                raise RuntimeError("throttled")
+            return {"Datapoints": [{"Sum": 5.0}]}
+
+    flaky = SesSending(CloudWatchSends(Flaky()), lambda: True, window_seconds=300)
+    assert flaky.observe(at(300), since=at(30)).health is Health.OK  # the question after failed: still a veto
 
 
 # -- the watch (the job) ---------------------------------------------------------------------

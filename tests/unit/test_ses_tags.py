@@ -54,3 +54,15 @@ def test_a_message_botocore_refuses_before_the_call_is_refused_alone_not_in_doub
     with pytest.raises(MessageRefused, match="Headers"):
         SesMailer(client, "cs").send(sender="a@example.com", to="b@example.org", subject="s", html="h",
                                      reply_to=None, headers={"X-Empty": ""}, tags={})
+
+
+def test_a_request_the_platform_builds_wrongly_for_every_message_holds_sending():
+    import boto3
+
+    from core.domain.errors import SendingHeld
+
+    client = boto3.client("sesv2", region_name="eu-west-1", endpoint_url="http://127.0.0.1:9",
+                          aws_access_key_id="x", aws_secret_access_key="x")
+    with pytest.raises(SendingHeld, match="ConfigurationSetName"):
+        SesMailer(client, 7).send(sender="a@example.com", to="b@example.org", subject="s", html="h",  # type: ignore[arg-type]
+                                  reply_to=None, headers={}, tags={})
