@@ -3,11 +3,26 @@ must be allowed by its IAM policy in infra/, and its policy must grant nothing i
 beyond the documented list. Runs last in the e2e tier; exercises a full campaign itself too."""
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from infra.policies import COMPONENT_ACTIONS, NOT_EXERCISED_LOCALLY, action_for
 from tests.e2e.test_api import HTML
+
+ERASED = "lp.erased@example.org"
+
+
+def _erase(api):
+    """An erasure of a suppressed person whose rows are in stored CSVs: the controller lists, reads,
+    rewrites and deletes object versions and swaps the plain suppression for its hash. Done here so
+    the test does not depend on test_privacy having run on the same stack."""
+    api.call("PUT", f"/suppressions/{ERASED}", json={})
+    job = api.call("POST", "/privacy/erasures", json={"email": ERASED}, expect=(202,))
+    deadline = time.monotonic() + 180
+    while api.call("GET", f"/privacy/erasures/{job['erasure_id']}")["status"] != "COMPLETED":
+        assert time.monotonic() < deadline, "erasure did not complete"
+        time.sleep(0.5)
 
 
 def _exercise(api):
@@ -24,7 +39,8 @@ def _exercise(api):
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         tid = api.create_template("LP", "S {{ first_name }}", HTML)
-        up = api.upload_csv("email,first_name\nsuccess@simulator.amazonses.com,A\nbounce@simulator.amazonses.com,B\n")
+        up = api.upload_csv("email,first_name\nsuccess@simulator.amazonses.com,A\nbounce@simulator.amazonses.com,B\n"
+                            f"{ERASED},C\n")
         tx = api.call("POST", "/campaigns", headers={"Idempotency-Key": "lp-1"}, json={
             "template_id": tid, "upload_id": up["upload_id"], "callback_url": f"http://127.0.0.1:{srv.server_port}/cb"})
         later = api.call("POST", "/campaigns", json={  # a campaign not released yet takes a test send
@@ -38,6 +54,7 @@ def _exercise(api):
         api.call("PUT", "/suppressions/x@example.org", json={})
         api.call("DELETE", "/suppressions/x@example.org")
         api.call("POST", "/webhook-secret/rotate")
+        _erase(api)
     finally:
         srv.shutdown()
 
