@@ -40,14 +40,25 @@ class SqliteAnalytics:
             CREATE INDEX IF NOT EXISTS events_tx ON events(tenant_id, transaction_id, event_type, ts);""")
 
     def index_event(self, d: dict[str, Any]) -> None:
-        m = d["metadata"]
+        self.index_many([d])
+
+    def index_many(self, docs: list[dict[str, Any]]) -> None:
+        """One transaction for a batch of events (the events handler indexes an SQS batch at once)."""
+        rows = [(d["event_id"], d["tenant_id"], d["transaction_id"], d["message_id"], d["event_type"], d["timestamp"],
+                 d["recipient_email"], d["metadata"]["link_url"], d["metadata"]["bounce_type"],
+                 d["metadata"]["bounce_subtype"], d["metadata"]["diagnostic"], json.dumps(d)) for d in docs]
+        if not rows:
+            return
         with self.lock:
-            self.db.execute("INSERT OR REPLACE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (
-                d["event_id"], d["tenant_id"], d["transaction_id"], d["message_id"], d["event_type"], d["timestamp"],
-                d["recipient_email"], m["link_url"], m["bounce_type"], m["bounce_subtype"], m["diagnostic"],
-                json.dumps(d)))
-        EVENTS_INDEXED.labels("sqlite").inc()
-        INDEX_LAG.labels("sqlite").set(_lag(d["timestamp"]))
+            self.db.execute("BEGIN")  # autocommit connection: one explicit transaction for the batch
+            try:
+                self.db.executemany("INSERT OR REPLACE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        EVENTS_INDEXED.labels("sqlite").inc(len(rows))
+        INDEX_LAG.labels("sqlite").set(_lag(docs[-1]["timestamp"]))
 
     def _q(self, sql: str, args: tuple) -> list[tuple]:
         with self.lock:

@@ -261,6 +261,7 @@ def record_ses_events(bodies: list[str], *, store: Any, analytics: Any | None = 
                 outcomes[p.index] = exc
         return outcomes
     buffer = counts if counts is not None else CountBuffer(store, _WallClock())
+    documents: list[dict[str, Any]] = []
     folds = {key: _fold(items.get(key[1]), pending) for key, pending in by_message.items()}
     # Message events first (at least once): the opted-in campaigns' outbox items carry what these
     # messages will record, written before the messages; a campaign whose item could not be
@@ -292,10 +293,26 @@ def record_ses_events(bodies: list[str], *, store: Any, analytics: Any | None = 
             continue
         for p in pending:
             outcomes[p.index] = results[p.index]
-            _after_recorded(p, results[p.index], metadata, analytics=analytics, evidence=evidence)
+            doc = _after_recorded(p, results[p.index], metadata, indexing=analytics is not None, evidence=evidence)
+            if doc is not None:
+                documents.append(doc)
     if counts is None:  # a caller without a buffer gets its counts written now
         buffer.flush()
+    _index(analytics, documents)
     return outcomes
+
+
+def _index(analytics: Any | None, documents: list[dict[str, Any]]) -> None:
+    """The batch's analytics documents in one bulk request (OpenSearch on AWS: one signed HTTP
+    call per SQS batch, not per event). Analytics never blocks status updates: a failure is
+    logged and counted, and the index misses those events (ids are content-derived, so a replay
+    of the records would overwrite, not double)."""
+    if analytics is None or not documents:
+        return
+    try:
+        analytics.index_many(documents)
+    except Exception as exc:  # noqa: BLE001 - analytics never blocks status updates
+        log.warning("analytics indexing failed", events=len(documents), error=str(exc)[:200])
 
 
 @dataclass
@@ -361,26 +378,24 @@ def _transaction_of(pending: list[_Pending], batch_id: str) -> str:
         transaction_of_batch(batch_id)
 
 
-def _after_recorded(p: _Pending, outcome: str, metadata: dict[str, str] | None, *, analytics: Any | None,
-                    evidence: SendEvidenceMark | None) -> None:
-    """What follows a recorded event: the Send-evidence mark, analytics, metrics."""
+def _after_recorded(p: _Pending, outcome: str, metadata: dict[str, str] | None, *, indexing: bool,
+                    evidence: SendEvidenceMark | None) -> dict[str, Any] | None:
+    """What follows a recorded event: the Send-evidence mark and metrics; returns its analytics
+    document when ``indexing`` and it goes to analytics (indexed with the batch's others)."""
     parsed = p.parsed
     if evidence is not None and parsed.event_type == "Send":
         evidence.saw(p.ev.mail.timestamp)
+    SES_EVENTS.labels(parsed.event_type, outcome).inc()
     if metadata is None:  # an unknown or erased message: nothing more
-        SES_EVENTS.labels(parsed.event_type, outcome).inc()
-        return
+        return None
+    log.debug("ses event", message_id=parsed.message_id, event_type=parsed.event_type, outcome=outcome)
     # Every event of a known message goes to analytics, a repeated open too (indexed by event id,
     # so a replay overwrites itself); the message item keeps only the first of each kind.
-    if analytics is not None and (outcome != "duplicate" or parsed.status in (M.OPENED, M.CLICKED)):
-        try:
-            from core.services.analytics import event_document
+    if indexing and (outcome != "duplicate" or parsed.status in (M.OPENED, M.CLICKED)):
+        from core.services.analytics import event_document
 
-            analytics.index_event(event_document(parsed, metadata))
-        except Exception as exc:  # analytics never blocks status updates
-            log.warning("analytics indexing failed", message_id=parsed.message_id, error=str(exc)[:200])
-    SES_EVENTS.labels(parsed.event_type, outcome).inc()
-    log.debug("ses event", message_id=parsed.message_id, event_type=parsed.event_type, outcome=outcome)
+        return event_document(parsed, metadata)
+    return None
 
 
 # --- message events (issue #18): the only coupling to core/services/message_events.py -------------

@@ -139,3 +139,39 @@ def test_an_update_of_an_item_over_one_kilobyte_is_billed_two_write_units(deps, 
     deps.counter.reset()
     deps.store.table.update(Update(key, set={"status": "DELIVERED"}), returns=returns)
     assert deps.counter.write_units == expected
+
+
+class _Analytics:
+    """An analytics store that records its bulk calls (OpenSearch: one signed HTTP request each)."""
+
+    def __init__(self, fail: bool = False):
+        self.bulks: list[list[dict]] = []
+        self.fail = fail
+
+    def index_many(self, docs):
+        self.bulks.append(list(docs))
+        if self.fail:
+            raise ConnectionError("analytics domain unreachable")
+
+
+def test_one_sqs_batch_is_indexed_in_one_analytics_request(deps, tenant):
+    _, _, sent = sent_campaign(deps, n=3)
+    bodies = [ev(kind, s) for s in sent for kind in ("ses_send.json", "ses_delivery.json")]
+    analytics = _Analytics()
+
+    outcomes = record_ses_events(bodies, store=deps.store, analytics=analytics)
+
+    assert outcomes == ["applied"] * 6
+    assert len(analytics.bulks) == 1 and len(analytics.bulks[0]) == 6
+    assert {d["event_type"] for d in analytics.bulks[0]} == {"Send", "Delivery"}
+
+
+def test_an_analytics_outage_does_not_hold_up_status_updates(deps, tenant):
+    _, batch, sent = sent_campaign(deps, n=2)
+    bodies = [ev("ses_delivery.json", s) for s in sent]
+
+    outcomes = record_ses_events(bodies, store=deps.store, analytics=_Analytics(fail=True))
+
+    assert outcomes == ["applied", "applied"]
+    assert {deps.store.get_message(batch.batch_id, s["tags"]["message_id"]).status for s in sent} == \
+        {MessageStatus.DELIVERED}

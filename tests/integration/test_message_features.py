@@ -91,8 +91,8 @@ def test_custom_headers_go_out_and_metadata_is_kept_apart_from_the_placeholders(
     docs: list[dict] = []
 
     class Sink:
-        def index_event(self, doc):
-            docs.append(doc)
+        def index_many(self, batch):
+            docs.extend(batch)
 
     for kind in ("ses_send.json", "ses_delivery.json"):
         record_ses_event(sns_envelope(ses_event_for(kind, tenant="tenant-a", message_id=mid, recipient="c@x.org")),
