@@ -119,7 +119,7 @@ class Settings(BaseSettings):
 
     # --- analytics -------------------------------------------------------------------
     opensearch_endpoint: str | None = None  # unset: the embedded SQLite store
-    peer_opensearch_endpoint: str | None = None  # the other region's domain: erasures purge it too
+    peer_opensearch_endpoint: str | None = None  # the other region's domain: erasures and retention purge it too
     # CAN-SPAM: templates must use {{ unsubscribe_url }} and {{ postal_address }}, tenants must have set
     # their postal address (PUT /compliance/identity) before a campaign is accepted. Unset: required
     # in staging and prod, not in local and test (an explicit value wins, e.g. false for a

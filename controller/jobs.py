@@ -13,13 +13,14 @@ from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 from apscheduler.schedulers.background import BackgroundScheduler
+from botocore.exceptions import ClientError
 
 from controller.failover import build_watch
 from controller.lease import Lease
 from core import schema
 from core.adapters.sqs import SqsQueue
 from core.adapters.streams import follow_table_stream
-from core.bootstrap import Deps, privacy_ports
+from core.bootstrap import Deps, peer_table, privacy_ports
 from core.domain.errors import DomainError, Fenced, StaleWrite
 from core.domain.models import Summary, Transaction
 from core.domain.statuses import TransactionStatus as T
@@ -29,9 +30,11 @@ from core.observability import (
     CAMPAIGNS_STUCK,
     EVENT_PIPELINE_LAG,
     HEARTBEAT,
+    HEARTBEAT_AGE,
     PASS_ERRORS,
     PASS_SECONDS,
     QUEUE_DEPTH,
+    REPLICATION_LAG,
     SCHEDULER_LAG,
     SEND_QUOTA,
     acting_as,
@@ -89,8 +92,11 @@ class Controller:
         self.deps = deps
         self.settings = deps.settings
         self.region = region or deps.settings.region
-        peer = deps.settings.dr_region if self.region == deps.settings.region else deps.settings.region
-        self.lease = Lease(deps.store.table, self.region, holder, deps.settings.lease_seconds, deps.clock, peer)
+        self.peer = peer = deps.settings.dr_region if self.region == deps.settings.region else deps.settings.region
+        self.lease = Lease(deps.store.table, self.region, holder, deps.settings.lease_seconds, deps.clock, peer,
+                           on_lost=self._clear_leader_metrics)
+        self._heartbeat_at: datetime | None = None  # when the last lease call completed
+        self._peer_unreadable: str | None = None  # why the peer's table copy could not be read (logged once)
         self.stopping = threading.Event()
         self.scheduler: BackgroundScheduler | None = None
         self._stream: threading.Thread | None = None
@@ -158,14 +164,24 @@ class Controller:
 
     def heartbeat(self) -> bool:
         """Take or renew the lease; publish the attempt's time under this controller's role. An
-        attempt that raises (DynamoDB unreachable) publishes nothing, so the heartbeat goes stale."""
+        attempt that raises (DynamoDB unreachable) publishes nothing, so the heartbeat goes stale:
+        the timestamp stays (Prometheus compares it with time()) and the age, computed at each
+        scrape, grows (what the CloudWatch alarms read: they cannot compare with the time)."""
         with self._heartbeat_lock, acting_as("controller"):
             held = self.lease.acquire_or_renew()
         role, other = ("leader", "standby") if held else ("standby", "leader")
-        HEARTBEAT.labels(self.region, role).set(self.deps.clock.now().timestamp())
-        with contextlib.suppress(KeyError):  # one series per controller: its current role
-            HEARTBEAT.remove(self.region, other)
+        self._heartbeat_at = now = self.deps.clock.now()
+        HEARTBEAT.labels(self.region, role).set(now.timestamp())
+        HEARTBEAT_AGE.labels(self.region, role).set_function(self._heartbeat_age)
+        for series in (HEARTBEAT, HEARTBEAT_AGE):
+            with contextlib.suppress(KeyError):  # one series per controller: its current role
+                series.remove(self.region, other)
         return held
+
+    def _heartbeat_age(self) -> float:
+        if self._heartbeat_at is None:
+            return 0.0
+        return max(0.0, (self.deps.clock.now() - self._heartbeat_at).total_seconds())
 
     def ingest_pass(self) -> None:
         def run() -> None:
@@ -196,13 +212,15 @@ class Controller:
                 timeout=self.settings.callback_timeout_seconds, should_stop=self.stopping.is_set))
 
     def privacy_pass(self) -> None:
-        """Erasure jobs (core/services/privacy.py), and once an hour the tenants' analytics retention."""
+        """Erasure jobs (core/services/privacy.py), and once an hour the tenants' analytics retention
+        in both regions' stores (the other region's controller is a standby and purges nothing:
+        ``privacy.purge_analytics_everywhere``)."""
         def run() -> None:
             ports = privacy_ports(self.deps, self.store)
             privacy.run_due_erasures(ports, should_stop=self.stopping.is_set)
             now = self.deps.clock.now()
             if self._analytics_purged_at is None or (now - self._analytics_purged_at).total_seconds() >= 3600:
-                privacy.purge_analytics(ports.retention, self.deps.analytics, now)
+                privacy.purge_analytics_everywhere(ports, now)
                 self._analytics_purged_at = now
         self._timed("privacy", run)
 
@@ -223,7 +241,55 @@ class Controller:
             EVENT_PIPELINE_LAG.set(self._event_pipeline_lag(now, sum(depths["ses_events"].values())))
             SEND_QUOTA.set(self.settings.ses_max_send_rate)
             CALLBACK_BACKLOG.set(len(self.deps.store.due("CALLBACK", now, limit=1000)))
+            if self.lease.epoch is None:  # lost during the pass (its clearing may have run before these)
+                self._clear_leader_metrics()
         self._timed("metrics", run)
+
+    def _clear_leader_metrics(self) -> None:
+        """What only a leader publishes goes back to what a controller that never led exports:
+        unlabelled gauges at 0, labelled ones absent. Runs when the lease is lost or released, so a
+        deposed leader never keeps exporting its last stuck count, lag or queue depths."""
+        for gauge in (CAMPAIGNS_STUCK, EVENT_PIPELINE_LAG, SEND_QUOTA, CALLBACK_BACKLOG):
+            gauge.set(0)
+        for labelled in (CAMPAIGNS, QUEUE_DEPTH):
+            labelled.clear()
+        with contextlib.suppress(KeyError):
+            REPLICATION_LAG.remove(self.peer)
+
+    def replication_pass(self) -> None:
+        """Publish ``emailplatform_replication_lag_seconds``: how many seconds of this region's
+        writes the other region's table copy does not show yet (leader only).
+
+        Source: this leader's own lease renewals, which stamp ``renewed_at`` on the lease item every
+        lease_seconds/3 (controller/lease.py ``unreplicated_seconds``), read back from the peer
+        region's replica with one GetItem. It is the same on AWS (the global table replicates the
+        item) and in the embedded stack (local/replication.py TableReplicator copies it), and needs
+        no permission the controller lacks (GetItem on ``peer_table``), unlike CloudWatch's
+        ReplicationLatency (which the AWS alarm reads). Not published where the peer region has no
+        table (a single-region stack) or cannot be read. Its own job: a peer region that does not
+        answer delays this pass, never the other metrics."""
+        def run() -> None:
+            try:
+                copy = peer_table(self.deps, self.peer).get(schema.lease_key(self.region))
+            except Exception as exc:
+                with contextlib.suppress(KeyError):
+                    REPLICATION_LAG.remove(self.peer)
+                missing = isinstance(exc, ClientError) and exc.response["Error"]["Code"] == "ResourceNotFoundException"
+                if not missing:
+                    PASS_ERRORS.labels("replication", type(exc).__name__).inc()
+                why = "no table in the other region" if missing else type(exc).__name__
+                if self._peer_unreadable != why:
+                    self._peer_unreadable = why
+                    log.warning("replication lag not measured", peer_region=self.peer, why=why,
+                                error=str(exc)[:300])
+                return
+            self._peer_unreadable = None
+            lag = self.lease.unreplicated_seconds(copy)
+            if lag is not None:
+                REPLICATION_LAG.labels(self.peer).set(lag)
+            if self.lease.epoch is None:
+                self._clear_leader_metrics()
+        self._timed("replication", run)
 
     def _event_pipeline_lag(self, now: datetime, queued_events: int) -> float:
         """How far behind the sends this region's SES event pipeline records Send events, while it
@@ -293,6 +359,7 @@ class Controller:
         s.add_job(self.callbacks_pass, "interval", seconds=interval, id="callbacks")
         s.add_job(self.privacy_pass, "interval", seconds=interval, id="privacy")
         s.add_job(self.metrics_pass, "interval", seconds=10, id="metrics")
+        s.add_job(self.replication_pass, "interval", seconds=10, id="replication")
         if self.failover is not None:
             s.add_job(self.failover_pass, "interval", seconds=self.settings.failover_check_interval_seconds,
                       id="failover")

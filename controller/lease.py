@@ -21,13 +21,14 @@ does not stop both regions acting while replication lags: the active-region flag
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from core import schema
 from core.adapters.dynamodb import FENCING_COUNTER_KEY, DynamoTable, Update
 from core.domain.errors import StaleWrite, TemporaryError
-from core.domain.models import iso
+from core.domain.models import iso, parse_iso
 from core.observability import LEASE_HOLDER, LEASE_LOST, log
 from core.services.regions import awaiting_quiet_of
 
@@ -48,13 +49,19 @@ def next_epoch(seen: int, bit: int | None) -> int:
 
 
 class Lease:
+    """``on_lost`` runs each time a held lease is lost or released (after ``epoch`` is None)."""
+
     def __init__(self, table: DynamoTable, region: str, holder: str, seconds: float, clock: Any,
-                 peer_region: str | None = None):
+                 peer_region: str | None = None, on_lost: Callable[[], None] | None = None):
         self.table, self.region, self.holder, self.seconds, self.clock = table, region, holder, seconds, clock
         self.key = schema.lease_key(region)
         self.peer_key = schema.lease_key(peer_region) if peer_region else None
         self.bit = region_bit(region, peer_region)
+        self.on_lost = on_lost
         self.epoch: int | None = None
+        # this leadership's first and newest write of the lease item (its ``renewed_at``)
+        self.acquired_at: datetime | None = None
+        self.renewed_at: datetime | None = None
 
     def region_is_active(self) -> bool:
         flag = self.table.get(schema.ACTIVE_REGION_KEY)
@@ -71,9 +78,10 @@ class Lease:
             return self._lost("region is not active")
         if self.epoch is not None:
             try:
-                self.table.update(Update(self.key, set={"expires_at": until},
+                self.table.update(Update(self.key, set={"expires_at": until, "renewed_at": iso(now)},
                                          condition="holder = :me AND epoch = :e",
                                          values={":me": self.holder, ":e": self.epoch}))
+                self.renewed_at = now
                 return True
             except StaleWrite:
                 return self._lost("renewal lost")
@@ -94,7 +102,8 @@ class Lease:
         epoch = next_epoch(max(counted, int(current.get("epoch", 0)), int(peer.get("epoch", 0))), self.bit)
         try:
             self.table.transact([
-                Update(self.key, set={"holder": self.holder, "epoch": epoch, "expires_at": until},
+                Update(self.key, set={"holder": self.holder, "epoch": epoch, "expires_at": until,
+                                      "renewed_at": iso(now)},
                        condition="attribute_not_exists(epoch) OR (epoch = :old AND (expires_at < :now OR holder = :me))",
                        values={":old": int(current.get("epoch", 0)), ":now": iso(now), ":me": self.holder}),
                 Update(FENCING_COUNTER_KEY, set={"epoch": epoch, "region": self.region, "holder": self.holder,
@@ -107,16 +116,34 @@ class Lease:
             LEASE_HOLDER.labels(self.region, self.holder).set(0)
             return False
         self.epoch = epoch
+        self.acquired_at = self.renewed_at = now
         LEASE_HOLDER.labels(self.region, self.holder).set(1)
         log.info("lease acquired", region=self.region, holder=self.holder, epoch=epoch)
         return True
 
+    def unreplicated_seconds(self, replica: dict[str, Any] | None) -> float | None:
+        """How many seconds of this leadership's renewals a replica's copy of the lease item (the
+        other region's, read there) does not show yet: the newest renewal here minus the newest one
+        in the copy, or minus the acquisition while the copy shows none of this leadership. None
+        while not leading. Resolution: the renewal interval."""
+        epoch, acquired, newest = self.epoch, self.acquired_at, self.renewed_at
+        if epoch is None or acquired is None or newest is None:
+            return None
+        seen = acquired
+        if replica and replica.get("holder") == self.holder and replica.get("epoch") == epoch \
+                and replica.get("renewed_at"):
+            seen = max(seen, parse_iso(str(replica["renewed_at"])))
+        return max(0.0, (newest - seen).total_seconds())
+
     def _lost(self, why: str) -> bool:
-        if self.epoch is not None:
+        held = self.epoch is not None
+        if held:
             LEASE_LOST.inc()
             log.warning("lease lost", region=self.region, holder=self.holder, epoch=self.epoch, why=why)
         self.epoch = None
         LEASE_HOLDER.labels(self.region, self.holder).set(0)
+        if held and self.on_lost is not None:
+            self.on_lost()
         return False
 
     def release(self) -> None:
@@ -131,3 +158,5 @@ class Lease:
             pass
         self.epoch = None
         LEASE_HOLDER.labels(self.region, self.holder).set(0)
+        if self.on_lost is not None:
+            self.on_lost()

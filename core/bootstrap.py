@@ -98,7 +98,7 @@ def bootstrap(settings: Settings | None = None, *, clock: Any = None, counter: C
 
 
 def _peer_analytics(settings: Settings, region: str | None) -> dict[str, Any]:
-    """The other region's OpenSearch domain, when configured (the erasure job purges it too)."""
+    """The other region's OpenSearch domain, when configured (erasures and the retention purge reach it too)."""
     endpoint = getattr(settings, "peer_opensearch_endpoint", None)
     if not endpoint:
         return {}
@@ -165,16 +165,26 @@ def privacy_ports(deps: Deps, store: DynamoStore | None = None, *, peer_table: b
     peer = settings.dr_region if home == settings.region else settings.region
     regions = [Region(home, VersionedBlobs(deps.clients["s3"], home), deps.analytics)]
     if peer_table:
-        if "peer_clients" not in deps.memo:
-            built = {name: client(settings, name, peer) for name in ("s3", "dynamodb")}
-            if deps.counter is not None:
-                for c in built.values():
-                    deps.counter.attach(c)
-            deps.memo["peer_clients"] = built
-        peer_clients = deps.memo["peer_clients"]
+        peer_clients = _peer_clients(deps, peer)
         regions.append(Region(peer, VersionedBlobs(peer_clients["s3"], peer), deps.peer_analytics.get(peer),
                               DynamoTable(peer_clients["dynamodb"], settings.table_name)))
     return ErasurePorts(jobs=ErasureRepository(store.table), finder=SubjectFinder(store.table),
                         hashes=SuppressionHashes(store.table), store=store, hasher=store.address_hasher,
                         settings=settings, clock=deps.clock, regions=regions,
                         retention=RetentionRepository(store.table))
+
+
+def _peer_clients(deps: Deps, peer: str) -> dict[str, Any]:
+    """The other region's S3 and DynamoDB clients, built once per dependency set."""
+    if "peer_clients" not in deps.memo:
+        built = {name: client(deps.settings, name, peer) for name in ("s3", "dynamodb")}
+        if deps.counter is not None:
+            for c in built.values():
+                deps.counter.attach(c)
+        deps.memo["peer_clients"] = built
+    return dict(deps.memo["peer_clients"])
+
+
+def peer_table(deps: Deps, peer: str) -> DynamoTable:
+    """The other region's replica of the table (read only: GetItem on ``peer_table``, infra/policies.py)."""
+    return DynamoTable(_peer_clients(deps, peer)["dynamodb"], deps.settings.table_name)

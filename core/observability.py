@@ -184,6 +184,12 @@ ANALYTICS_LAG = metric(f"{NS}_analytics_lag_seconds", "gauge", "Event time to in
 # the controller's clock, so Prometheus compares them with time(); role is leader|standby.
 HEARTBEAT = metric(f"{NS}_controller_heartbeat_timestamp_seconds", "gauge", "Unix time of this controller's "
                    "last lease renewal attempt", ("region", "role"), unit="None", values={"role": ROLES})
+# What the CloudWatch heartbeat alarms read (infra/components/operations.py): CloudWatch cannot
+# compare a value with the current time, and a stale timestamp gauge is still exported (and counted)
+# at every scrape. The age is computed when scraped, so it grows while lease calls fail or hang.
+HEARTBEAT_AGE = metric(f"{NS}_controller_heartbeat_age_seconds", "gauge", "Seconds since this controller's last "
+                       "lease call that completed (computed at each scrape)", ("region", "role"), unit="Seconds",
+                       values={"role": ROLES})
 CAMPAIGNS_STUCK = metric(f"{NS}_campaigns_stuck", "gauge", "Active READY_TO_SEND campaigns whose summary has not "
                          "changed for the controller's stuck_after seconds")
 EVENT_PIPELINE_LAG = metric(f"{NS}_ses_event_pipeline_lag_seconds", "gauge", "Now minus the newest SES Send event "
@@ -191,6 +197,9 @@ EVENT_PIPELINE_LAG = metric(f"{NS}_ses_event_pipeline_lag_seconds", "gauge", "No
                             unit="Seconds")
 SEND_QUOTA = metric(f"{NS}_ses_max_send_rate", "gauge", "Configured SES send rate across all workers (messages/s)",
                     unit="Count/Second")
+REPLICATION_LAG = metric(f"{NS}_replication_lag_seconds", "gauge", "Seconds of this region's writes the other "
+                         "region's table copy does not show yet, from the leader's lease renewals as that copy "
+                         "shows them (controller/jobs.py replication_pass)", ("receiving_region",), unit="Seconds")
 # Automatic failover (controller/failover.py): published by a controller whose decider runs (the DR
 # region's, EMAILPLATFORM_FAILOVER_AUTOMATION), labelled with that controller's region. The watch
 # creates every promotion series at 0 when it starts, so the first promotion is an increase (for

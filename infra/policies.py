@@ -81,8 +81,8 @@ COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "s3:DeleteObjectVersion": ("bucket:uploads", "bucket:batches", "peer_bucket:uploads", "peer_bucket:batches"),
         # analytics: an erasure deletes the person's events, retention purges old ones (delete_by_query);
         # at start ensure_index PUTs the template, ISM policy and write index, HEADs the alias. An
-        # erasure also deletes them in the other region's domain (EMAILPLATFORM_PEER_OPENSEARCH_ENDPOINT):
-        # delete_by_query is a POST, the only call made there
+        # erasure and the hourly retention purge also delete them in the other region's domain
+        # (EMAILPLATFORM_PEER_OPENSEARCH_ENDPOINT; its controller is a standby): POSTs only there
         "es:ESHttpPost": ("search", "peer_search"), "es:ESHttpGet": ("search",), "es:ESHttpPut": ("search",),
         "es:ESHttpHead": ("search",),
         "sqs:SendMessage": ("queue:send",),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -46,6 +47,7 @@ def to_event(method: str, raw_path: str, headers: dict[str, str], body: bytes, s
         "requestContext": {
             "requestId": request_id, "stage": "local", "httpMethod": method, "path": parts.path,
             "resourcePath": "/{proxy+}", "identity": {"sourceIp": source_ip}, "accountId": "000000000000",
+            "requestTimeEpoch": int(time.time() * 1000),  # when the request arrived, as API Gateway sets it
         },
     }
 

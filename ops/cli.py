@@ -11,7 +11,6 @@ import argparse
 import getpass
 import json
 import sys
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -42,12 +41,12 @@ def _gateway(settings: Settings) -> UsagePlanKeys | None:
                           for region, plan in settings.usage_plan_ids.items()})
 
 
-def _audit(d: Deps, tenant: str, action: str, target: dict[str, str]) -> None:
-    """Operator actions go to the tenant's audit log like API writes (core/services/audit.py)."""
+def record_operator_action(d: Deps, tenant: str, action: str, target: dict[str, str], source: str = "cli") -> None:
+    """Operator actions (this CLI, the runbooks) go to the tenant's audit log like API writes
+    (core/services/audit.py): who is the OS user running the tool; ``target`` holds ids, never a secret."""
     now = d.clock.now()
-    e = audit.entry(tenant_id=tenant, actor=f"operator:{getpass.getuser()}", method="CLI", route=action,
-                    params=target, status=200, source_ip=None, request_id=f"cli-{uuid.uuid4().hex[:12]}", at=now,
-                    hasher=d.store.address_hasher)
+    e = audit.operator_entry(tenant_id=tenant, operator=getpass.getuser(), source=source, action=action,
+                             target=target, at=now, hasher=d.store.address_hasher)
     audit.record(AuditRepository(d.store.table), d.store, e, now)
 
 
@@ -57,11 +56,13 @@ def _tenant(args: argparse.Namespace) -> int:
         tenants.create_tenant(d.store, d.secrets, args.tenant)  # with its webhook signing secret
         for sender in args.sender or ():
             tenants.allow_sender(d.store, args.tenant, sender)
-        _audit(d, args.tenant, "tenant create", {"senders": ",".join(args.sender or ())})
+        record_operator_action(d, args.tenant, "tenant create", {"senders": ",".join(args.sender or ())})
     record = d.store.get_tenant(args.tenant)
     if record is None:
         print(f"error: no tenant {args.tenant}", file=sys.stderr)
         return 1
+    if args.action == "show":  # discloses the webhook signing secrets: audited like a sensitive API read
+        record_operator_action(d, args.tenant, "tenant show", {})
     print(json.dumps({"tenant_id": args.tenant, "senders": sorted(record.get("senders", [])),
                       "webhook_secrets": d.secrets.signing_secrets(args.tenant)}))
     return 0
@@ -73,13 +74,13 @@ def _keys(args: argparse.Namespace) -> int:
         scopes = auth.check_scopes(args.scope) if args.scope else None
         tenants.create_tenant(d.store, d.secrets, args.tenant)  # a new tenant gets its signing secret too
         raw, key = auth.create_key(d.store, args.tenant, scopes, gateway=_gateway(d.settings))
-        _audit(d, args.tenant, "keys create", {"key_id": key.key_id})
+        record_operator_action(d, args.tenant, "keys create", {"key_id": key.key_id})
         print(json.dumps({"api_key": raw, "key_id": key.key_id, "tenant_id": key.tenant_id, "scopes": key.scopes}))
     elif args.action == "revoke":
         if not auth.revoke_key(d.store, args.tenant, args.key_id, gateway=_gateway(d.settings)):
             print("no such key", file=sys.stderr)
             return 1
-        _audit(d, args.tenant, "keys revoke", {"key_id": args.key_id})
+        record_operator_action(d, args.tenant, "keys revoke", {"key_id": args.key_id})
         print(json.dumps({"revoked": args.key_id}))
     else:
         print(json.dumps([{"key_id": k.key_id, "scopes": k.scopes, "revoked": k.revoked}
@@ -91,12 +92,13 @@ def _secret(args: argparse.Namespace) -> int:
     d = _deps()
     if args.action == "rotate":
         print(json.dumps(tenants.rotate_webhook_secret(d.secrets, args.tenant)))
-        _audit(d, args.tenant, "webhook-secret rotate", {})
+        record_operator_action(d, args.tenant, "webhook-secret rotate", {})
     elif args.action == "finish-rotation":
         d.secrets.drop_previous(args.tenant)
-        _audit(d, args.tenant, "webhook-secret finish-rotation", {})
+        record_operator_action(d, args.tenant, "webhook-secret finish-rotation", {})
         print(json.dumps({"secrets": d.secrets.signing_secrets(args.tenant)}))
     else:
+        record_operator_action(d, args.tenant, "webhook-secret show", {})  # discloses the signing secrets
         print(json.dumps({"secrets": d.secrets.signing_secrets(args.tenant)}))
     return 0
 
@@ -105,10 +107,10 @@ def _senders(args: argparse.Namespace) -> int:
     d = _deps()
     if args.action == "allow":
         out = tenants.allow_sender(d.store, args.tenant, args.sender)
-        _audit(d, args.tenant, "senders allow", {"sender": args.sender})
+        record_operator_action(d, args.tenant, "senders allow", {"sender": args.sender})
     elif args.action == "revoke":
         out = tenants.revoke_sender(d.store, args.tenant, args.sender)
-        _audit(d, args.tenant, "senders revoke", {"sender": args.sender})
+        record_operator_action(d, args.tenant, "senders revoke", {"sender": args.sender})
     else:
         out = sorted((d.store.get_tenant(args.tenant) or {}).get("senders", []))
     print(json.dumps({"tenant_id": args.tenant, "senders": out}))

@@ -13,6 +13,7 @@ from typing import Any
 from config.settings import Settings, load_settings
 from core.bootstrap import Deps, bootstrap
 from core.observability import configure_logging, log
+from ops.cli import record_operator_action
 
 
 class RunbookFailed(SystemExit):
@@ -20,9 +21,21 @@ class RunbookFailed(SystemExit):
 
 
 class Runbook:
-    def __init__(self, name: str, execute: bool, out: Callable[[str], None] = print):
-        self.name, self.execute, self.out = name, execute, out
+    def __init__(self, name: str, execute: bool, out: Callable[[str], None] = print, deps: Deps | None = None):
+        self.name, self.execute, self.out, self.deps = name, execute, out, deps
         self.steps: list[dict[str, Any]] = []
+
+    def reveal(self, what: str, secret: dict[str, Any]) -> None:
+        """Show a new secret to the operator, once, on ``out`` (stdout): never logged, never in the
+        step report (``--json``), like ``emailplatform-admin keys create`` prints a created key."""
+        self.out(f"[secret] {what} (shown once, store it now): {json.dumps(secret)}")
+
+    def audit(self, tenant_id: str, action: str, target: dict[str, str] | None = None) -> None:
+        """Write an action done on a tenant to its audit log (source ``runbook``, actor the OS user;
+        ``target`` holds ids, never a secret)."""
+        if self.deps is None:
+            raise RuntimeError(f"{self.name}: an audited action needs the runbook's deps")
+        record_operator_action(self.deps, tenant_id, f"{self.name} {action}", target or {}, source="runbook")
 
     def _record(self, kind: str, title: str, outcome: str, detail: Any = None) -> None:
         self.steps.append({"kind": kind, "step": title, "outcome": outcome, "detail": detail})

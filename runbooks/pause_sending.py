@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from runbooks.common import Runbook, main_guard, parser, region_deps, run
 
 
@@ -11,14 +13,19 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
     p.add_argument("--reason", default="runbook pause-sending")
     args = p.parse_args(argv)
     d = region_deps(args, settings)
-    book = Runbook("pause-sending", args.execute, out)
+    book = Runbook("pause-sending", args.execute, out, deps=d)
+
+    def pause() -> dict[str, Any]:
+        state = d.store.set_sending_switch(paused=None if args.tenant else True, tenant_id=args.tenant,
+                                           tenant_paused=True if args.tenant else None, reason=args.reason)
+        if args.tenant:  # the audit log is per tenant: a platform-wide pause has none
+            book.audit(args.tenant, "pause sending", {"reason": args.reason})
+        return state
 
     def body() -> None:
         book.check("table reachable", lambda: d.store.get_flag({"PK": "PLATFORM", "SK": "SENDING"}) or True)
         scope = f"tenant {args.tenant}" if args.tenant else "platform"
-        book.act(f"pause sending for {scope}",
-                 lambda: d.store.set_sending_switch(paused=None if args.tenant else True, tenant_id=args.tenant,
-                                                    tenant_paused=True if args.tenant else None, reason=args.reason),
+        book.act(f"pause sending for {scope}", pause,
                  done=lambda: d.store.sending_paused(args.tenant or "-") is not None)  # "-" is no tenant
         if args.execute:
             book.check("senders now see the switch", lambda: d.store.sending_paused(args.tenant or "-") or False)

@@ -14,24 +14,42 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
                    help="second phase: revoke this API key id and drop the previous webhook secret")
     args = p.parse_args(argv)
     d = region_deps(args, settings)
-    book = Runbook("rotate-keys", args.execute, out)
+    book = Runbook("rotate-keys", args.execute, out, deps=d)
 
     def body() -> None:
         keys = d.store.api_keys(args.tenant)
         book.check("tenant has keys", lambda: [k.key_id for _, k in keys if not k.revoked] or False)
         secrets = d.secrets.signing_secrets(args.tenant)
         book.check("webhook signing secrets", lambda: f"{len(secrets)} live (current + previous during overlap)")
+
+        def create_key() -> dict[str, str]:
+            raw, key = auth.create_key(d.store, args.tenant, keys[0][1].scopes if keys else None)
+            book.reveal("new API key", {"api_key": raw, "key_id": key.key_id})  # the operator's, not the logs'
+            book.audit(args.tenant, "create key", {"key_id": key.key_id})
+            return {"key_id": key.key_id}
+
+        def rotate_secret() -> int:
+            live = len(rotate_webhook_secret(d.secrets, args.tenant)["secrets"])
+            book.audit(args.tenant, "rotate webhook secret")
+            return live
+
+        def revoke_key() -> bool:
+            revoked = auth.revoke_key(d.store, args.tenant, args.finish)
+            if revoked:
+                book.audit(args.tenant, "revoke key", {"key_id": args.finish})
+            return revoked
+
+        def drop_previous_secret() -> None:
+            d.secrets.drop_previous(args.tenant)
+            book.audit(args.tenant, "drop previous webhook secret")
+
         if not args.finish:
-            book.act("create a new API key (shown once)", lambda: {
-                "api_key": (r := auth.create_key(d.store, args.tenant, keys[0][1].scopes if keys else None))[0],
-                "key_id": r[1].key_id})
-            book.act("rotate the webhook secret (old and new both sign until --finish)",
-                     lambda: len(rotate_webhook_secret(d.secrets, args.tenant)["secrets"]))
+            book.act("create a new API key (shown once)", create_key)
+            book.act("rotate the webhook secret (old and new both sign until --finish)", rotate_secret)
         else:
-            book.act(f"revoke API key {args.finish}", lambda: auth.revoke_key(d.store, args.tenant, args.finish),
+            book.act(f"revoke API key {args.finish}", revoke_key,
                      done=lambda: any(k.key_id == args.finish and k.revoked for _, k in keys))
-            book.act("drop the previous webhook secret", lambda: d.secrets.drop_previous(args.tenant),
-                     done=lambda: len(secrets) <= 1)
+            book.act("drop the previous webhook secret", drop_previous_secret, done=lambda: len(secrets) <= 1)
 
     return run(book, body, args.json)
 

@@ -428,8 +428,11 @@ class DynamoStore:
         delta = {k: v for k, v in delta.items() if v}
         if not delta:
             return
+        sets, first = {"counts_at": iso(now)}, None
+        if delta.get("sent", 0) > 0:  # when the campaign's mail reached SES (the compliance report's period)
+            sets["last_sent_at"], first = iso(now), {"first_sent_at": iso(now)}
         self.table.update(Update(
-            schema.transaction_key(tx_id), set={"counts_at": iso(now)},
+            schema.transaction_key(tx_id), set=sets, set_if_absent=first,
             add={**{f"n_{k}": v for k, v in delta.items()}, "count_gen": 1},
             condition="attribute_exists(PK)"), returns="NONE")
 
@@ -487,16 +490,19 @@ class DynamoStore:
 
     # ---------------------------------------------------------------- send log
     def send_log_intent(self, batch_id: str, chunk: int, attempt: int, message_ids: list[str], worker: str, *,
-                        region: str, now: datetime, send_by: datetime) -> bool:
+                        region: str, now: datetime, send_by: datetime, expiration: int | None = None) -> bool:
         """Write-ahead record before the SES calls of one chunk. False if it already exists.
 
         ``region`` names the event pipeline that will carry the chunk's Send events and
-        ``send_by`` bounds its last SES call; an in-doubt resolution needs both.
+        ``send_by`` bounds its last SES call; an in-doubt resolution needs both. ``expiration``
+        (epoch seconds): the tenant's message retention, as on the messages it names (its
+        outcomes may quote an SES error text that holds the address).
         """
+        ttl = {schema.TTL_ATTRIBUTE: expiration} if expiration else {}
         return self.table.put_new({
             **schema.send_log_key(batch_id, chunk, attempt), "state": "INTENT", "chunk": chunk,
             "attempt": attempt, "message_ids": message_ids, "worker": worker, "region": region,
-            "created_at": iso(now), "send_by": iso(send_by),
+            "created_at": iso(now), "send_by": iso(send_by), **ttl,
         })
 
     def extend_send_by(self, batch_id: str, chunk: int, attempt: int, send_by: datetime) -> None:
@@ -670,13 +676,16 @@ class DynamoStore:
         return att.model_copy(update={"status": status, **{k: v for k, v in fields.items() if k in Attachment.model_fields}})
 
     # ---------------------------------------------------------------- suppressions
-    def suppress(self, tenant_id: str, email: str, reason: str, source: str | None = None) -> bool:
+    def suppress(self, tenant_id: str, email: str, reason: str, source: str | None = None,
+                 requested_at: datetime | None = None) -> bool:
         """Suppress an address (idempotent). An address erased for this tenant is suppressed by its
         keyed hash already and is never written out again (a late bounce, an old unsubscribe link).
         One transaction: the plain item is written only while the hash item does not exist, so an
-        erasure that writes the hash meanwhile cannot be undone by this write."""
+        erasure that writes the hash meanwhile cannot be undone by this write. ``requested_at``:
+        when the request that asked for it arrived (an unsubscribe), kept beside ``created_at``."""
         item = {**schema.suppression_key(tenant_id, email), "tenant_id": tenant_id, "email": email,
-                "reason": reason, "source": source, "created_at": iso(utcnow())}
+                "reason": reason, "source": source, "created_at": iso(utcnow()),
+                **({"requested_at": iso(requested_at)} if requested_at else {})}
         if self.address_hasher is None:
             return self.table.put_new(item)
         from core.adapters.dynamodb import serialize

@@ -1,7 +1,8 @@
 """The audit log: who did what to which target, when, from where, under which request id.
 
 One entry per API write and per admin or privacy action, recorded in one place (the API's
-dispatch, ``handlers/api.py``), never per route. An entry holds no secret, no body and no
+dispatch, ``handlers/api.py``), never per route; operator tools (the admin CLI, the runbooks)
+record theirs through ``operator_entry``. An entry holds no secret, no body and no
 address: a path parameter that is an address is kept as the tenant's keyed hash of it (the same
 hash an erased address is suppressed by), so the log needs no erasure and survives one. Entries
 expire after the tenant's ``audit`` retention.
@@ -29,7 +30,7 @@ def audited(method: str, scope: str) -> bool:
 
 def entry(*, tenant_id: str, actor: str, method: str, route: str, params: dict[str, str], status: int,
           source_ip: str | None, request_id: str | None, at: Any, hasher: Any,
-          answer: str | None = None) -> dict[str, Any]:
+          answer: str | None = None, source: str = "api") -> dict[str, Any]:
     target = {k: (f"hmac:{hasher(tenant_id, v)}" if "@" in v else v) for k, v in params.items()}
     if answer and 200 <= status < 300 and not target:
         try:
@@ -39,7 +40,17 @@ def entry(*, tenant_id: str, actor: str, method: str, route: str, params: dict[s
             pass
     return {"entry_id": uuid.uuid4().hex[:16], "tenant_id": tenant_id, "at": iso(at), "actor": actor,
             "action": f"{method} {route}", "target": target, "status": status,
-            "outcome": "ok" if status < 400 else "refused", "source_ip": source_ip, "request_id": request_id}
+            "outcome": "ok" if status < 400 else "refused", "source": source, "source_ip": source_ip,
+            "request_id": request_id}
+
+
+def operator_entry(*, tenant_id: str, operator: str, source: str, action: str, target: dict[str, str], at: Any,
+                   hasher: Any) -> dict[str, Any]:
+    """An operator's action outside the API (``source``: ``cli`` or ``runbook``): actor
+    ``operator:<who>``, action ``<SOURCE> <what>``. ``target`` names ids only, never a secret."""
+    return entry(tenant_id=tenant_id, actor=f"operator:{operator}", method=source.upper(), route=action,
+                 params=target, status=200, source_ip=None, request_id=f"{source}-{uuid.uuid4().hex[:12]}", at=at,
+                 hasher=hasher, source=source)
 
 
 def record(repo: Any, store: CampaignStore, e: dict[str, Any], now: Any) -> None:

@@ -1,5 +1,6 @@
-"""Per-tenant compliance report for a period: mails sent, bounce and complaint rates against the
-SES limits, unsubscribes honoured, suppressions by reason, erasures completed and how long they
+"""Per-tenant compliance report for a period: mails sent (by campaigns whose sending happened in
+it), bounce and complaint rates against the SES limits, unsubscribes honoured and how long each
+took from request to suppression, suppressions by reason, erasures completed and how long they
 took. JSON for machines, an HTML page for people (like the campaign report)."""
 
 from __future__ import annotations
@@ -21,15 +22,23 @@ SES_BOUNCE_REVIEW, SES_BOUNCE_PAUSE = 0.05, 0.10
 SES_COMPLAINT_REVIEW, SES_COMPLAINT_PAUSE = 0.001, 0.005
 
 
+# the tenant's identity every mail needs when compliance is required (CAN-SPAM: who sends, and where)
+REQUIRED_IDENTITY = {"postal_address": "postal address", "sender_name": "sender name"}
+
+
 def check_footer(store: CampaignStore, settings: Settings, tenant_id: str, variables: Any) -> None:
     """When the platform requires it (``require_compliance_footer``): the tenant has a postal
-    address and the template shows the unsubscribe link and the postal address. 422 otherwise."""
+    address and a sender name, and the template shows the unsubscribe link and the postal
+    address. 422 otherwise, naming what is missing."""
     if not getattr(settings, "require_compliance_footer", False):
         return
     identity = store.compliance_identity(tenant_id) or {}
-    if not identity.get("postal_address"):
-        raise InvalidInput("the tenant has no postal address: every mail must carry one (CAN-SPAM); "
-                           "set it with PUT /compliance/identity first")
+    missing = [f for f in REQUIRED_IDENTITY if not str(identity.get(f) or "").strip()]
+    if missing:
+        raise InvalidInput("the tenant has no " + " and no ".join(REQUIRED_IDENTITY[f] for f in missing)
+                           + ": every mail must say who sends it and carry a postal address (CAN-SPAM); "
+                           "set them with PUT /compliance/identity first",
+                           [{"loc": ["compliance_identity", f], "type": "missing"} for f in missing])
     check_template_footer(settings, variables)
 
 
@@ -62,29 +71,69 @@ def _within(ts: str | None, start: datetime, end: datetime) -> bool:
     return start <= t < end
 
 
+def _seconds(values: list[float]) -> dict[str, float | None]:
+    return {"median_seconds": round(median(values), 3) if values else None,
+            "max_seconds": round(max(values), 3) if values else None}
+
+
+MAIL_COUNTED = ("mail handed to SES by the campaigns whose first and last recorded send both fall in the "
+                "period (campaign counts, not per-message times); delivered, bounced and complained are "
+                "those campaigns' outcomes, whenever they arrived")
+UNSUBSCRIBES_HOW = ("suppressed by the unsubscribe request itself (one-click, RFC 8058); the delay is the "
+                    "suppression's creation time minus the request's arrival at the API, over the period's "
+                    "unsubscribes that stored both. Each send chunk reads the suppression list just before "
+                    "its SES calls, so a chunk already under way at the click may still mail the address once")
+
+
 def compliance_report(*, campaigns: Any, suppressions: Any, erasures: Any, tenant_id: str, start: datetime,
                       end: datetime, settings: Settings) -> dict[str, Any]:
     """``campaigns``: the tenant's transaction items; ``suppressions``: its suppression items (plain
-    and hashed); ``erasures``: its erasure jobs."""
+    and hashed); ``erasures``: its erasure jobs.
+
+    Mail is counted per campaign by when it was sent (``first_sent_at``/``last_sent_at``, stamped
+    with the sent count): a campaign whose sending crosses a boundary of the period, or that has
+    no send times (sent before they were recorded), is reported apart, never guessed into it."""
     if end <= start:
         raise InvalidInput("the period is empty: 'to' must be after 'from'")
     sent = delivered = hard = bounced = complained = n_campaigns = 0
+    spanning = {"campaigns": 0, "sent": 0}
+    undated = {"campaigns": 0, "sent": 0}
     for c in campaigns:
-        if not _within(c.get("created_at"), start, end):
+        n_sent = int(c.get("n_sent", 0))
+        first, last = c.get("first_sent_at"), c.get("last_sent_at")
+        if not (first and last):
+            if n_sent and _within(c.get("created_at"), start, end):
+                undated["campaigns"] += 1
+                undated["sent"] += n_sent
+            continue
+        began, ended = parse_iso(first), parse_iso(last)
+        if ended < start or began >= end:
+            continue
+        if not (start <= began and ended < end):
+            spanning["campaigns"] += 1
+            spanning["sent"] += n_sent
             continue
         n_campaigns += 1
-        sent += int(c.get("n_sent", 0))
+        sent += n_sent
         delivered += int(c.get("n_delivered", 0))
         bounced += int(c.get("n_bounced", 0))
         hard += int(c.get("n_hard_bounced", 0))
         complained += int(c.get("n_complained", 0))
     by_reason: dict[str, int] = {}
     new_in_period: dict[str, int] = {}
+    unsubscribe_delays: list[float] = []
+    unmeasured = 0
     for s in suppressions:
         reason = str(s.get("reason") or "unknown")
         by_reason[reason] = by_reason.get(reason, 0) + 1
         if _within(s.get("created_at"), start, end):
             new_in_period[reason] = new_in_period.get(reason, 0) + 1
+            if reason == "unsubscribe":
+                if s.get("requested_at"):  # two hosts' clocks: a skew never makes it negative
+                    unsubscribe_delays.append(max(0.0, (parse_iso(s["created_at"])
+                                                        - parse_iso(s["requested_at"])).total_seconds()))
+                else:
+                    unmeasured += 1
     done = [e for e in erasures if e.get("status") == "COMPLETED" and _within(e.get("completed_at"), start, end)]
     took = [(parse_iso(e["completed_at"]) - parse_iso(e["requested_at"])).total_seconds() for e in done]
     requested = sum(1 for e in erasures if _within(e.get("requested_at"), start, end))
@@ -93,6 +142,8 @@ def compliance_report(*, campaigns: Any, suppressions: Any, erasures: Any, tenan
         "tenant_id": tenant_id, "period": {"from": iso(start), "to": iso(end)},
         "mail": {"campaigns": n_campaigns, "sent": sent, "delivered": delivered, "bounced": bounced,
                  "hard_bounced": hard, "complained": complained},
+        "mail_counted": {"what": MAIL_COUNTED, "spanning_period_boundary": spanning,
+                         "without_send_times_created_in_period": undated},
         "reputation": {
             "bounce_rate": bounce_rate, "complaint_rate": complaint_rate,
             "platform_guard": {"bounce": settings.bounce_rate_threshold, "complaint": settings.complaint_rate_threshold},
@@ -102,8 +153,9 @@ def compliance_report(*, campaigns: Any, suppressions: Any, erasures: Any, tenan
         },
         "unsubscribes": {
             "honoured": new_in_period.get("unsubscribe", 0),
-            "how": "suppressed when the link is used (one-click, RFC 8058); every send chunk checks the "
-                   "suppression list just before sending, so no mail is sent after the click",
+            "request_to_suppression": {"measured": len(unsubscribe_delays), "not_measured": unmeasured,
+                                       **_seconds(unsubscribe_delays)},
+            "how": UNSUBSCRIBES_HOW,
         },
         "suppressions": {"total": sum(by_reason.values()), "by_reason": by_reason, "added_in_period": new_in_period},
         "erasures": {"requested": requested, "completed": len(done),
@@ -120,6 +172,10 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.bad{color:#c62828
 </head><body><h1>Compliance report</h1>
 <p>Tenant <b>{{ r.tenant_id }}</b>, {{ r.period.from }} to {{ r.period.to }}</p>
 <h2>Mail</h2><table>{% for k, v in r.mail.items() %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
+{% set m = r.mail_counted %}<p>Counted: {{ m.what }}. Not counted: {{ m.spanning_period_boundary.campaigns }}
+campaign(s) whose sending crosses the period's start or end ({{ m.spanning_period_boundary.sent }} mails in
+all), {{ m.without_send_times_created_in_period.campaigns }} created in the period without recorded send
+times ({{ m.without_send_times_created_in_period.sent }} mails).</p>
 <h2>Reputation</h2><table>
 <tr><th>bounce rate (hard)</th><td>{{ "%.3f"|format(r.reputation.bounce_rate * 100) }} %</td>
 <td>SES review at {{ r.reputation.ses_limits.bounce_review * 100 }} %</td></tr>
@@ -127,7 +183,11 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.bad{color:#c62828
 <td>SES review at {{ r.reputation.ses_limits.complaint_review * 100 }} %</td></tr></table>
 <p class="{{ 'ok' if r.reputation.within_ses_limits else 'bad' }}">{{ 'Within' if r.reputation.within_ses_limits
 else 'Outside' }} SES limits.</p>
-<h2>Unsubscribes</h2><p>{{ r.unsubscribes.honoured }} honoured in the period: {{ r.unsubscribes.how }}.</p>
+<h2>Unsubscribes</h2><p>{{ r.unsubscribes.honoured }} honoured in the period.
+{% set d = r.unsubscribes.request_to_suppression %}{% if d.measured %}Request to suppression: median
+{{ d.median_seconds }} s, longest {{ d.max_seconds }} s over {{ d.measured }} measured{% else %}No
+unsubscribe in the period stored its request time{% endif %}{% if d.not_measured %} ({{ d.not_measured }}
+without a stored request time){% endif %}. How: {{ r.unsubscribes.how }}.</p>
 <h2>Suppressions</h2><table><tr><th>reason</th><th>total</th><th>added in period</th></tr>
 {% for k, v in r.suppressions.by_reason.items() %}<tr><td>{{ k }}</td><td>{{ v }}</td>
 <td>{{ r.suppressions.added_in_period.get(k, 0) }}</td></tr>{% endfor %}</table>

@@ -3,8 +3,8 @@
 **Retention.** Each tenant has days per kind of data (``core.schema.RETENTION``: defaults and
 bounds). Message, rejection, send-log, callback and audit items carry the ``expiration`` TTL set
 when they are written; batch files and uploads carry a ``retention-days`` tag that the buckets'
-lifecycle rules expire by; analytics events are purged by the controller's privacy pass (and by
-the index's ISM policy at the platform ceiling). Campaign summaries (transaction items) and
+lifecycle rules expire by; analytics events are purged by the leader's privacy pass, in both regions'
+stores (and by the index's ISM policy at the platform ceiling). Campaign summaries (transaction items) and
 suppressions have no TTL: they outlive message detail.
 
 **Erasure.** ``request_erasure`` writes a durable job; the controller's privacy pass drives it
@@ -103,6 +103,33 @@ def purge_analytics(repo: Any, analytics: Any, now: datetime) -> int:
     for tenant_id, own in repo.tenants():
         if "analytics" in own:
             purged += analytics.purge_before(tenant_id, iso(now - timedelta(days=int(own["analytics"]))))
+    return purged
+
+
+def purge_analytics_everywhere(ports: ErasurePorts, now: datetime) -> dict[str, int]:
+    """The retention purge in every region's analytics store the erasure reaches (``ports.regions``:
+    this region's, and the other region's through ``EMAILPLATFORM_PEER_OPENSEARCH_ENDPOINT``, one
+    ``delete_by_query`` POST there). Returns events purged per region reached.
+
+    Why the leader purges the other region too, rather than each region's controller its own: only
+    the lease holder of the active region runs passes (controller/lease.py); the other region's
+    controller is a standby that acts on nothing. That region's store still holds the events its
+    pipeline indexed while the region was active (before a failback); left to its own standby
+    controller, they would outlive the tenant's retention for as long as the region stays passive
+    (the index's ISM policy keeps them up to the platform ceiling). Letting
+    a standby act would break the rule that a passive region writes nothing; the leader already
+    reaches the peer store for erasures, with the same grant (es:ESHttpPost on ``peer_search``).
+
+    A region whose store fails (unreachable, not granted) is logged and left for the next purge;
+    the others are still purged. A region with no store configured is skipped."""
+    purged: dict[str, int] = {}
+    for region in ports.regions:
+        if region.analytics is None:
+            continue
+        try:
+            purged[region.name] = purge_analytics(ports.retention, region.analytics, now)
+        except Exception as exc:  # one region's store never stops the other's purge
+            log.warning("analytics retention purge failed", region=region.name, error=str(exc)[:300])
     return purged
 
 

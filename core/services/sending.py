@@ -61,7 +61,7 @@ from core.services.events import CountBuffer
 from core.services.failover_doubt import give_up_after_failover
 from core.services.message_events import TAG as MESSAGE_EVENTS_TAG
 from core.services.message_events import MessageEventBuffer, message_event, platform_event_id
-from core.services.privacy import ERASED_REASON
+from core.services.privacy import ERASED_REASON, expiration, store_retention
 from core.services.rendering import RenderedMail, RenderError, render_mail
 
 IN_DOUBT = "IN_DOUBT"  # a send-log outcome: SES may have accepted it; Send evidence decides
@@ -142,6 +142,7 @@ class BatchSender:
         outcome = SendOutcome("sent")
         in_doubt_until: datetime | None = None
         source: tuple[str, str, str | None] | None = None  # loaded once there is something to send
+        log_ttl: int | None = None  # the send log lives as long as message detail (it may quote an SES error)
         for c in range(0, (len(messages) + k - 1) // k):
             chunk = messages[c * k:(c + 1) * k]
             prev = latest.get(c)
@@ -202,8 +203,11 @@ class BatchSender:
                 self._redispatch_at(batch, self.clock.now())
                 return SendOutcome("stopped", outcome.sent, outcome.failed)
             lease_end = claimed_at + timedelta(seconds=lease)
+            if log_ttl is None:  # one read per batch, and only when it sends
+                log_ttl = expiration(store_retention(store, tx.tenant_id)["messages"], self.clock.now())
             if not store.send_log_intent(batch_id, c, attempt, [m.message_id for m in todo], me,
-                                         region=self.settings.region, now=self.clock.now(), send_by=lease_end):
+                                         region=self.settings.region, now=self.clock.now(), send_by=lease_end,
+                                         expiration=log_ttl):
                 return SendOutcome("busy", outcome.sent, outcome.failed)
             suppressed = store.are_suppressed(tx.tenant_id, [m.recipient_email.lower() for m in todo])
             booking = self.limiter.book(len(todo))  # right before the sends

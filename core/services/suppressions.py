@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from email_validator import EmailNotValidError
@@ -48,7 +49,9 @@ def list_suppressions(store: CampaignStore, tenant_id: str, limit: int, cursor: 
             "next_cursor": page.cursor}
 
 
-def unsubscribe(store: CampaignStore, secret: str, token: str) -> None:
-    """Idempotent: a second click finds the address already suppressed and succeeds."""
+def unsubscribe(store: CampaignStore, secret: str, token: str, requested_at: datetime | None = None) -> None:
+    """Idempotent: a second click finds the address already suppressed and succeeds.
+    ``requested_at`` (when the click reached the API) is stored so the compliance report can
+    measure how fast unsubscribes are honoured."""
     tenant, email, message_id = open_unsubscribe_token(secret, token)
-    store.suppress(tenant, email.lower(), "unsubscribe", message_id)
+    store.suppress(tenant, email.lower(), "unsubscribe", message_id, requested_at=requested_at)

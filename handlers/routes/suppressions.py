@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from pydantic import BaseModel, ConfigDict, Field
@@ -81,5 +83,7 @@ def unsubscribe_page(token: str):
 @requires(PUBLIC)
 def unsubscribe(token: str):
     d = deps()
-    suppressions.unsubscribe(d.store, d.settings.unsubscribe_secret, path_param(token))
+    arrived = (router.current_event.raw_event.get("requestContext") or {}).get("requestTimeEpoch")  # ms, API Gateway
+    suppressions.unsubscribe(d.store, d.settings.unsubscribe_secret, path_param(token),
+                             requested_at=datetime.fromtimestamp(int(arrived) / 1000, UTC) if arrived else None)
     return Response(200, "text/html", "<!doctype html><p>You are unsubscribed.</p>")

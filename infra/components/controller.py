@@ -67,7 +67,7 @@ RUNTIME_PLATFORM = {"operating_system_family": IMAGE_PLATFORM.split("/")[0].uppe
 # with the dimension sets the collector publishes them under. The scrape adds ``region`` to every
 # series (a target label; a series' own ``region`` label wins), so each has a per-region dimension.
 CLOUDWATCH_METRICS: dict[str, list[list[str]]] = {
-    "emailplatform_controller_heartbeat_timestamp_seconds": [["region", "role"], ["region"]],
+    "emailplatform_controller_heartbeat_age_seconds": [["region", "role"], ["region"]],
     "emailplatform_controller_is_leader": [["region"]],
     "emailplatform_controller_lease_lost_total": [["region"]],
     "emailplatform_campaigns_stuck": [["region"]],

@@ -168,9 +168,10 @@ class Api(pulumi.ComponentResource):
                                          retention_in_days=90, kms_key_id=args.key_arn, opts=o)
         self.stage = aws.apigateway.Stage(
             f"{name}-stage", rest_api=self.rest.id, deployment=deployment.id, stage_name="v1", xray_tracing_enabled=True,
+            # the route template, never $context.path: a path can hold an address (/suppressions/{email})
             access_log_settings={"destination_arn": access.arn, "format": json.dumps({
                 "requestId": "$context.requestId", "ip": "$context.identity.sourceIp", "method": "$context.httpMethod",
-                "path": "$context.path", "status": "$context.status", "latencyMs": "$context.responseLatency",
+                "route": "$context.resourcePath", "status": "$context.status", "latencyMs": "$context.responseLatency",
                 "apiKeyId": "$context.identity.apiKeyId", "waf": "$context.wafResponseCode"})},
             opts=child(self, args.provider, depends_on=[self.account]))
         self.plan = plan = aws.apigateway.UsagePlan(f"{name}-plan", name=f"{args.prefix}-default",

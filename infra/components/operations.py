@@ -102,6 +102,11 @@ class AlarmSpec:
     actions: bool = True  # actions_enabled
 
 
+# A controller completes a lease call every lease_seconds/3 (5 s by default), a standby's takeover
+# poll every second: a heartbeat this old means its lease calls fail or it is hung.
+HEARTBEAT_STALE_SECONDS = 60
+
+
 @dataclass
 class MonitoringArgs:
     prefix: str
@@ -129,28 +134,37 @@ def alarm_specs(a: MonitoringArgs) -> list[AlarmSpec]:
     The platform's metrics are in ``a.metrics_namespace``: the Lambdas write theirs as EMF (with
     their labels as dimensions), the controller's come from the ADOT collector (with the dimension
     sets in infra/components/controller.py CLOUDWATCH_METRICS). tests/infra checks each one against
-    core/observability.py. Metrics only the leader publishes (stuck, lag, dead letters) are absent
-    in the passive region and while no leader runs: there missing data is not breaching, and the
-    heartbeat alarm (which every controller feeds, leader or standby) is the one that says a
-    controller is dead."""
+    core/observability.py. Metrics only the leader publishes (stuck, lag, dead letters) are 0 or
+    absent in the passive region and while no leader runs (a deposed leader clears them): there
+    missing data is not breaching, and the heartbeat alarm (which every controller feeds, leader or
+    standby) is the one that says a controller is dead.
+
+    The heartbeat alarms read ``emailplatform_controller_heartbeat_age_seconds``, which the
+    controller computes at every scrape from its last lease call that completed. Counting samples
+    of the heartbeat timestamp (SampleCount) missed a controller whose lease calls fail: it is still
+    scraped, so its stale ``role="leader"`` series kept arriving. CloudWatch metric math has no
+    "now" to compare a timestamp value with, so the age is computed where the clock is. Minimum:
+    the freshest controller of the region (or of its leaders) counts, so a deposed, stale leader
+    beside a live one does not alarm; no data at all (no task, no collector) is breaching."""
     ns, r = a.metrics_namespace, {"region": a.region}
     floor = round(0.1 * a.ses_max_send_rate, 6)
+    age = "emailplatform_controller_heartbeat_age_seconds"
     specs = [
         AlarmSpec("controller-heartbeat", "EmailPlatformNoLeader", "runbooks/failover.md",
-                  "No controller heartbeat in this region for 2 minutes (no task, the collector down, or DynamoDB "
-                  "unreachable): in the active region nothing advances campaigns; in the passive one failover has "
-                  "no standby", 1, "LessThanThreshold", "breaching", 60, 2,
-                  metric=(ns, "emailplatform_controller_heartbeat_timestamp_seconds", "SampleCount", r)),
+                  f"No controller in this region completed a lease call within {HEARTBEAT_STALE_SECONDS} s, for 2 "
+                  "minutes (no task, the collector down, DynamoDB unreachable or the controller hung): in the active "
+                  "region nothing advances campaigns; in the passive one failover has no standby",
+                  HEARTBEAT_STALE_SECONDS, "GreaterThanThreshold", "breaching", 60, 2, metric=(ns, age, "Minimum", r)),
         # Whether a region is active is a runtime flag; infra knows only which region starts active.
         # The passive region's no-leader alarm exists with its actions off: the failover runbook
         # turns them on there (and off in the old region), the failback runbook back.
         AlarmSpec("controller-no-leader", "EmailPlatformNoLeader", "runbooks/failover.md",
                   "No controller holds the lease in this region for 2 minutes although controllers run (or none "
-                  "runs): nothing advances campaigns. Notifies only in the active region"
+                  f"runs, or the leader's lease calls have failed for {HEARTBEAT_STALE_SECONDS} s): nothing advances "
+                  "campaigns. Notifies only in the active region"
                   + ("" if a.active else " (actions are off here until a failover turns them on)"),
-                  1, "LessThanThreshold", "breaching", 60, 2,
-                  metric=(ns, "emailplatform_controller_heartbeat_timestamp_seconds", "SampleCount",
-                          {**r, "role": "leader"}), actions=a.active),
+                  HEARTBEAT_STALE_SECONDS, "GreaterThanThreshold", "breaching", 60, 2,
+                  metric=(ns, age, "Minimum", {**r, "role": "leader"}), actions=a.active),
         AlarmSpec("controller-lease-lost", None, "runbooks/failover.md",
                   "A controller lost its lease (renewal refused, or the region turned passive); if no leader "
                   "follows, controller-heartbeat or the stuck-campaign alarm follows", 0, "GreaterThanThreshold",
@@ -220,7 +234,8 @@ def alarm_specs(a: MonitoringArgs) -> list[AlarmSpec]:
                   "More than 1 % of API requests answered 5xx for 10 minutes", 0.01, "GreaterThanThreshold",
                   "notBreaching", 300, 2, metric=("AWS/ApiGateway", "5XXError", "Average", {"ApiName": a.api_name})),
         # Published in the region the writes come from, per receiving region; only while writes replicate.
-        AlarmSpec("replication-latency", None, "runbooks/failover.md",
+        # DynamoDB's own figure; locally the rule reads the controller's emailplatform_replication_lag_seconds.
+        AlarmSpec("replication-latency", "EmailPlatformReplicationLag", "runbooks/failover.md",
                   f"Table writes take over a minute to reach {a.peer_region}: a failover now loses more than "
                   "the RPO", 60_000, "GreaterThanThreshold", "notBreaching", 300, 1,
                   metric=("AWS/DynamoDB", "ReplicationLatency", "Maximum",
@@ -305,8 +320,9 @@ def dashboard(a: MonitoringArgs, api_name: str, send_queue: str, dlqs: list[str]
                "Maximum"),
         widget("SES event pipeline lag (s)", [[ns, "emailplatform_ses_event_pipeline_lag_seconds", "region", r]],
                "Maximum"),
-        widget("Controller heartbeats", [[ns, "emailplatform_controller_heartbeat_timestamp_seconds", "region", r,
-                                          "role", role] for role in ("leader", "standby")], "SampleCount"),
+        widget("Controller heartbeat age (s), freshest", [
+            [ns, "emailplatform_controller_heartbeat_age_seconds", "region", r, "role", role]
+            for role in ("leader", "standby")], "Minimum"),
         widget("Stuck campaigns", [[ns, "emailplatform_campaigns_stuck", "region", r]], "Maximum"),
         widget("Automatic failover: signals bad, quorum, hold", [
             [ns, "emailplatform_failover_signals_bad", "region", r], [ns, "emailplatform_failover_quorum", "region", r],

@@ -320,6 +320,18 @@ def test_api_stage_logging_waits_for_the_account_cloudwatch_role(resources):
     assert rules.stage_logging_has_account_role(resources) == []
 
 
+def test_api_access_logs_record_the_route_template_never_the_raw_path(resources):
+    """``/suppressions/{email}`` and ``/privacy/subjects/{email}`` carry an address in the path: the
+    access log (CloudWatch, 90 days, no erasure reaches it) records the resource template instead."""
+    stages = [s for s in of(resources, "aws:apigateway/stage:Stage") if s.props.get("accessLogSettings")]
+    assert {region_of(s) for s in stages} == {"primary", "dr"}
+    for stage in stages:
+        fmt = stage.props["accessLogSettings"]["format"]
+        fields = json.loads(fmt)
+        assert "$context.resourcePath" in fields.values(), fmt
+        assert not any(v in fmt for v in ("$context.path", "$input.params", "$context.requestOverride")), fmt
+
+
 def function_env(resources, fn):
     return {r.name.split("-")[0]: r.props["environment"]["variables"]
             for r in of(resources, "aws:lambda/function:Function") if r.name.endswith(f"-functions-{fn}")}

@@ -128,7 +128,7 @@ def test_every_alarm_watches_a_metric_somebody_publishes_with_dimensions_that_ex
     # the platform's own metrics are among them, from both sources
     ours = {name for a in alarms for ns, name, _ in watched(a) if ns == NAMESPACE}
     assert {d.name for d in obs.DEFINITIONS.values() if d.emf} & ours
-    assert obs.DEFINITIONS["emailplatform_controller_heartbeat_timestamp_seconds"].name in ours
+    assert obs.DEFINITIONS["emailplatform_controller_heartbeat_age_seconds"].name in ours
 
 
 def test_the_check_catches_an_alarm_on_nothing(resources):
@@ -186,11 +186,15 @@ def test_a_dead_controller_alarms_and_every_alarm_says_what_silence_means(resour
         assert a.props["treatMissingData"] in ("breaching", "notBreaching"), a.name
     for region_role in REGIONS:
         heartbeat = named(resources, f"{region_role}-monitoring-controller-heartbeat")
-        # every controller (leader or standby) heartbeats; no samples at all = no live controller
-        assert heartbeat.props["metricName"] == "emailplatform_controller_heartbeat_timestamp_seconds"
+        # every controller (leader or standby) heartbeats; no samples at all = no live controller.
+        # A controller whose lease calls fail is still scraped: a count of samples never drops, so
+        # the alarm reads the age (computed at the scrape): the freshest controller's must be recent
+        assert heartbeat.props["metricName"] == "emailplatform_controller_heartbeat_age_seconds"
         assert heartbeat.props["dimensions"] == {"region": REGIONS[region_role]}  # any role
         assert heartbeat.props["treatMissingData"] == "breaching"
-        assert heartbeat.props["statistic"] == "SampleCount" and heartbeat.props["comparisonOperator"] == "LessThanThreshold"
+        assert heartbeat.props["statistic"] == "Minimum"
+        assert heartbeat.props["comparisonOperator"] == "GreaterThanThreshold"
+        assert heartbeat.props["threshold"] <= 60  # a renewal every lease_seconds/3 (5 s) keeps it far below
         assert heartbeat.props["period"] * heartbeat.props["evaluationPeriods"] <= 120
         assert heartbeat.props["actionsEnabled"] is True  # a dead standby matters too: nobody could fail over
 
@@ -199,7 +203,10 @@ def test_no_leader_notifies_in_the_region_that_starts_active_and_waits_for_a_fai
     for region_role, enabled in (("primary", True), ("dr", False)):
         a = named(resources, f"{region_role}-monitoring-controller-no-leader")
         assert a.props["dimensions"] == {"region": REGIONS[region_role], "role": "leader"}
-        assert a.props["treatMissingData"] == "breaching" and a.props["statistic"] == "SampleCount"
+        assert a.props["treatMissingData"] == "breaching" and a.props["statistic"] == "Minimum"
+        # a stale leader (lease calls failing) alarms too, a fresh one elsewhere in the region wins
+        assert a.props["metricName"] == "emailplatform_controller_heartbeat_age_seconds"
+        assert a.props["comparisonOperator"] == "GreaterThanThreshold" and a.props["threshold"] <= 60
         assert a.props["actionsEnabled"] is enabled
 
 
@@ -219,6 +226,7 @@ def test_replication_latency_is_watched_where_the_writes_come_from(resources):
         (a,) = [a for a in in_region(resources, "aws:cloudwatch/metricAlarm:MetricAlarm", region_role)
                 if a.props.get("metricName") == "ReplicationLatency"]
         assert a.props["dimensions"]["ReceivingRegion"] == peer
+        assert a.props["alarmDescription"].startswith("EmailPlatformReplicationLag:")  # its Prometheus twin
 
 
 def test_the_collector_remote_writes_to_its_regions_workspace_and_publishes_what_the_alarms_read(resources):

@@ -1,5 +1,6 @@
-"""CAN-SPAM footer: with the platform requiring it, a tenant without a postal address or a template
-without the unsubscribe link and postal address cannot send; every mail shows both."""
+"""CAN-SPAM footer: with the platform requiring it, a tenant without a postal address or a sender
+name, or a template without the unsubscribe link and postal address, cannot send; every mail shows
+both."""
 
 from __future__ import annotations
 
@@ -49,6 +50,23 @@ def test_a_tenant_without_postal_address_or_a_template_without_footer_cannot_sen
     (mail,) = mailer.sent
     assert "1 Main Street, Springfield 12345, US" in mail["html"] and "Acme News" in mail["html"]
     assert 'href="https://mail.example.com/api/v1/email/unsubscribe/' in mail["html"]
+
+
+def test_a_tenant_without_a_sender_name_cannot_send_when_compliance_is_required(strict):
+    d = strict
+    tid = active_template(d, "tenant-a", FOOTER)
+    up = upload(d, "tenant-a", "email,first_name\na@example.org,Ann\n")
+    compliance.set_identity(IdentityRepository(d.store.table), "tenant-a", "1 Main Street, Springfield 12345, US",
+                            None, d.clock.now())  # a postal address, but nobody named as the sender
+    with pytest.raises(InvalidInput, match="no sender name: every mail must say who sends it") as refused:
+        campaigns.submit_campaign(d.store, d.blobs, d.settings, d.clock, "tenant-a",
+                                  {"template_id": tid, "upload_id": up})
+    assert refused.value.http_status == 422
+    assert refused.value.details == [{"loc": ["compliance_identity", "sender_name"], "type": "missing"}]
+    compliance.set_identity(IdentityRepository(d.store.table), "tenant-a", "1 Main Street, Springfield 12345, US",
+                            "Acme News", d.clock.now())
+    assert campaigns.submit_campaign(d.store, d.blobs, d.settings, d.clock, "tenant-a",
+                                     {"template_id": tid, "upload_id": up})["transaction_id"]
 
 
 def test_the_platform_variables_render_even_when_the_footer_is_not_required(deps, tenant):

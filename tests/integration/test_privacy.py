@@ -5,7 +5,12 @@ is nowhere in either region but as the suppression's keyed hash."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +57,23 @@ def test_message_and_rejection_items_carry_the_tenants_retention_as_ttl(deps, te
     tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=deps.settings.bucket("batches"),
                                                                  Key=key)["TagSet"]}
     assert tags == {schema.RETENTION_TAG: "14"}
+
+
+def test_send_log_items_expire_with_the_tenants_message_retention(deps, tenant):
+    """A send-log entry's outcomes may quote an SES error text naming the recipient: it lives as
+    long as the message detail it describes, not for ever."""
+    privacy.set_retention(privacy_ports(deps, peer_table=False).retention, "tenant-a", {"messages": 30},
+                          deps.clock.now())
+    tx_id = submit(deps, "tenant-a", csv_with_target())
+    c = leader(deps)
+    c.ingest_pass()
+    c.advance_pass()
+    (batch,) = deps.store.batches(tx_id)
+    batch_sender(deps, RecordingMailer(deps.mailer)).send_batch(tx_id, batch.batch_id)
+    now = deps.clock.now().timestamp()
+    logs = list(deps.store.table.query_all(f"BATCH#{batch.batch_id}", "SENDLOG#"))
+    assert logs and all(i["state"] == "DONE" for i in logs)
+    assert all(abs(i[schema.TTL_ATTRIBUTE] - (now + 30 * 86400)) < 5 for i in logs)
 
 
 def test_retention_outside_its_bounds_is_refused_naming_the_kind(deps, tenant):
@@ -207,6 +229,93 @@ def test_erasure_interrupted_mid_way_resumes_and_leaves_only_the_suppression_has
     assert again["status"] == privacy.COMPLETED and again["version"] == ports.jobs.get(job["erasure_id"])["version"]
 
 
+def _erasure_process(settings, erasure_id: str, tmp_path, kill_after: str | None, run: int) -> subprocess.Popen:
+    """tests/integration/erasure_process.py: a controller process of its own on the same moto server,
+    table, buckets and analytics files; ``kill_after`` makes it SIGKILL itself inside a step."""
+    env = {**os.environ, "EMAILPLATFORM_ENVIRONMENT": "test", "EMAILPLATFORM_AWS_ENDPOINT_URL": settings.aws_endpoint_url,
+           "EMAILPLATFORM_NAME_PREFIX": settings.name_prefix, "EMAILPLATFORM_LEASE_SECONDS": "1.5",
+           "EMAILPLATFORM_ANALYTICS_DB_PATH": str(tmp_path / "home.db"),
+           "ERASURE_TEST_PEER_ANALYTICS": str(tmp_path / "dr.db")}
+    env.pop("ERASURE_TEST_KILL_AFTER", None)
+    if kill_after:
+        env["ERASURE_TEST_KILL_AFTER"] = kill_after
+    with open(tmp_path / f"erasure-{run}.log", "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "tests.integration.erasure_process", erasure_id], env=env,
+                                cwd=Path(__file__).parents[2], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+
+
+def test_erasure_killed_inside_the_messages_and_objects_steps_resumes_in_a_fresh_process(
+        deps, tenant, settings, dr, tmp_path):
+    """kill -9 of the process running the erasure in the middle of a step (one of the person's two
+    messages pseudonymised; one object rewritten, its old version not yet deleted), twice, then a
+    fresh process finishes it: nothing in either region mentions the person but the keyed hash,
+    and the receipt counts every action once, those of the killed processes included."""
+    # analytics in files the erasure processes open too
+    deps.analytics = SqliteAnalytics(str(tmp_path / "home.db"))
+    deps.peer_analytics[settings.dr_region] = SqliteAnalytics(str(tmp_path / "dr.db"))
+    tx_id, target = _sent_campaign_with_events(deps)
+    batch_id = target["tags"]["message_id"].rsplit("-", 1)[0]
+    deps.store.table.put({**schema.send_log_key(batch_id, 99, 1), "state": "DONE", "results": {
+        target["tags"]["message_id"]: {"outcome": "FAILED", "reason": f"MessageRejected: {TARGET} not verified"}}})
+    deps.peer_analytics[settings.dr_region].index_event({
+        "event_id": "dr-1", "tenant_id": "tenant-a", "transaction_id": tx_id, "message_id": target["tags"]["message_id"],
+        "event_type": "Delivery", "timestamp": "2026-01-01T10:00:00Z", "recipient_email": target["to"],
+        "metadata": {"link_url": None, "bounce_type": None, "bounce_subtype": None, "diagnostic": None}})
+    # a second campaign to the person, ingested, not sent yet: two messages, four objects per region
+    submit(deps, "tenant-a", f"email,first_name\n{TARGET},{PLACEHOLDER}\nkeep3@example.org,Ann\n")
+    leader(deps).ingest_pass()
+    needles = {TARGET.lower(), PLACEHOLDER.lower()}
+    _wait(lambda: dr["buckets"].backlog() == 0, what="S3 replica")
+    _wait(lambda: sum(" s3 " in h and settings.dr_region in h for h in find_everywhere(deps, settings, needles)) == 4,
+          what="both campaigns' objects replicated")
+    ports = privacy_ports(deps)
+    eid = privacy.request_erasure(ports, "tenant-a", TARGET, "key_test")["erasure_id"]
+    leader(deps).lease.release()  # the erasure processes elect themselves
+
+    def receipt():
+        return privacy.get_erasure(ports.jobs, "tenant-a", eid)
+
+    # GIVEN a process killed right after the first of the person's messages was pseudonymised
+    first = _erasure_process(settings, eid, tmp_path, "messages:1", 1)
+    assert first.wait(timeout=60) == -signal.SIGKILL, (tmp_path / "erasure-1.log").read_text()
+    mid = receipt()
+    assert mid["step"] == "messages" and mid["receipt"]["messages_pseudonymised"] == 1
+    assert any(" table BATCH#" in h for h in find_everywhere(deps, settings, needles))  # the other message
+
+    # AND its successor killed right after its first object rewrite, before the old version went
+    second = _erasure_process(settings, eid, tmp_path, "objects:1", 2)
+    assert second.wait(timeout=60) == -signal.SIGKILL, (tmp_path / "erasure-2.log").read_text()
+    mid = receipt()
+    assert mid["step"] == "objects" and len(mid["receipt"]["objects_rewritten"]) == 1
+    assert any(f"{settings.region} s3 " in h for h in find_everywhere(deps, settings, needles))
+
+    # WHEN a fresh process resumes the erasure
+    third = _erasure_process(settings, eid, tmp_path, None, 3)
+    assert third.wait(timeout=60) == 0, (tmp_path / "erasure-3.log").read_text()
+
+    # THEN no table item, object version or analytics event in either region mentions the person
+    _wait(lambda: not find_everywhere(deps, settings, needles), timeout=15,
+          what=f"erasure everywhere: {find_everywhere(deps, settings, needles)}")
+    done = receipt()
+    r = done["receipt"]
+    assert done["status"] == privacy.COMPLETED
+    # AND the receipt holds what the killed processes did, once
+    assert r["messages_pseudonymised"] == 2 and r["messages_stopped_before_sending"] == 1
+    assert r["rejections_redacted"] == 1 and r["send_log_entries_redacted"] == 1
+    home = settings.region
+    assert len([o for o in r["objects_rewritten"] if o.startswith(f"{home}:")]) == 4
+    assert r["object_versions_deleted"][home] == 4
+    assert r["csv_rows_removed"][home] == 5  # upload 1 (2 rows), its batch file, upload 2, its batch file
+    assert r["object_versions_deleted"][settings.dr_region] >= 4
+    assert r["analytics_events_deleted"][settings.dr_region] == 1 and r["analytics_events_deleted"][home] == 4
+    assert r["replica"] == {settings.dr_region: "verified"}
+    hashed = deps.store.table.get(schema.suppression_hash_key("tenant-a", r["suppression"]["address_hash"]))
+    assert hashed and hashed["reason"] == "erasure" and "email" not in hashed
+    assert "address" not in ports.jobs.get(eid)
+    assert find_everywhere(deps, settings, {"keep1@example.org", "keep3@example.org"})  # the others stay
+
+
 def test_an_erased_address_is_refused_at_ingest_and_never_sent(deps, tenant, settings):
     ports = privacy_ports(deps, peer_table=False)
     job = privacy.request_erasure(ports, "tenant-a", TARGET, "key_test")
@@ -317,6 +426,38 @@ def test_analytics_older_than_the_tenants_retention_are_purged(deps, tenant):
                                         "diagnostic": None}})
     assert privacy.purge_analytics(ports.retention, store, deps.clock.now()) == 1
     assert sorted(e for (e,) in store._q("SELECT event_id FROM events", ())) == ["new", "other"]  # b: platform ISM
+
+
+def test_the_leaders_retention_purge_reaches_the_standby_regions_analytics_too(deps, tenant, settings):
+    """The DR region's controller is a standby (the active-region flag names this region): it runs
+    no pass, so the leader's hourly purge is what keeps that region's store within retention."""
+    from controller.jobs import Controller
+
+    privacy.set_retention(privacy_ports(deps, peer_table=False).retention, "tenant-a", {"analytics": 30},
+                          deps.clock.now())
+    dr_store = deps.peer_analytics[settings.dr_region] = SqliteAnalytics()  # e.g. indexed before a failback
+    for store in (deps.analytics, dr_store):
+        for eid, ts in (("old", "2020-01-01T00:00:00Z"), ("new", "2999-01-01T00:00:00Z")):
+            store.index_event({"event_id": eid, "tenant_id": "tenant-a", "transaction_id": "tx", "message_id": "m",
+                               "event_type": "Open", "timestamp": ts, "recipient_email": "x@example.org",
+                               "metadata": {"link_url": None, "bounce_type": None, "bounce_subtype": None,
+                                            "diagnostic": None}})
+    deps.store.table.put({**schema.ACTIVE_REGION_KEY, "region": settings.region})
+
+    def held(store):
+        return sorted(e for (e,) in store._q("SELECT event_id FROM events", ()))
+
+    # GIVEN the DR region's controller, a standby: it takes no lease and its privacy pass does nothing
+    standby = Controller(deps, "dr-controller", region=settings.dr_region)
+    assert standby.heartbeat() is False
+    standby.privacy_pass()
+    assert held(dr_store) == ["new", "old"]
+
+    # WHEN the active region's leader runs its privacy pass
+    leader(deps).privacy_pass()
+
+    # THEN old events are gone from both regions' stores
+    assert held(deps.analytics) == ["new"] and held(dr_store) == ["new"]
 
 
 def test_suppression_calls_for_an_erased_address_answer_without_writing_it(deps, tenant):

@@ -99,7 +99,8 @@ def test_the_alerts_the_issue_asks_for_exist():
         "EmailPlatformNoLeader", "EmailPlatformCampaignStuck", "EmailPlatformSendRateUnderQuota",
         "EmailPlatformEventPipelineLag", "EmailPlatformCallbackDeadLetters", "EmailPlatformBounceRateHigh",
         "EmailPlatformComplaintRateHigh", "EmailPlatformDeadLetterQueueNotEmpty", "EmailPlatformApiErrors",
-        "EmailPlatformFailoverPromoted", "EmailPlatformFailoverSignalsBad", "EmailPlatformFailoverHeld"}
+        "EmailPlatformFailoverPromoted", "EmailPlatformFailoverSignalsBad", "EmailPlatformFailoverHeld",
+        "EmailPlatformReplicationLag"}
 
 
 def test_rules_use_only_metrics_the_platform_exports():

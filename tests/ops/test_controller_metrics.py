@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from prometheus_client import REGISTRY
 
 from controller.jobs import StuckCampaigns
+from core import observability
 from core.domain.models import Summary, Transaction
 from core.domain.statuses import TransactionStatus as T
 
@@ -80,3 +82,104 @@ def test_metrics_pass_publishes_quota_lag_and_dead_letter_depth(deps, clock):
     assert value("emailplatform_ses_event_pipeline_lag_seconds") == 400
     assert value("emailplatform_queue_depth", queue="ses_events-dlq", state="visible") == 1
     c.lease.release()
+
+
+def test_heartbeat_age_grows_while_the_lease_calls_fail(deps, clock, monkeypatch):
+    """What the CloudWatch heartbeat alarms read: a leader whose lease calls keep failing still
+    exports its leader series, but its age grows (computed at the scrape) until the alarm fires."""
+    from controller.jobs import Controller
+
+    region = deps.settings.region
+    c = Controller(deps, "a")
+    assert c.heartbeat() is True
+    assert value("emailplatform_controller_heartbeat_age_seconds", region=region, role="leader") == 0
+    clock.advance(40)  # no pass runs: the scrape alone sees the age grow
+    assert value("emailplatform_controller_heartbeat_age_seconds", region=region, role="leader") == 40
+
+    # WHEN every lease call fails (DynamoDB unreachable)
+    def unreachable() -> bool:
+        raise ConnectionError("dynamodb unreachable")
+
+    monkeypatch.setattr(c.lease, "acquire_or_renew", unreachable)
+    for _ in range(3):
+        clock.advance(10)
+        with pytest.raises(ConnectionError):
+            c.heartbeat()
+    # THEN the leader's series is still exported, stale, and keeps growing
+    assert value("emailplatform_controller_heartbeat_age_seconds", region=region, role="leader") == 70
+    monkeypatch.undo()
+    assert c.heartbeat() is True
+    assert value("emailplatform_controller_heartbeat_age_seconds", region=region, role="leader") == 0
+    c.lease.release()
+
+
+LAG = "emailplatform_replication_lag_seconds"
+
+
+def test_replication_lag_is_the_leaders_renewals_the_peer_copy_does_not_show(deps, clock):
+    from controller.jobs import Controller
+    from core import schema
+    from core.adapters.aws import client
+    from core.adapters.dynamodb import DynamoTable
+    from local.bootstrap import create_resources
+
+    s = deps.settings
+    c = Controller(deps, "a")
+    c.replication_pass()  # not the leader: nothing measured
+    assert value(LAG, receiving_region=s.dr_region) is None
+    assert c.heartbeat()
+    c.replication_pass()  # no table in the other region (a single-region stack): nothing measured
+    assert value(LAG, receiving_region=s.dr_region) is None
+
+    # GIVEN the other region's table copy, which has none of this leadership's renewals yet
+    create_resources(s, region=s.dr_region)
+    peer = DynamoTable(client(s, "dynamodb", s.dr_region), s.table_name)
+    clock.advance(30)
+    assert c.heartbeat()  # renewed 30 s after the acquisition
+    c.replication_pass()
+    assert value(LAG, receiving_region=s.dr_region) == 30
+
+    # WHEN replication delivers the newest renewal (what the global table / local/replication.py does)
+    peer.put(deps.store.table.get(schema.lease_key(s.region)))
+    c.replication_pass()
+    assert value(LAG, receiving_region=s.dr_region) == 0
+
+    # AND THEN stalls while the leader renews for 20 more seconds
+    clock.advance(20)
+    assert c.heartbeat()
+    c.replication_pass()
+    assert value(LAG, receiving_region=s.dr_region) == 20
+    c.lease.release()
+    assert value(LAG, receiving_region=s.dr_region) is None  # only a leader measures it
+
+
+def test_a_leader_that_turns_standby_stops_publishing_the_leaders_metrics(deps, clock):
+    from controller.jobs import Controller
+    from core import schema
+
+    s = deps.settings
+    c = Controller(deps, "a")
+    assert c.heartbeat()
+    # GIVEN a leader that published a stuck campaign, a lagging event pipeline and queue depths
+    c.stuck.count = lambda active, now: 2  # type: ignore[method-assign]
+    deps.store.advance_send_evidence(s.region, clock.now() - timedelta(seconds=400), clock.now())
+    deps.events_queue.send({"waiting": 1})
+    c.metrics_pass()
+    assert value("emailplatform_campaigns_stuck") == 2
+    assert value("emailplatform_ses_event_pipeline_lag_seconds") == 400
+    assert value("emailplatform_queue_depth", queue="ses_events", state="visible") == 1
+
+    # WHEN its region turns passive (the active-region flag names the other one): the renewal loses the lease
+    deps.store.table.put({**schema.ACTIVE_REGION_KEY, "region": s.dr_region})
+    assert c.heartbeat() is False
+
+    # THEN it publishes what a controller that never led publishes, and its metrics pass changes nothing
+    for _ in range(2):
+        assert value("emailplatform_campaigns_stuck") == 0
+        assert value("emailplatform_ses_event_pipeline_lag_seconds") == 0
+        assert value("emailplatform_callback_backlog") == 0
+        for queue in observability.QUEUES:
+            for state in ("visible", "in_flight"):
+                assert value("emailplatform_queue_depth", queue=queue, state=state) is None
+        assert value("emailplatform_campaigns_active", status="READY_TO_SEND") is None
+        c.metrics_pass()

@@ -73,21 +73,41 @@ def test_compliance_report_counts_the_period_only_and_compares_with_ses_limits()
     from core.services.compliance import compliance_report, render_compliance
 
     start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
-    campaigns = [{"created_at": "2026-01-05T00:00:00.000000Z", "n_sent": 1000, "n_delivered": 950, "n_bounced": 30,
-                  "n_hard_bounced": 20, "n_complained": 2},
-                 {"created_at": "2025-12-31T23:59:59.000000Z", "n_sent": 99999}]
-    sups = [{"reason": "unsubscribe", "created_at": "2026-01-10T00:00:00.000000Z"},
+    campaigns = [
+        # created before the period, scheduled into it: its mail was sent in the period
+        {"created_at": "2025-12-20T00:00:00.000000Z", "first_sent_at": "2026-01-05T00:00:00.000000Z",
+         "last_sent_at": "2026-01-05T01:00:00.000000Z", "n_sent": 1000, "n_delivered": 950, "n_bounced": 30,
+         "n_hard_bounced": 20, "n_complained": 2},
+        # created in the period, sent after it: not this period's mail
+        {"created_at": "2026-01-30T00:00:00.000000Z", "first_sent_at": "2026-02-02T00:00:00.000000Z",
+         "last_sent_at": "2026-02-02T00:10:00.000000Z", "n_sent": 99999},
+        # sending crossed the period's start: reported apart, not guessed into it
+        {"created_at": "2025-12-31T23:00:00.000000Z", "first_sent_at": "2025-12-31T23:59:00.000000Z",
+         "last_sent_at": "2026-01-01T00:30:00.000000Z", "n_sent": 500},
+        # sent before send times were recorded: listed by creation, not counted
+        {"created_at": "2026-01-07T00:00:00.000000Z", "n_sent": 70}]
+    sups = [{"reason": "unsubscribe", "created_at": "2026-01-10T00:00:00.250000Z",
+             "requested_at": "2026-01-10T00:00:00.000000Z"},
+            {"reason": "unsubscribe", "created_at": "2026-01-12T00:00:01.500000Z",
+             "requested_at": "2026-01-12T00:00:00.000000Z"},
+            {"reason": "unsubscribe", "created_at": "2026-01-13T00:00:00.000000Z"},  # stored before request times
             {"reason": "hard_bounce", "created_at": "2025-06-01T00:00:00.000000Z"}, {"reason": "erasure",
                                                                                       "created_at": "2026-01-11T00:00:00.000000Z"}]
     erasures = [{"status": "COMPLETED", "requested_at": "2026-01-11T00:00:00.000000Z",
                  "completed_at": "2026-01-11T00:00:30.000000Z"}]
     r = compliance_report(campaigns=campaigns, suppressions=sups, erasures=erasures, tenant_id="t", start=start,
                           end=end, settings=SimpleNamespace(bounce_rate_threshold=0.05, complaint_rate_threshold=0.001))
-    assert r["mail"]["sent"] == 1000 and r["reputation"]["bounce_rate"] == 0.02
+    assert r["mail"]["campaigns"] == 1 and r["mail"]["sent"] == 1000 and r["reputation"]["bounce_rate"] == 0.02
+    assert r["mail_counted"]["spanning_period_boundary"] == {"campaigns": 1, "sent": 500}
+    assert r["mail_counted"]["without_send_times_created_in_period"] == {"campaigns": 1, "sent": 70}
     assert r["reputation"]["complaint_rate"] == 0.002 and r["reputation"]["within_ses_limits"] is False
-    assert r["unsubscribes"]["honoured"] == 1 and r["suppressions"]["total"] == 3
+    assert r["unsubscribes"]["honoured"] == 3 and r["suppressions"]["total"] == 5
+    assert r["unsubscribes"]["request_to_suppression"] == {"measured": 2, "not_measured": 1, "median_seconds": 0.875,
+                                                           "max_seconds": 1.5}
     assert r["erasures"] == {"requested": 1, "completed": 1, "median_seconds": 30.0, "max_seconds": 30.0}
-    assert "Outside" in render_compliance(r)
+    page = " ".join(render_compliance(r).split())
+    assert "Outside" in page and "median 0.875 s, longest 1.5 s over 2 measured (1 without" in page
+    assert "first and last recorded send both fall in the period" in page
 
 
 # --- whole addresses, never substrings: ann@ is not joann@ nor ann@….uk (another person) ----------
