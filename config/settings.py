@@ -64,8 +64,9 @@ class Settings(BaseSettings):
     presign_expiry_seconds: int = Field(900, ge=60, le=7 * 24 * 3600)
     schedule_grace_seconds: int = Field(300, ge=0)
     max_schedule_days: int = Field(30, ge=1, le=365)  # how far ahead schedule.send_at may be
-    # region → API Gateway usage plan id (stack output usage_plan_ids): where `keys create` also
-    # registers a tenant key, because the edge requires a usage-plan key in x-api-key
+    # region → API Gateway usage plan id (stack output usage_plan_ids): where `keys create`/`revoke`
+    # and the rotate_keys runbook also register/disable a tenant key (core/bootstrap.py
+    # api_key_gateway), because the edge requires a usage-plan key in x-api-key
     usage_plan_ids: dict[str, str] = Field(default_factory=dict)
 
     # --- callbacks -------------------------------------------------------------------

@@ -214,14 +214,15 @@ class Controller:
     def privacy_pass(self) -> None:
         """Erasure jobs (core/services/privacy.py), and once an hour the tenants' analytics retention
         in both regions' stores (the other region's controller is a standby and purges nothing:
-        ``privacy.purge_analytics_everywhere``)."""
+        ``privacy.purge_analytics_everywhere``). A purge that failed in any region (counted in
+        PASS_ERRORS) is tried again at the next pass, not an hour later."""
         def run() -> None:
             ports = privacy_ports(self.deps, self.store)
             privacy.run_due_erasures(ports, should_stop=self.stopping.is_set)
             now = self.deps.clock.now()
             if self._analytics_purged_at is None or (now - self._analytics_purged_at).total_seconds() >= 3600:
-                privacy.purge_analytics_everywhere(ports, now)
-                self._analytics_purged_at = now
+                if privacy.purge_analytics_everywhere(ports, now).complete:
+                    self._analytics_purged_at = now
         self._timed("privacy", run)
 
     def metrics_pass(self) -> None:
@@ -253,7 +254,11 @@ class Controller:
             gauge.set(0)
         for labelled in (CAMPAIGNS, QUEUE_DEPTH):
             labelled.clear()
-        with contextlib.suppress(KeyError):
+        self._forget_replication_lag()
+
+    def _forget_replication_lag(self) -> None:
+        """Stop exporting the peer region's replication lag (absent, not 0: nothing was measured)."""
+        with contextlib.suppress(KeyError):  # never published, or already removed
             REPLICATION_LAG.remove(self.peer)
 
     def replication_pass(self) -> None:
@@ -272,8 +277,7 @@ class Controller:
             try:
                 copy = peer_table(self.deps, self.peer).get(schema.lease_key(self.region))
             except Exception as exc:
-                with contextlib.suppress(KeyError):
-                    REPLICATION_LAG.remove(self.peer)
+                self._forget_replication_lag()
                 missing = isinstance(exc, ClientError) and exc.response["Error"]["Code"] == "ResourceNotFoundException"
                 if not missing:
                     PASS_ERRORS.labels("replication", type(exc).__name__).inc()

@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from config.settings import Settings, SettingsError, get_settings
 from core import log_privacy, schema
+from core.adapters.apigateway import UsagePlanKeys
 from core.adapters.aws import CallCounter, client
 from core.adapters.dynamodb import DynamoTable
 from core.adapters.ratelimit import SharedRateLimiter
@@ -140,6 +141,17 @@ def _webhook_secrets(settings: Settings, secretsmanager: Any, region: str | None
                                kms_key_id=settings.kms_key_arn if home else None,
                                replica_region=settings.dr_region if home else None,
                                replica_kms_key_id=settings.peer_kms_key_arn if home else None)
+
+
+def api_key_gateway(settings: Settings) -> UsagePlanKeys | None:
+    """Every region's API Gateway usage plan (``usage_plan_ids``), or None where the edge requires
+    no gateway keys. Wherever it is configured, every tool that creates or revokes a tenant key (the
+    admin CLI, the rotate_keys runbook) must pass it to ``auth.create_key``/``revoke_key``: API
+    Gateway answers 403 to a key that is not in the plan, and keeps accepting one left enabled."""
+    if not settings.usage_plan_ids:
+        return None
+    return UsagePlanKeys({region: (client(settings, "apigateway", region), plan)
+                          for region, plan in settings.usage_plan_ids.items()})
 
 
 def worker_name() -> str:

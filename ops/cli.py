@@ -8,7 +8,6 @@ is the same command set plus `up`, which starts the embedded stack.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from collections.abc import Callable
@@ -17,11 +16,9 @@ from typing import Any
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
-from config.settings import Settings, SettingsError, load_settings
-from core.adapters.apigateway import UsagePlanKeys
-from core.adapters.aws import client
+from config.settings import SettingsError, load_settings
 from core.adapters.privacy import AuditRepository
-from core.bootstrap import Deps, bootstrap
+from core.bootstrap import Deps, api_key_gateway, bootstrap
 from core.domain.errors import DomainError
 from core.domain.ids import check_tenant_id
 from core.services import audit, auth, tenants
@@ -33,21 +30,10 @@ def _deps() -> Deps:
     return bootstrap(load_settings())
 
 
-def _gateway(settings: Settings) -> UsagePlanKeys | None:
-    """The API Gateway usage plans of every region, when the deployment requires gateway keys."""
-    if not settings.usage_plan_ids:
-        return None
-    return UsagePlanKeys({region: (client(settings, "apigateway", region), plan)
-                          for region, plan in settings.usage_plan_ids.items()})
-
-
-def record_operator_action(d: Deps, tenant: str, action: str, target: dict[str, str], source: str = "cli") -> None:
-    """Operator actions (this CLI, the runbooks) go to the tenant's audit log like API writes
-    (core/services/audit.py): who is the OS user running the tool; ``target`` holds ids, never a secret."""
-    now = d.clock.now()
-    e = audit.operator_entry(tenant_id=tenant, operator=getpass.getuser(), source=source, action=action,
-                             target=target, at=now, hasher=d.store.address_hasher)
-    audit.record(AuditRepository(d.store.table), d.store, e, now)
+def record_operator_action(d: Deps, tenant: str, action: str, target: dict[str, str]) -> None:
+    """Every action of this CLI goes to the tenant's audit log (source ``cli``)."""
+    audit.record_operator_action(AuditRepository(d.store.table), d.store, d.clock, tenant, action, target,
+                                 source="cli")
 
 
 def _tenant(args: argparse.Namespace) -> int:
@@ -73,11 +59,11 @@ def _keys(args: argparse.Namespace) -> int:
     if args.action == "create":
         scopes = auth.check_scopes(args.scope) if args.scope else None
         tenants.create_tenant(d.store, d.secrets, args.tenant)  # a new tenant gets its signing secret too
-        raw, key = auth.create_key(d.store, args.tenant, scopes, gateway=_gateway(d.settings))
+        raw, key = auth.create_key(d.store, args.tenant, scopes, gateway=api_key_gateway(d.settings))
         record_operator_action(d, args.tenant, "keys create", {"key_id": key.key_id})
         print(json.dumps({"api_key": raw, "key_id": key.key_id, "tenant_id": key.tenant_id, "scopes": key.scopes}))
     elif args.action == "revoke":
-        if not auth.revoke_key(d.store, args.tenant, args.key_id, gateway=_gateway(d.settings)):
+        if not auth.revoke_key(d.store, args.tenant, args.key_id, gateway=api_key_gateway(d.settings)):
             print("no such key", file=sys.stderr)
             return 1
         record_operator_action(d, args.tenant, "keys revoke", {"key_id": args.key_id})

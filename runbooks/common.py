@@ -11,9 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 from config.settings import Settings, load_settings
+from core.adapters.privacy import AuditRepository
 from core.bootstrap import Deps, bootstrap
 from core.observability import configure_logging, log
-from ops.cli import record_operator_action
+from core.services import audit
 
 
 class RunbookFailed(SystemExit):
@@ -35,7 +36,9 @@ class Runbook:
         ``target`` holds ids, never a secret)."""
         if self.deps is None:
             raise RuntimeError(f"{self.name}: an audited action needs the runbook's deps")
-        record_operator_action(self.deps, tenant_id, f"{self.name} {action}", target or {}, source="runbook")
+        d = self.deps
+        audit.record_operator_action(AuditRepository(d.store.table), d.store, d.clock, tenant_id,
+                                     f"{self.name} {action}", target or {}, source="runbook")
 
     def _record(self, kind: str, title: str, outcome: str, detail: Any = None) -> None:
         self.steps.append({"kind": kind, "step": title, "outcome": outcome, "detail": detail})

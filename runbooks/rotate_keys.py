@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.bootstrap import api_key_gateway
 from core.services import auth
 from core.services.tenants import rotate_webhook_secret
 from runbooks.common import Runbook, main_guard, parser, region_deps, run
@@ -15,6 +16,7 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
     args = p.parse_args(argv)
     d = region_deps(args, settings)
     book = Runbook("rotate-keys", args.execute, out, deps=d)
+    gateway = api_key_gateway(d.settings)  # where the edge requires keys: every region's usage plan
 
     def body() -> None:
         keys = d.store.api_keys(args.tenant)
@@ -23,7 +25,8 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
         book.check("webhook signing secrets", lambda: f"{len(secrets)} live (current + previous during overlap)")
 
         def create_key() -> dict[str, str]:
-            raw, key = auth.create_key(d.store, args.tenant, keys[0][1].scopes if keys else None)
+            raw, key = auth.create_key(d.store, args.tenant, keys[0][1].scopes if keys else None,
+                                       gateway=gateway)
             book.reveal("new API key", {"api_key": raw, "key_id": key.key_id})  # the operator's, not the logs'
             book.audit(args.tenant, "create key", {"key_id": key.key_id})
             return {"key_id": key.key_id}
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
             return live
 
         def revoke_key() -> bool:
-            revoked = auth.revoke_key(d.store, args.tenant, args.finish)
+            revoked = auth.revoke_key(d.store, args.tenant, args.finish, gateway=gateway)
             if revoked:
                 book.audit(args.tenant, "revoke key", {"key_id": args.finish})
             return revoked

@@ -250,28 +250,42 @@ class SubjectFinder:
         return [i for i in self.table.query_all(f"BATCH#{batch_id}", "SENDLOG#") if _mentions(i, addresses)]
 
     def pseudonymise_message(self, batch_id: str, message_id: str, tenant_id: str, placeholder: str,
-                             scrub: Callable[[dict[str, Any]], dict[str, Any]], attempts: int = 5) -> bool:
+                             scrub: Callable[[dict[str, Any]], dict[str, Any]],
+                             redact: Callable[[Any], Any] | None = None, attempts: int = 5) -> bool:
         """Replace the address and placeholder data and scrub the events, keep status and counts
         (the summary outlives the detail). ``erased`` makes later SES events for it be ignored.
+        ``redact`` is applied to every other field (``failure_reason`` can quote the address, as an
+        SES rejection does); what it changes goes in the same write. One write on purpose: once
+        the address is replaced, an erasure resumed after a crash no longer finds the message (it
+        is found by ``recipient_email``), so nothing may be left for a second write.
 
-        The events handler may write the item at the same time: the write is conditional on the
-        events generation (``ev_gen``) read with it, and re-read and retried when it moved, so no
-        event recorded in between is lost or kept unscrubbed. False when the message is gone (or
-        another tenant's); raises TemporaryError if it kept changing."""
+        The events handler (or a sender) may write the item at the same time: the write is
+        conditional on the events generation (``ev_gen``) and the status read with it (every
+        other writer of a message changes its status), and re-read and retried when either moved,
+        so nothing written in between is lost or kept unredacted. False when the message is gone
+        (or another tenant's); raises TemporaryError if it kept changing."""
         key = schema.message_key(batch_id, message_id)
+        replaced = {"recipient_email", "placeholder_data", "metadata", "events", "erased"}
         for _ in range(attempts):
             item = self.table.get(key)
             if not item or item.get("tenant_id") != tenant_id:
                 return False
-            gen = item.get("ev_gen")
+            gen, status = item.get("ev_gen"), item.get("status")
             cond = "attribute_exists(PK) AND tenant_id = :t AND " + (
-                "ev_gen = :g" if gen is not None else "attribute_not_exists(ev_gen)")
-            values: dict[str, Any] = {":t": tenant_id, **({":g": gen} if gen is not None else {})}
+                "ev_gen = :g" if gen is not None else "attribute_not_exists(ev_gen)") + " AND " + (
+                "#st = :st" if status is not None else "attribute_not_exists(#st)")
+            values: dict[str, Any] = {":t": tenant_id, **({":g": gen} if gen is not None else {}),
+                                      **({":st": status} if status is not None else {})}
+            sets: dict[str, Any] = {
+                "recipient_email": placeholder, "placeholder_data": {}, "metadata": {},
+                "events": [scrub(e) for e in item.get("events") or []], "erased": True}
+            if redact is not None:
+                for name, value in _fields(item).items():
+                    if name not in replaced and (kept := redact(value)) != value:
+                        sets[name] = kept
             try:
-                self.table.update(Update(key, set={
-                    "recipient_email": placeholder, "placeholder_data": {}, "metadata": {},
-                    "events": [scrub(e) for e in item.get("events") or []], "erased": True},
-                    condition=cond, values=values), returns="NONE")
+                self.table.update(Update(key, set=sets, condition=cond, values=values, names={"#st": "status"}),
+                                  returns="NONE")
                 return True
             except StaleWrite:
                 continue  # an event landed between the read and the write: apply the scrub to it too

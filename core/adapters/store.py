@@ -424,7 +424,15 @@ class DynamoStore:
 
     def add_counts(self, tx_id: str, delta: dict[str, int], now: datetime) -> None:
         """Add to a campaign's live counts (one write for many messages; never bumps ``version``,
-        so it cannot make a status write lose)."""
+        so it cannot make a status write lose).
+
+        A delta with sent mail also stamps ``first_sent_at`` (first writer wins) and ``last_sent_at``
+        (last writer wins) with ``now``. Both are approximate: ``now`` is when the writer recorded the
+        counts (a chunk's flush, or a late in-doubt resolution, possibly long after the SES call),
+        and ``last_sent_at`` is set unconditionally, so a writer that recorded earlier but lands
+        later moves it back (by that writer's lag or its host's clock skew). A monotonic stamp would
+        need a condition that could refuse the count itself; the compliance report, their one
+        reader, says they are approximate."""
         delta = {k: v for k, v in delta.items() if v}
         if not delta:
             return

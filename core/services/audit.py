@@ -10,6 +10,7 @@ expire after the tenant's ``audit`` retention.
 
 from __future__ import annotations
 
+import getpass
 import json
 import uuid
 from typing import Any
@@ -55,6 +56,18 @@ def operator_entry(*, tenant_id: str, operator: str, source: str, action: str, t
 
 def record(repo: Any, store: CampaignStore, e: dict[str, Any], now: Any) -> None:
     repo.put(e, expiration(store_retention(store, e["tenant_id"])["audit"], now))
+
+
+def record_operator_action(repo: Any, store: CampaignStore, clock: Any, tenant_id: str, action: str,
+                           target: dict[str, str], *, source: str) -> dict[str, Any]:
+    """Record an operator tool's action (``source``: ``cli`` for the admin CLI, ``runbook``) in the
+    tenant's audit log like an API write, the OS user running the tool as the operator; returns the
+    entry. ``target`` holds ids, never a secret."""
+    now = clock.now()
+    e = operator_entry(tenant_id=tenant_id, operator=getpass.getuser(), source=source, action=action,
+                       target=target, at=now, hasher=store.address_hasher)
+    record(repo, store, e, now)
+    return e
 
 
 def audit_page(repo: Any, tenant_id: str, limit: int, cursor: str | None) -> dict[str, Any]:

@@ -24,6 +24,10 @@ SES_COMPLAINT_REVIEW, SES_COMPLAINT_PAUSE = 0.001, 0.005
 
 # the tenant's identity every mail needs when compliance is required (CAN-SPAM: who sends, and where)
 REQUIRED_IDENTITY = {"postal_address": "postal address", "sender_name": "sender name"}
+IDENTITY_ENDPOINT = "PUT /api/v1/email/compliance/identity"
+FIX_IDENTITY = (f"Fix: an admin key calls {IDENTITY_ENDPOINT} with "
+                '{"postal_address": "<street, city, postcode, country>", "sender_name": "<who sends the mail>"}, '
+                "then submits the campaign again")
 
 
 def check_footer(store: CampaignStore, settings: Settings, tenant_id: str, variables: Any) -> None:
@@ -34,11 +38,12 @@ def check_footer(store: CampaignStore, settings: Settings, tenant_id: str, varia
         return
     identity = store.compliance_identity(tenant_id) or {}
     missing = [f for f in REQUIRED_IDENTITY if not str(identity.get(f) or "").strip()]
-    if missing:
+    if missing:  # e.g. a tenant that set only its postal address before the sender name was required
         raise InvalidInput("the tenant has no " + " and no ".join(REQUIRED_IDENTITY[f] for f in missing)
-                           + ": every mail must say who sends it and carry a postal address (CAN-SPAM); "
-                           "set them with PUT /compliance/identity first",
-                           [{"loc": ["compliance_identity", f], "type": "missing"} for f in missing])
+                           + ": every mail must say who sends it and carry a postal address (CAN-SPAM). "
+                           + FIX_IDENTITY,
+                           [{"loc": ["compliance_identity", f], "type": "missing", "fix": IDENTITY_ENDPOINT}
+                            for f in missing])
     check_template_footer(settings, variables)
 
 
@@ -53,11 +58,16 @@ def check_template_footer(settings: Settings, variables: Any) -> None:
                            [{"loc": ["template"], "missing": missing}])
 
 
-def set_identity(repo: Any, tenant_id: str, postal_address: str, sender_name: str | None, now: datetime) -> dict:
+def set_identity(repo: Any, tenant_id: str, postal_address: str, sender_name: str, now: datetime) -> dict:
+    """Both fields are required, whether or not the platform enforces the footer: an identity
+    without a sender name would be refused at the next campaign where it is enforced."""
     if len(postal_address.strip()) < 10:
         raise InvalidInput("postal_address must be a full postal address (street, city, postcode, country)")
-    return repo.put(tenant_id, {"postal_address": postal_address.strip(), "sender_name": (sender_name or "").strip()
-                                or None, "updated_at": iso(now)})
+    if not (sender_name or "").strip():
+        raise InvalidInput("sender_name is required: who the mail is from, as a person reads it (CAN-SPAM)",
+                           [{"loc": ["body", "sender_name"], "type": "missing"}])
+    return repo.put(tenant_id, {"postal_address": postal_address.strip(), "sender_name": sender_name.strip(),
+                                "updated_at": iso(now)})
 
 
 def _rate(n: int, d: int) -> float:
@@ -78,7 +88,9 @@ def _seconds(values: list[float]) -> dict[str, float | None]:
 
 MAIL_COUNTED = ("mail handed to SES by the campaigns whose first and last recorded send both fall in the "
                 "period (campaign counts, not per-message times); delivered, bounced and complained are "
-                "those campaigns' outcomes, whenever they arrived")
+                "those campaigns' outcomes, whenever they arrived. The send times are approximate: when "
+                "the counts were recorded (a send whose outcome was in doubt counts when it was resolved), "
+                "and the last one may lag or step back by seconds between writers")
 UNSUBSCRIBES_HOW = ("suppressed by the unsubscribe request itself (one-click, RFC 8058); the delay is the "
                     "suppression's creation time minus the request's arrival at the API, over the period's "
                     "unsubscribes that stored both. Each send chunk reads the suppression list just before "
@@ -92,7 +104,10 @@ def compliance_report(*, campaigns: Any, suppressions: Any, erasures: Any, tenan
 
     Mail is counted per campaign by when it was sent (``first_sent_at``/``last_sent_at``, stamped
     with the sent count): a campaign whose sending crosses a boundary of the period, or that has
-    no send times (sent before they were recorded), is reported apart, never guessed into it."""
+    no send times (sent before they were recorded), is reported apart, never guessed into it.
+    The stamps are approximate (``DynamoStore.add_counts``: when the counts were recorded,
+    last writer wins), so a campaign sent within seconds of a boundary may land on either side;
+    the report's ``mail_counted.what`` says so."""
     if end <= start:
         raise InvalidInput("the period is empty: 'to' must be after 'from'")
     sent = delivered = hard = bounced = complained = n_campaigns = 0

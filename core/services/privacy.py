@@ -38,7 +38,7 @@ from core.domain.privacy import (
     without_rows_mentioning,
 )
 from core.domain.statuses import MessageStatus, TransactionStatus
-from core.observability import NS, log, metric
+from core.observability import NS, PASS_ERRORS, log, metric
 from core.services.ports import CampaignStore, Clock
 
 # --- retention -------------------------------------------------------------------------------
@@ -106,10 +106,25 @@ def purge_analytics(repo: Any, analytics: Any, now: datetime) -> int:
     return purged
 
 
-def purge_analytics_everywhere(ports: ErasurePorts, now: datetime) -> dict[str, int]:
+@dataclass
+class AnalyticsPurge:
+    """What one retention purge did: events purged per region whose store answered, and the
+    regions whose store failed (each counted in ``PASS_ERRORS`` with job ``privacy``)."""
+
+    purged: dict[str, int] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Every configured region's store was purged: only then may the caller wait an hour."""
+        return not self.failed
+
+
+def purge_analytics_everywhere(ports: ErasurePorts, now: datetime) -> AnalyticsPurge:
     """The retention purge in every region's analytics store the erasure reaches (``ports.regions``:
-    this region's, and the other region's through ``EMAILPLATFORM_PEER_OPENSEARCH_ENDPOINT``, one
-    ``delete_by_query`` POST there). Returns events purged per region reached.
+    this region's, and the other region's through ``EMAILPLATFORM_PEER_OPENSEARCH_ENDPOINT``): in
+    each store, one ``delete_by_query`` POST per tenant that has its own analytics retention.
+    Idempotent: running it again deletes nothing more.
 
     Why the leader purges the other region too, rather than each region's controller its own: only
     the lease holder of the active region runs passes (controller/lease.py); the other region's
@@ -120,17 +135,22 @@ def purge_analytics_everywhere(ports: ErasurePorts, now: datetime) -> dict[str, 
     a standby act would break the rule that a passive region writes nothing; the leader already
     reaches the peer store for erasures, with the same grant (es:ESHttpPost on ``peer_search``).
 
-    A region whose store fails (unreachable, not granted) is logged and left for the next purge;
-    the others are still purged. A region with no store configured is skipped."""
-    purged: dict[str, int] = {}
+    Never raises for a store's failure: a region whose store fails (unreachable, not granted, this
+    region's included) is logged and counted in ``PASS_ERRORS`` (job ``privacy``), and the others
+    are still purged; the result says which failed (``complete`` is False), so the caller tries
+    again at its next pass instead of an hour later. A region with no store configured is skipped
+    (not a failure: an erasure reports it as ``analytics_not_reached``)."""
+    result = AnalyticsPurge()
     for region in ports.regions:
         if region.analytics is None:
             continue
         try:
-            purged[region.name] = purge_analytics(ports.retention, region.analytics, now)
+            result.purged[region.name] = purge_analytics(ports.retention, region.analytics, now)
         except Exception as exc:  # one region's store never stops the other's purge
+            PASS_ERRORS.labels("privacy", type(exc).__name__).inc()
             log.warning("analytics retention purge failed", region=region.name, error=str(exc)[:300])
-    return purged
+            result.failed.append(region.name)
+    return result
 
 
 # --- erasure -----------------------------------------------------------------------------------
@@ -428,9 +448,10 @@ def _erase_message(ports: ErasurePorts, job: dict[str, Any], batch_id: str, m: d
         ports.jobs.note(eid, "stopped", {mid})  # ours (a redo), or the chunk found the hashed suppression
     elif awaited and status == MessageStatus.CANCELLED.value:
         ports.jobs.note(eid, "stopped", {mid})
-    ports.finder.pseudonymise_message(batch_id, mid, job["tenant_id"], ERASED_ADDRESS, scrub_event)
-    if text_mentions(str(reason or ""), forms):
-        ports.finder.redact({"PK": f"BATCH#{batch_id}", "SK": f"MESSAGE#{mid}"}, {"failure_reason": "[erased]"})
+    # failure_reason (an SES rejection quoting the address) is redacted in the same write: a crash
+    # after the address is gone would leave a resumed erasure unable to find the message again
+    ports.finder.pseudonymise_message(batch_id, mid, job["tenant_id"], ERASED_ADDRESS, scrub_event,
+                                      lambda value: _redacted(value, forms))
 
 
 def _step_rejections(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:

@@ -118,7 +118,9 @@ def compliance_report(
 class Identity(BaseModel):
     model_config = ConfigDict(extra="forbid")
     postal_address: str = Field(min_length=10, max_length=500, description="shown in every mail's footer")
-    sender_name: str | None = Field(None, max_length=200, description="who the mail is from, as a person reads it")
+    sender_name: str = Field(min_length=1, max_length=200, description=(
+        "who the mail is from, as a person reads it (CAN-SPAM); required, shown where templates use "
+        "{{ sender_name }}"))
 
 
 def _identity(d: Deps) -> IdentityRepository:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.domain.unsubscribe import open_unsubscribe_token
@@ -22,7 +22,7 @@ from handlers.routes.common import (
     sealed,
 )
 
-router = Router()
+router = APIGatewayRouter()  # current_event typed as the REST API's APIGatewayProxyEvent
 
 
 class Suppress(BaseModel):
@@ -83,7 +83,14 @@ def unsubscribe_page(token: str):
 @requires(PUBLIC)
 def unsubscribe(token: str):
     d = deps()
-    arrived = (router.current_event.raw_event.get("requestContext") or {}).get("requestTimeEpoch")  # ms, API Gateway
-    suppressions.unsubscribe(d.store, d.settings.unsubscribe_secret, path_param(token),
-                             requested_at=datetime.fromtimestamp(int(arrived) / 1000, UTC) if arrived else None)
+    suppressions.unsubscribe(d.store, d.settings.unsubscribe_secret, path_param(token), requested_at=_arrived())
     return Response(200, "text/html", "<!doctype html><p>You are unsubscribed.</p>")
+
+
+def _arrived() -> datetime | None:
+    """When API Gateway received the request (``requestTimeEpoch``, ms; local/gateway.py sets it
+    too); None for an event without it."""
+    try:
+        return datetime.fromtimestamp(int(router.current_event.request_context.request_time_epoch) / 1000, UTC)
+    except KeyError:
+        return None

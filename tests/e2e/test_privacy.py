@@ -247,5 +247,12 @@ def test_compliance_identity_over_http(api):
     assert out["postal_address"].startswith("1 Main Street")
     assert api.call("GET", "/compliance/identity")["sender_name"] == "Local"
     with pytest.raises(ApiError) as bad:
-        api.call("PUT", "/compliance/identity", json={"postal_address": "short"})
+        api.call("PUT", "/compliance/identity", json={"postal_address": "short", "sender_name": "Local"})
     assert bad.value.status == 422
+    for body in ({"postal_address": "1 Main Street, Springfield 12345, US"},  # a sender name is required
+                 {"postal_address": "1 Main Street, Springfield 12345, US", "sender_name": "   "}):
+        with pytest.raises(ApiError) as bad:
+            api.call("PUT", "/compliance/identity", json=body)
+        assert bad.value.status == 422 and "sender_name" in bad.value.body["error"]["message"]
+        assert ["sender_name"] == [loc[-1] for loc in (d["loc"] for d in bad.value.body["error"]["details"])]
+    assert api.call("GET", "/compliance/identity")["sender_name"] == "Local"  # unchanged

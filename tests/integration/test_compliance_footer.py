@@ -56,13 +56,17 @@ def test_a_tenant_without_a_sender_name_cannot_send_when_compliance_is_required(
     d = strict
     tid = active_template(d, "tenant-a", FOOTER)
     up = upload(d, "tenant-a", "email,first_name\na@example.org,Ann\n")
-    compliance.set_identity(IdentityRepository(d.store.table), "tenant-a", "1 Main Street, Springfield 12345, US",
-                            None, d.clock.now())  # a postal address, but nobody named as the sender
+    # a tenant that set only its postal address, before the sender name was required
+    IdentityRepository(d.store.table).put("tenant-a", {"postal_address": "1 Main Street, Springfield 12345, US"})
     with pytest.raises(InvalidInput, match="no sender name: every mail must say who sends it") as refused:
         campaigns.submit_campaign(d.store, d.blobs, d.settings, d.clock, "tenant-a",
                                   {"template_id": tid, "upload_id": up})
     assert refused.value.http_status == 422
-    assert refused.value.details == [{"loc": ["compliance_identity", "sender_name"], "type": "missing"}]
+    # the refusal says how to fix it: which endpoint, with what
+    assert "Fix: an admin key calls PUT /api/v1/email/compliance/identity with" in refused.value.message
+    assert '"sender_name": "<who sends the mail>"' in refused.value.message
+    assert refused.value.details == [{"loc": ["compliance_identity", "sender_name"], "type": "missing",
+                                      "fix": "PUT /api/v1/email/compliance/identity"}]
     compliance.set_identity(IdentityRepository(d.store.table), "tenant-a", "1 Main Street, Springfield 12345, US",
                             "Acme News", d.clock.now())
     assert campaigns.submit_campaign(d.store, d.blobs, d.settings, d.clock, "tenant-a",
@@ -82,3 +86,14 @@ def test_the_platform_variables_render_even_when_the_footer_is_not_required(deps
     batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
     (mail,) = mailer.sent
     assert "/api/v1/email/unsubscribe/" in mail["html"] and "evil.example" not in mail["html"]  # never a CSV's
+
+
+def test_the_identity_cannot_be_set_without_a_sender_name(deps, tenant):
+    """Whether or not the platform enforces the footer: an identity saved without a sender name
+    would be refused at the next campaign where it is."""
+    repo = IdentityRepository(deps.store.table)
+    for blank in ("", "   "):
+        with pytest.raises(InvalidInput, match="sender_name is required") as refused:
+            compliance.set_identity(repo, "tenant-a", "1 Main Street, Springfield 12345, US", blank, deps.clock.now())
+        assert refused.value.details == [{"loc": ["body", "sender_name"], "type": "missing"}]
+    assert repo.get("tenant-a") is None  # nothing half-written

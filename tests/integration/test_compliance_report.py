@@ -58,3 +58,16 @@ def test_the_report_counts_mail_sent_in_the_period_and_measures_unsubscribes(dep
     measured = r["unsubscribes"]["request_to_suppression"]
     assert r["unsubscribes"]["honoured"] == 1 and measured["measured"] == 1 and measured["not_measured"] == 0
     assert 1.5 <= measured["max_seconds"] < 60 and measured["median_seconds"] == measured["max_seconds"]
+
+
+def test_an_unsubscribe_without_the_gateways_arrival_time_is_honoured_unmeasured(deps, tenant):
+    """``requestTimeEpoch`` is read through the typed request context; an event without it (not API
+    Gateway's) still unsubscribes, and the report counts it as not measured."""
+    token = sign_unsubscribe_token(deps.settings.unsubscribe_secret, "tenant-a", "b@example.org", "m-2")
+    click = to_event("POST", f"{BASE}/unsubscribe/{token}", {}, b"List-Unsubscribe=One-Click", "127.0.0.1")
+    arrived = click["requestContext"].pop("requestTimeEpoch")  # what local/gateway.py sets, as API Gateway does
+    assert abs(arrived / 1000 - time.time()) < 60
+    with scoped(deps):
+        assert api.resolve(click, None)["statusCode"] == 200
+    stored = deps.store.get_suppression("tenant-a", "b@example.org")
+    assert stored and stored["reason"] == "unsubscribe" and not stored.get("requested_at")

@@ -250,14 +250,19 @@ def test_erasure_killed_inside_the_messages_and_objects_steps_resumes_in_a_fresh
     """kill -9 of the process running the erasure in the middle of a step (one of the person's two
     messages pseudonymised; one object rewritten, its old version not yet deleted), twice, then a
     fresh process finishes it: nothing in either region mentions the person but the keyed hash,
-    and the receipt counts every action once, those of the killed processes included."""
+    and the receipt counts every action once, those of the killed processes included. The message
+    the first kill falls after quotes the address in its failure_reason: once its address is
+    replaced no resumed erasure finds it again, so that text must go in the same write."""
     # analytics in files the erasure processes open too
     deps.analytics = SqliteAnalytics(str(tmp_path / "home.db"))
     deps.peer_analytics[settings.dr_region] = SqliteAnalytics(str(tmp_path / "dr.db"))
     tx_id, target = _sent_campaign_with_events(deps)
     batch_id = target["tags"]["message_id"].rsplit("-", 1)[0]
+    rejected = f"MessageRejected: {TARGET} not verified"  # an earlier attempt's SES rejection names the recipient
     deps.store.table.put({**schema.send_log_key(batch_id, 99, 1), "state": "DONE", "results": {
-        target["tags"]["message_id"]: {"outcome": "FAILED", "reason": f"MessageRejected: {TARGET} not verified"}}})
+        target["tags"]["message_id"]: {"outcome": "FAILED", "reason": rejected}}})
+    first_message = schema.message_key(batch_id, target["tags"]["message_id"])
+    deps.store.table.put({**deps.store.table.get(first_message), "failure_reason": f"SES refused: {rejected}"})
     deps.peer_analytics[settings.dr_region].index_event({
         "event_id": "dr-1", "tenant_id": "tenant-a", "transaction_id": tx_id, "message_id": target["tags"]["message_id"],
         "event_type": "Delivery", "timestamp": "2026-01-01T10:00:00Z", "recipient_email": target["to"],
@@ -282,6 +287,10 @@ def test_erasure_killed_inside_the_messages_and_objects_steps_resumes_in_a_fresh
     mid = receipt()
     assert mid["step"] == "messages" and mid["receipt"]["messages_pseudonymised"] == 1
     assert any(" table BATCH#" in h for h in find_everywhere(deps, settings, needles))  # the other message
+    # the message quoting the address: pseudonymised, its failure_reason with it, by the one write
+    hit = deps.store.table.get(first_message)
+    assert hit["recipient_email"] == privacy.ERASED_ADDRESS, "the kill at messages:1 must fall after this message"
+    assert TARGET.lower() not in repr(hit).lower() and hit["failure_reason"] == "[erased]"
 
     # AND its successor killed right after its first object rewrite, before the old version went
     second = _erasure_process(settings, eid, tmp_path, "objects:1", 2)
@@ -458,6 +467,71 @@ def test_the_leaders_retention_purge_reaches_the_standby_regions_analytics_too(d
 
     # THEN old events are gone from both regions' stores
     assert held(deps.analytics) == ["new"] and held(dr_store) == ["new"]
+
+
+class _Unreachable:
+    """An analytics store whose domain does not answer (no grant, network down) while ``down``."""
+
+    def __init__(self, real):
+        self.real, self.down, self.calls = real, True, 0
+
+    def purge_before(self, tenant_id, cutoff):
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("OpenSearch domain unreachable")
+        return self.real.purge_before(tenant_id, cutoff)
+
+
+def test_a_failed_analytics_purge_is_counted_and_tried_again_at_the_next_pass(deps, tenant, settings):
+    """A region whose store fails is counted in the pass errors (job privacy), the other region is
+    still purged, and the purge is tried again at the next pass, not an hour later; once every
+    region succeeded, the next purge waits the hour."""
+    from prometheus_client import REGISTRY
+
+    def errors():
+        return REGISTRY.get_sample_value("emailplatform_controller_pass_errors_total",
+                                         {"job": "privacy", "kind": "ConnectionError"}) or 0
+
+    privacy.set_retention(privacy_ports(deps, peer_table=False).retention, "tenant-a", {"analytics": 30},
+                          deps.clock.now())
+    home_db, dr_db = deps.analytics, SqliteAnalytics()
+    for store in (home_db, dr_db):
+        store.index_event({"event_id": "old", "tenant_id": "tenant-a", "transaction_id": "tx", "message_id": "m",
+                           "event_type": "Open", "timestamp": "2020-01-01T00:00:00Z", "recipient_email": "x@example.org",
+                           "metadata": {"link_url": None, "bounce_type": None, "bounce_subtype": None,
+                                        "diagnostic": None}})
+    home = deps.analytics = _Unreachable(home_db)
+    home.down = False
+    dr_store = deps.peer_analytics[settings.dr_region] = _Unreachable(dr_db)
+    c = leader(deps)
+
+    def held(store):
+        return [e for (e,) in store._q("SELECT event_id FROM events", ())]
+
+    # GIVEN the DR region's store unreachable: this region's is purged, the failure counted
+    before = errors()
+    c.privacy_pass()
+    assert held(home_db) == [] and held(dr_db) == ["old"] and errors() == before + 1
+
+    # WHEN both regions' stores fail a minute later: both are tried again, each failure counted
+    home.down = True
+    deps.clock.advance(60)
+    assert c.heartbeat()
+    c.privacy_pass()
+    assert (home.calls, dr_store.calls) == (2, 2) and errors() == before + 3
+
+    # AND they answer again at the next pass: the DR store is purged
+    home.down = dr_store.down = False
+    deps.clock.advance(60)
+    assert c.heartbeat()
+    c.privacy_pass()
+    assert held(dr_db) == [] and (home.calls, dr_store.calls) == (3, 3) and errors() == before + 3
+
+    # THEN with every region purged, the next purge waits the hour
+    deps.clock.advance(60)
+    assert c.heartbeat()
+    c.privacy_pass()
+    assert (home.calls, dr_store.calls) == (3, 3)
 
 
 def test_suppression_calls_for_an_erased_address_answer_without_writing_it(deps, tenant):

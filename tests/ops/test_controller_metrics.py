@@ -8,10 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import REGISTRY
 
-from controller.jobs import StuckCampaigns
-from core import observability
+from controller.jobs import Controller, StuckCampaigns
+from core import observability, schema
+from core.adapters.aws import client
+from core.adapters.dynamodb import DynamoTable
+from core.adapters.sqs import SqsQueue
 from core.domain.models import Summary, Transaction
 from core.domain.statuses import TransactionStatus as T
+from local.bootstrap import create_resources
 
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 
@@ -45,8 +49,6 @@ def test_campaigns_that_leave_the_sending_set_are_forgotten():
 
 
 def test_heartbeat_publishes_the_attempt_time_under_the_current_role(deps, clock):
-    from controller.jobs import Controller
-
     region = deps.settings.region
     leader, standby = Controller(deps, "a"), Controller(deps, "b")
     assert leader.heartbeat() is True
@@ -61,10 +63,6 @@ def test_heartbeat_publishes_the_attempt_time_under_the_current_role(deps, clock
 
 
 def test_metrics_pass_publishes_quota_lag_and_dead_letter_depth(deps, clock):
-    from controller.jobs import Controller
-    from core import schema
-    from core.adapters.sqs import SqsQueue
-
     c = Controller(deps, "a")
     assert c.heartbeat()
     c.metrics_pass()
@@ -87,8 +85,6 @@ def test_metrics_pass_publishes_quota_lag_and_dead_letter_depth(deps, clock):
 def test_heartbeat_age_grows_while_the_lease_calls_fail(deps, clock, monkeypatch):
     """What the CloudWatch heartbeat alarms read: a leader whose lease calls keep failing still
     exports its leader series, but its age grows (computed at the scrape) until the alarm fires."""
-    from controller.jobs import Controller
-
     region = deps.settings.region
     c = Controller(deps, "a")
     assert c.heartbeat() is True
@@ -117,12 +113,6 @@ LAG = "emailplatform_replication_lag_seconds"
 
 
 def test_replication_lag_is_the_leaders_renewals_the_peer_copy_does_not_show(deps, clock):
-    from controller.jobs import Controller
-    from core import schema
-    from core.adapters.aws import client
-    from core.adapters.dynamodb import DynamoTable
-    from local.bootstrap import create_resources
-
     s = deps.settings
     c = Controller(deps, "a")
     c.replication_pass()  # not the leader: nothing measured
@@ -154,9 +144,6 @@ def test_replication_lag_is_the_leaders_renewals_the_peer_copy_does_not_show(dep
 
 
 def test_a_leader_that_turns_standby_stops_publishing_the_leaders_metrics(deps, clock):
-    from controller.jobs import Controller
-    from core import schema
-
     s = deps.settings
     c = Controller(deps, "a")
     assert c.heartbeat()

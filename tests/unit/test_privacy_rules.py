@@ -108,6 +108,7 @@ def test_compliance_report_counts_the_period_only_and_compares_with_ses_limits()
     page = " ".join(render_compliance(r).split())
     assert "Outside" in page and "median 0.875 s, longest 1.5 s over 2 measured (1 without" in page
     assert "first and last recorded send both fall in the period" in page
+    assert "The send times are approximate" in page  # recorded times, last writer wins (store.add_counts)
 
 
 # --- whole addresses, never substrings: ann@ is not joann@ nor ann@….uk (another person) ----------
