@@ -273,8 +273,8 @@ CANCELLABLE = {T.ACCEPT, T.PROCESSING, T.DRAFT, T.SCHEDULED, T.READY_TO_SEND, T.
 
 def change_status(store: Any, clock: Any, tx: Transaction, target: T, fields: dict[str, Any] | None = None) -> Transaction:
     """The one way a transaction's status changes: conditional write + callback outbox entry."""
-    summary = tx.live_summary()
     merged = tx.model_copy(update=fields or {})
+    summary = merged.live_summary()  # what the move itself writes counts too (a failed ingest's refused rows)
     cb = callback_for(merged, target, summary, clock.now())
     new = store.change_transaction_status(tx, target, fields={**(fields or {}), "summary": summary.model_dump()}, callback=cb)
     log.info("campaign status changed", transaction_id=tx.transaction_id, tenant_id=tx.tenant_id,

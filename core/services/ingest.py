@@ -53,7 +53,13 @@ csv.field_size_limit(1024 * 1024)
 
 
 class IngestFailed(Exception):
-    """The file as a whole cannot be used; the campaign fails with this reason."""
+    """The file as a whole cannot be used; the campaign fails with this reason. ``refused``: the
+    rows refused (their rejections written) when the whole file was read, so the failed
+    campaign's summary agrees with ``/rejections``."""
+
+    def __init__(self, reason: str, refused: int | None = None):
+        super().__init__(reason)
+        self.refused = refused
 
 
 class _SpillSet:
@@ -241,15 +247,15 @@ def ingest_transaction(tx: Any, *, store: Any, blobs: Any, settings: Any, clock:
             raise  # temporary (throttling, 5xx): the next pass resumes from the checkpoint
         return _fail(store, clock, tx, reason)
     except IngestFailed as exc:
-        return _fail(store, clock, tx, str(exc))
+        return _fail(store, clock, tx, str(exc), {} if exc.refused is None else {"refused_rows": exc.refused})
     return finalize(store.get_transaction(tx.transaction_id), store=store, clock=clock)
 
 
-def _fail(store: Any, clock: Any, tx: Any, reason: str) -> Any:
+def _fail(store: Any, clock: Any, tx: Any, reason: str, fields: dict[str, Any] | None = None) -> Any:
     log.warning("ingest failed", transaction_id=tx.transaction_id, reason=reason)
     tx = store.get_transaction(tx.transaction_id)
     if tx.status == T.PROCESSING:
-        tx = change_status(store, clock, tx, T.FAILED, {"failure_reason": reason})
+        tx = change_status(store, clock, tx, T.FAILED, {"failure_reason": reason, **(fields or {})})
     return tx
 
 
@@ -471,7 +477,7 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
         seen.close()
         text.close()
     if progress.accepted == 0:
-        raise IngestFailed(f"no valid recipient in the file ({progress.refused} rows refused)")
+        raise IngestFailed(f"no valid recipient in the file ({progress.refused} rows refused)", refused=progress.refused)
     tx = store.get_transaction(tx.transaction_id)
     if tx.status != T.PROCESSING:
         return tx

@@ -186,7 +186,9 @@ def list_callbacks(tx_id: str) -> dict:
     d = deps()
     tx_id = path_param(tx_id)
     d.store.get_transaction(tx_id, principal().tenant_id)
-    return {"items": [c.model_dump(mode="json", exclude={"tenant_id"}) for c in d.store.callbacks(tx_id)]}
+    # a campaign has a handful of callbacks (one per status change): one page, shaped like the other lists
+    return {"items": [c.model_dump(mode="json", exclude={"tenant_id"}) for c in d.store.callbacks(tx_id)],
+            "next_cursor": None}
 
 
 @router.get("/campaigns/<tx_id>/analytics", summary="Counts, rates, events over time, bounce reasons, top links",

@@ -63,6 +63,16 @@ def test_unusable_files_fail_the_campaign_with_a_reason_and_a_callback(deps, ten
     assert statuses == ["PROCESSING", "FAILED"]
 
 
+def test_a_file_without_a_valid_recipient_fails_with_its_refused_rows_counted(deps, tenant):
+    """The failed campaign's summary agrees with its /rejections (it said 0 refused)."""
+    tx_id = submit(deps, "tenant-a", b"email,first_name\nnot-an-email,x\nalso bad,y\n")
+    tx = run_ingest(deps, tx_id)
+    assert tx.status == TransactionStatus.FAILED
+    assert tx.refused_rows == 2 and tx.live_summary().refused_at_ingest == 2
+    assert rejections(deps, tx_id) == {2: "invalid_email", 3: "invalid_email"}
+    assert tx.summary.refused_at_ingest == 2  # the summary written with FAILED (the campaign list)
+
+
 def test_batches_follow_the_configured_size(deps, tenant):
     tx_id = submit(deps, "tenant-a", recipients(120))  # batch_size=50 in tests
     tx = run_ingest(deps, tx_id)
