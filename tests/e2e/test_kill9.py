@@ -26,6 +26,7 @@ import requests
 
 from config.settings import load_settings
 from core.adapters.aws import client
+from core.schema import EVENTS_QUEUE
 from local.bootstrap import create_resources
 from local.moto import MotoServer, free_port
 from ops.client import Client
@@ -48,7 +49,10 @@ FAST = {
     "EMAILPLATFORM_CONTROLLER_INTERVAL_SECONDS": "0.5", "EMAILPLATFORM_LEASE_SECONDS": "2",
     "EMAILPLATFORM_SEND_EVIDENCE_WINDOW_SECONDS": "75", "EMAILPLATFORM_REDISPATCH_AFTER_SECONDS": "2",
     "EMAILPLATFORM_SES_MAX_SEND_RATE": "60", "EMAILPLATFORM_BATCH_SIZE": "100",
-    "EMAILPLATFORM_SEND_CHUNK_SIZE": "10", "EMAILPLATFORM_COMPLETION_WINDOW_SECONDS": "30",
+    # the completion window outlasts an events consumer killed holding Send events (they come back
+    # after the queue's visibility timeout): a shorter one completed the campaign with 20 messages
+    # READY_TO_SEND whose Send events were still invisible (production's default is 72 h)
+    "EMAILPLATFORM_SEND_CHUNK_SIZE": "10", "EMAILPLATFORM_COMPLETION_WINDOW_SECONDS": str(EVENTS_QUEUE.longest_hold_seconds + 20),
     "EMAILPLATFORM_RECOUNT_INTERVAL_SECONDS": "1", "EMAILPLATFORM_RECOUNT_QUIET_SECONDS": "3",
 }
 
