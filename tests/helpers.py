@@ -66,6 +66,17 @@ class RecordingMailer:
         return dict(Counter(s["to"] for s in self.sent))
 
 
+def send_single_batch(deps: Any, tx_id: str) -> tuple[Any, RecordingMailer]:
+    """Ingest a one-batch campaign, release it and send it through a recording mailer: (batch, mailer)."""
+    c = leader(deps)
+    c.ingest_pass()
+    c.advance_pass()
+    (batch,) = deps.store.batches(tx_id)
+    mailer = RecordingMailer(deps.mailer)
+    batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    return batch, mailer
+
+
 def batch_sender(deps: Any, mailer: Any, worker: str = "w1") -> Any:
     from core.services.attachments import AttachmentFiles
     from core.services.sending import BatchSender

@@ -13,7 +13,14 @@ from core.services import campaigns, compliance
 from core.services.tenants import ensure_tenant
 from local.bootstrap import create_resources
 from tests.conftest import make_settings
-from tests.helpers import RecordingMailer, active_template, batch_sender, leader, upload
+from tests.helpers import (
+    RecordingMailer,
+    active_template,
+    batch_sender,
+    leader,
+    send_single_batch,
+    upload,
+)
 
 FOOTER = ('<p>Hello {{ first_name }}</p><footer>{{ sender_name }}, {{ postal_address }} · '
           '<a href="{{ unsubscribe_url }}">unsubscribe</a></footer>')
@@ -78,12 +85,7 @@ def test_the_platform_variables_render_even_when_the_footer_is_not_required(deps
     up = upload(deps, "tenant-a", "email,first_name,unsubscribe_url\na@example.org,Ann,https://evil.example/\n")
     tx_id = campaigns.submit_campaign(deps.store, deps.blobs, deps.settings, deps.clock, "tenant-a",
                                       {"template_id": tid, "upload_id": up})["transaction_id"]
-    c = leader(deps)
-    c.ingest_pass()
-    c.advance_pass()
-    (batch,) = deps.store.batches(tx_id)
-    mailer = RecordingMailer(deps.mailer)
-    batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    batch, mailer = send_single_batch(deps, tx_id)
     (mail,) = mailer.sent
     assert "/api/v1/email/unsubscribe/" in mail["html"] and "evil.example" not in mail["html"]  # never a CSV's
 

@@ -15,7 +15,7 @@ from handlers import api
 from handlers.context import scoped
 from local.gateway import to_event
 from tests.conftest import ses_event_for, sns_envelope
-from tests.helpers import RecordingMailer, batch_sender, leader, submit
+from tests.helpers import send_single_batch, submit
 
 BASE = "/api/v1/email"
 
@@ -23,12 +23,7 @@ BASE = "/api/v1/email"
 def test_the_report_counts_mail_sent_in_the_period_and_measures_unsubscribes(deps, tenant):
     # GIVEN a campaign whose two mails were handed to SES (their Send events recorded)
     tx_id = submit(deps, "tenant-a", "email,first_name\na@example.org,A\nb@example.org,B\n")
-    c = leader(deps)
-    c.ingest_pass()
-    c.advance_pass()
-    (batch,) = deps.store.batches(tx_id)
-    mailer = RecordingMailer(deps.mailer)
-    batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    batch, mailer = send_single_batch(deps, tx_id)
     for s in mailer.sent:
         record_ses_event(sns_envelope(ses_event_for("ses_send.json", tenant="tenant-a", message_id=s["tags"]["message_id"],
                                                     recipient=s["to"], ses_id=s["ses_id"])), store=deps.store)

@@ -13,7 +13,7 @@ from core.observability import configure_logging, log
 from core.services import privacy
 from core.services.events import record_ses_event
 from tests.conftest import ses_event_for, sns_envelope
-from tests.helpers import RecordingMailer, batch_sender, leader, submit
+from tests.helpers import send_single_batch, submit
 
 PERSON = "Logged.Person@example.org"
 SECRET_VALUE = "Plumbobulous"
@@ -43,12 +43,7 @@ def test_logs_of_a_run_hold_no_address_or_placeholder_value(deps, tenant, capsys
     try:
         tx_id = submit(deps, "tenant-a", f"email,first_name\n{PERSON},{SECRET_VALUE}\nnot-an-address,{SECRET_VALUE}\n"
                                          f"bounce@simulator.amazonses.com,{SECRET_VALUE}\n")
-        c = leader(deps)
-        c.ingest_pass()
-        c.advance_pass()
-        (batch,) = deps.store.batches(tx_id)
-        mailer = RecordingMailer(deps.mailer)
-        batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+        batch, mailer = send_single_batch(deps, tx_id)
         for s in mailer.sent:
             for name in ("ses_send.json", "ses_bounce.json"):
                 record_ses_event(sns_envelope(ses_event_for(name, tenant="tenant-a", message_id=s["tags"]["message_id"],

@@ -23,7 +23,7 @@ from core.services.events import record_ses_event
 from local.bootstrap import create_resources
 from local.replication import BucketReplicator, EchoRegistry, TableReplicator
 from tests.conftest import ses_event_for, sns_envelope
-from tests.helpers import RecordingMailer, batch_sender, leader, submit
+from tests.helpers import RecordingMailer, batch_sender, leader, send_single_batch, submit
 
 TARGET = "Erase.Me@Example.org"
 PLACEHOLDER = "Zorblax"  # a placeholder value only the target's rows carry
@@ -106,12 +106,7 @@ def dr(deps, settings):
 
 def _sent_campaign_with_events(deps):
     tx_id = submit(deps, "tenant-a", csv_with_target())
-    c = leader(deps)
-    c.ingest_pass()
-    c.advance_pass()
-    (batch,) = deps.store.batches(tx_id)
-    mailer = RecordingMailer(deps.mailer)
-    batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    batch, mailer = send_single_batch(deps, tx_id)
     target = next(s for s in mailer.sent if s["to"].lower() == TARGET.lower())
     for name in ("ses_send.json", "ses_delivery.json", "ses_open.json", "ses_click.json"):
         record_ses_event(sns_envelope(ses_event_for(name, tenant="tenant-a", message_id=target["tags"]["message_id"],
