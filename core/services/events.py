@@ -389,9 +389,10 @@ def _after_recorded(p: _Pending, outcome: str, metadata: dict[str, str] | None, 
     if metadata is None:  # an unknown or erased message: nothing more
         return None
     log.debug("ses event", message_id=parsed.message_id, event_type=parsed.event_type, outcome=outcome)
-    # Every event of a known message goes to analytics, a repeated open too (indexed by event id,
-    # so a replay overwrites itself); the message item keeps only the first of each kind.
-    if indexing and (outcome != "duplicate" or parsed.status in (M.OPENED, M.CLICKED)):
+    # Every event of a known message goes to analytics, a duplicate too: it is indexed by event id,
+    # so a replay overwrites itself, and a batch redelivered after a SIGKILL between its message
+    # writes and its bulk index (its events now duplicates) still reaches analytics.
+    if indexing:
         from core.services.analytics import event_document
 
         return event_document(parsed, metadata)

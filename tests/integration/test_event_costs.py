@@ -175,3 +175,16 @@ def test_an_analytics_outage_does_not_hold_up_status_updates(deps, tenant):
     assert outcomes == ["applied", "applied"]
     assert {deps.store.get_message(batch.batch_id, s["tags"]["message_id"]).status for s in sent} == \
         {MessageStatus.DELIVERED}
+
+
+def test_a_batch_redelivered_after_a_kill_before_its_bulk_index_still_reaches_analytics(deps, tenant):
+    _, _, sent = sent_campaign(deps, n=2)
+    bodies = [ev("ses_delivery.json", s) for s in sent]
+    record_ses_events(bodies, store=deps.store, analytics=_Analytics(fail=True))  # the process dies: nothing indexed
+    analytics = _Analytics()
+
+    outcomes = record_ses_events(bodies, store=deps.store, analytics=analytics)  # SQS delivers the batch again
+
+    assert outcomes == ["duplicate", "duplicate"]
+    assert len(analytics.bulks) == 1 and {d["event_type"] for d in analytics.bulks[0]} == {"Delivery"}
+    assert len(analytics.bulks[0]) == 2
