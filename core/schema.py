@@ -25,8 +25,17 @@ class Index:
     # index is also written to it, so a sparse work index copies only what its readers use.
     include: tuple[str, ...] | None = None
 
+    @property
+    def keys(self) -> tuple[str, str]:
+        """The attributes an item carries to be in the index (removing them takes it out)."""
+        return self.hash_key, self.range_key
 
-INDEXES: tuple[Index, ...] = (
+    def entry(self, partition: str, sort: str) -> dict[str, str]:
+        """The attributes that put an item in the index at ``partition`` / ``sort``."""
+        return {self.hash_key: partition, self.range_key: sort}
+
+
+ACTIVE_INDEX, DUE_INDEX, TENANT_INDEX = INDEXES = (
     Index(
         "active",
         "active_pk",
@@ -71,70 +80,153 @@ class Table:
 
 MAIN_TABLE = Table("main")
 
-# Key builders: the only place key strings are spelled.
+# Key builders: the only place key strings are spelled. A partition (``*_partition``) and a
+# sort-key prefix (``*_PREFIX``) are what a query of one aggregate's items reads.
+
+METADATA = "METADATA"
+BATCH_PREFIX = "BATCH#"
+MESSAGE_PREFIX = "MESSAGE#"
+SEND_LOG_PREFIX = "SENDLOG#"
+REJECTION_PREFIX = "REJECTION#"
+CALLBACK_PREFIX = "CALLBACK#"
+MESSAGE_EVENTS_PREFIX = "MSGEVENTS#"
+TEMPLATE_VERSION_PREFIX = "VERSION#"
+SUPPRESSED_EMAIL_PREFIX = "EMAIL#"
+SUPPRESSED_HASH_PREFIX = "HASH#"
+
+
+def transaction_partition(tx_id: str) -> str:
+    """A campaign's items: the transaction, its batches, rejections, callbacks and message-event batches."""
+    return f"TRANSACTION#{tx_id}"
+
+
+def batch_partition(batch_id: str) -> str:
+    """A batch's messages and send-log entries."""
+    return f"BATCH#{batch_id}"
+
+
+def template_partition(template_id: str) -> str:
+    """A template's head item and its versions."""
+    return f"TEMPLATE#{template_id}"
+
+
+def suppression_partition(tenant_id: str) -> str:
+    """A tenant's suppressions: by address, and by keyed hash for erased people."""
+    return f"SUPPRESSION#{tenant_id}"
 
 
 def transaction_key(tx_id: str) -> dict[str, str]:
-    return {PK: f"TRANSACTION#{tx_id}", SK: "METADATA"}
+    return {PK: transaction_partition(tx_id), SK: METADATA}
 
 
 def batch_key(tx_id: str, batch_id: str) -> dict[str, str]:
-    return {PK: f"TRANSACTION#{tx_id}", SK: f"BATCH#{batch_id}"}
+    return {PK: transaction_partition(tx_id), SK: f"{BATCH_PREFIX}{batch_id}"}
 
 
 def message_key(batch_id: str, message_id: str) -> dict[str, str]:
-    return {PK: f"BATCH#{batch_id}", SK: f"MESSAGE#{message_id}"}
+    return {PK: batch_partition(batch_id), SK: f"{MESSAGE_PREFIX}{message_id}"}
 
 
 def send_log_key(batch_id: str, chunk: int, attempt: int) -> dict[str, str]:
-    return {PK: f"BATCH#{batch_id}", SK: f"SENDLOG#{chunk:05d}#{attempt:03d}"}
+    return {PK: batch_partition(batch_id), SK: f"{SEND_LOG_PREFIX}{chunk:05d}#{attempt:03d}"}
 
 
 def rejection_key(tx_id: str, line: int) -> dict[str, str]:
-    return {PK: f"TRANSACTION#{tx_id}", SK: f"REJECTION#{line:010d}"}
+    return {PK: transaction_partition(tx_id), SK: f"{REJECTION_PREFIX}{line:010d}"}
 
 
 def ingest_watermark_key(tx_id: str) -> dict[str, str]:
     """The last CSV line whose rows an ingest attempt decided before writing a batch (core/services/ingest.py)."""
-    return {PK: f"TRANSACTION#{tx_id}", SK: "INGEST#WATERMARK"}
+    return {PK: transaction_partition(tx_id), SK: "INGEST#WATERMARK"}
 
 
 def callback_key(tx_id: str, seq: int) -> dict[str, str]:
-    return {PK: f"TRANSACTION#{tx_id}", SK: f"CALLBACK#{seq:06d}"}
+    return {PK: transaction_partition(tx_id), SK: f"{CALLBACK_PREFIX}{seq:06d}"}
 
 
 def message_events_key(tx_id: str, ref: str) -> dict[str, str]:
     """One batch of a campaign's message events (outbox; core/services/message_events.py). Apart from
     ``CALLBACK#`` so that reading a campaign's ordered callbacks never reads these."""
-    return {PK: f"TRANSACTION#{tx_id}", SK: f"MSGEVENTS#{ref}"}
+    return {PK: transaction_partition(tx_id), SK: f"{MESSAGE_EVENTS_PREFIX}{ref}"}
 
 
 def template_key(template_id: str, version: int) -> dict[str, str]:
-    return {PK: f"TEMPLATE#{template_id}", SK: f"VERSION#{version:06d}"}
+    return {PK: template_partition(template_id), SK: f"{TEMPLATE_VERSION_PREFIX}{version:06d}"}
 
 
 def template_head_key(template_id: str) -> dict[str, str]:
-    return {PK: f"TEMPLATE#{template_id}", SK: "METADATA"}
+    return {PK: template_partition(template_id), SK: METADATA}
 
 
 def upload_key(upload_id: str) -> dict[str, str]:
-    return {PK: f"UPLOAD#{upload_id}", SK: "METADATA"}
+    return {PK: f"UPLOAD#{upload_id}", SK: METADATA}
 
 
 def attachment_key(attachment_id: str) -> dict[str, str]:
-    return {PK: f"ATTACHMENT#{attachment_id}", SK: "METADATA"}
+    return {PK: f"ATTACHMENT#{attachment_id}", SK: METADATA}
 
 
 def suppression_key(tenant_id: str, email: str) -> dict[str, str]:
-    return {PK: f"SUPPRESSION#{tenant_id}", SK: f"EMAIL#{email}"}
+    return {PK: suppression_partition(tenant_id), SK: f"{SUPPRESSED_EMAIL_PREFIX}{email}"}
 
 
 def api_key_key(key_hash: str) -> dict[str, str]:
-    return {PK: f"APIKEY#{key_hash}", SK: "METADATA"}
+    return {PK: f"APIKEY#{key_hash}", SK: METADATA}
+
+
+def api_key_hash(key: dict[str, str]) -> str:
+    """The key hash an API key item's key names (the inverse of ``api_key_key``)."""
+    return str(key[PK]).split("#", 1)[1]
 
 
 def tenant_key(tenant_id: str) -> dict[str, str]:
-    return {PK: f"TENANT#{tenant_id}", SK: "METADATA"}
+    return {PK: f"TENANT#{tenant_id}", SK: METADATA}
+
+
+# Index entries: where an item sits in a sparse index (``Index.entry``), and the partitions read.
+
+ACTIVE_CAMPAIGNS = "ACTIVE"  # the ``active`` index's one partition
+
+
+def active_entry(created: str, tx_id: str) -> dict[str, str]:
+    """A transaction's place in the ``active`` index, oldest first (``created``: its ISO creation time)."""
+    return ACTIVE_INDEX.entry(ACTIVE_CAMPAIGNS, f"{created}#{tx_id}")
+
+
+# ``due`` index partitions: what is due, read with due_at <= now.
+DUE_BATCHES = "BATCH"  # scheduled (and released, not yet dispatched) batches by send time
+DUE_CALLBACKS = "CALLBACK"  # campaign callbacks by next attempt
+DUE_MESSAGE_EVENTS = "MSGEVENTS"  # message-event batches by next attempt: the callbacks' pass never reads them
+
+
+def due_entry(kind: str, at: str) -> dict[str, str]:
+    """An item's place in the ``due`` index: partition ``kind`` (``DUE_*``), due at ``at`` (ISO time)."""
+    return DUE_INDEX.entry(kind, at)
+
+
+def tenant_campaigns(tenant_id: str) -> str:
+    """The ``tenant`` index partition listing a tenant's campaigns (newest first)."""
+    return f"TENANT#{tenant_id}#CAMPAIGNS"
+
+
+def tenant_templates(tenant_id: str) -> str:
+    return f"TENANT#{tenant_id}#TEMPLATES"
+
+
+def tenant_api_keys(tenant_id: str) -> str:
+    return f"TENANT#{tenant_id}#KEYS"
+
+
+def campaign_listing(tenant_id: str, created: str, tx_id: str) -> dict[str, str]:
+    return TENANT_INDEX.entry(tenant_campaigns(tenant_id), f"{created}#{tx_id}")
+
+
+def template_listing(tenant_id: str, template_id: str) -> dict[str, str]:
+    return TENANT_INDEX.entry(tenant_templates(tenant_id), template_id)
+
+
+def api_key_listing(tenant_id: str, key_id: str) -> dict[str, str]:
+    return TENANT_INDEX.entry(tenant_api_keys(tenant_id), key_id)
 
 
 def lease_key(region: str) -> dict[str, str]:
@@ -155,7 +247,7 @@ def rate_key(tenant_or_platform: str) -> dict[str, str]:
 
 def suppression_hash_key(tenant_id: str, digest: str) -> dict[str, str]:
     """A suppression kept as a keyed hash (HMAC) of the address: an erased person stays unmailable."""
-    return {PK: f"SUPPRESSION#{tenant_id}", SK: f"HASH#{digest}"}
+    return {PK: suppression_partition(tenant_id), SK: f"{SUPPRESSED_HASH_PREFIX}{digest}"}
 
 
 def retention_key(tenant_id: str) -> dict[str, str]:
@@ -235,6 +327,12 @@ ACTIVE_REGION_KEY = {PK: "PLATFORM", SK: "ACTIVE_REGION"}
 # an SRE's hold on automatic failover (runbooks/failover.py --hold-automation; controller/failover.py reads it)
 FAILOVER_HOLD_KEY = {PK: "PLATFORM", SK: "FAILOVER_HOLD"}
 SENDING_SWITCH_KEY = {PK: "PLATFORM", SK: "SENDING"}
+
+
+def sending_probe_key(scope: str) -> dict[str, str]:
+    """When the next probe send may lift an automatic hold of ``scope`` (platform, tenant)."""
+    return {PK: SENDING_SWITCH_KEY[PK], SK: f"SENDING_PROBE#{scope}"}
+
 
 # --- S3 --------------------------------------------------------------------------------
 

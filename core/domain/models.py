@@ -14,11 +14,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.domain.errors import IllegalTransition
 from core.domain.statuses import (
+    BATCH_TRANSITIONS,
+    TRANSACTION_TRANSITIONS,
     BatchStatus,
     MessageStatus,
     TransactionStatus,
 )
+from core.schema import DUE_MESSAGE_EVENTS
 
 
 def utcnow() -> datetime:
@@ -127,6 +131,19 @@ class Transaction(Entity):
     recounted: bool = False
     final_check: dict[str, Any] | None = None  # last recount of a SENT campaign whose counts looked short
 
+    def check_move(self, target: TransactionStatus) -> None:
+        """Raise ``IllegalTransition`` unless ``TRANSACTION_TRANSITIONS`` allows going to ``target``."""
+        if target not in TRANSACTION_TRANSITIONS[self.status]:
+            raise IllegalTransition(f"campaign {self.transaction_id} cannot go from {self.status} to {target}")
+
+    def move_to(self, target: TransactionStatus, now: datetime) -> dict[str, Any]:
+        """The fields moving to ``target`` writes: the status, the next version (the seq of the
+        callback the move produces, ``core.services.callbacks.callback_for``) and when. Raises
+        ``IllegalTransition`` for a move the table does not allow; the repository writes it
+        conditional on the status and version this transaction was read at."""
+        self.check_move(target)
+        return {"status": target, "version": self.version + 1, "updated_at": now}
+
     def live_summary(self) -> Summary:
         """The campaign's summary from its live counts."""
         c = self.counts
@@ -150,6 +167,17 @@ class Batch(Entity):
     dispatches: int = 0
     sent_at: datetime | None = None
     summary: Summary = Field(default_factory=Summary)
+
+    def check_move(self, target: BatchStatus) -> None:
+        """Raise ``IllegalTransition`` unless ``BATCH_TRANSITIONS`` allows going to ``target``."""
+        if target not in BATCH_TRANSITIONS[self.status]:
+            raise IllegalTransition(f"batch {self.batch_id} cannot go from {self.status} to {target}")
+
+    def move_to(self, target: BatchStatus) -> dict[str, Any]:
+        """The fields moving to ``target`` writes (the status and the next version); raises
+        ``IllegalTransition`` like ``check_move``. Written conditional on the version read."""
+        self.check_move(target)
+        return {"status": target, "version": self.version + 1}
 
 
 class Message(Entity):
@@ -225,7 +253,7 @@ class ApiKey(Entity):
 
 
 MESSAGE_EVENTS = "message_events"  # CallbackRecord.kind of a batch of message events
-MESSAGE_EVENTS_DUE = "MSGEVENTS"  # their due_pk: the campaign callbacks' pass never reads them
+MESSAGE_EVENTS_DUE = DUE_MESSAGE_EVENTS  # their due_pk: the campaign callbacks' pass never reads them
 
 
 class CallbackRecord(Entity):
