@@ -83,7 +83,8 @@ from botocore.config import Config
 
 from core import schema
 from core.adapters.aws import session
-from core.adapters.dynamodb import Update
+from core.adapters.dynamodb import DynamoTable, Update
+from core.bootstrap import Deps
 from core.domain.errors import StaleWrite
 from core.domain.models import iso, parse_iso
 from core.observability import (
@@ -98,6 +99,7 @@ from core.observability import (
     FAILOVER_UNFINISHED_SINCE,
     log,
 )
+from core.services.ports import Clock
 from core.services.regions import AWAITING_QUIET_OF, AWAITING_SINCE, awaiting_quiet_of
 from runbooks.common import Runbook, RunbookFailed
 from runbooks.failover import fail_over
@@ -368,9 +370,9 @@ class FailoverWatch:
     or hung and is taken over (keep it above the runbook's own bound, ``wait_seconds`` plus its
     checks' timeouts)."""
 
-    def __init__(self, *, table: Any, region: str, watched: str, signals: list[Signal], decider: FailoverDecider,
+    def __init__(self, *, table: DynamoTable, region: str, watched: str, signals: list[Signal], decider: FailoverDecider,
                  promote: Callable[[Verdict], Promotion], notify: Callable[[str, dict[str, Any]], None],
-                 clock: Any, heartbeat: ReplicatedHeartbeat | None = None, stale_after_seconds: float = 600.0):
+                 clock: Clock, heartbeat: ReplicatedHeartbeat | None = None, stale_after_seconds: float = 600.0):
         if len(signals) < decider.quorum:
             raise ValueError(f"failover quorum {decider.quorum} exceeds the {len(signals)} configured signals")
         self.table, self.region, self.watched = table, region, watched
@@ -603,7 +605,7 @@ def sns_notifier(sns: Any, topic_arn: str | None) -> Callable[[str, dict[str, An
     return notify
 
 
-def build_watch(deps: Any, region: str, watched: str, after_switch: Callable[[], Any]) -> FailoverWatch:
+def build_watch(deps: Deps, region: str, watched: str, after_switch: Callable[[], Any]) -> FailoverWatch:
     """The DR controller's watch with the signals its settings allow: the heartbeat always; the
     primary's API health with ``failover_peer_health_url``; Route 53 with
     ``failover_health_check_id``; SES always (CloudWatch on AWS, send statistics on the emulator)."""

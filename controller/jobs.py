@@ -6,7 +6,7 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,7 @@ from controller.failover import build_watch
 from controller.lease import Lease
 from core import schema
 from core.adapters.sqs import SqsQueue
+from core.adapters.store import DynamoStore
 from core.adapters.streams import follow_table_stream
 from core.bootstrap import Deps, peer_table, privacy_ports
 from core.domain.errors import DomainError, Fenced, StaleWrite
@@ -116,7 +117,7 @@ class Controller:
 
     # -- passes (each callable on its own, so tests drive them without the scheduler) ----
     @property
-    def store(self) -> Any:
+    def store(self) -> DynamoStore:
         if self.lease.epoch is None:
             raise Fenced("not the leader")
         return self.deps.store.fenced(self.lease.epoch)
@@ -137,10 +138,10 @@ class Controller:
             PASS_SECONDS.labels(job).observe(time.perf_counter() - started)
         return None
 
-    def _each(self, job: str, txs: list[Any], fn: Any) -> None:
+    def _each(self, job: str, txs: list[Transaction], fn: Callable[[Transaction], object]) -> None:
         """``fn`` for each campaign, ``controller_pass_workers`` at a time: a pass over hundreds of
         small campaigns waits on DynamoDB, not on CPU, and each campaign is one worker's alone."""
-        def one(tx: Any) -> None:
+        def one(tx: Transaction) -> None:
             if self.stopping.is_set():
                 return
             try:

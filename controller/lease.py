@@ -30,6 +30,7 @@ from core.adapters.dynamodb import FENCING_COUNTER_KEY, DynamoTable, Update
 from core.domain.errors import StaleWrite, TemporaryError
 from core.domain.models import iso, parse_iso
 from core.observability import LEASE_HOLDER, LEASE_LOST, log
+from core.services.ports import Clock
 from core.services.regions import awaiting_quiet_of
 
 
@@ -51,7 +52,7 @@ def next_epoch(seen: int, bit: int | None) -> int:
 class Lease:
     """``on_lost`` runs each time a held lease is lost or released (after ``epoch`` is None)."""
 
-    def __init__(self, table: DynamoTable, region: str, holder: str, seconds: float, clock: Any,
+    def __init__(self, table: DynamoTable, region: str, holder: str, seconds: float, clock: Clock,
                  peer_region: str | None = None, on_lost: Callable[[], None] | None = None):
         self.table, self.region, self.holder, self.seconds, self.clock = table, region, holder, seconds, clock
         self.key = schema.lease_key(region)

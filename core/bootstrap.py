@@ -29,10 +29,24 @@ from core.adapters.store import DynamoStore
 from core.adapters.webhooks import GuardedHttpClient
 from core.domain.privacy import AddressHasher
 from core.services.events import SendEvidenceMark
-from core.services.ports import CampaignStore, SystemClock
+from core.services.ports import CampaignStore, Clock, SystemClock
 
 if TYPE_CHECKING:  # mypy checks here that the store implements every aggregate's port (core/services/ports.py)
+    from core.adapters import repositories as repos
+    from core.services import ports
+
     _the_store_is_the_services_port: type[CampaignStore] = DynamoStore
+    # and that each aggregate's repository (core/adapters/repositories/) implements its own port
+    _transactions: type[ports.TransactionRepository] = repos.DynamoTransactions
+    _batches: type[ports.BatchRepository] = repos.DynamoBatches
+    _messages: type[ports.MessageRepository] = repos.DynamoMessages
+    _send_log: type[ports.SendLogRepository] = repos.DynamoSendLog
+    _callbacks: type[ports.CallbackRepository] = repos.DynamoCallbacks
+    _templates: type[ports.TemplateRepository] = repos.DynamoTemplates
+    _uploads: type[ports.UploadRepository] = repos.DynamoUploads
+    _suppressions: type[ports.SuppressionRepository] = repos.DynamoSuppressions
+    _tenants: type[ports.TenantRepository] = repos.DynamoTenants
+    _switches: type[ports.SwitchRepository] = repos.DynamoSwitches
 
 
 @dataclass
@@ -46,7 +60,7 @@ class Deps:
     secrets: SecretsManagerStore
     limiter: SharedRateLimiter
     http: GuardedHttpClient
-    clock: Any
+    clock: Clock
     evidence: SendEvidenceMark  # this region's Send-event progress (written by the events Lambda)
     counter: CallCounter | None = None
     analytics: Any = None
@@ -59,7 +73,7 @@ class Deps:
     memo: dict[str, Any] = field(default_factory=dict)
 
 
-def bootstrap(settings: Settings | None = None, *, clock: Any = None, counter: CallCounter | None = None,
+def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, counter: CallCounter | None = None,
               region: str | None = None) -> Deps:
     settings = settings or get_settings()
     clock = clock or SystemClock()

@@ -108,13 +108,20 @@ def encode_cursor(key: dict[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(deserialize(key)).encode()).decode()
 
 
-def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+def decode_cursor(cursor: str | None, partition: tuple[str, str] | None = None) -> dict[str, Any] | None:
+    """A client's cursor back to the key to start after. Anything but a key of ``partition``
+    (attribute, value) is refused with a 422: DynamoDB answers a foreign or malformed start key
+    with a ValidationException, which would otherwise be a 500."""
     if not cursor:
         return None
     try:
-        return serialize(json.loads(base64.urlsafe_b64decode(cursor.encode())))
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, TypeError) as exc:
         raise InvalidInput("cursor is not valid") from exc
+    if not isinstance(key, dict) or not key or not all(isinstance(k, str) and isinstance(v, str) for k, v in key.items()) \
+            or (partition is not None and key.get(partition[0]) != partition[1]):
+        raise InvalidInput("cursor is not valid")
+    return serialize(key)
 
 
 def is_condition_failure(exc: ClientError) -> bool:
@@ -220,7 +227,7 @@ class DynamoTable:
         kw["ExpressionAttributeValues"] = serialize(values)
         if limit:
             kw["Limit"] = limit
-        start = decode_cursor(cursor)
+        start = decode_cursor(cursor, (pk_name, pk_value))
         if start:
             kw["ExclusiveStartKey"] = start
         resp = self.client.query(**kw)

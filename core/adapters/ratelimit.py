@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from core.adapters.dynamodb import Update
+from core.adapters.dynamodb import DynamoTable, Update
 from core.domain.errors import StaleWrite, TemporaryError
+from core.services.ports import Clock
 
 
 class SharedRateLimiter:
@@ -18,7 +17,7 @@ class SharedRateLimiter:
     the next one by about one call's latency. One read and one write per chunk, not per message.
     """
 
-    def __init__(self, table: Any, key: dict[str, str], rate: float, clock: Any):
+    def __init__(self, table: DynamoTable, key: dict[str, str], rate: float, clock: Clock):
         self.table, self.key, self.rate, self.clock = table, key, rate, clock
 
     def reserve(self, n: int) -> float:

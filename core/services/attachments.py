@@ -15,7 +15,7 @@ from config.settings import Settings
 from core.domain.attachments import AttachedFile, check_content, check_declared
 from core.domain.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from core.domain.models import Attachment, TemplateStatus, iso, new_id
-from core.services.ports import BlobStore, CampaignStore
+from core.services.ports import BlobStore, CampaignStore, UploadRepository
 
 ACTIVE, INVALID = TemplateStatus.ACTIVE, TemplateStatus.INVALID
 MAX_CAMPAIGN_ATTACHMENTS = 10
@@ -70,7 +70,7 @@ def attachment_view(att: Attachment) -> dict[str, Any]:
             "status": att.status, "size_bytes": att.size_bytes, "error": att.error, "created_at": iso(att.created_at)}
 
 
-def usable(store: CampaignStore, tenant_id: str, attachment_id: str) -> Attachment | None:
+def usable(store: UploadRepository, tenant_id: str, attachment_id: str) -> Attachment | None:
     """The tenant's ACTIVE attachment with this id, or None."""
     try:
         att = store.get_attachment(attachment_id, tenant_id)
@@ -79,7 +79,7 @@ def usable(store: CampaignStore, tenant_id: str, attachment_id: str) -> Attachme
     return att if att.status == ACTIVE else None
 
 
-def check_campaign_attachments(store: CampaignStore, settings: Settings, tenant_id: str, ids: list[str] | None) -> int:
+def check_campaign_attachments(store: UploadRepository, settings: Settings, tenant_id: str, ids: list[str] | None) -> int:
     """At submit: the attachments for every mail exist, are confirmed and fit in one message.
     Returns their total size (each recipient's own attachment must fit beside it)."""
     ids = ids or []

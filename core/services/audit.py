@@ -13,10 +13,12 @@ from __future__ import annotations
 import getpass
 import json
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from core.domain.models import iso
-from core.services.ports import CampaignStore
+from core.services.ports import AuditLog, CampaignStore, Clock, TenantRepository
 from core.services.privacy import expiration, store_retention
 
 # operations audited although they change nothing: they disclose secrets or personal data
@@ -30,7 +32,7 @@ def audited(method: str, scope: str) -> bool:
 
 
 def entry(*, tenant_id: str, actor: str, method: str, route: str, params: dict[str, str], status: int,
-          source_ip: str | None, request_id: str | None, at: Any, hasher: Any,
+          source_ip: str | None, request_id: str | None, at: datetime, hasher: Callable[[str, str], str],
           answer: str | None = None, source: str = "api") -> dict[str, Any]:
     target = {k: (f"hmac:{hasher(tenant_id, v)}" if "@" in v else v) for k, v in params.items()}
     if answer and 200 <= status < 300 and not target:
@@ -45,8 +47,8 @@ def entry(*, tenant_id: str, actor: str, method: str, route: str, params: dict[s
             "request_id": request_id}
 
 
-def operator_entry(*, tenant_id: str, operator: str, source: str, action: str, target: dict[str, str], at: Any,
-                   hasher: Any) -> dict[str, Any]:
+def operator_entry(*, tenant_id: str, operator: str, source: str, action: str, target: dict[str, str], at: datetime,
+                   hasher: Callable[[str, str], str]) -> dict[str, Any]:
     """An operator's action outside the API (``source``: ``cli`` or ``runbook``): actor
     ``operator:<who>``, action ``<SOURCE> <what>``. ``target`` names ids only, never a secret."""
     return entry(tenant_id=tenant_id, actor=f"operator:{operator}", method=source.upper(), route=action,
@@ -54,11 +56,11 @@ def operator_entry(*, tenant_id: str, operator: str, source: str, action: str, t
                  hasher=hasher, source=source)
 
 
-def record(repo: Any, store: CampaignStore, e: dict[str, Any], now: Any) -> None:
+def record(repo: AuditLog, store: TenantRepository, e: dict[str, Any], now: datetime) -> None:
     repo.put(e, expiration(store_retention(store, e["tenant_id"])["audit"], now))
 
 
-def record_operator_action(repo: Any, store: CampaignStore, clock: Any, tenant_id: str, action: str,
+def record_operator_action(repo: AuditLog, store: CampaignStore, clock: Clock, tenant_id: str, action: str,
                            target: dict[str, str], *, source: str) -> dict[str, Any]:
     """Record an operator tool's action (``source``: ``cli`` for the admin CLI, ``runbook``) in the
     tenant's audit log like an API write, the OS user running the tool as the operator; returns the
@@ -70,6 +72,6 @@ def record_operator_action(repo: Any, store: CampaignStore, clock: Any, tenant_i
     return e
 
 
-def audit_page(repo: Any, tenant_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+def audit_page(repo: AuditLog, tenant_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
     page = repo.page(tenant_id, limit, cursor)
     return {"items": [{k: v for k, v in i.items() if k != "tenant_id"} for i in page.items], "next_cursor": page.cursor}

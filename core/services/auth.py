@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from core.domain.errors import Forbidden, InvalidInput, Unauthorized
 from core.domain.models import ApiKey, new_id
-from core.services.ports import CampaignStore
+from core.services.ports import TenantRepository
 
 SCOPES = ("campaigns:read", "campaigns:write", "templates:write", "suppressions:write", "privacy:read",
           "privacy:write", "audit:read", "admin")
@@ -49,7 +49,7 @@ def gateway_key_name(key: ApiKey) -> str:
     return f"{key.tenant_id}.{key.key_id}"
 
 
-def create_key(store: CampaignStore, tenant_id: str, scopes: list[str] | None = None, raw: str | None = None,
+def create_key(store: TenantRepository, tenant_id: str, scopes: list[str] | None = None, raw: str | None = None,
                gateway: GatewayKeys | None = None) -> tuple[str, ApiKey]:
     """Create a key; the raw value is returned once and never stored (only its hash, and the
     gateway's own copy when the edge requires keys)."""
@@ -62,7 +62,7 @@ def create_key(store: CampaignStore, tenant_id: str, scopes: list[str] | None = 
     return raw, key
 
 
-def revoke_key(store: CampaignStore, tenant_id: str, key_id: str, gateway: GatewayKeys | None = None) -> bool:
+def revoke_key(store: TenantRepository, tenant_id: str, key_id: str, gateway: GatewayKeys | None = None) -> bool:
     for key_hash, key in store.api_keys(tenant_id):
         if key.key_id == key_id:
             store.revoke_api_key(key_hash)
@@ -72,7 +72,7 @@ def revoke_key(store: CampaignStore, tenant_id: str, key_id: str, gateway: Gatew
     return False
 
 
-def authenticate(store: CampaignStore, raw: str | None) -> Principal:
+def authenticate(store: TenantRepository, raw: str | None) -> Principal:
     if not raw:
         raise Unauthorized("missing X-API-Key header")
     key = store.api_key(hash_key(raw))
@@ -101,7 +101,7 @@ class BearerVerifier:
             raise Unauthorized(f"bearer token rejected: {exc}") from None
 
 
-def authenticate_request(store: CampaignStore, api_key: str | None, authorization: str | None,
+def authenticate_request(store: TenantRepository, api_key: str | None, authorization: str | None,
                          verifier: BearerVerifier | None, bearer_required: bool = False) -> Principal:
     """API key always; a bearer token too when OAuth is configured (mandatory if required).
 

@@ -34,6 +34,7 @@ from core.domain.errors import Fenced, StaleWrite
 from core.domain.models import CallbackRecord, Summary, Transaction, iso
 from core.domain.statuses import TransactionStatus
 from core.observability import CALLBACK_ATTEMPTS, CALLBACK_DEAD, CALLBACK_LATENCY, PASS_ERRORS, log
+from core.services.ports import CallbackRepository, Clock, DueCallbacks, SigningSecrets, WebhookHttp
 
 # Standard Webhooks retry schedule: now, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
 SCHEDULE_SECONDS = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
@@ -142,8 +143,8 @@ def next_attempt(attempts_made: int, now: datetime, status: int | None, retry_af
     return at
 
 
-def deliver_callback(cb: CallbackRecord, *, store: Any, http: Any, secrets: Any, clock: Any,
-                     timeout: float) -> CallbackRecord:
+def deliver_callback(cb: CallbackRecord, *, store: CallbackRepository, http: WebhookHttp, secrets: SigningSecrets,
+                     clock: Clock, timeout: float) -> CallbackRecord:
     """Make one attempt and record it. Idempotent per attempt number.
 
     Blocks up to ``timeout`` seconds (the HTTP client's total budget). A tenant without a
@@ -201,8 +202,8 @@ class Stop:
         return self.deadline is not None and time.monotonic() + self.timeout > self.deadline
 
 
-def deliver_due(*, store: Any, http: Any, secrets: Any, clock: Any, timeout: float, limit: int = 50,
-                workers: int = WORKERS, per_host: int = PER_HOST,
+def deliver_due(*, store: DueCallbacks, http: WebhookHttp, secrets: SigningSecrets, clock: Clock, timeout: float,
+                limit: int = 50, workers: int = WORKERS, per_host: int = PER_HOST,
                 should_stop: Callable[[], bool] | None = None, deadline: float | None = None) -> int:
     """Deliver the callbacks whose next attempt is due; returns how many attempts were made.
 
@@ -265,8 +266,8 @@ def run_per_campaign(hosts: dict[str, str], work: Callable[[str], int], *, worke
     return attempted
 
 
-def _deliver_campaign(tx_id: str, *, store: Any, http: Any, secrets: Any, clock: Any, timeout: float,
-                      stop: Stop) -> int:
+def _deliver_campaign(tx_id: str, *, store: CallbackRepository, http: WebhookHttp, secrets: SigningSecrets,
+                      clock: Clock, timeout: float, stop: Stop) -> int:
     """Attempt the due callbacks of one campaign in sequence order; returns the attempts made."""
     attempted = 0
     try:
@@ -308,7 +309,7 @@ def _deliver_campaign(tx_id: str, *, store: Any, http: Any, secrets: Any, clock:
     return attempted
 
 
-def _wait_behind(store: Any, cb: CallbackRecord, blocker: CallbackRecord, now: datetime) -> None:
+def _wait_behind(store: CallbackRepository, cb: CallbackRecord, blocker: CallbackRecord, now: datetime) -> None:
     """Move a due callback's next attempt to its blocker's, so it stops filling the due index."""
     later = blocker.next_attempt_at
     if later is None or later <= now or (cb.next_attempt_at is not None and cb.next_attempt_at >= later):
@@ -318,7 +319,7 @@ def _wait_behind(store: Any, cb: CallbackRecord, blocker: CallbackRecord, now: d
              behind=blocker.seq, next_attempt_at=iso(later))
 
 
-def _save_quietly(store: Any, cb: CallbackRecord, expected_attempts: int) -> None:
+def _save_quietly(store: CallbackRepository, cb: CallbackRecord, expected_attempts: int) -> None:
     try:
         store.save_callback_attempt(cb, expected_attempts)
     except StaleWrite:
@@ -337,7 +338,7 @@ def host_of(url: Any) -> str:
         return ""
 
 
-def redeliver(store: Any, tx_id: str, clock: Any, seq: int | None = None) -> list[int]:
+def redeliver(store: CallbackRepository, tx_id: str, clock: Clock, seq: int | None = None) -> list[int]:
     """Put dead-lettered (or a chosen) callback back on the schedule, keeping its webhook-id."""
     requeued = []
     for cb in store.callbacks(tx_id):

@@ -8,6 +8,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
+from config.settings import Settings
 from core.domain.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, StaleWrite
 from core.domain.headers import check_custom_headers, check_metadata_columns
 from core.domain.models import (
@@ -29,13 +30,24 @@ from core.observability import log
 from core.services.attachments import check_campaign_attachments
 from core.services.callbacks import callback_for
 from core.services.compliance import check_footer
+from core.services.ports import (
+    BatchRepository,
+    BlobStore,
+    CampaignBatches,
+    CampaignMessages,
+    CampaignSubmission,
+    Clock,
+    MessageRepository,
+    TransactionRepository,
+    UploadRepository,
+)
 from core.services.rendering import template_variables
 from core.services.tenants import check_sender
 
 # --- uploads -------------------------------------------------------------------------
 
 
-def create_upload(store: Any, blobs: Any, settings: Any, tenant_id: str, filename: str | None) -> dict[str, Any]:
+def create_upload(store: UploadRepository, blobs: BlobStore, settings: Settings, tenant_id: str, filename: str | None) -> dict[str, Any]:
     upload_id = new_id("upl_")
     key = f"{tenant_id}/{upload_id}.csv"
     store.put_upload(Upload(upload_id=upload_id, tenant_id=tenant_id, s3_key=key))
@@ -59,7 +71,7 @@ def _email(field: str, value: str | None) -> str | None:
     return value
 
 
-def _csv_key(store: Any, blobs: Any, settings: Any, tenant_id: str, csv_file_url: str | None,
+def _csv_key(store: UploadRepository, blobs: BlobStore, settings: Settings, tenant_id: str, csv_file_url: str | None,
              upload_id: str | None) -> str:
     if bool(csv_file_url) == bool(upload_id):
         raise InvalidInput("give exactly one of csv_file_url or upload_id")
@@ -81,7 +93,8 @@ def _csv_key(store: Any, blobs: Any, settings: Any, tenant_id: str, csv_file_url
     return key
 
 
-def submit_campaign(store: Any, blobs: Any, settings: Any, clock: Any, tenant_id: str, req: dict[str, Any]) -> dict[str, Any]:
+def submit_campaign(store: CampaignSubmission, blobs: BlobStore, settings: Settings, clock: Clock, tenant_id: str,
+                    req: dict[str, Any]) -> dict[str, Any]:
     """Validate everything that can be validated now, then write the ACCEPT transaction."""
     now = clock.now()
     head = store.template_head(req["template_id"], tenant_id)
@@ -144,7 +157,7 @@ def submit_campaign(store: Any, blobs: Any, settings: Any, clock: Any, tenant_id
     return campaign_view(tx, Summary())
 
 
-def _send_until(value: datetime | None, start: datetime, now: datetime, settings: Any) -> datetime | None:
+def _send_until(value: datetime | None, start: datetime, now: datetime, settings: Settings) -> datetime | None:
     """``schedule.send_until``: the latest per-recipient send time a CSV row may ask for."""
     if value is None:
         return None
@@ -161,7 +174,7 @@ def _send_until(value: datetime | None, start: datetime, now: datetime, settings
 # --- queries -------------------------------------------------------------------------
 
 
-def summarize(store: Any, tx: Transaction) -> Summary:
+def summarize(store: TransactionRepository, tx: Transaction) -> Summary:
     """The campaign's counts: live counters on its item (no read of batches or messages)."""
     return tx.live_summary()
 
@@ -193,23 +206,23 @@ def campaign_view(tx: Transaction, summary: Summary) -> dict[str, Any]:
     }
 
 
-def get_campaign(store: Any, tenant_id: str, tx_id: str) -> dict[str, Any]:
+def get_campaign(store: TransactionRepository, tenant_id: str, tx_id: str) -> dict[str, Any]:
     tx = store.get_transaction(tx_id, tenant_id)
     return campaign_view(tx, summarize(store, tx))
 
 
-def list_campaigns(store: Any, tenant_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+def list_campaigns(store: TransactionRepository, tenant_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
     txs, nxt = store.list_transactions(tenant_id, limit, cursor)
     return {"items": [campaign_view(t, t.summary) for t in txs], "next_cursor": nxt}
 
 
-def list_batches(store: Any, tenant_id: str, tx_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+def list_batches(store: CampaignBatches, tenant_id: str, tx_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
     store.get_transaction(tx_id, tenant_id)
     batches, nxt = store.batches_page(tx_id, limit, cursor)
     return {"items": [b.model_dump(mode="json", exclude={"tenant_id", "version"}) for b in batches], "next_cursor": nxt}
 
 
-def list_rejections(store: Any, tenant_id: str, tx_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+def list_rejections(store: CampaignMessages, tenant_id: str, tx_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
     store.get_transaction(tx_id, tenant_id)
     rows, nxt = store.rejections_page(tx_id, limit, cursor)
     return {"items": [r.model_dump() for r in rows], "next_cursor": nxt}
@@ -228,7 +241,7 @@ def message_view(item: dict[str, Any]) -> dict[str, Any]:
 MESSAGE_PAGE_QUERIES = 25
 
 
-def list_messages(store: Any, tenant_id: str, tx_id: str, status: str | None, limit: int,
+def list_messages(store: CampaignMessages, tenant_id: str, tx_id: str, status: str | None, limit: int,
                   cursor: str | None) -> dict[str, Any]:
     """Messages across the campaign's batches; the cursor is ``<batch index>:<batch cursor>``."""
     tx = store.get_transaction(tx_id, tenant_id)
@@ -255,7 +268,7 @@ def list_messages(store: Any, tenant_id: str, tx_id: str, status: str | None, li
     return {"items": items, "next_cursor": nxt}
 
 
-def get_message(store: Any, tenant_id: str, message_id: str) -> dict[str, Any]:
+def get_message(store: MessageRepository, tenant_id: str, message_id: str) -> dict[str, Any]:
     try:
         batch_id = batch_of_message(message_id)
         transaction_of_batch(batch_id)
@@ -271,8 +284,11 @@ def get_message(store: Any, tenant_id: str, message_id: str) -> dict[str, Any]:
 CANCELLABLE = {T.ACCEPT, T.PROCESSING, T.DRAFT, T.SCHEDULED, T.READY_TO_SEND, T.PAUSED}
 
 
-def change_status(store: Any, clock: Any, tx: Transaction, target: T, fields: dict[str, Any] | None = None) -> Transaction:
-    """The one way a transaction's status changes: conditional write + callback outbox entry."""
+def change_status(store: TransactionRepository, clock: Clock, tx: Transaction, target: T,
+                  fields: dict[str, Any] | None = None) -> Transaction:
+    """The one way a transaction's status changes: conditional write + callback outbox entry.
+    The model says whether the move is allowed (``Transaction.check_move``: ``IllegalTransition``)."""
+    tx.check_move(target)
     merged = tx.model_copy(update=fields or {})
     summary = merged.live_summary()  # what the move itself writes counts too (a failed ingest's refused rows)
     cb = callback_for(merged, target, summary, clock.now())
@@ -285,7 +301,7 @@ def change_status(store: Any, clock: Any, tx: Transaction, target: T, fields: di
 ACTION_TRIES = 5
 
 
-def _act(store: Any, tenant_id: str, tx_id: str, act: Callable[[Transaction], dict[str, Any]]) -> dict[str, Any]:
+def _act(store: TransactionRepository, tenant_id: str, tx_id: str, act: Callable[[Transaction], dict[str, Any]]) -> dict[str, Any]:
     """A user's action on a campaign the controller may be moving at the same moment (ingest,
     release, a count): a lost version race is read again and tried again, its checks run on what
     is there now, so the user sees the outcome (or a 409 naming the new status), not the race."""
@@ -298,7 +314,7 @@ def _act(store: Any, tenant_id: str, tx_id: str, act: Callable[[Transaction], di
     raise AssertionError("unreachable")
 
 
-def cancel_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str) -> dict[str, Any]:
+def cancel_campaign(store: TransactionRepository, clock: Clock, tenant_id: str, tx_id: str) -> dict[str, Any]:
     def cancel(tx: Transaction) -> dict[str, Any]:
         if tx.status not in CANCELLABLE:
             raise Conflict(f"campaign is {tx.status.value}; only {sorted(s.value for s in CANCELLABLE)} can be cancelled")
@@ -309,7 +325,7 @@ def cancel_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str) -> dict[
     return _act(store, tenant_id, tx_id, cancel)
 
 
-def pause_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str, reason: str = "requested") -> dict[str, Any]:
+def pause_campaign(store: TransactionRepository, clock: Clock, tenant_id: str, tx_id: str, reason: str = "requested") -> dict[str, Any]:
     def pause(tx: Transaction) -> dict[str, Any]:
         if tx.status not in (T.SCHEDULED, T.READY_TO_SEND):
             raise Conflict(f"campaign is {tx.status.value}; only SCHEDULED or READY_TO_SEND campaigns can be paused")
@@ -319,7 +335,7 @@ def pause_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str, reason: s
     return _act(store, tenant_id, tx_id, pause)
 
 
-def resume_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str) -> dict[str, Any]:
+def resume_campaign(store: CampaignBatches, clock: Clock, tenant_id: str, tx_id: str) -> dict[str, Any]:
     def resume(tx: Transaction) -> dict[str, Any]:
         if tx.status != T.PAUSED:
             raise Conflict(f"campaign is {tx.status.value}; only PAUSED campaigns can be resumed")
@@ -334,7 +350,7 @@ def resume_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str) -> dict[
 # --- drafts ---------------------------------------------------------------------------
 
 
-def move_batches_on(store: Any, tx: Transaction, now: datetime) -> T:
+def move_batches_on(store: BatchRepository, tx: Transaction, now: datetime) -> T:
     """Release a campaign's written batches, each for its own send time (the campaign's, or its
     recipients' per-recipient ``send_at``): SCHEDULED and due at that time while it is ahead, else
     READY. Returns where the campaign goes (``on_release``). Idempotent: batches already moved are
@@ -349,7 +365,7 @@ def move_batches_on(store: Any, tx: Transaction, now: datetime) -> T:
     return on_release(statuses)
 
 
-def rest_as_draft(store: Any, clock: Any, tx: Transaction) -> Transaction:
+def rest_as_draft(store: TransactionRepository, clock: Clock, tx: Transaction) -> Transaction:
     """An ingested draft: DRAFT with its counts and rejections readable, batches unreleased, and out
     of the controller's active index (nothing to do for it until a release or a cancel)."""
     tx = change_status(store, clock, tx, T.DRAFT)
@@ -359,7 +375,7 @@ def rest_as_draft(store: Any, clock: Any, tx: Transaction) -> Transaction:
     return tx
 
 
-def release_campaign(store: Any, clock: Any, tenant_id: str, tx_id: str) -> dict[str, Any]:
+def release_campaign(store: CampaignBatches, clock: Clock, tenant_id: str, tx_id: str) -> dict[str, Any]:
     """DRAFT → SCHEDULED (its send time is ahead) or READY_TO_SEND, with its callback. 409 for any
     other status. Back in the active index first, so a crash part-way leaves a DRAFT the
     controller merely reads, never a released campaign it does not see; a retry finishes it."""

@@ -5,6 +5,7 @@ took. JSON for machines, an HTML page for people (like the campaign report)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from statistics import median
 from typing import Any
@@ -15,7 +16,7 @@ from config.settings import Settings
 from core.domain.compliance import FOOTER_VARIABLES, missing_footer
 from core.domain.errors import InvalidInput
 from core.domain.models import iso, parse_iso
-from core.services.ports import CampaignStore
+from core.services.ports import ComplianceIdentities, TenantRepository
 
 # What SES itself enforces on an account (its reputation dashboard): under review / sending paused
 SES_BOUNCE_REVIEW, SES_BOUNCE_PAUSE = 0.05, 0.10
@@ -30,7 +31,7 @@ FIX_IDENTITY = (f"Fix: an admin key calls {IDENTITY_ENDPOINT} with "
                 "then submits the campaign again")
 
 
-def check_footer(store: CampaignStore, settings: Settings, tenant_id: str, variables: Any) -> None:
+def check_footer(store: TenantRepository, settings: Settings, tenant_id: str, variables: Iterable[str]) -> None:
     """When the platform requires it (``require_compliance_footer``): the tenant has a postal
     address and a sender name, and the template shows the unsubscribe link and the postal
     address. 422 otherwise, naming what is missing."""
@@ -47,7 +48,7 @@ def check_footer(store: CampaignStore, settings: Settings, tenant_id: str, varia
     check_template_footer(settings, variables)
 
 
-def check_template_footer(settings: Settings, variables: Any) -> None:
+def check_template_footer(settings: Settings, variables: Iterable[str]) -> None:
     if not getattr(settings, "require_compliance_footer", False):
         return
     missing = missing_footer(variables)
@@ -58,7 +59,7 @@ def check_template_footer(settings: Settings, variables: Any) -> None:
                            [{"loc": ["template"], "missing": missing}])
 
 
-def set_identity(repo: Any, tenant_id: str, postal_address: str, sender_name: str, now: datetime) -> dict:
+def set_identity(repo: ComplianceIdentities, tenant_id: str, postal_address: str, sender_name: str, now: datetime) -> dict:
     """Both fields are required, whether or not the platform enforces the footer: an identity
     without a sender name would be refused at the next campaign where it is enforced."""
     if len(postal_address.strip()) < 10:
@@ -97,7 +98,8 @@ UNSUBSCRIBES_HOW = ("suppressed by the unsubscribe request itself (one-click, RF
                     "its SES calls, so a chunk already under way at the click may still mail the address once")
 
 
-def compliance_report(*, campaigns: Any, suppressions: Any, erasures: Any, tenant_id: str, start: datetime,
+def compliance_report(*, campaigns: Iterable[dict[str, Any]], suppressions: Iterable[dict[str, Any]],
+                      erasures: Iterable[dict[str, Any]], tenant_id: str, start: datetime,
                       end: datetime, settings: Settings) -> dict[str, Any]:
     """``campaigns``: the tenant's transaction items; ``suppressions``: its suppression items (plain
     and hashed); ``erasures``: its erasure jobs.

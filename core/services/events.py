@@ -13,7 +13,7 @@ import json
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,6 +24,15 @@ from core.domain.statuses import MessageStatus as M
 from core.domain.tracking import TrackedEvent, Tracking
 from core.observability import SES_EVENTS, correlated, log
 from core.schema import TTL_ATTRIBUTE
+from core.services.ports import (
+    AnalyticsSink,
+    Clock,
+    MessageEventSink,
+    SendLogRepository,
+    SesEventStore,
+    SystemClock,
+    TransactionRepository,
+)
 
 
 class SesMail(BaseModel):
@@ -133,7 +142,7 @@ class SendEvidenceMark:
     fixed window run out before the evidence is in.
     """
 
-    def __init__(self, store: Any, clock: Any, region: str):
+    def __init__(self, store: SendLogRepository, clock: Clock, region: str):
         self.store, self.clock, self.region = store, clock, region
         self._newest: datetime | None = None
         self._written: datetime | None = None
@@ -155,12 +164,6 @@ class SendEvidenceMark:
             self._written = max(self._written or newest, newest)
 
 
-class _WallClock:
-    @staticmethod
-    def now() -> datetime:
-        return datetime.now(UTC)
-
-
 class CountBuffer:
     """Count changes gathered while a batch of events (or a chunk of sends) is handled, written as
     one addition per campaign at ``flush``: the message writes stay one per event.
@@ -169,7 +172,7 @@ class CountBuffer:
     recognised as replays): the campaign's final recount restores the exact counts.
     """
 
-    def __init__(self, store: Any, clock: Any):
+    def __init__(self, store: TransactionRepository, clock: Clock):
         self.store, self.clock = store, clock
         self._pending: dict[str, Counter[str]] = defaultdict(Counter)
         self._lock = threading.Lock()
@@ -187,9 +190,9 @@ class CountBuffer:
             self.store.add_counts(tx_id, dict(delta), now)
 
 
-def record_ses_event(body: str, *, store: Any, analytics: Any | None = None,
+def record_ses_event(body: str, *, store: SesEventStore, analytics: AnalyticsSink | None = None,
                      evidence: SendEvidenceMark | None = None, counts: CountBuffer | None = None,
-                     message_events: Any | None = None) -> str:
+                     message_events: MessageEventSink | None = None) -> str:
     """Apply one SQS record (``record_ses_events`` with one body). Returns the outcome
     (applied · kept · duplicate · ignored); raises what would make SQS deliver it again."""
     (outcome,) = record_ses_events([body], store=store, analytics=analytics, evidence=evidence, counts=counts,
@@ -209,9 +212,9 @@ class _Pending:
     tracked: TrackedEvent
 
 
-def record_ses_events(bodies: list[str], *, store: Any, analytics: Any | None = None,
+def record_ses_events(bodies: list[str], *, store: SesEventStore, analytics: AnalyticsSink | None = None,
                       evidence: SendEvidenceMark | None = None, counts: CountBuffer | None = None,
-                      message_events: Any | None = None) -> list[str | Exception]:
+                      message_events: MessageEventSink | None = None) -> list[str | Exception]:
     """Apply a batch of SQS records: each one's outcome (applied · kept · duplicate · ignored), or
     the exception that must make SQS deliver it again (a transient failure).
 
@@ -260,7 +263,7 @@ def record_ses_events(bodies: list[str], *, store: Any, analytics: Any | None = 
             for p in pending:
                 outcomes[p.index] = exc
         return outcomes
-    buffer = counts if counts is not None else CountBuffer(store, _WallClock())
+    buffer = counts if counts is not None else CountBuffer(store, SystemClock())
     documents: list[dict[str, Any]] = []
     folds = {key: _fold(items.get(key[1]), pending) for key, pending in by_message.items()}
     # Message events first (at least once): the opted-in campaigns' outbox items carry what these
@@ -302,7 +305,7 @@ def record_ses_events(bodies: list[str], *, store: Any, analytics: Any | None = 
     return outcomes
 
 
-def _index(analytics: Any | None, documents: list[dict[str, Any]]) -> None:
+def _index(analytics: AnalyticsSink | None, documents: list[dict[str, Any]]) -> None:
     """The batch's analytics documents in one bulk request (OpenSearch on AWS: one signed HTTP
     call per SQS batch, not per event). Analytics never blocks status updates: a failure is
     logged and counted, and the index misses those events (ids are content-derived, so a replay
@@ -338,7 +341,7 @@ def _fold(item: dict[str, Any] | None, pending: list[_Pending]) -> _Fold | None:
     return _Fold(item, before, state, results, dict(item.get("metadata") or {}))
 
 
-def _record_on_message(store: Any, batch_id: str, message_id: str, pending: list[_Pending], fold: _Fold | None,
+def _record_on_message(store: SesEventStore, batch_id: str, message_id: str, pending: list[_Pending], fold: _Fold | None,
                        counts: CountBuffer, covered: set[tuple[str, str]] | None
                        ) -> tuple[dict[int, str], dict[str, str] | None]:
     """Write a message once if its events changed it. Returns each record's outcome, and the
@@ -400,7 +403,7 @@ def _after_recorded(p: _Pending, outcome: str, metadata: dict[str, str] | None, 
 
 
 # --- message events (issue #18): the only coupling to core/services/message_events.py -------------
-def _message_event_hook(buffer: Any, pending: list[_Pending], fold: _Fold, item: dict[str, Any]
+def _message_event_hook(buffer: MessageEventSink, pending: list[_Pending], fold: _Fold, item: dict[str, Any]
                         ) -> set[tuple[str, str]]:
     """An opted-in campaign's message events this SQS batch will record on a message (they move
     its status, or are kept as late ones) go into the batch's outbox buffer (one item per

@@ -23,9 +23,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from core.domain.models import parse_iso
+from core.domain.models import Message, parse_iso
 from core.domain.statuses import SENDABLE_MESSAGE, MessageStatus
 from core.observability import SENDS, log
+from core.services.ports import SendLogRepository
 
 NOT_RESENT_REASON = "in doubt after failover: not re-sent to avoid a duplicate"
 
@@ -37,9 +38,9 @@ def evidence_complete(intent: dict[str, Any], mark: tuple[datetime, datetime] | 
     return mark is not None and mark[0] >= last_send + window
 
 
-def give_up_after_failover(*, store: Any, own_region: str, window: timedelta, intent: dict[str, Any],
-                           chunk: Iterable[Any], in_doubt: set[str],
-                           fail: Callable[[Any, MessageStatus, str], None]) -> set[str]:
+def give_up_after_failover(*, store: SendLogRepository, own_region: str, window: timedelta, intent: dict[str, Any],
+                           chunk: Iterable[Message], in_doubt: set[str],
+                           fail: Callable[[Message, MessageStatus, str], None]) -> set[str]:
     """Call once the evidence wait of ``intent`` is over. For a chunk of another region whose
     evidence is not complete, fail the ``in_doubt`` messages still without evidence (``fail``
     writes each conditionally, from a sendable status only) and return their ids; else nothing

@@ -28,7 +28,7 @@ import json
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,16 +37,28 @@ from typing import Any
 from botocore.exceptions import ClientError
 from email_validator import EmailNotValidError, validate_email
 
+from config.settings import Settings
 from core.domain import schedule
 from core.domain.compliance import PLATFORM_VARIABLES
 from core.domain.errors import NotFound, StaleWrite
-from core.domain.models import Batch, Message, Rejection, batch_id_for, message_id_for
+from core.domain.models import Batch, Message, Rejection, Transaction, batch_id_for, message_id_for
 from core.domain.statuses import MessageStatus, after_ingest
 from core.domain.statuses import TransactionStatus as T
 from core.observability import ROWS_INGESTED, ROWS_REFUSED, log
 from core.services import privacy
 from core.services.attachments import usable
 from core.services.campaigns import change_status, move_batches_on, rest_as_draft
+from core.services.ports import (
+    BatchMessages,
+    BlobStore,
+    CampaignBatches,
+    CampaignStore,
+    Clock,
+    MessageRepository,
+    TemplateRepository,
+    TransactionRepository,
+    UploadRepository,
+)
 from core.services.rendering import template_variables
 
 csv.field_size_limit(1024 * 1024)
@@ -76,12 +88,12 @@ class _SpillSet:
                               "CREATE TABLE earlier(line INTEGER PRIMARY KEY, reason TEXT, with_email INTEGER);"
                               "CREATE TABLE waiting(minute TEXT, seq INTEGER, row TEXT, PRIMARY KEY(minute, seq));"
                               "BEGIN;")
-        self.hasher: Any = None  # erased addresses are suppressed by a keyed hash (core.domain.privacy)
+        self.hasher: Callable[[str], str] | None = None  # erased addresses are suppressed by a keyed hash (core.domain.privacy)
 
     def load_suppressed(self, emails: Iterator[str]) -> None:
         self.db.executemany("INSERT OR IGNORE INTO suppressed VALUES (?)", ((e.lower(),) for e in emails))
 
-    def load_hashed(self, hashes: Iterator[str], hasher: Any) -> None:
+    def load_hashed(self, hashes: Iterator[str], hasher: Callable[[str], str]) -> None:
         self.hasher = hasher
         self.db.executemany("INSERT OR IGNORE INTO hashed VALUES (?)", ((h,) for h in hashes))
 
@@ -229,8 +241,8 @@ class Abandoned(Exception):
     """Shutdown asked us to stop; the checkpoint makes the next run resume where we left."""
 
 
-def ingest_transaction(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any,
-                       should_stop: Any = lambda: False) -> Any:
+def ingest_transaction(tx: Transaction, *, store: CampaignStore, blobs: BlobStore, settings: Settings, clock: Clock,
+                       should_stop: Callable[[], bool] = lambda: False) -> Transaction:
     """Drive one transaction through ingestion. Safe to call again after any crash."""
     if tx.status == T.ACCEPT:
         tx = change_status(store, clock, tx, T.PROCESSING)
@@ -251,7 +263,8 @@ def ingest_transaction(tx: Any, *, store: Any, blobs: Any, settings: Any, clock:
     return finalize(store.get_transaction(tx.transaction_id), store=store, clock=clock)
 
 
-def _fail(store: Any, clock: Any, tx: Any, reason: str, fields: dict[str, Any] | None = None) -> Any:
+def _fail(store: TransactionRepository, clock: Clock, tx: Transaction, reason: str,
+          fields: dict[str, Any] | None = None) -> Transaction:
     log.warning("ingest failed", transaction_id=tx.transaction_id, reason=reason)
     tx = store.get_transaction(tx.transaction_id)
     if tx.status == T.PROCESSING:
@@ -259,7 +272,8 @@ def _fail(store: Any, clock: Any, tx: Any, reason: str, fields: dict[str, Any] |
     return tx
 
 
-def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, should_stop: Any) -> Any:
+def _ingest_file(tx: Transaction, *, store: CampaignStore, blobs: BlobStore, settings: Settings, clock: Clock,
+                 should_stop: Callable[[], bool]) -> Transaction:
     bucket = settings.bucket("uploads")
     try:
         text = blobs.open_bytes(bucket, tx.csv_s3_key)
@@ -332,8 +346,8 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
         while in_flight:
             tx = in_flight.pop(0).result()
 
-    def write(snapshot: Any, index: int, rows: list, rejected: list, last_line: int, accepted: int,
-              refused: int, minute: datetime | None) -> Any:
+    def write(snapshot: Transaction, index: int, rows: list, rejected: list, last_line: int, accepted: int,
+              refused: int, minute: datetime | None) -> Transaction:
         if rejected:
             store.put_rejections(snapshot.transaction_id, rejected, rejection_ttl)
         # every row up to here is decided and its rejection written: a resumed attempt replays them
@@ -493,7 +507,7 @@ def _ingest_file(tx: Any, *, store: Any, blobs: Any, settings: Any, clock: Any, 
     return tx
 
 
-def _rejections(store: Any, tx_id: str) -> Iterator[Rejection]:
+def _rejections(store: MessageRepository, tx_id: str) -> Iterator[Rejection]:
     cursor = None
     while True:
         page, cursor = store.rejections_page(tx_id, 500, cursor)
@@ -507,7 +521,7 @@ class _RowAttachments:
     must be the tenant's, confirmed, and fit in one message beside the campaign's attachments.
     Each id is looked up once per ingest."""
 
-    def __init__(self, store: Any, settings: Any, tx: Any):
+    def __init__(self, store: UploadRepository, settings: Settings, tx: Transaction):
         self.store, self.tx = store, tx
         self.room = settings.max_message_attachment_bytes
         self.limit = settings.max_message_attachment_bytes
@@ -534,7 +548,7 @@ class _RowAttachments:
         return [att_id], None
 
 
-def _template_columns(store: Any, tx: Any) -> set[str]:
+def _template_columns(store: TemplateRepository, tx: Transaction) -> set[str]:
     """The placeholders the campaign's template and subject use: the CSV must have a column each."""
     tv = store.get_template_version(tx.template_id, tx.template_version)
     needed = set(tv.variables)
@@ -543,8 +557,9 @@ def _template_columns(store: Any, tx: Any) -> set[str]:
     return needed - set(PLATFORM_VARIABLES)  # unsubscribe_url, postal_address: the platform provides them
 
 
-def _write_batch(tx: Any, batch_id: str, index: int, rows: list[tuple[str, dict[str, str], dict[str, str], list[str]]],
-                 status: MessageStatus, *, store: Any, blobs: Any, settings: Any, expiration: int | None = None,
+def _write_batch(tx: Transaction, batch_id: str, index: int, rows: list[tuple[str, dict[str, str], dict[str, str], list[str]]],
+                 status: MessageStatus, *, store: BatchMessages, blobs: BlobStore, settings: Settings,
+                 expiration: int | None = None,
                  tags: dict[str, str] | None = None, send_at: Any = _MISSING) -> None:
     """Batch file, then messages, then the batch item: a batch item exists only when complete."""
     out = io.StringIO()
@@ -567,7 +582,7 @@ def _write_batch(tx: Any, batch_id: str, index: int, rows: list[tuple[str, dict[
                           s3_file_path=f"s3://{settings.bucket('batches')}/{key}"))
 
 
-def finalize(tx: Any, *, store: Any, clock: Any) -> Any:
+def finalize(tx: Transaction, *, store: CampaignBatches, clock: Clock) -> Transaction:
     """Move written batches on (SCHEDULED with a due time, or READY) and then the transaction; a
     draft rests in DRAFT with its batches unreleased (``core.services.campaigns.release_campaign``)."""
     if tx.status != T.PROCESSING:

@@ -45,6 +45,7 @@ import hashlib
 import json
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -68,6 +69,14 @@ from core.services.callbacks import (
     host_of,
     item_failed,
     run_per_campaign,
+)
+from core.services.ports import (
+    CallbackRepository,
+    Clock,
+    DueMessageEvents,
+    MessageEventOutbox,
+    SigningSecrets,
+    WebhookHttp,
 )
 
 TAG = "message_events"  # SES tag on the mails of an opted-in campaign (value "true")
@@ -113,7 +122,7 @@ class MessageEventBuffer:
     events (the messages' own TTL, which the events path has read anyway), else the retention
     read once per tenant."""
 
-    def __init__(self, store: Any, clock: Any, ref_prefix: str = ""):
+    def __init__(self, store: MessageEventOutbox, clock: Clock, ref_prefix: str = ""):
         self.store, self.clock, self.ref_prefix = store, clock, ref_prefix
         self._pending: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         self._expiration: dict[tuple[str, str], int] = {}
@@ -202,9 +211,9 @@ def _record(tenant_id: str, tx_id: str, events: list[dict[str, Any]], now: datet
                           next_attempt_at=now, created_at=now, kind=MESSAGE_EVENTS, ref=ref)
 
 
-def deliver_due(*, store: Any, http: Any, secrets: Any, clock: Any, timeout: float, limit: int = 50,
-                workers: int = WORKERS, per_host: int = PER_HOST, should_stop: Any = None,
-                deadline: float | None = None) -> int:
+def deliver_due(*, store: DueMessageEvents, http: WebhookHttp, secrets: SigningSecrets, clock: Clock, timeout: float,
+                limit: int = 50, workers: int = WORKERS, per_host: int = PER_HOST,
+                should_stop: Callable[[], bool] | None = None, deadline: float | None = None) -> int:
     """Deliver the message-event batches whose next attempt is due; returns the attempts made.
 
     Blocking, like ``callbacks.deliver_due`` (same concurrency per receiver host, same stop rules).
@@ -236,8 +245,8 @@ def deliver_due(*, store: Any, http: Any, secrets: Any, clock: Any, timeout: flo
     return run_per_campaign(hosts, one, workers=workers, per_host=per_host, stop=stop)
 
 
-def _deliver_campaign(tx_id: str, refs: list[str], url: str | None, *, store: Any, http: Any, secrets: Any,
-                      clock: Any, timeout: float, stop: Stop) -> int:
+def _deliver_campaign(tx_id: str, refs: list[str], url: str | None, *, store: CallbackRepository, http: WebhookHttp,
+                      secrets: SigningSecrets, clock: Clock, timeout: float, stop: Stop) -> int:
     attempted = 0
     gone = False
     for ref in sorted(refs):
@@ -261,7 +270,7 @@ def _deliver_campaign(tx_id: str, refs: list[str], url: str | None, *, store: An
     return attempted
 
 
-def _disable(store: Any, cb: CallbackRecord, why: str | None) -> None:
+def _disable(store: CallbackRepository, cb: CallbackRecord, why: str | None) -> None:
     attempts = [*cb.attempts, {"at": iso(cb.next_attempt_at or cb.created_at), "status": None, "error": why}] \
         if why else cb.attempts
     try:
@@ -270,7 +279,7 @@ def _disable(store: Any, cb: CallbackRecord, why: str | None) -> None:
         pass
 
 
-def list_batches(store: Any, tx_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+def list_batches(store: CallbackRepository, tx_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
     """A campaign's message-event batches with their delivery state and attempts (in key
     order: batches are independent of each other)."""
     items, nxt = store.message_event_batches(tx_id, limit, cursor)
@@ -278,7 +287,7 @@ def list_batches(store: Any, tx_id: str, limit: int, cursor: str | None) -> dict
             "next_cursor": nxt}
 
 
-def redeliver(store: Any, tx_id: str, clock: Any) -> list[str]:
+def redeliver(store: CallbackRepository, tx_id: str, clock: Clock) -> list[str]:
     """Put a campaign's dead-lettered (or disabled) message-event batches back on the schedule,
     keeping their webhook-id; returns their refs. Reads every batch of the campaign (an operator's
     action, never a pass)."""

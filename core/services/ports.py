@@ -5,10 +5,11 @@ them. The campaign store is one port per aggregate (below), all implemented by
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from core.domain.attachments import AttachedFile
 from core.domain.models import (
     ApiKey,
     Attachment,
@@ -24,6 +25,7 @@ from core.domain.models import (
     Upload,
 )
 from core.domain.statuses import BatchStatus, MessageStatus, TransactionStatus
+from core.domain.tracking import Tracking
 
 
 class Clock(Protocol):
@@ -92,6 +94,119 @@ class SecretStore(SigningSecrets, Protocol):
     def drop_previous(self, tenant_id: str) -> None: ...
 
 
+class SendBooking(Protocol):
+    """Send slots booked at the shared SES rate (core.adapters.ratelimit.Booking), used in order."""
+
+    @property
+    def start(self) -> float: ...  # when the first slot is (epoch seconds)
+    @property
+    def end(self) -> float: ...  # when the booked slots end (epoch seconds)
+    def wait_turn(self) -> None: ...
+
+
+class RateLimiter(Protocol):
+    """The SES send rate shared by every sender (core.adapters.ratelimit.SharedRateLimiter)."""
+
+    def book(self, n: int) -> SendBooking: ...
+
+
+# (template id, version) -> (subject, HTML source, text source or None); a loader of the first
+# version answers (subject, HTML) only (core.services.templates.load_mail_source is the real one)
+TemplateLoader = Callable[[str, int], tuple[str, str, str | None] | tuple[str, str]]
+
+
+class AttachmentSource(Protocol):
+    """Attachment bytes by id for the sender (core.services.attachments.AttachmentFiles)."""
+
+    def get(self, attachment_id: str) -> AttachedFile: ...
+
+
+class AnalyticsSink(Protocol):
+    """Where SES event documents are indexed (core.adapters.analytics: OpenSearch, SQLite)."""
+
+    def index_many(self, docs: list[dict[str, Any]]) -> None: ...
+
+
+class MessageEventSink(Protocol):
+    """Message events gathered for an outbox write (core.services.message_events.MessageEventBuffer)."""
+
+    def add(self, tenant_id: str | None, event: dict[str, Any], expiration: int | None = None) -> None: ...
+    def flush_each(self) -> dict[str, Exception]: ...
+
+
+# ---- privacy, compliance and audit records (core.adapters.privacy implements them over the same table)
+
+class RetentionSettings(Protocol):
+    """Tenants' own retention days per kind (core.adapters.privacy.RetentionRepository)."""
+
+    def get(self, tenant_id: str) -> dict[str, int]: ...
+    def put(self, tenant_id: str, days: dict[str, int], updated_at: str) -> None: ...
+    def tenants(self) -> Iterator[tuple[str, dict[str, int]]]: ...
+
+
+class ComplianceIdentities(Protocol):
+    """Tenants' postal address and sender name (core.adapters.privacy.IdentityRepository)."""
+
+    def get(self, tenant_id: str) -> dict[str, Any] | None: ...
+    def put(self, tenant_id: str, fields: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class AuditLog(Protocol):
+    """Tenants' audit entries (core.adapters.privacy.AuditRepository)."""
+
+    def put(self, entry: dict[str, Any], expiration: int) -> None: ...
+    def page(self, tenant_id: str, limit: int, cursor: str | None) -> Page: ...
+
+
+class ErasureJobs(Protocol):
+    """Durable erasure jobs and their receipts (core.adapters.privacy.ErasureRepository)."""
+
+    def create(self, job: dict[str, Any], due_at: str) -> None: ...
+    def get(self, erasure_id: str, tenant_id: str | None = None) -> dict[str, Any]: ...
+    def of_tenant(self, tenant_id: str) -> Iterator[dict[str, Any]]: ...
+    def due(self, now: str, limit: int = 20) -> list[str]: ...
+    def advance(self, job: dict[str, Any], fields: dict[str, Any], *, remove: tuple[str, ...] = (),
+                clear_due: bool = False) -> dict[str, Any]: ...
+    def note(self, erasure_id: str, kind: str, members: set[str]) -> None: ...
+    def forget(self, erasure_id: str, kind: str, members: set[str]) -> None: ...
+    def begin_count(self, erasure_id: str, kind: str, n: int) -> None: ...
+    def settle_count(self, erasure_id: str, kind: str, pending: int | None, deleted: int) -> None: ...
+    def set_once(self, erasure_id: str, name: str, value: Any) -> None: ...
+    def snooze(self, job: dict[str, Any], until: str, why: str) -> None: ...
+
+
+class SuppressionHashStore(Protocol):
+    """Suppressions of erased addresses, by keyed hash (core.adapters.privacy.SuppressionHashes)."""
+
+    def put(self, tenant_id: str, digest: str, reason: str, source: str | None, at: str) -> bool: ...
+    def get(self, tenant_id: str, digest: str) -> dict[str, Any] | None: ...
+    def every(self, tenant_id: str) -> Iterator[dict[str, Any]]: ...
+
+
+class SubjectSearch(Protocol):
+    """A person's data across a tenant's campaigns, and the writes that erase it
+    (core.adapters.privacy.SubjectFinder)."""
+
+    def campaigns(self, tenant_id: str) -> Iterator[dict[str, Any]]: ...
+    def batch_ids(self, tx_id: str) -> list[str]: ...
+    def messages(self, batch_id: str, addresses: set[str], full: bool = False) -> list[dict[str, Any]]: ...
+    def partition(self, batch_id: str, addresses: set[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
+    def message_event_batches(self, tx_id: str) -> list[dict[str, Any]]: ...
+    def redact_message_events(self, key: dict[str, str], payload: dict[str, Any]) -> bool: ...
+    def rejections(self, tx_id: str, addresses: set[str]) -> list[dict[str, Any]]: ...
+    def callbacks(self, tx_id: str, addresses: set[str]) -> list[dict[str, Any]]: ...
+    def pseudonymise_message(self, batch_id: str, message_id: str, tenant_id: str, placeholder: str,
+                             scrub: Callable[[dict[str, Any]], dict[str, Any]],
+                             redact: Callable[[Any], Any] | None = None, attempts: int = 5) -> bool: ...
+    def redact(self, key: dict[str, str], sets: dict[str, Any], remove: tuple[str, ...] = ()) -> None: ...
+
+
+class ItemReader(Protocol):
+    """Items by key from a copy of the table (another region's replica: core.adapters.dynamodb.DynamoTable)."""
+
+    def get(self, key: dict[str, str], consistent: bool = True) -> dict[str, Any] | None: ...
+
+
 # ---- the campaign store: one port per aggregate (core.adapters.store.DynamoStore implements them all;
 # mypy checks that it does, in core/bootstrap.py). A service names the narrowest port it needs.
 
@@ -143,6 +258,9 @@ class MessageRepository(Protocol):
     def put_messages(self, messages: Iterable[Message], expiration: int | None = None) -> int: ...
     def batch_partition(self, batch_id: str) -> tuple[list[Message], list[dict[str, Any]]]: ...
     def message_statuses(self, batch_id: str) -> Iterator[dict[str, Any]]: ...
+    def message_items(self, keys: Iterable[tuple[str, str]]) -> dict[str, dict[str, Any]]: ...
+    def save_tracking(self, batch_id: str, message_id: str, before: Tracking, after: Tracking
+                      ) -> dict[str, Any] | None: ...
     def get_message(self, batch_id: str, message_id: str, tenant_id: str | None = None) -> Message: ...
     def messages_page(self, batch_id: str, status: str | None, limit: int, cursor: str | None) -> Page: ...
     def record_message_event(self, batch_id: str, message_id: str, new: MessageStatus, event: dict[str, Any],
@@ -224,6 +342,40 @@ class SwitchRepository(Protocol):
     def claim_sending_probe(self, scope: str, now: datetime, every_seconds: float) -> bool: ...
     def delay_sending_probe(self, scope: str, until: datetime) -> None: ...
     def get_flag(self, key: dict[str, str]) -> dict[str, Any] | None: ...
+
+
+# ---- what one service needs of several aggregates (the narrowest port a service can name)
+
+class CampaignBatches(TransactionRepository, BatchRepository, Protocol):
+    """A campaign and its batches (listing, releasing, resuming)."""
+
+
+class BatchMessages(BatchRepository, MessageRepository, Protocol):
+    """A batch and its messages (ingest writes both)."""
+
+
+class CampaignMessages(TransactionRepository, MessageRepository, Protocol):
+    """A campaign and its messages and rejections (the API's listings)."""
+
+
+class CampaignSubmission(TransactionRepository, TemplateRepository, UploadRepository, TenantRepository, Protocol):
+    """What a submit checks (template, upload, attachments, sender, compliance identity) and writes."""
+
+
+class DueCallbacks(CallbackRepository, BatchRepository, Protocol):
+    """The callback outbox and the ``due`` index it is scheduled on (``BatchRepository.due``)."""
+
+
+class DueMessageEvents(DueCallbacks, TransactionRepository, Protocol):
+    """Message-event batches to deliver, and their campaign (its callback URL)."""
+
+
+class MessageEventOutbox(CallbackRepository, TenantRepository, Protocol):
+    """Message-event outbox items, written with the tenant's message retention."""
+
+
+class SesEventStore(MessageRepository, SuppressionRepository, TransactionRepository, Protocol):
+    """What recording SES events writes: messages, suppressions, the campaign's counts."""
 
 
 class CampaignStore(TransactionRepository, BatchRepository, MessageRepository, SendLogRepository,

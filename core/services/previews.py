@@ -11,11 +11,18 @@ from config.settings import Settings
 from core.domain.attachments import as_inline_if_shown
 from core.domain.compliance import footer_variables
 from core.domain.errors import AddressSuppressed, Conflict, InvalidInput, NotFound, TemporaryError
-from core.domain.models import TemplateStatus, batch_id_for, iso, new_id
+from core.domain.models import (
+    TemplateStatus,
+    TemplateVersion,
+    Transaction,
+    batch_id_for,
+    iso,
+    new_id,
+)
 from core.domain.statuses import NOT_RELEASED
 from core.observability import log
 from core.services.attachments import AttachmentFiles
-from core.services.ports import BlobStore, CampaignStore, Clock, Mailer
+from core.services.ports import BlobStore, CampaignStore, Clock, Mailer, RateLimiter
 from core.services.rendering import RenderedMail, RenderError, render_mail
 from core.services.sending import unsubscribe_link
 from core.services.templates import load_text
@@ -27,7 +34,7 @@ TEST_SENDABLE = NOT_RELEASED
 
 
 def _sources(store: CampaignStore, blobs: BlobStore, settings: Settings, template_id: str, version: int, tenant_id: str
-             ) -> tuple[Any, str, str | None]:
+             ) -> tuple[TemplateVersion, str, str | None]:
     tv = store.get_template_version(template_id, version, tenant_id)
     if tv.status == TemplateStatus.INVALID:
         raise Conflict(f"template version {version} is INVALID: {tv.error or 'refused at confirm'}")
@@ -78,7 +85,7 @@ def preview_template(store: CampaignStore, blobs: BlobStore, settings: Settings,
     return {"template_id": template_id, "version": version, **_view(mail)}
 
 
-def _first_recipient_data(store: CampaignStore, tx: Any) -> dict[str, str]:
+def _first_recipient_data(store: CampaignStore, tx: Transaction) -> dict[str, str]:
     """The first accepted row's placeholder data, once ingest wrote a batch; else none."""
     if tx.ingest_checkpoint < 1 and tx.batch_count < 1:
         return {}
@@ -86,7 +93,7 @@ def _first_recipient_data(store: CampaignStore, tx: Any) -> dict[str, str]:
     return dict(page.items[0].get("placeholder_data") or {}) if page.items else {}
 
 
-def send_test_mail(store: CampaignStore, blobs: BlobStore, settings: Settings, mailer: Mailer, limiter: Any, clock: Clock, tenant_id: str,
+def send_test_mail(store: CampaignStore, blobs: BlobStore, settings: Settings, mailer: Mailer, limiter: RateLimiter, clock: Clock, tenant_id: str,
               tx_id: str, to: str, data: dict[str, str] | None = None) -> dict[str, Any]:
     """Send one rendered mail of a campaign that is not released yet (ACCEPT, PROCESSING, SCHEDULED,
     DRAFT) to ``to``, with the campaign's subject, from, reply-to and headers. ``data`` defaults to

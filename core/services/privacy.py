@@ -39,24 +39,33 @@ from core.domain.privacy import (
 )
 from core.domain.statuses import MessageStatus, TransactionStatus
 from core.observability import NS, PASS_ERRORS, log, metric
-from core.services.ports import CampaignStore, Clock
+from core.services.ports import (
+    CampaignStore,
+    Clock,
+    ErasureJobs,
+    ItemReader,
+    RetentionSettings,
+    SubjectSearch,
+    SuppressionHashStore,
+    TenantRepository,
+)
 
 # --- retention -------------------------------------------------------------------------------
 
 
-def retention_for(repo: Any, tenant_id: str) -> dict[str, int]:
+def retention_for(repo: RetentionSettings | None, tenant_id: str) -> dict[str, int]:
     """Days per kind for a tenant: its own settings over the platform defaults."""
     own = repo.get(tenant_id) if repo is not None else {}
     return {r.kind: int(own.get(r.kind, r.default_days)) for r in schema.RETENTION}
 
 
-def store_retention(store: CampaignStore, tenant_id: str) -> dict[str, int]:
+def store_retention(store: TenantRepository, tenant_id: str) -> dict[str, int]:
     """The same from the campaign store (what ingest and the sender hold)."""
     own = store.retention_overrides(tenant_id) if hasattr(store, "retention_overrides") else {}
     return {r.kind: int(own.get(r.kind, r.default_days)) for r in schema.RETENTION}
 
 
-def describe_retention(repo: Any, tenant_id: str) -> dict[str, Any]:
+def describe_retention(repo: RetentionSettings | None, tenant_id: str) -> dict[str, Any]:
     days = retention_for(repo, tenant_id)
     return {"retention_days": days,
             "bounds": {r.kind: {"default": r.default_days, "min": r.min_days, "max": r.max_days, "what": r.why}
@@ -64,7 +73,7 @@ def describe_retention(repo: Any, tenant_id: str) -> dict[str, Any]:
             "kept_until_erased": ["campaign summaries", "suppressions (a keyed hash once the address is erased)"]}
 
 
-def set_retention(repo: Any, tenant_id: str, changes: dict[str, int], now: datetime) -> dict[str, Any]:
+def set_retention(repo: RetentionSettings, tenant_id: str, changes: dict[str, int], now: datetime) -> dict[str, Any]:
     """Change some kinds' days; each must be within its bounds (422 naming the kind otherwise).
     Applies to data written from now on (items already written keep their TTL)."""
     current = repo.get(tenant_id)
@@ -94,7 +103,7 @@ def retention_tags(days: int) -> dict[str, str]:
     return {schema.RETENTION_TAG: str(retention_class(days))}
 
 
-def purge_analytics(repo: Any, analytics: Any, now: datetime) -> int:
+def purge_analytics(repo: RetentionSettings, analytics: AnalyticsErasure | None, now: datetime) -> int:
     """The privacy pass's retention part: each tenant with its own analytics setting loses events
     older than it (the platform ceiling is the index's own ISM policy)."""
     purged = 0
@@ -145,7 +154,8 @@ def purge_analytics_everywhere(ports: ErasurePorts, now: datetime) -> AnalyticsP
         if region.analytics is None:
             continue
         try:
-            result.purged[region.name] = purge_analytics(ports.retention, region.analytics, now)
+            # bootstrap.privacy_ports always sets ``retention``; without it this raises and the region counts as failed
+            result.purged[region.name] = purge_analytics(ports.retention, region.analytics, now)  # type: ignore[arg-type]
         except Exception as exc:  # one region's store never stops the other's purge
             PASS_ERRORS.labels("privacy", type(exc).__name__).inc()
             log.warning("analytics retention purge failed", region=region.name, error=str(exc)[:300])
@@ -195,20 +205,20 @@ class Region:
     name: str
     blobs: VersionedBlobStore
     analytics: AnalyticsErasure | None = None
-    table: Any = None  # the region's DynamoTable; None for the home region
+    table: ItemReader | None = None  # the region's DynamoTable; None for the home region
 
 
 @dataclass
 class ErasurePorts:
-    jobs: Any  # ErasureRepository
-    finder: Any  # SubjectFinder
-    hashes: Any  # SuppressionHashes
+    jobs: ErasureJobs
+    finder: SubjectSearch
+    hashes: SuppressionHashStore
     store: CampaignStore  # DynamoStore (campaigns, callbacks, suppressions)
     hasher: Callable[[str, str], str]
     settings: Settings
     clock: Clock
     regions: list[Region] = field(default_factory=list)  # the home region first
-    retention: Any = None  # RetentionRepository
+    retention: RetentionSettings | None = None
 
 
 def request_erasure(ports: ErasurePorts, tenant_id: str, email: str, requested_by: str) -> dict[str, Any]:
@@ -268,7 +278,7 @@ def _regions_of(job: dict[str, Any], prefix: str) -> list[str]:
     return sorted(k.removeprefix(prefix) for k in job if k.startswith(prefix) and k != "replica_since")
 
 
-def get_erasure(jobs: Any, tenant_id: str, erasure_id: str) -> dict[str, Any]:
+def get_erasure(jobs: ErasureJobs, tenant_id: str, erasure_id: str) -> dict[str, Any]:
     return view(jobs.get(erasure_id, tenant_id))
 
 
@@ -324,7 +334,7 @@ def _forms(job: dict[str, Any]) -> set[str]:
     return address_forms(job["address"])
 
 
-def _step_suppress(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
+def _step_suppress(ports: ErasurePorts, job: dict[str, Any], should_stop: Callable[[], bool]) -> str | None:
     tenant = job["tenant_id"]
     now = iso(ports.clock.now())
     for form in _forms(job):  # every form the address may come back in stays unmailable
@@ -345,7 +355,7 @@ def _waited(ports: ErasurePorts, job: dict[str, Any], name: str) -> float:
     return (now - parse_iso(job.get(name) or iso(now))).total_seconds()
 
 
-def _step_wait_ingest(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
+def _step_wait_ingest(ports: ErasurePorts, job: dict[str, Any], should_stop: Callable[[], bool]) -> str | None:
     """An ingest that started before the suppression was written may still write this person's
     message; wait until none of the tenant's campaigns is being ingested, for at most
     ``INGEST_PATIENCE_SECONDS`` (an ingest stuck that long is an incident of its own: the job goes
@@ -392,7 +402,7 @@ def _send_outcome(message_id: str, logs: list[dict[str, Any]]) -> str | None:
     return outcome
 
 
-def _step_messages(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
+def _step_messages(ports: ErasurePorts, job: dict[str, Any], should_stop: Callable[[], bool]) -> str | None:
     """Pseudonymise every message of the person and stop the unsent ones.
 
     The hashed suppression exists (step 1), so every send chunk that writes its INTENT from now
@@ -454,7 +464,7 @@ def _erase_message(ports: ErasurePorts, job: dict[str, Any], batch_id: str, m: d
                                       lambda value: _redacted(value, forms))
 
 
-def _step_rejections(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
+def _step_rejections(ports: ErasurePorts, job: dict[str, Any], should_stop: Callable[[], bool]) -> str | None:
     forms = _forms(job)
     for tx in _campaigns(ports, job["tenant_id"]):
         for r in ports.finder.rejections(tx["transaction_id"], forms):
@@ -468,7 +478,7 @@ def _step_rejections(ports: ErasurePorts, job: dict[str, Any], should_stop: Any)
     return None
 
 
-def _step_callbacks(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
+def _step_callbacks(ports: ErasurePorts, job: dict[str, Any], should_stop: Callable[[], bool]) -> str | None:
     """Campaign callbacks carry summaries, not addresses, but any that mentions the person (an
     error text) is redacted; message-event batches (``MSGEVENTS#``, delivered or not) lose the
     person's events' metadata."""
@@ -497,7 +507,7 @@ def _person_events(payload: dict[str, Any], message_ids: set[str], forms: set[st
             if (e.get("message_id") in message_ids and e != _erased_event(e)) or value_mentions(e, forms)]
 
 
-def _redact_message_events(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> None:
+def _redact_message_events(ports: ErasurePorts, job: dict[str, Any], should_stop: Callable[[], bool]) -> None:
     """The person's events in the campaigns' message-event outbox items: found by message id (they
     carry no address), written back with the metadata gone. Run again at the end of the job for
     an events handler that wrote a batch after the messages were erased."""
@@ -535,7 +545,7 @@ def _redacted(value: Any, forms: set[str]) -> Any:
     return value
 
 
-def _erase_objects(ports: ErasurePorts, job: dict[str, Any], region: Region, should_stop: Any) -> int:
+def _erase_objects(ports: ErasurePorts, job: dict[str, Any], region: Region, should_stop: Callable[[], bool]) -> int:
     """One region's uploads and batch files of the tenant, every version: the current version that
     holds the person is rewritten without their rows (same tags), then every version that holds
     them is deleted. Each version is noted on the receipt (by version id, rows with it) before it
@@ -564,7 +574,7 @@ def _erase_objects(ports: ErasurePorts, job: dict[str, Any], region: Region, sho
     return found
 
 
-def _step_objects(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
+def _step_objects(ports: ErasurePorts, job: dict[str, Any], should_stop: Callable[[], bool]) -> str | None:
     """Every region (the replicas keep their own versions, so DR is erased explicitly)."""
     for region in ports.regions:
         _erase_objects(ports, job, region, should_stop)
@@ -576,7 +586,7 @@ def _count_events(analytics: AnalyticsErasure, tenant_id: str, forms: set[str]) 
     return int(count(tenant_id, forms)) if count is not None else len(analytics.recipient_events(tenant_id, forms))
 
 
-def _step_analytics(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
+def _step_analytics(ports: ErasurePorts, job: dict[str, Any], should_stop: Callable[[], bool]) -> str | None:
     """Each region's analytics store. The count found is recorded before the deletion, so a pass
     that dies after deleting adds exactly what went (found less what is left)."""
     forms, tenant, eid = _forms(job), job["tenant_id"], job["erasure_id"]
@@ -598,7 +608,7 @@ def _step_analytics(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) 
     return None
 
 
-def _step_replica(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
+def _step_replica(ports: ErasurePorts, job: dict[str, Any], should_stop: Callable[[], bool]) -> str | None:
     """Confirm the other region holds the erasure: its table copy shows the pseudonymised messages
     and the hashed suppression (global tables carry them), its buckets hold every object the home
     region has (replication caught up) and no version that mentions the person (a late replica
@@ -627,7 +637,7 @@ def _step_replica(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) ->
 
 
 def _objects_replica_state(ports: ErasurePorts, job: dict[str, Any], home: Region, region: Region,
-                           should_stop: Any) -> str:
+                           should_stop: Callable[[], bool]) -> str:
     prefix = f"{job['tenant_id']}/"
     for purpose in ("uploads", "batches"):
         src, dst = ports.settings.bucket(purpose, home.name), ports.settings.bucket(purpose, region.name)
@@ -640,7 +650,7 @@ def _objects_replica_state(ports: ErasurePorts, job: dict[str, Any], home: Regio
     return "verified"
 
 
-def _replica_state(ports: ErasurePorts, job: dict[str, Any], table: Any) -> str:
+def _replica_state(ports: ErasurePorts, job: dict[str, Any], table: ItemReader) -> str:
     try:
         if table.get(schema.suppression_hash_key(job["tenant_id"], job["address_hash"]), consistent=False) is None:
             return "behind"
@@ -656,7 +666,7 @@ def _replica_state(ports: ErasurePorts, job: dict[str, Any], table: Any) -> str:
     return "verified"
 
 
-def _step_finish(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> str | None:
+def _step_finish(ports: ErasurePorts, job: dict[str, Any], should_stop: Callable[[], bool]) -> str | None:
     """Last look before the address goes from the job: a plain suppression written by a bounce or
     an unsubscribe that raced step 1 goes again (the hash stays), and a message-event batch the
     events handler wrote after the messages were erased loses the person's metadata."""
@@ -667,7 +677,7 @@ def _step_finish(ports: ErasurePorts, job: dict[str, Any], should_stop: Any) -> 
     return None
 
 
-STEP_FUNCTIONS: dict[str, Callable[[ErasurePorts, dict[str, Any], Any], str | None]] = {
+STEP_FUNCTIONS: dict[str, Callable[[ErasurePorts, dict[str, Any], Callable[[], bool]], str | None]] = {
     "suppress": _step_suppress, "wait_ingest": _step_wait_ingest, "messages": _step_messages,
     "rejections": _step_rejections, "callbacks": _step_callbacks, "objects": _step_objects,
     "analytics": _step_analytics, "replica": _step_replica, "finish": _step_finish,

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
 
+from config.settings import Settings
 from core.domain.errors import DomainError, StaleWrite
-from core.domain.models import Summary, Transaction, batch_id_for, iso, parse_iso
+from core.domain.models import Batch, Summary, Transaction, batch_id_for, iso, parse_iso
 from core.domain.reputation import rate_exceeds
 from core.domain.statuses import (
     COUNTERS,
@@ -28,6 +28,15 @@ from core.observability import BATCHES_DISPATCHED, REPUTATION_ALARM, REPUTATION_
 from core.services.campaigns import change_status
 from core.services.events import CountBuffer
 from core.services.message_events import MessageEventBuffer, message_event, platform_event_id
+from core.services.ports import (
+    BatchMessages,
+    BatchRepository,
+    CampaignBatches,
+    CampaignStore,
+    Clock,
+    SendQueue,
+    TransactionRepository,
+)
 
 B = BatchStatus
 
@@ -38,7 +47,7 @@ DUE_PAGE, DUE_BUDGET = 100, 2000
 PAUSED_RECHECK = timedelta(seconds=60)  # a paused campaign's due batch is looked at again after this
 
 
-def release_due(*, store: Any, clock: Any, page_size: int = DUE_PAGE, budget: int = DUE_BUDGET) -> int:
+def release_due(*, store: CampaignBatches, clock: Clock, page_size: int = DUE_PAGE, budget: int = DUE_BUDGET) -> int:
     """Scheduled batches whose send_at has come: the campaign SCHEDULED → READY_TO_SEND first, then
     the batch SCHEDULED → READY (it keeps its ``due`` entry until it is dispatched).
 
@@ -94,7 +103,7 @@ def release_due(*, store: Any, clock: Any, page_size: int = DUE_PAGE, budget: in
     return released
 
 
-def dispatch(tx: Transaction, batches: list[Any], *, store: Any, queue: Any, clock: Any,
+def dispatch(tx: Transaction, batches: list[Batch], *, store: BatchRepository, queue: SendQueue, clock: Clock,
              stale_after: timedelta) -> int:
     """READY batches → the send queue once; a QUEUED batch again only when its message is gone.
 
@@ -144,7 +153,7 @@ def dispatch(tx: Transaction, batches: list[Any], *, store: Any, queue: Any, clo
 LOST_AFTER = 30  # re-dispatch periods an unclaimed batch may wait in a busy queue before it counts as lost
 
 
-def _queue_empty(queue: Any) -> bool:
+def _queue_empty(queue: SendQueue) -> bool:
     """True when the send queue holds no message at all (visible or in flight)."""
     depth = getattr(queue, "depth", None)
     if depth is None:
@@ -156,7 +165,7 @@ def _queue_empty(queue: Any) -> bool:
 RECOUNT_TRIES = 3
 
 
-def campaign_truth(store: Any, tx: Transaction, batches: list[Any] | None = None) -> dict[str, int]:
+def campaign_truth(store: BatchMessages, tx: Transaction, batches: list[Batch] | None = None) -> dict[str, int]:
     """The campaign's counts recounted from its messages (the source of truth): one paginated
     query of small projections per batch, done once when the campaign settles. With ``batches``
     each batch's own summary is stored too (its counts exist only from this recount)."""
@@ -175,7 +184,7 @@ def campaign_truth(store: Any, tx: Transaction, batches: list[Any] | None = None
     return {k: int(total.get(k, 0)) for k in COUNTERS}
 
 
-def cancel_unsent(tx: Transaction, batch: Any, *, store: Any, clock: Any, workers: int = 8) -> int:
+def cancel_unsent(tx: Transaction, batch: Batch, *, store: CampaignStore, clock: Clock, workers: int = 8) -> int:
     """Mark a stopped campaign's never-sent messages CANCELLED (conditional, so a message a sender
     got out first keeps its status, and a rerun after a crash does only what is left).
 
@@ -219,7 +228,7 @@ def cancel_unsent(tx: Transaction, batch: Any, *, store: Any, clock: Any, worker
     return done
 
 
-def settle(tx: Transaction, *, store: Any, clock: Any, settings: Any) -> Transaction:
+def settle(tx: Transaction, *, store: CampaignStore, clock: Clock, settings: Settings) -> Transaction:
     """A campaign in a terminal status: cancel what was never sent, close its batches, make its
     counts exact, then drop it from the active index (the controller stops reading it).
 
@@ -270,7 +279,7 @@ def settle(tx: Transaction, *, store: Any, clock: Any, settings: Any) -> Transac
     return tx
 
 
-def advance(tx: Transaction, *, store: Any, queue: Any, clock: Any, settings: Any) -> Transaction:
+def advance(tx: Transaction, *, store: CampaignStore, queue: SendQueue, clock: Clock, settings: Settings) -> Transaction:
     """Move one active transaction one step: dispatch, batch and transaction statuses.
 
     Counts are not read here: whoever moves a message adds to the campaign's counters, so a pass
@@ -308,7 +317,7 @@ def advance(tx: Transaction, *, store: Any, queue: Any, clock: Any, settings: An
 FINAL_CHECK_MAX = timedelta(hours=1)
 
 
-def all_final_by_recount(tx: Transaction, *, store: Any, clock: Any, settings: Any) -> bool:
+def all_final_by_recount(tx: Transaction, *, store: CampaignStore, clock: Clock, settings: Settings) -> bool:
     """Are all of a SENT campaign's messages final although its live counts say not?
 
     Live counts fall short when a process died between a message's status write and its count
@@ -334,7 +343,8 @@ def all_final_by_recount(tx: Transaction, *, store: Any, clock: Any, settings: A
     return False
 
 
-def guard_reputation(active: list[Transaction], *, store: Any, clock: Any, settings: Any) -> list[str]:
+def guard_reputation(active: list[Transaction], *, store: TransactionRepository, clock: Clock,
+                     settings: Settings) -> list[str]:
     """Pause a tenant's sending campaigns when its bounce or complaint rate crosses our
     thresholds (below SES's own) over a representative volume."""
     per_tenant: dict[str, Counter[str]] = defaultdict(Counter)

@@ -36,9 +36,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from config.settings import Settings
 from core import schema
-from core.domain.models import parse_iso
+from core.domain.models import Batch, parse_iso
 from core.observability import log
+from core.services.ports import CampaignStore, Clock
 
 # The flag of a region promoted without the old region being told (see the module's docstring).
 AWAITING_QUIET_OF = "awaiting_quiet_of"
@@ -64,7 +66,7 @@ class ActiveRegionGate:
     ``recheck_seconds`` (two small strongly consistent reads); thread-safe enough for the
     sender's threads (a race only re-reads)."""
 
-    def __init__(self, read: Callable[[dict[str, str]], dict[str, Any] | None], region: str, clock: Any,
+    def __init__(self, read: Callable[[dict[str, str]], dict[str, Any] | None], region: str, clock: Clock,
                  lease_seconds: float, recheck_seconds: float = 1.0, monotonic: Callable[[], float] = time.monotonic):
         self.read, self.region, self.clock = read, region, clock
         self.lease_seconds, self.recheck_seconds, self.monotonic = lease_seconds, recheck_seconds, monotonic
@@ -131,10 +133,10 @@ class RegionGatedClaims:
 
     HAND_BACK_SECONDS = 5.0
 
-    def __init__(self, store: Any, gate: ActiveRegionGate):
+    def __init__(self, store: CampaignStore, gate: ActiveRegionGate):
         self._store, self.gate = store, gate
 
-    def claim_batch(self, batch: Any, worker: str, now: datetime, lease_seconds: float) -> bool:
+    def claim_batch(self, batch: Batch, worker: str, now: datetime, lease_seconds: float) -> bool:
         if self.gate.refusal() is not None:
             if self.gate.flag_names_us:
                 self._store.hand_back_unclaimed(batch, now, now + timedelta(seconds=self.HAND_BACK_SECONDS))
@@ -145,7 +147,7 @@ class RegionGatedClaims:
         return getattr(self._store, name)
 
 
-def gate_sending(store: Any, settings: Any, clock: Any) -> RegionGatedClaims:
+def gate_sending(store: CampaignStore, settings: Settings, clock: Clock) -> RegionGatedClaims:
     """The store a region's senders use: claims only while the region is confirmed active."""
     gate = ActiveRegionGate(store.get_flag, settings.region, clock, settings.lease_seconds,
                             recheck_seconds=min(1.0, settings.lease_seconds / 5))

@@ -41,7 +41,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from core.domain.attachments import as_inline_if_shown
+from config.settings import Settings
+from core.domain.attachments import AttachedFile, as_inline_if_shown
 from core.domain.compliance import footer_variables
 from core.domain.errors import (
     MessageRefused,
@@ -52,7 +53,7 @@ from core.domain.errors import (
     StaleWrite,
     TemporaryError,
 )
-from core.domain.models import iso, parse_iso
+from core.domain.models import Batch, Message, Transaction, iso, parse_iso
 from core.domain.statuses import SENDABLE_MESSAGE, BatchStatus, MessageStatus, count_delta
 from core.domain.statuses import TransactionStatus as T
 from core.domain.unsubscribe import sign_unsubscribe_token
@@ -61,6 +62,15 @@ from core.services.events import CountBuffer
 from core.services.failover_doubt import give_up_after_failover
 from core.services.message_events import TAG as MESSAGE_EVENTS_TAG
 from core.services.message_events import MessageEventBuffer, message_event, platform_event_id
+from core.services.ports import (
+    AttachmentSource,
+    CampaignStore,
+    Clock,
+    Mailer,
+    RateLimiter,
+    SendBooking,
+    TemplateLoader,
+)
 from core.services.privacy import ERASED_REASON, expiration, store_retention
 from core.services.rendering import RenderedMail, RenderError, render_mail
 
@@ -89,15 +99,15 @@ class ChunkRun:
     events: MessageEventBuffer | None = None  # FAILED/SUPPRESSED of an opted-in campaign (message events)
 
 
-def unsubscribe_link(settings: Any, tenant_id: str, email: str, message_id: str) -> str:
+def unsubscribe_link(settings: Settings, tenant_id: str, email: str, message_id: str) -> str:
     """The signed one-click link every mail carries (header and ``{{ unsubscribe_url }}``)."""
     token = sign_unsubscribe_token(settings.unsubscribe_secret, tenant_id, email, message_id)
     return f"{settings.public_base_url}/api/v1/email/unsubscribe/{token}"
 
 
 class BatchSender:
-    def __init__(self, *, store: Any, mailer: Any, limiter: Any, clock: Any, settings: Any,
-                 template_loader: Any, worker: str, attachment_files: Any = None):
+    def __init__(self, *, store: CampaignStore, mailer: Mailer, limiter: RateLimiter, clock: Clock, settings: Settings,
+                 template_loader: TemplateLoader, worker: str, attachment_files: AttachmentSource | None = None):
         self.store, self.mailer, self.limiter, self.clock = store, mailer, limiter, clock
         self.settings, self.worker = settings, worker
         self.attachment_files = attachment_files  # id -> AttachedFile (core.services.attachments.AttachmentFiles)
@@ -106,10 +116,10 @@ class BatchSender:
         self.template_loader = template_loader
         self._templates: dict[tuple[str, int], tuple[str, str, str | None]] = {}
 
-    def _source(self, tx: Any) -> tuple[str, str, str | None]:
+    def _source(self, tx: Transaction) -> tuple[str, str, str | None]:
         key = (tx.template_id, tx.template_version)
         if key not in self._templates:  # compiled once per version per process
-            loaded = tuple(self.template_loader(*key))
+            loaded = self.template_loader(*key)
             self._templates[key] = (loaded[0], loaded[1], loaded[2] if len(loaded) > 2 else None)
         return self._templates[key]
 
@@ -254,10 +264,10 @@ class BatchSender:
         return float(getattr(self.settings, "ses_hold_probe_seconds", HOLD_PROBE_SECONDS))
 
     @staticmethod
-    def _probe_scope(tx: Any, scopes: list[str]) -> str:
+    def _probe_scope(tx: Transaction, scopes: list[str]) -> str:
         return "platform" if "platform" in scopes else f"tenant#{tx.tenant_id}"
 
-    def _hold(self, tx: Any, batch: Any, held: SendingHeld) -> None:
+    def _hold(self, tx: Transaction, batch: Batch, held: SendingHeld) -> None:
         """Trip the automatic hold for the error's scope and give the batch back: it comes back
         after a delay and probes SES with one message (half-open), which lifts the hold."""
         reason = f"SES {held.ses_code}: {held.message}"[:500]
@@ -274,7 +284,7 @@ class BatchSender:
                   why=held.message[:300], probe_at=iso(later))
 
     # -- templates ------------------------------------------------------------------------
-    def _template_unavailable(self, tx: Any, batch: Any, exc: Exception) -> SendOutcome:
+    def _template_unavailable(self, tx: Transaction, batch: Batch, exc: Exception) -> SendOutcome:
         """A template that cannot be loaded for good fails the campaign (the controller writes the
         FAILED status and its callback); anything else is given back for a later attempt."""
         code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
@@ -295,7 +305,7 @@ class BatchSender:
         return SendOutcome("failed")
 
     @staticmethod
-    def _doubt_left(chunk: list[Any], log_entry: dict[str, Any]) -> bool:
+    def _doubt_left(chunk: list[Message], log_entry: dict[str, Any]) -> bool:
         """A message of this chunk is in doubt and no Send event has settled it yet."""
         results = log_entry.get("results") or {}
         return bool(log_entry.get("in_doubt_at")) and any(
@@ -319,7 +329,7 @@ class BatchSender:
                  pipeline_at=iso(newest_send), chunk_sent_by=iso(last_send))
         return recorded_at + window
 
-    def _not_resent_after_failover(self, tx: Any, chunk: list[Any], intent: dict[str, Any],
+    def _not_resent_after_failover(self, tx: Transaction, chunk: list[Message], intent: dict[str, Any],
                                    in_doubt: set[str]) -> set[str]:
         """After the evidence wait: the in-doubt messages of another (no longer active) region's
         chunk without complete evidence end FAILED instead of being re-sent (core/services/failover_doubt.py)."""
@@ -337,14 +347,14 @@ class BatchSender:
                 events.flush()
 
     @staticmethod
-    def _chunk_complete(chunk: list[Any], results: dict[str, dict[str, str]]) -> bool:
+    def _chunk_complete(chunk: list[Message], results: dict[str, dict[str, str]]) -> bool:
         return all((m.message_id in results and results[m.message_id].get("outcome") != IN_DOUBT)
                    or m.status not in SENDABLE_MESSAGE for m in chunk)
 
-    def _redispatch_at(self, batch: Any, when: datetime) -> None:
+    def _redispatch_at(self, batch: Batch, when: datetime) -> None:
         self.store.release_batch(batch, when)
 
-    def _cover_booking(self, batch: Any, me: str, chunk: int, attempt: int, booked_until: float,
+    def _cover_booking(self, batch: Batch, me: str, chunk: int, attempt: int, booked_until: float,
                        send_by: datetime) -> datetime | None:
         """Slots booked behind other workers' can end after our lease: extend the lease and the
         INTENT's send-by time before the first SES call (only then). None if the lease is lost."""
@@ -358,8 +368,8 @@ class BatchSender:
         self.store.extend_send_by(batch.batch_id, chunk, attempt, needed)
         return needed
 
-    def _send_chunk(self, tx: Any, todo: list[Any], suppressed: set[str], subject_src: str, html_src: str,
-                    text_src: str | None, outcome: SendOutcome, booking: Any, send_by: datetime,
+    def _send_chunk(self, tx: Transaction, todo: list[Message], suppressed: set[str], subject_src: str, html_src: str,
+                    text_src: str | None, outcome: SendOutcome, booking: SendBooking, send_by: datetime,
                     probing: list[str], events_key: str = "") -> ChunkRun:
         """Send a chunk's messages in order. Stops at the first call in doubt (recorded as such),
         at an account/configuration error (nothing more can go out), when throttling outlasts our
@@ -381,7 +391,7 @@ class BatchSender:
             if run.events is not None:
                 run.events.flush()  # one outbox item for the chunk's failed/suppressed messages
 
-    def _events_of_dead_attempt(self, tx: Any, batch_id: str, chunk: list[Any], intent: dict[str, Any]) -> None:
+    def _events_of_dead_attempt(self, tx: Transaction, batch_id: str, chunk: list[Message], intent: dict[str, Any]) -> None:
         """An attempt that died (its INTENT left, no DONE) may have failed or suppressed messages
         without writing their message events: write them (an opted-in campaign) before the next
         attempt, under that attempt's key. Create-only: nothing new when its own write was done."""
@@ -400,7 +410,7 @@ class BatchSender:
         if len(events):
             events.flush()  # raises: this send stops here and the next one tries again
 
-    def _fail(self, m: Any, status: MessageStatus, reason: str, counts: CountBuffer,
+    def _fail(self, m: Message, status: MessageStatus, reason: str, counts: CountBuffer,
               events: MessageEventBuffer | None = None) -> None:
         if self.store.fail_message(m.batch_id, m.message_id, status, reason):
             counts.add(m.transaction_id, count_delta((None, set()), (status.value, {status.value})))
@@ -410,13 +420,13 @@ class BatchSender:
                     at=iso(self.clock.now()), message_id=m.message_id, transaction_id=m.transaction_id,
                     metadata=m.metadata, source="platform"))
 
-    def _still_sending(self, tx: Any) -> bool:
+    def _still_sending(self, tx: Transaction) -> bool:
         """Read the campaign's status right before each SES call: a cancel or a pause stops every
         worker within one call (one small strongly consistent read per message)."""
         return self.store.transaction_status(tx.transaction_id) == T.READY_TO_SEND
 
-    def _send_messages(self, tx: Any, todo: list[Any], suppressed: set[str], subject_src: str, html_src: str,
-                       text_src: str | None, outcome: SendOutcome, booking: Any, send_by: datetime,
+    def _send_messages(self, tx: Transaction, todo: list[Message], suppressed: set[str], subject_src: str, html_src: str,
+                       text_src: str | None, outcome: SendOutcome, booking: SendBooking, send_by: datetime,
                        probing: list[str], run: ChunkRun, counts: CountBuffer) -> ChunkRun:
         settings, results = self.settings, run.results
         cache_key = f"{tx.template_id}:{tx.template_version}"
@@ -489,17 +499,19 @@ class BatchSender:
                     probing = []
         return run
 
-    def _files(self, tx: Any, m: Any, html: str) -> list[Any]:
+    def _files(self, tx: Transaction, m: Message, html: str) -> list[AttachedFile]:
         """The campaign's attachments and the recipient's own (read once per process); the images
         the HTML shows as ``cid:<attachment id>`` go inline."""
         ids = list(dict.fromkeys([*tx.attachments, *m.attachments]))  # one file once, named by both
-        if ids and self.attachment_files is None:
+        if not ids:
+            return []
+        if self.attachment_files is None:
             raise NotFound("this sender was built without attachment access")
         return [as_inline_if_shown(i, self.attachment_files.get(i), html) for i in ids]
 
-    def _send_one(self, tx: Any, m: Any, mail: RenderedMail, unsub: str,
+    def _send_one(self, tx: Transaction, m: Message, mail: RenderedMail, unsub: str,
                   results: dict[str, dict[str, str]], send_by: datetime, counts: CountBuffer,
-                  files: list[Any] | None = None, events: MessageEventBuffer | None = None) -> str | None:
+                  files: list[AttachedFile] | None = None, events: MessageEventBuffer | None = None) -> str | None:
         """One message, retried only on throttling (SES did not accept those calls). Raises
         SendInDoubt and SendingHeld; None when it failed for good or must wait for a later attempt."""
         delay = 0.2

@@ -10,7 +10,7 @@ from config.settings import Settings
 from core.domain.errors import Conflict, Forbidden, InvalidInput
 from core.domain.ids import check_tenant_id
 from core.services.auth import create_key, hash_key
-from core.services.ports import CampaignStore, SecretStore
+from core.services.ports import CampaignStore, SecretStore, TenantRepository
 
 
 def new_webhook_secret() -> str:
@@ -77,7 +77,7 @@ def revoke_sender(store: CampaignStore, tenant_id: str, value: str) -> list[str]
     return senders
 
 
-def check_sender(store: CampaignStore, settings: Settings, tenant_id: str, from_header: str | None) -> None:
+def check_sender(store: TenantRepository, settings: Settings, tenant_id: str, from_header: str | None) -> None:
     """A tenant may send as the platform's default sender or as a sender authorised for it:
     a shared domain's other local parts belong to other tenants."""
     if not from_header:

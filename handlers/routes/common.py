@@ -27,6 +27,7 @@ from config.settings import Settings
 from core.domain.errors import DomainError, Unauthorized
 from core.observability import log
 from core.services.auth import BearerVerifier, Principal, authenticate_request
+from core.services.ports import TenantRepository
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -113,7 +114,7 @@ class AuthCache:
 class Authenticator:
     """API key (hashed lookup) plus an optional OAuth bearer token, cached briefly."""
 
-    def __init__(self, settings: Settings, store: Any):
+    def __init__(self, settings: Settings, store: TenantRepository):
         self.settings, self.store = settings, store
         self.cache = AuthCache()
         self.verifier = (BearerVerifier(settings.oauth_issuer, settings.oauth_audience or "",
