@@ -108,20 +108,40 @@ def encode_cursor(key: dict[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(deserialize(key)).encode()).decode()
 
 
-def decode_cursor(cursor: str | None, partition: tuple[str, str] | None = None) -> dict[str, Any] | None:
-    """A client's cursor back to the key to start after. Anything but a key of ``partition``
-    (attribute, value) is refused with a 422: DynamoDB answers a foreign or malformed start key
-    with a ValidationException, which would otherwise be a 500."""
+def decode_cursor(cursor: str | None, query: CursorScope | None = None) -> dict[str, Any] | None:
+    """A client's cursor back to the key to start after. Anything but a key of the page's own
+    query (``query``: its key attributes, partition and sort-key range) is refused with a 422:
+    DynamoDB answers a foreign, short or out-of-range start key with a ValidationException,
+    which would otherwise be a 500."""
     if not cursor:
         return None
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, TypeError) as exc:
         raise InvalidInput("cursor is not valid") from exc
-    if not isinstance(key, dict) or not key or not all(isinstance(k, str) and isinstance(v, str) for k, v in key.items()) \
-            or (partition is not None and key.get(partition[0]) != partition[1]):
+    if not isinstance(key, dict) or not key or not all(isinstance(v, str) for v in key.values()) \
+            or (query is not None and not query.admits(key)):
         raise InvalidInput("cursor is not valid")
     return serialize(key)
+
+
+@dataclass(frozen=True)
+class CursorScope:
+    """What a start key of one query must be: exactly the table's and the index's key
+    attributes, in the queried partition, with a sort key inside the query's range."""
+
+    pk_name: str
+    sk_name: str
+    pk_value: str
+    sk_prefix: str | None = None
+    sk_upto: str | None = None
+
+    def admits(self, key: dict[str, str]) -> bool:
+        sk = key.get(self.sk_name)
+        return (set(key) == {schema.PK, schema.SK, self.pk_name, self.sk_name}
+                and key.get(self.pk_name) == self.pk_value and sk is not None
+                and (self.sk_prefix is None or sk.startswith(self.sk_prefix))
+                and (self.sk_upto is None or sk <= self.sk_upto))
 
 
 def is_condition_failure(exc: ClientError) -> bool:
@@ -227,7 +247,7 @@ class DynamoTable:
         kw["ExpressionAttributeValues"] = serialize(values)
         if limit:
             kw["Limit"] = limit
-        start = decode_cursor(cursor, (pk_name, pk_value))
+        start = decode_cursor(cursor, CursorScope(pk_name, sk_name, pk_value, sk_prefix, sk_upto))
         if start:
             kw["ExclusiveStartKey"] = start
         resp = self.client.query(**kw)

@@ -28,7 +28,7 @@ from enum import Enum
 from typing import Any
 
 from core import schema
-from core.adapters.dynamodb import FENCING_COUNTER_KEY
+from core.adapters.dynamodb import FENCING_COUNTER_KEY, CursorScope
 from core.domain.errors import Fenced, InvalidInput, StaleWrite
 from core.domain.models import Message, Page, Transaction, iso
 
@@ -161,9 +161,9 @@ class FakeTable:
         like a FilterExpression); a cursor whenever the limit was reached."""
         pk_name, sk_name, include = (schema.PK, schema.SK, None) if index is None else INDEXES[index]
         start = decode_cursor(cursor)
-        if start is not None and (any(not isinstance(start.get(k), str) for k in {schema.PK, schema.SK, pk_name, sk_name})
-                                  or start[pk_name] != pk_value):
-            # DynamoDB refuses such an ExclusiveStartKey (ValidationException); the fake says what decode_cursor means
+        if start is not None and (not all(isinstance(v, str) for v in start.values()) or not CursorScope(
+                pk_name, sk_name, pk_value, sk_prefix, sk_upto).admits(start)):
+            # DynamoDB refuses such an ExclusiveStartKey (ValidationException); the store says so first
             raise InvalidInput("cursor is not valid")
         with self.lock:
             matching = [i for i in self.items.values() if i.get(pk_name) == pk_value and sk_name in i

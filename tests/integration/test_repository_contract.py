@@ -4,6 +4,8 @@ what the real store does. A case states a behaviour a service relies on, never h
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,6 +39,10 @@ def store(request: pytest.FixtureRequest) -> Any:
     if request.param == "fake":
         return FakeStore()
     return request.getfixturevalue("deps").store
+
+
+def _cursor(key: dict[str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
 
 
 def _tx(tx_id: str = TX, tenant: str = "tenant-a", **kw: Any) -> Transaction:
@@ -154,6 +160,14 @@ def test_a_tenants_campaigns_are_listed_newest_first_a_page_at_a_time(store):
     assert mine is not None
     with pytest.raises(InvalidInput):
         store.list_transactions("tenant-b", 2, mine)
+    # a key of the right partition but of another query: short, with an index's keys, out of range
+    with pytest.raises(InvalidInput):
+        store.batches_page("tx_4", 2, _cursor({"PK": "TRANSACTION#tx_4"}))
+    with pytest.raises(InvalidInput):
+        store.batches_page("tx_4", 2, _cursor({"PK": "TRANSACTION#tx_4", "SK": "METADATA",
+                                                 "tenant_pk": "TENANT#tenant-a#CAMPAIGNS", "tenant_sk": "x"}))
+    with pytest.raises(InvalidInput):
+        store.batches_page("tx_4", 2, _cursor({"PK": "TRANSACTION#tx_4", "SK": "REJECTION#00002"}))
 
 
 def test_counts_add_up_without_a_version_bump_and_stamp_the_sending_period(store):
