@@ -27,7 +27,11 @@ _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_conne
 # ``total_max_attempts`` counts the first attempt too.)
 SES_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1}, max_pool_connections=32,
                     connect_timeout=2, read_timeout=5)
-_SERVICE_CONFIG = {"sesv2": SES_CONFIG, "ses": SES_CONFIG}
+# DynamoDB requests are built in one place (core.adapters.dynamodb.DynamoTable) and DynamoDB
+# validates each one itself (a ValidationException names the fault); botocore's client-side
+# walk over every parameter was 15 % of the SES events handler's CPU (0.3 ms of 1.9 ms per event).
+DYNAMODB_CONFIG = _CONFIG.merge(Config(parameter_validation=False))
+_SERVICE_CONFIG = {"sesv2": SES_CONFIG, "ses": SES_CONFIG, "dynamodb": DYNAMODB_CONFIG}
 
 
 class _SharedSession(boto3.session.Session):
