@@ -108,7 +108,7 @@ HOLD_KEY = schema.FAILOVER_HOLD_KEY  # runbooks/regions.py writes it
 
 
 def decision_key(watched: str, epoch: int) -> dict[str, str]:
-    return {schema.PK: "PLATFORM", schema.SK: f"FAILOVER#{watched}#{epoch:012d}"}
+    return schema.failover_decision_key(watched, epoch)
 
 
 # -- the decision (no I/O) ------------------------------------------------------------------

@@ -409,8 +409,9 @@ class Controller:
         try:
             for records in follow_table_stream(self.deps.clients["dynamodb"], self.deps.clients["dynamodbstreams"],
                                                self.settings.table_name, self.stopping):
-                changed = any(r["dynamodb"].get("Keys", {}).get("SK", {}).get("S") == "METADATA"
-                              and r["dynamodb"]["Keys"]["PK"]["S"].startswith("TRANSACTION#") for r in records)
+                changed = any(r["dynamodb"].get("Keys", {}).get(schema.SK, {}).get("S") == schema.METADATA
+                              and r["dynamodb"]["Keys"][schema.PK]["S"].startswith(schema.TRANSACTION_PARTITION_PREFIX)
+                              for r in records)
                 if changed and self.lease.epoch is not None:
                     self.nudge()
                     self.stopping.wait(0.5)  # at most two nudges a second

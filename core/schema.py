@@ -115,6 +115,15 @@ def suppression_partition(tenant_id: str) -> str:
     return f"SUPPRESSION#{tenant_id}"
 
 
+def audit_partition(tenant_id: str) -> str:
+    """A tenant's audit log (``audit_key``), newest last."""
+    return f"AUDIT#{tenant_id}"
+
+
+# what a transaction item's partition starts with (a stream record names a campaign's item)
+TRANSACTION_PARTITION_PREFIX = transaction_partition("")
+
+
 def transaction_key(tx_id: str) -> dict[str, str]:
     return {PK: transaction_partition(tx_id), SK: METADATA}
 
@@ -142,6 +151,11 @@ def ingest_watermark_key(tx_id: str) -> dict[str, str]:
 
 def callback_key(tx_id: str, seq: int) -> dict[str, str]:
     return {PK: transaction_partition(tx_id), SK: f"{CALLBACK_PREFIX}{seq:06d}"}
+
+
+def resent_in_doubt_key(tx_id: str) -> dict[str, str]:
+    """The marker a re-send of a campaign's in-doubt messages claims first (runbooks/failover.py): once per campaign."""
+    return {PK: transaction_partition(tx_id), SK: "RESENT_IN_DOUBT"}
 
 
 def message_events_key(tx_id: str, ref: str) -> dict[str, str]:
@@ -197,6 +211,7 @@ def active_entry(created: str, tx_id: str) -> dict[str, str]:
 DUE_BATCHES = "BATCH"  # scheduled (and released, not yet dispatched) batches by send time
 DUE_CALLBACKS = "CALLBACK"  # campaign callbacks by next attempt
 DUE_MESSAGE_EVENTS = "MSGEVENTS"  # message-event batches by next attempt: the callbacks' pass never reads them
+DUE_ERASURES = "ERASURE"  # erasure jobs by next step (core/adapters/privacy.py)
 
 
 def due_entry(kind: str, at: str) -> dict[str, str]:
@@ -227,6 +242,26 @@ def template_listing(tenant_id: str, template_id: str) -> dict[str, str]:
 
 def api_key_listing(tenant_id: str, key_id: str) -> dict[str, str]:
     return TENANT_INDEX.entry(tenant_api_keys(tenant_id), key_id)
+
+
+def tenant_erasures(tenant_id: str) -> str:
+    """The ``tenant`` index partition listing a tenant's erasure jobs (newest first)."""
+    return f"TENANT#{tenant_id}#ERASURES"
+
+
+def erasure_listing(tenant_id: str, requested_at: str, erasure_id: str) -> dict[str, str]:
+    return TENANT_INDEX.entry(tenant_erasures(tenant_id), f"{requested_at}#{erasure_id}")
+
+
+RETENTION_SETTINGS = "RETENTION"  # the ``tenant`` index partition listing tenants with their own retention
+
+
+def retention_listing(tenant_id: str) -> dict[str, str]:
+    return TENANT_INDEX.entry(RETENTION_SETTINGS, tenant_id)
+
+
+# the powertools idempotency records of campaign submission (handlers/routes/campaigns.py): one partition
+SUBMIT_IDEMPOTENCY_PARTITION = "IDEMPOTENCY#campaigns"
 
 
 def lease_key(region: str) -> dict[str, str]:
@@ -332,6 +367,20 @@ SENDING_SWITCH_KEY = {PK: "PLATFORM", SK: "SENDING"}
 def sending_probe_key(scope: str) -> dict[str, str]:
     """When the next probe send may lift an automatic hold of ``scope`` (platform, tenant)."""
     return {PK: SENDING_SWITCH_KEY[PK], SK: f"SENDING_PROBE#{scope}"}
+
+
+PLATFORM_PARTITION = ACTIVE_REGION_KEY[PK]  # the platform-wide items' partition
+FAILOVER_DECISION_PREFIX = "FAILOVER#"
+
+
+def failover_decision_key(watched: str, epoch: int) -> dict[str, str]:
+    """A failover decider's durable decision record for ``watched`` at lease ``epoch`` (controller/failover.py)."""
+    return {PK: PLATFORM_PARTITION, SK: f"{FAILOVER_DECISION_PREFIX}{watched}#{epoch:012d}"}
+
+
+def replication_probe_key(source: str) -> dict[str, str]:
+    """A probe written in ``source`` and timed arriving in another region (runbooks/regions.py)."""
+    return {PK: PLATFORM_PARTITION, SK: f"REPLICATION_PROBE#{source}"}
 
 
 # --- S3 --------------------------------------------------------------------------------

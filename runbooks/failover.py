@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from config.settings import Settings, load_settings
+from core import schema
 from core.adapters.dynamodb import Update
 from runbooks.alarms import move_no_leader_alarm
 from runbooks.common import Runbook, main_guard, parser, region_deps, run
@@ -69,7 +70,7 @@ def resend_in_doubt(book: Runbook, deps: Any, transaction_id: str, accept_risk: 
     left = [m for b in store.batches(transaction_id) for m in store.batch_partition(b.batch_id)[0]
             if m.status.value == "FAILED" and m.failure_reason == NOT_RESENT_REASON]
     book.check(f"messages left in doubt after a failover ({NOT_RESENT_REASON!r})", lambda: len(left))
-    marker = {"PK": f"TRANSACTION#{transaction_id}", "SK": "RESENT_IN_DOUBT"}
+    marker = schema.resent_in_doubt_key(transaction_id)
     if not left:
         return
     book.check("no recipient has attachments of its own (re-send those by hand)",

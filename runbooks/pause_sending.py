@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core import schema
 from runbooks.common import Runbook, main_guard, parser, region_deps, run
 
 
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
         return state
 
     def body() -> None:
-        book.check("table reachable", lambda: d.store.get_flag({"PK": "PLATFORM", "SK": "SENDING"}) or True)
+        book.check("table reachable", lambda: d.store.get_flag(dict(schema.SENDING_SWITCH_KEY)) or True)
         scope = f"tenant {args.tenant}" if args.tenant else "platform"
         book.act(f"pause sending for {scope}", pause,
                  done=lambda: d.store.sending_paused(args.tenant or "-") is not None)  # "-" is no tenant

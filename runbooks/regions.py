@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 from config.settings import Settings
 from core import schema
 from core.adapters.aws import client
+from core.adapters.dynamodb import serialize
 from core.services.regions import AWAITING_QUIET_OF, AWAITING_SINCE, active_region_flag
 from ops.client import Client
 from runbooks.common import Runbook
@@ -22,7 +23,7 @@ def probe_lag(settings: Settings, source: str, target: str, timeout: float = 30.
     """Write a probe in ``source`` and time its arrival in ``target`` (works on global tables too)."""
     src, dst = client(settings, "dynamodb", source), client(settings, "dynamodb", target)
     stamp = f"{time.time():.6f}"
-    key = {"PK": {"S": "PLATFORM"}, "SK": {"S": f"REPLICATION_PROBE#{source}"}}
+    key = serialize(schema.replication_probe_key(source))
     src.put_item(TableName=settings.table_name, Item={**key, "stamp": {"S": stamp}})
     started = time.monotonic()
     while time.monotonic() - started < timeout:

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
         tx = book.check("campaign exists", lambda: store.get_transaction(args.campaign))
         book.check("status", lambda: f"{tx.status.value} since {tx.updated_at.isoformat()} (version {tx.version})")
         item = store.table.get(schema.transaction_key(tx.transaction_id)) or {}
-        in_index = "active_pk" in item
+        in_index = schema.ACTIVE_INDEX.hash_key in item
         book.check("in the controller's active index", lambda: in_index or tx.status in TERMINAL_TRANSACTION,
                    required=False)
         lease = store.table.get(schema.lease_key(d.settings.region)) or {}

@@ -16,10 +16,12 @@ from botocore.exceptions import ClientError
 
 from core import schema
 from core.adapters.dynamodb import DynamoTable, Page, Update, serialize
+from core.adapters.repositories._base import _on
 from core.domain.errors import NotFound, StaleWrite, TemporaryError
 from core.domain.privacy import stream_mentions, value_mentions
 
-_HIDDEN = {"PK", "SK", "active_pk", "active_sk", "due_pk", "due_at", "tenant_pk", "tenant_sk", "fence", "expiration"}
+# an item's keys, index entries, fencing stamp and TTL: not the aggregate's fields
+_HIDDEN = {*schema.MAIN_TABLE.string_attributes, "fence", schema.TTL_ATTRIBUTE}
 
 
 def _fields(item: dict[str, Any]) -> dict[str, Any]:
@@ -38,11 +40,11 @@ class RetentionRepository:
 
     def put(self, tenant_id: str, days: dict[str, int], updated_at: str) -> None:
         self.table.put({**schema.retention_key(tenant_id), "tenant_id": tenant_id, "days": days,
-                        "updated_at": updated_at, "tenant_pk": "RETENTION", "tenant_sk": tenant_id})
+                        "updated_at": updated_at, **schema.retention_listing(tenant_id)})
 
     def tenants(self) -> Iterator[tuple[str, dict[str, int]]]:
         """Tenants with their own settings (via the ``tenant`` index)."""
-        for item in self.table.query_all("RETENTION", index="tenant", pk_name="tenant_pk", sk_name="tenant_sk"):
+        for item in self.table.query_all(schema.RETENTION_SETTINGS, **_on(schema.TENANT_INDEX)):
             yield item["tenant_id"], {k: int(v) for k, v in (item.get("days") or {}).items()}
 
 
@@ -69,8 +71,8 @@ class ErasureRepository:
         self.table = table
 
     def create(self, job: dict[str, Any], due_at: str) -> None:
-        item = {**schema.erasure_key(job["erasure_id"]), **job, "due_pk": "ERASURE", "due_at": due_at,
-                "tenant_pk": f"TENANT#{job['tenant_id']}#ERASURES", "tenant_sk": f"{job['requested_at']}#{job['erasure_id']}"}
+        item = {**schema.erasure_key(job["erasure_id"]), **job, **schema.due_entry(schema.DUE_ERASURES, due_at),
+                **schema.erasure_listing(job["tenant_id"], job["requested_at"], job["erasure_id"])}
         if not self.table.put_new(item):
             raise StaleWrite(f"erasure {job['erasure_id']} exists")
 
@@ -81,17 +83,16 @@ class ErasureRepository:
         return _fields(item)
 
     def page(self, tenant_id: str, limit: int, cursor: str | None) -> Page:
-        page = self.table.query(f"TENANT#{tenant_id}#ERASURES", index="tenant", pk_name="tenant_pk",
-                                sk_name="tenant_sk", limit=limit, cursor=cursor, forward=False)
+        page = self.table.query(schema.tenant_erasures(tenant_id), **_on(schema.TENANT_INDEX),
+                                limit=limit, cursor=cursor, forward=False)
         return Page([_fields(i) for i in page.items], page.cursor)
 
     def of_tenant(self, tenant_id: str) -> Iterator[dict[str, Any]]:
-        for item in self.table.query_all(f"TENANT#{tenant_id}#ERASURES", index="tenant", pk_name="tenant_pk",
-                                         sk_name="tenant_sk"):
+        for item in self.table.query_all(schema.tenant_erasures(tenant_id), **_on(schema.TENANT_INDEX)):
             yield _fields(item)
 
     def due(self, now: str, limit: int = 20) -> list[str]:
-        page = self.table.query("ERASURE", index="due", pk_name="due_pk", sk_name="due_at", sk_upto=now, limit=limit)
+        page = self.table.query(schema.DUE_ERASURES, **_on(schema.DUE_INDEX), sk_upto=now, limit=limit)
         return [i["erasure_id"] for i in page.items]
 
     def advance(self, job: dict[str, Any], fields: dict[str, Any], *, remove: tuple[str, ...] = (),
@@ -100,7 +101,7 @@ class ErasureRepository:
         sets = {**fields, "version": int(job["version"]) + 1}
         return _fields(self.table.update(Update(
             schema.erasure_key(job["erasure_id"]), set=sets,
-            remove=(*remove, *(("due_pk", "due_at") if clear_due else ())),
+            remove=(*remove, *(schema.DUE_INDEX.keys if clear_due else ())),
             condition="#step = :step AND #ver = :ver", values={":step": job["step"], ":ver": int(job["version"])},
             names={"#step": "step", "#ver": "version"})))
 
@@ -169,12 +170,13 @@ class SuppressionHashes:
         return self.table.delete(schema.suppression_hash_key(tenant_id, digest), "attribute_exists(PK)")
 
     def all(self, tenant_id: str) -> Iterator[str]:
-        for item in self.table.query_all(f"SUPPRESSION#{tenant_id}", "HASH#", projection="address_hash"):
+        for item in self.table.query_all(schema.suppression_partition(tenant_id), schema.SUPPRESSED_HASH_PREFIX,
+                                         projection="address_hash"):
             yield item["address_hash"]
 
     def every(self, tenant_id: str) -> Iterator[dict[str, Any]]:
         """Every suppression of the tenant, plain and hashed: reason and time only (reports)."""
-        yield from self.table.query_all(f"SUPPRESSION#{tenant_id}")
+        yield from self.table.query_all(schema.suppression_partition(tenant_id))
 
 
 class AuditRepository:
@@ -186,7 +188,7 @@ class AuditRepository:
                         schema.TTL_ATTRIBUTE: expiration})
 
     def page(self, tenant_id: str, limit: int, cursor: str | None) -> Page:
-        page = self.table.query(f"AUDIT#{tenant_id}", limit=limit, cursor=cursor, forward=False)
+        page = self.table.query(schema.audit_partition(tenant_id), limit=limit, cursor=cursor, forward=False)
         return Page([_fields(i) for i in page.items], page.cursor)
 
 
@@ -199,31 +201,32 @@ class SubjectFinder:
         self.table = table
 
     def campaigns(self, tenant_id: str) -> Iterator[dict[str, Any]]:
-        yield from self.table.query_all(f"TENANT#{tenant_id}#CAMPAIGNS", index="tenant", pk_name="tenant_pk",
-                                         sk_name="tenant_sk")
+        yield from self.table.query_all(schema.tenant_campaigns(tenant_id), **_on(schema.TENANT_INDEX))
 
     def batch_ids(self, tx_id: str) -> list[str]:
-        return [i["batch_id"] for i in self.table.query_all(f"TRANSACTION#{tx_id}", "BATCH#", projection="batch_id")]
+        return [i["batch_id"] for i in self.table.query_all(schema.transaction_partition(tx_id), schema.BATCH_PREFIX,
+                                                            projection="batch_id")]
 
     def messages(self, batch_id: str, addresses: set[str], full: bool = False) -> list[dict[str, Any]]:
         proj = None if full else "message_id, recipient_email, #status, tenant_id"
-        return [_fields(i) for i in self.table.query_all(f"BATCH#{batch_id}", "MESSAGE#", projection=proj)
+        return [_fields(i) for i in self.table.query_all(schema.batch_partition(batch_id), schema.MESSAGE_PREFIX,
+                                                         projection=proj)
                 if str(i.get("recipient_email", "")).lower() in addresses]
 
     def partition(self, batch_id: str, addresses: set[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The person's messages of a batch (whole items) and every send-log entry of the batch
         (the chunks that may be mailing them), in one paginated query."""
         mine, logs = [], []
-        for i in self.table.query_all(f"BATCH#{batch_id}"):
-            if i["SK"].startswith("MESSAGE#") and str(i.get("recipient_email", "")).lower() in addresses:
+        for i in self.table.query_all(schema.batch_partition(batch_id)):
+            if i[schema.SK].startswith(schema.MESSAGE_PREFIX) and str(i.get("recipient_email", "")).lower() in addresses:
                 mine.append(_fields(i))
-            elif i["SK"].startswith("SENDLOG#"):
+            elif i[schema.SK].startswith(schema.SEND_LOG_PREFIX):
                 logs.append(i)
         return mine, logs
 
     def message_event_batches(self, tx_id: str) -> list[dict[str, Any]]:
         """A campaign's message-event outbox items (``MSGEVENTS#``), delivered or not."""
-        return list(self.table.query_all(f"TRANSACTION#{tx_id}", "MSGEVENTS#"))
+        return list(self.table.query_all(schema.transaction_partition(tx_id), schema.MESSAGE_EVENTS_PREFIX))
 
     def redact_message_events(self, key: dict[str, str], payload: dict[str, Any]) -> bool:
         """Write an outbox item's payload back with the person's events redacted, if it still
@@ -239,15 +242,17 @@ class SubjectFinder:
             return False
 
     def rejections(self, tx_id: str, addresses: set[str]) -> list[dict[str, Any]]:
-        return [i for i in self.table.query_all(f"TRANSACTION#{tx_id}", "REJECTION#")
+        return [i for i in self.table.query_all(schema.transaction_partition(tx_id), schema.REJECTION_PREFIX)
                 if _mentions(i, addresses)]
 
     def callbacks(self, tx_id: str, addresses: set[str]) -> list[dict[str, Any]]:
-        return [i for i in self.table.query_all(f"TRANSACTION#{tx_id}", "CALLBACK#") if _mentions(i, addresses)]
+        return [i for i in self.table.query_all(schema.transaction_partition(tx_id), schema.CALLBACK_PREFIX)
+                if _mentions(i, addresses)]
 
     def send_logs(self, batch_id: str, addresses: set[str]) -> list[dict[str, Any]]:
         """Send-log entries of a batch that mention the person (an SES error text may name the recipient)."""
-        return [i for i in self.table.query_all(f"BATCH#{batch_id}", "SENDLOG#") if _mentions(i, addresses)]
+        return [i for i in self.table.query_all(schema.batch_partition(batch_id), schema.SEND_LOG_PREFIX)
+                if _mentions(i, addresses)]
 
     def pseudonymise_message(self, batch_id: str, message_id: str, tenant_id: str, placeholder: str,
                              scrub: Callable[[dict[str, Any]], dict[str, Any]],

@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from core import schema
 from core.bootstrap import Deps
 from core.domain.errors import InvalidInput, NotFound
 from core.domain.statuses import MessageStatus
@@ -91,8 +92,8 @@ def _build_submit(d: Deps) -> tuple[IdempotencyConfig, Any]:
     """The idempotent submit for one dependency set: keys are per tenant, kept ≥ 24 h, the same
     key with another body is refused, one still running answers 409."""
     store = DynamoDBPersistenceLayer(
-        table_name=d.settings.table_name, key_attr="PK", sort_key_attr="SK",
-        static_pk_value="IDEMPOTENCY#campaigns", boto3_client=d.clients["dynamodb"],
+        table_name=d.settings.table_name, key_attr=schema.PK, sort_key_attr=schema.SK,
+        static_pk_value=schema.SUBMIT_IDEMPOTENCY_PARTITION, boto3_client=d.clients["dynamodb"],
     )
     config = IdempotencyConfig(event_key_jmespath="[tenant_id, key]", payload_validation_jmespath="body_hash",
                                expires_after_seconds=d.settings.idempotency_ttl_seconds,
