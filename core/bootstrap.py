@@ -17,9 +17,17 @@ from botocore.exceptions import ClientError
 
 from config.settings import Settings, SettingsError, get_settings
 from core import log_privacy, schema
+from core.adapters.analytics import OpenSearchAnalytics, SqliteAnalytics
 from core.adapters.apigateway import UsagePlanKeys
 from core.adapters.aws import CallCounter, client
 from core.adapters.dynamodb import DynamoTable
+from core.adapters.privacy import (
+    ErasureRepository,
+    RetentionRepository,
+    SubjectFinder,
+    SuppressionHashes,
+    VersionedBlobs,
+)
 from core.adapters.ratelimit import SharedRateLimiter
 from core.adapters.s3 import S3BlobStore
 from core.adapters.secrets import SecretsManagerStore
@@ -30,6 +38,7 @@ from core.adapters.webhooks import GuardedHttpClient
 from core.domain.privacy import AddressHasher
 from core.services.events import SendEvidenceMark
 from core.services.ports import CampaignStore, Clock, SystemClock
+from core.services.privacy import ErasurePorts, Region
 
 if TYPE_CHECKING:  # mypy checks here that the store implements every aggregate's port (core/services/ports.py)
     from core.adapters import repositories as repos
@@ -88,8 +97,6 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, c
     log_privacy.set_key(hmac.new(settings.unsubscribe_secret.encode(), b"log-address-mask", hashlib.sha256).digest())
     store = DynamoStore(table, AddressHasher.from_secret(settings.unsubscribe_secret))
     prefix = settings.name_prefix
-    from core.adapters.analytics import OpenSearchAnalytics, SqliteAnalytics
-
     analytics = (OpenSearchAnalytics(prefix=prefix, endpoint=settings.opensearch_endpoint, region=settings.region)
                  if settings.opensearch_endpoint else SqliteAnalytics(settings.analytics_db_path))
     return Deps(
@@ -117,8 +124,6 @@ def _peer_analytics(settings: Settings, region: str | None) -> dict[str, Any]:
     endpoint = getattr(settings, "peer_opensearch_endpoint", None)
     if not endpoint:
         return {}
-    from core.adapters.analytics import OpenSearchAnalytics
-
     here = region or settings.region
     peer = settings.dr_region if here == settings.region else settings.region
     return {peer: OpenSearchAnalytics(prefix=settings.name_prefix, endpoint=endpoint, region=peer)}
@@ -172,19 +177,10 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def privacy_ports(deps: Deps, store: DynamoStore | None = None, *, peer_table: bool = True) -> Any:
+def privacy_ports(deps: Deps, store: DynamoStore | None = None, *, peer_table: bool = True) -> ErasurePorts:
     """What the privacy services need (core/services/privacy.py): the home region first, then the
     other region's buckets, analytics store and table copy. ``store`` is the controller's fenced
     store when it runs erasures."""
-    from core.adapters.privacy import (
-        ErasureRepository,
-        RetentionRepository,
-        SubjectFinder,
-        SuppressionHashes,
-        VersionedBlobs,
-    )
-    from core.services.privacy import ErasurePorts, Region
-
     store = store or deps.store
     settings = deps.settings
     home = deps.evidence.region if deps.evidence is not None else settings.region

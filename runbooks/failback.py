@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from config.settings import load_settings
+from core.adapters.aws import client
 from runbooks.alarms import move_no_leader_alarm
 from runbooks.common import Runbook, main_guard, parser, run
 from runbooks.regions import force_unhealthy, overridden, switch_active_region
@@ -27,8 +28,6 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
                              require_caught_up=True)
         move_no_leader_alarm(book, s, source=s.dr_region, target=s.region)
         if args.health_check_id:
-            from core.adapters.aws import client
-
             r53 = client(s, "route53")
             book.act("Route 53: restore the primary's health check (enabled, not inverted)",
                      lambda: force_unhealthy(r53, args.health_check_id, forced=False),

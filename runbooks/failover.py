@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable
 from typing import Any
 
 from config.settings import Settings, load_settings
 from core import schema
 from core.adapters.dynamodb import Update
+from core.services.campaigns import submit_campaign
+from core.services.failover_doubt import NOT_RESENT_REASON
 from runbooks.alarms import move_no_leader_alarm
 from runbooks.common import Runbook, main_guard, parser, region_deps, run
 from runbooks.regions import (
@@ -59,12 +63,6 @@ def resend_in_doubt(book: Runbook, deps: Any, transaction_id: str, accept_risk: 
     FAILED with ``NOT_RESENT_REASON`` (SES may have accepted them in the old region: a recipient may
     get the mail twice). Once per campaign: a marker item is claimed before submitting, so a re-run
     (or a run killed half-way) never submits a second re-send."""
-    import csv
-    import io
-
-    from core.services.campaigns import submit_campaign
-    from core.services.failover_doubt import NOT_RESENT_REASON
-
     store, settings = deps.store, deps.settings
     tx = book.check("campaign exists", lambda: store.get_transaction(transaction_id))
     left = [m for b in store.batches(transaction_id) for m in store.batch_partition(b.batch_id)[0]

@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from core.domain.errors import TemporaryError
 from core.observability import ANALYTICS_FAILURES as INDEX_FAILURES
 from core.observability import ANALYTICS_INDEXED as EVENTS_INDEXED
 from core.observability import ANALYTICS_LAG as INDEX_LAG
@@ -242,8 +243,6 @@ class OpenSearchAnalytics:
         the query ran (a version conflict) is not skipped: the query runs again for what is left,
         and if conflicts outlast ``attempts`` a TemporaryError asks the caller to retry later.
         Addresses as SES reported them (lower-case forms). Returns how many were deleted."""
-        from core.domain.errors import TemporaryError
-
         deleted = 0
         for _ in range(attempts):
             self.client.indices.refresh(index=f"{self.alias}*")

@@ -35,7 +35,7 @@ from core.domain.errors import (
     StaleWrite,
     TemporaryError,
 )
-from core.domain.models import Page
+from core.domain.models import Page, iso
 
 _ser, _deser = TypeSerializer(), TypeDeserializer()
 
@@ -68,8 +68,6 @@ _STATEMENT_ERROR_CODES = {
 
 def _plain(v: Any) -> Any:
     if isinstance(v, datetime):
-        from core.domain.models import iso
-
         return iso(v)
     if isinstance(v, float):
         return Decimal(str(v))

@@ -24,6 +24,8 @@ from core.domain.statuses import MessageStatus as M
 from core.domain.tracking import TrackedEvent, Tracking
 from core.observability import SES_EVENTS, correlated, log
 from core.schema import TTL_ATTRIBUTE
+from core.services import message_events
+from core.services.analytics import event_document
 from core.services.ports import (
     AnalyticsSink,
     Clock,
@@ -370,8 +372,6 @@ def _record_on_message(store: SesEventStore, batch_id: str, message_id: str, pen
 
 def _recorded_events(pending: list[_Pending], fold: _Fold) -> set[tuple[str, str]]:
     """The (message id, event id) of the opted-in events this fold records (message events)."""
-    from core.services import message_events
-
     return {(p.parsed.message_id or "", p.parsed.event_id) for p in pending
             if fold.results[p.index] in ("applied", "kept") and message_events.wanted(p.ev.mail.tags)}
 
@@ -396,8 +396,6 @@ def _after_recorded(p: _Pending, outcome: str, metadata: dict[str, str] | None, 
     # so a replay overwrites itself, and a batch redelivered after a SIGKILL between its message
     # writes and its bulk index (its events now duplicates) still reaches analytics.
     if indexing:
-        from core.services.analytics import event_document
-
         return event_document(parsed, metadata)
     return None
 
@@ -410,8 +408,6 @@ def _message_event_hook(buffer: MessageEventSink, pending: list[_Pending], fold:
     campaign, written before the message). The SES event's own tags say whether the campaign
     opted in: no read, and nothing at all for the others. The item expires with the message
     (its own TTL, read with it). Returns the (message id, event id) pairs added."""
-    from core.services import message_events
-
     added: set[tuple[str, str]] = set()
     for p in pending:
         parsed = p.parsed
