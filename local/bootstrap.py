@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -14,15 +15,31 @@ from core.observability import log
 from local.ses_simulator import Rates, event_destination_name, v1_event_type
 
 
+_ADMIN_CLIENTS: dict[tuple[str | None, str, str], Any] = {}
+_ADMIN_CLIENTS_LOCK = threading.Lock()
+
+
+def _admin_client(settings: Settings, service: str, region: str) -> Any:
+    """The client creating resources on this endpoint and region, built once per process: a boto3
+    client costs ~12 ms of CPU to build, and every test creates its resources (six clients) anew.
+    Shared clients are thread-safe; these carry no call counter (creating resources is not a
+    component's work)."""
+    key = (settings.aws_endpoint_url, region, service)
+    with _ADMIN_CLIENTS_LOCK:
+        if key not in _ADMIN_CLIENTS:
+            _ADMIN_CLIENTS[key] = client(settings, service, region)
+        return _ADMIN_CLIENTS[key]
+
+
 def create_resources(settings: Settings, region: str | None = None, rates: Rates | None = None) -> dict[str, Any]:
     """``rates``: the simulated SES's delivery/open/click/complaint rates for this configuration
     set (``Rates()`` if None), carried by its event destination (see local/ses_simulator.py)."""
     region = region or settings.region
-    ddb = client(settings, "dynamodb", region)
-    s3 = client(settings, "s3", region)
-    sqs = client(settings, "sqs", region)
-    sns = client(settings, "sns", region)
-    ses = client(settings, "sesv2", region)
+    ddb = _admin_client(settings, "dynamodb", region)
+    s3 = _admin_client(settings, "s3", region)
+    sqs = _admin_client(settings, "sqs", region)
+    sns = _admin_client(settings, "sns", region)
+    ses = _admin_client(settings, "sesv2", region)
     t = schema.MAIN_TABLE
     try:
         ddb.create_table(
@@ -107,7 +124,7 @@ def _lifecycle_rule(r: schema.LifecycleRule) -> dict[str, Any]:
 def _event_destination(settings: Settings, region: str, topic_arn: str, rates: Rates) -> None:
     """The configuration set publishes every SES event type to the SES events topic, as infra's
     ConfigurationSetEventDestination does (the SES v1 call: moto implements only that one)."""
-    ses = client(settings, "ses", region)
+    ses = _admin_client(settings, "ses", region)
     name = event_destination_name(settings.ses_configuration_set, rates)
     try:
         ses.create_configuration_set_event_destination(
