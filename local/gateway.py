@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from handlers.context import LocalContext
+from handlers.context import LocalContext, scoped
 
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
 
@@ -52,8 +52,20 @@ def to_event(method: str, raw_path: str, headers: dict[str, str], body: bytes, s
     }
 
 
+# One lock per handler, not per server: the resolver's per-request state lives in the handler
+# module, so two stacks in one process (primary and DR in the drill) share it and must take turns
+# too (a request of one cleared the other's route arguments: a 500 in a failover drill).
+_INVOKE_LOCKS: dict[Any, threading.Lock] = {}
+_INVOKE_LOCKS_GUARD = threading.Lock()
+
+
+def _invoke_lock(handler: Any) -> threading.Lock:
+    with _INVOKE_LOCKS_GUARD:
+        return _INVOKE_LOCKS.setdefault(handler, threading.Lock())
+
+
 def serve(handler: Any, port: int, host: str = "127.0.0.1", deps: Any = None) -> ThreadingHTTPServer:
-    invoke = threading.Lock()  # one invocation at a time per execution environment
+    invoke = _invoke_lock(handler)  # one invocation at a time per execution environment
 
     class Adapter(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -69,8 +81,6 @@ def serve(handler: Any, port: int, host: str = "127.0.0.1", deps: Any = None) ->
                 return
             body = self.rfile.read(length) if length else b""
             event = to_event(self.command, self.path, dict(self.headers.items()), body, self.client_address[0])
-            from handlers.context import scoped
-
             with invoke, scoped(deps):
                 resp = handler(event, LocalContext(event["requestContext"]["requestId"]))
             out = resp.get("body") or ""
