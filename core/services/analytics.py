@@ -84,20 +84,23 @@ def chart(over_time: list[dict[str, Any]], width: int = 720, height: int = 260) 
     """Polyline coordinates for an inline SVG: no script, renders anywhere (and in headless tests).
 
     The biggest series is drawn first so a small one (a few bounces) stays visible on top, and
-    markers sit only where a bucket has events.
+    markers sit only where a bucket has events; each marker is smaller than the one drawn before
+    it, so two series with the same count in a bucket show as a ring around a dot, not one dot.
     """
     pad = 40
     xs = [datetime.fromisoformat(p["bucket"].replace("Z", "+00:00")).timestamp() for p in over_time] or [0.0]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
     peak = max([p.get(t, 0) for p in over_time for t, _ in SERIES] + [1])
     lines, markers = [], []
-    for t, color in sorted(SERIES, key=lambda s: -sum(p.get(s[0], 0) for p in over_time)):
+    ordered = sorted(SERIES, key=lambda s: -sum(p.get(s[0], 0) for p in over_time))
+    for drawn, (t, color) in enumerate(ordered):
+        radius = f"{3 + len(ordered) - 1 - drawn:.0f}"
         pts = [(pad + (x - x0) / (x1 - x0) * (width - 2 * pad), height - pad - p.get(t, 0) / peak * (height - 2 * pad),
                 p.get(t, 0)) for x, p in zip(xs, over_time)]
         if pts:
             lines.append({"type": t, "color": color,
                           "points": " ".join(f"{a:.1f},{b:.1f}" for a, b, _ in (pts if len(pts) > 1 else pts * 2))})
-            markers += [{"color": color, "type": t, "x": f"{a:.1f}", "y": f"{b:.1f}"} for a, b, n in pts if n]
+            markers += [{"color": color, "type": t, "x": f"{a:.1f}", "y": f"{b:.1f}", "r": radius} for a, b, n in pts if n]
     return {"width": width, "height": height, "pad": pad, "peak": peak, "lines": lines, "markers": markers,
             "start": over_time[0]["bucket"] if over_time else "", "end": over_time[-1]["bucket"] if over_time else ""}
 

@@ -63,7 +63,8 @@ def test_report_chart_renders_in_a_real_browser(api, finished, tmp_path):
     img = Image.open(shot).convert("RGB")
     chart = img.crop(_chart_box(img))  # only the chart's own area: the legend uses the same colours
     pixels = Counter(chart.get_flattened_data())
-    drawn = {name for name, rgb in SERIES_RGB.items() if pixels.get(rgb, 0) > 30}
+    # a series may show only as the ring of its markers around a smaller series' (same count, same bucket)
+    drawn = {name for name, rgb in SERIES_RGB.items() if pixels.get(rgb, 0) > 8}
     assert {"Delivery", "Bounce"} <= drawn, f"chart series not drawn: {drawn}"
     Path("bench/out").mkdir(parents=True, exist_ok=True)
     shutil.copy(shot, "bench/out/report.png")  # kept for a human look
