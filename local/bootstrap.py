@@ -14,7 +14,6 @@ from core.adapters.aws import client
 from core.observability import log
 from local.ses_simulator import Rates, event_destination_name, v1_event_type
 
-
 _ADMIN_CLIENTS: dict[tuple[str | None, str, str], Any] = {}
 _ADMIN_CLIENTS_LOCK = threading.Lock()
 
