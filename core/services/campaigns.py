@@ -9,7 +9,14 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 
 from config.settings import Settings
-from core.domain.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, StaleWrite
+from core.domain.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    StaleWrite,
+    TemporaryError,
+)
 from core.domain.headers import check_custom_headers, check_metadata_columns
 from core.domain.models import (
     Summary,
@@ -301,16 +308,23 @@ def change_status(store: TransactionRepository, clock: Clock, tx: Transaction, t
 ACTION_TRIES = 5
 
 
-def _act(store: TransactionRepository, tenant_id: str, tx_id: str, act: Callable[[Transaction], dict[str, Any]]) -> dict[str, Any]:
+def _act(store: TransactionRepository, clock: Clock, tenant_id: str, tx_id: str,
+         act: Callable[[Transaction], dict[str, Any]]) -> dict[str, Any]:
     """A user's action on a campaign the controller may be moving at the same moment (ingest,
     release, a count): a lost version race is read again and tried again, its checks run on what
-    is there now, so the user sees the outcome (or a 409 naming the new status), not the race."""
+    is there now, so the user sees the outcome (or a 409 naming the new status), not the race.
+    A write that collided with another in flight (DynamoDB's TransactionConflict, throttling) is
+    tried again after its short delay; only if that outlasts the tries does the user get a 503."""
     for attempt in range(ACTION_TRIES):
         try:
             return act(store.get_transaction(tx_id, tenant_id))
         except StaleWrite:
             if attempt == ACTION_TRIES - 1:
                 raise
+        except TemporaryError as exc:
+            if attempt == ACTION_TRIES - 1:
+                raise
+            clock.sleep(min(exc.delay, 1.0) * (attempt + 1))
     raise AssertionError("unreachable")
 
 
@@ -322,7 +336,7 @@ def cancel_campaign(store: TransactionRepository, clock: Clock, tenant_id: str, 
             store.reactivate(tx)  # the controller settles a cancelled campaign (its batches are cancelled)
         tx = change_status(store, clock, tx, T.CANCELLED)
         return campaign_view(tx, summarize(store, tx))
-    return _act(store, tenant_id, tx_id, cancel)
+    return _act(store, clock, tenant_id, tx_id, cancel)
 
 
 def pause_campaign(store: TransactionRepository, clock: Clock, tenant_id: str, tx_id: str, reason: str = "requested") -> dict[str, Any]:
@@ -332,7 +346,7 @@ def pause_campaign(store: TransactionRepository, clock: Clock, tenant_id: str, t
         tx = change_status(store, clock, tx, T.PAUSED, {"paused_from": tx.status, "failure_reason": None,
                                                         "pause_reason": reason})
         return campaign_view(tx, summarize(store, tx))
-    return _act(store, tenant_id, tx_id, pause)
+    return _act(store, clock, tenant_id, tx_id, pause)
 
 
 def resume_campaign(store: CampaignBatches, clock: Clock, tenant_id: str, tx_id: str) -> dict[str, Any]:
@@ -344,7 +358,7 @@ def resume_campaign(store: CampaignBatches, clock: Clock, tenant_id: str, tx_id:
             target = on_release(b.status for b in store.batches(tx.transaction_id))
         tx = change_status(store, clock, tx, target, {"paused_from": None})
         return campaign_view(tx, summarize(store, tx))
-    return _act(store, tenant_id, tx_id, resume)
+    return _act(store, clock, tenant_id, tx_id, resume)
 
 
 # --- drafts ---------------------------------------------------------------------------

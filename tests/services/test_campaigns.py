@@ -15,6 +15,7 @@ from core.domain.errors import (
     NotFound,
     PayloadTooLarge,
     StaleWrite,
+    TemporaryError,
 )
 from core.domain.models import batch_id_for, message_id_for
 from core.domain.statuses import BatchStatus, TransactionStatus
@@ -262,6 +263,37 @@ def test_a_cancel_that_keeps_losing_gives_up_with_the_stale_write(store, clock):
     with pytest.raises(StaleWrite):
         campaigns.cancel_campaign(store, clock, TENANT, "tx_1")
     assert store.get_transaction("tx_1").status == T.ACCEPT
+
+
+def test_a_cancel_whose_write_collides_with_another_in_flight_is_tried_again(store, clock):
+    # DynamoDB cancels a transaction that meets another on the same item (TransactionConflict):
+    # the events handler adding counts to the campaign while its owner cancels it
+    stored_campaign(store, status=T.READY_TO_SEND)
+    real = store.change_transaction_status
+    conflicts = [TemporaryError("transaction cancelled, retry: ['TransactionConflict']", delay=0.1)] * 2
+
+    def colliding(tx, target, **kw):
+        if conflicts:
+            raise conflicts.pop()
+        return real(tx, target, **kw)
+
+    store.change_transaction_status = colliding  # type: ignore[method-assign]
+    started = clock.now()
+    assert campaigns.cancel_campaign(store, clock, TENANT, "tx_1")["status"] == "CANCELLED"
+    assert conflicts == [] and clock.now() > started  # it waited before trying again
+
+
+def test_a_conflict_that_outlasts_the_tries_is_a_503(store, clock):
+    stored_campaign(store, status=T.READY_TO_SEND)
+
+    def always(*a, **kw):
+        raise TemporaryError("transaction cancelled, retry: ['TransactionConflict']", delay=0.1)
+
+    store.change_transaction_status = always  # type: ignore[method-assign]
+    with pytest.raises(TemporaryError) as e:
+        campaigns.pause_campaign(store, clock, TENANT, "tx_1")
+    assert e.value.http_status == 503
+    assert store.get_transaction("tx_1").status == T.READY_TO_SEND
 
 
 def test_pause_and_resume_go_back_where_the_campaign_was(store, clock):
