@@ -32,6 +32,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyValidationError,
 )
+from botocore.exceptions import ClientError
 
 from core import schema
 from core.domain.errors import DomainError
@@ -139,6 +140,25 @@ def bad_body(exc: Exception):
     if isinstance(exc, RecursionError):
         return error(400, "invalid_json", "the JSON body is nested too deeply")
     return error(400, "invalid_json", "the body is not valid JSON")
+
+
+# AWS answers that mean "again, shortly" once the SDK's own retries are spent: the client gets a
+# 503 with Retry-After (the request changed nothing or is safe to repeat), not a 500.
+TRANSIENT_AWS_CODES = frozenset({
+    "ThrottlingException", "Throttling", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+    "TransactionConflictException", "TransactionInProgressException", "TooManyRequestsException",
+    "SlowDown", "ServiceUnavailable", "InternalServerError", "InternalFailure", "LimitExceededException",
+})
+
+
+@app.exception_handler(ClientError)
+def aws_error(exc: ClientError):
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code not in TRANSIENT_AWS_CODES:
+        return unexpected(exc)
+    log.warning("aws busy, request refused with 503", aws_code=code, operation=exc.operation_name)
+    return error(503, "temporarily_unavailable", f"the service is busy ({code}); try again shortly",
+                 headers={"Retry-After": "1"})
 
 
 @app.exception_handler(Exception)
