@@ -138,11 +138,31 @@ class Transaction(Entity):
 
     def move_to(self, target: TransactionStatus, now: datetime) -> dict[str, Any]:
         """The fields moving to ``target`` writes: the status, the next version (the seq of the
-        callback the move produces, ``core.services.callbacks.callback_for``) and when. Raises
-        ``IllegalTransition`` for a move the table does not allow; the repository writes it
-        conditional on the status and version this transaction was read at."""
+        callback the move produces, ``status_callback``) and when. Raises ``IllegalTransition``
+        for a move the table does not allow; the repository writes it conditional on the status
+        and version this transaction was read at."""
         self.check_move(target)
         return {"status": target, "version": self.version + 1, "updated_at": now}
+
+    def status_callback(self, target: TransactionStatus, summary: Summary, now: datetime) -> CallbackRecord | None:
+        """The callback outbox entry moving to ``target`` produces (None without a callback URL);
+        its seq is the version the move writes, so Message Centre can order what it receives."""
+        if not self.callback_url:
+            return None
+        seq = self.version + 1
+        payload: dict[str, Any] = {
+            "transaction_id": self.transaction_id,
+            "status": target.value,
+            "timestamp": iso(now),
+            "sequence": seq,
+            "summary": {k: getattr(summary, k) for k in
+                        ("total_messages", "delivered", "bounced", "complained", "opened", "clicked")},
+        }
+        if target == TransactionStatus.FAILED and self.failure_reason:
+            payload["reason"] = self.failure_reason
+        return CallbackRecord(transaction_id=self.transaction_id, tenant_id=self.tenant_id, seq=seq,
+                              webhook_id=f"msg_{self.transaction_id}_{seq}", url=self.callback_url,
+                              payload=payload, next_attempt_at=now)
 
     def live_summary(self) -> Summary:
         """The campaign's summary from its live counts."""

@@ -31,8 +31,7 @@ from urllib.parse import urlsplit
 from standardwebhooks.webhooks import Webhook
 
 from core.domain.errors import Fenced, StaleWrite
-from core.domain.models import CallbackRecord, Summary, Transaction, iso
-from core.domain.statuses import TransactionStatus
+from core.domain.models import CallbackRecord, iso
 from core.observability import CALLBACK_ATTEMPTS, CALLBACK_DEAD, CALLBACK_LATENCY, PASS_ERRORS, log
 from core.services.ports import CallbackRepository, Clock, DueCallbacks, SigningSecrets, WebhookHttp
 
@@ -42,26 +41,6 @@ MAX_RETRY_AFTER = timedelta(hours=24)  # a receiver's Retry-After is clamped to 
 WORKERS = 4  # attempts in flight per pass
 PER_HOST = 2  # attempts in flight per receiver host, so one slow receiver cannot hold every worker
 PENDING, DELIVERED, DEAD, DISABLED = "PENDING", "DELIVERED", "DEAD", "DISABLED"
-
-
-def callback_for(tx: Transaction, target: TransactionStatus, summary: Summary, now: datetime) -> CallbackRecord | None:
-    """The outbox entry for moving ``tx`` to ``target``; its seq is the version the change writes."""
-    if not tx.callback_url:
-        return None
-    seq = tx.version + 1
-    payload = {
-        "transaction_id": tx.transaction_id,
-        "status": target.value,
-        "timestamp": iso(now),
-        "sequence": seq,
-        "summary": {k: getattr(summary, k) for k in
-                    ("total_messages", "delivered", "bounced", "complained", "opened", "clicked")},
-    }
-    if target == TransactionStatus.FAILED and tx.failure_reason:
-        payload["reason"] = tx.failure_reason
-    return CallbackRecord(transaction_id=tx.transaction_id, tenant_id=tx.tenant_id, seq=seq,
-                          webhook_id=f"msg_{tx.transaction_id}_{seq}", url=tx.callback_url,
-                          payload=payload, next_attempt_at=now)
 
 
 class InvalidSigningSecret(ValueError):

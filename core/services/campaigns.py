@@ -35,7 +35,6 @@ from core.domain.statuses import TransactionStatus as T
 from core.domain.urls import check_callback_url
 from core.observability import log
 from core.services.attachments import check_campaign_attachments
-from core.services.callbacks import callback_for
 from core.services.compliance import check_footer
 from core.services.ports import (
     BatchRepository,
@@ -298,7 +297,7 @@ def change_status(store: TransactionRepository, clock: Clock, tx: Transaction, t
     tx.check_move(target)
     merged = tx.model_copy(update=fields or {})
     summary = merged.live_summary()  # what the move itself writes counts too (a failed ingest's refused rows)
-    cb = callback_for(merged, target, summary, clock.now())
+    cb = merged.status_callback(target, summary, clock.now())
     new = store.change_transaction_status(tx, target, fields={**(fields or {}), "summary": summary.model_dump()}, callback=cb)
     log.info("campaign status changed", transaction_id=tx.transaction_id, tenant_id=tx.tenant_id,
              from_status=tx.status.value, to_status=target.value)

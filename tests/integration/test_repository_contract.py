@@ -100,10 +100,9 @@ def test_a_status_move_is_conditional_on_the_status_and_version_read(store):
 
 
 def test_a_status_move_and_its_callback_are_written_together(store):
-    from core.services.callbacks import callback_for
 
     tx = store.create_transaction(_tx(callback_url="https://hooks.example.com/cb"))
-    cb = callback_for(tx, T.PROCESSING, Summary(), NOW)
+    cb = tx.status_callback(T.PROCESSING, Summary(), NOW)
     store.change_transaction_status(tx, T.PROCESSING, callback=cb)
     with pytest.raises(StaleWrite):  # a lost condition writes neither the move nor the callback
         store.change_transaction_status(tx, T.CANCELLED, callback=cb.model_copy(update={"seq": 7}))

@@ -42,11 +42,10 @@ def test_illegal_and_stale_transitions_are_refused(deps):
 
 def test_status_change_writes_its_callback_atomically(deps):
     from core.domain.models import Summary
-    from core.services.callbacks import callback_for
 
     store = deps.store
     tx = store.create_transaction(_tx().model_copy(update={"callback_url": "https://h.example.com/"}))
-    cb = callback_for(tx, TransactionStatus.PROCESSING, Summary(), deps.clock.now())
+    cb = tx.status_callback(TransactionStatus.PROCESSING, Summary(), deps.clock.now())
     store.change_transaction_status(tx, TransactionStatus.PROCESSING, callback=cb)
     with pytest.raises(StaleWrite):  # lost condition: neither the change nor a second callback lands
         store.change_transaction_status(tx, TransactionStatus.PROCESSING, callback=cb.model_copy(update={"seq": 9}))

@@ -12,7 +12,6 @@ from core.domain.statuses import TransactionStatus
 from core.services.callbacks import (
     SCHEDULE_SECONDS,
     InvalidSigningSecret,
-    callback_for,
     next_attempt,
     signature_headers,
 )
@@ -116,7 +115,7 @@ def test_callback_payload_shape_and_sequence():
                      csv_s3_key="k", callback_url="https://h.example.com/", version=4)
     from core.domain.models import Summary
 
-    cb = callback_for(tx, TransactionStatus.SENT, Summary(total_messages=10, delivered=3), datetime.now(UTC))
+    cb = tx.status_callback(TransactionStatus.SENT, Summary(total_messages=10, delivered=3), datetime.now(UTC))
     assert cb.seq == 5 and cb.webhook_id == "msg_tx_1_5"
     assert set(cb.payload) >= {"transaction_id", "status", "timestamp", "summary", "sequence"}
     assert cb.payload["summary"] == {"total_messages": 10, "delivered": 3, "bounced": 0, "complained": 0,
