@@ -120,6 +120,7 @@ class Transaction(Entity):
     ingest_line: int = 0  # the CSV line the checkpoint's last batch ended on (where a resumed ingest reads on)
     ingest_done: bool = False  # every row is a message or a rejection (set once, with the totals)
     paused_from: TransactionStatus | None = None
+    pause_reason: str | None = None  # why a PAUSED campaign waits: its owner's reason or the reputation guard's
     failure_reason: str | None = None
     summary: Summary = Field(default_factory=Summary)
     # Live counts (``core.domain.statuses.COUNTERS``), added to by whoever moves a message; stored

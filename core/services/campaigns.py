@@ -355,7 +355,7 @@ def resume_campaign(store: CampaignBatches, clock: Clock, tenant_id: str, tx_id:
         target = tx.paused_from or T.READY_TO_SEND
         if target == T.SCHEDULED:  # a batch released just before the pause must not wait in a SCHEDULED campaign
             target = on_release(b.status for b in store.batches(tx.transaction_id))
-        tx = change_status(store, clock, tx, target, {"paused_from": None})
+        tx = change_status(store, clock, tx, target, {"paused_from": None, "pause_reason": None})
         return campaign_view(tx, summarize(store, tx))
     return _act(store, clock, tenant_id, tx_id, resume)
 

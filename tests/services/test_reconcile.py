@@ -210,7 +210,7 @@ def test_a_tenant_over_the_complaint_threshold_has_its_sending_campaigns_paused(
     assert sorted(paused) == ["tx_1", "tx_2"]
     assert {store.get_transaction(t).status for t in ("tx_1", "tx_2")} == {T.PAUSED}
     assert store.get_transaction("tx_3").status == T.READY_TO_SEND
-    assert store.get_flag({"PK": "TRANSACTION#tx_1", "SK": "METADATA"})["pause_reason"] == "complaint_rate"
+    assert store.get_transaction("tx_1").pause_reason == "complaint_rate"
 
 
 def test_a_batch_added_by_hand_to_a_paused_campaign_is_not_dispatched(store, queue, clock, settings):
