@@ -52,20 +52,13 @@ def to_event(method: str, raw_path: str, headers: dict[str, str], body: bytes, s
     }
 
 
-# One lock per handler, not per server: the resolver's per-request state lives in the handler
+# One lock for the process, not per server: the resolver's per-request state lives in the handler
 # module, so two stacks in one process (primary and DR in the drill) share it and must take turns
 # too (a request of one cleared the other's route arguments: a 500 in a failover drill).
-_INVOKE_LOCKS: dict[Any, threading.Lock] = {}
-_INVOKE_LOCKS_GUARD = threading.Lock()
-
-
-def _invoke_lock(handler: Any) -> threading.Lock:
-    with _INVOKE_LOCKS_GUARD:
-        return _INVOKE_LOCKS.setdefault(handler, threading.Lock())
+_INVOKE = threading.Lock()
 
 
 def serve(handler: Any, port: int, host: str = "127.0.0.1", deps: Any = None) -> ThreadingHTTPServer:
-    invoke = _invoke_lock(handler)  # one invocation at a time per execution environment
 
     class Adapter(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -81,7 +74,7 @@ def serve(handler: Any, port: int, host: str = "127.0.0.1", deps: Any = None) ->
                 return
             body = self.rfile.read(length) if length else b""
             event = to_event(self.command, self.path, dict(self.headers.items()), body, self.client_address[0])
-            with invoke, scoped(deps):
+            with _INVOKE, scoped(deps):
                 resp = handler(event, LocalContext(event["requestContext"]["requestId"]))
             out = resp.get("body") or ""
             data = base64.b64decode(out) if resp.get("isBase64Encoded") else out.encode()
