@@ -142,12 +142,12 @@ def bad_body(exc: Exception):
     return error(400, "invalid_json", "the body is not valid JSON")
 
 
-# AWS answers that mean "again, shortly" once the SDK's own retries are spent: the client gets a
-# 503 with Retry-After (the request changed nothing or is safe to repeat), not a 500.
+# AWS answers that say the request was not applied and may be repeated shortly, once the SDK's
+# own retries are spent: a 503 with Retry-After, not a 500. A 5xx from AWS may have been applied
+# (a write without a client token), so it stays a logged 500 and invites no blind repeat.
 TRANSIENT_AWS_CODES = frozenset({
     "ThrottlingException", "Throttling", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
-    "TransactionConflictException", "TransactionInProgressException", "TooManyRequestsException",
-    "SlowDown", "ServiceUnavailable", "InternalServerError", "InternalFailure", "LimitExceededException",
+    "TransactionConflictException", "TransactionInProgressException", "TooManyRequestsException", "SlowDown",
 })
 
 

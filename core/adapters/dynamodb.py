@@ -352,6 +352,10 @@ class DynamoTable:
                 item = exc.response.get("Item")
                 err.current = deserialize(item) if item else None  # type: ignore[attr-defined]
                 raise self._fenced_or(err, u.key) from None
+            if exc.response["Error"]["Code"] == "TransactionConflictException":
+                # the item is in a transaction in flight (a guarded status move): nothing was
+                # written, and botocore does not retry this code; the caller may, shortly
+                raise TemporaryError("the item is in another write's transaction; retry", delay=0.1) from exc
             raise
 
     def _fenced_or(self, err: Exception, key: dict[str, str]) -> Exception:

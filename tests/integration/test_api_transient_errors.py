@@ -32,3 +32,12 @@ def test_any_other_aws_error_stays_a_500(deps, tenant, monkeypatch):
     monkeypatch.setattr(deps.store, "list_transactions", broken)
     status, _, body = call(deps, "GET", "/campaigns", tenant["api_key"])
     assert (status, body["error"]["code"]) == (500, "internal_error")
+
+
+def test_an_aws_error_that_may_have_been_applied_stays_a_500_without_retry_after(deps, tenant, monkeypatch):
+    def maybe_applied(*a, **kw):
+        raise _aws_error("InternalServerError")
+
+    monkeypatch.setattr(deps.store, "list_transactions", maybe_applied)
+    status, headers, _ = call(deps, "GET", "/campaigns", tenant["api_key"])
+    assert status == 500 and "Retry-After" not in headers

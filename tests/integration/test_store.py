@@ -251,3 +251,29 @@ def test_a_cancel_that_loses_a_race_with_the_controller_reads_again_and_cancels(
     out = campaigns.cancel_campaign(store, deps.clock, "tenant-a", tx.transaction_id)
     assert out["status"] == "CANCELLED" and raced
     assert store.get_transaction(tx.transaction_id).status == TransactionStatus.CANCELLED
+
+
+class _ConflictingClient:
+    """A DynamoDB client whose UpdateItem meets a transaction in flight on the item (real AWS
+    answers TransactionConflictException; moto never does)."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def update_item(self, **kw):
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "TransactionConflictException", "Message": "in a transaction"}},
+                          "UpdateItem")
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_an_update_meeting_a_transaction_in_flight_is_temporary_not_stale(deps):
+    from core.adapters.dynamodb import DynamoTable, Update
+    from core.domain.errors import TemporaryError
+
+    table = DynamoTable(_ConflictingClient(deps.store.table.client), deps.store.table.name)
+    with pytest.raises(TemporaryError):
+        table.update(Update({"PK": "X", "SK": "Y"}, set={"a": 1}, condition="attribute_exists(PK)"))
