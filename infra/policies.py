@@ -50,6 +50,9 @@ COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         # suppression (hard bounce, complaint) is written only while the address is not suppressed
         # as a hash: a condition check on the hash item in the same transaction (store.suppress)
         "dynamodb:BatchGetItem": ("table",), "dynamodb:TransactWriteItems": ("table",),
+        # the batch's message writes: conditional PartiQL UPDATEs, 25 per BatchExecuteStatement
+        # (core/adapters/dynamodb.py update_each; the CallCounter names each call by its statements)
+        "dynamodb:PartiQLUpdate": ("table",),
         "sqs:ReceiveMessage": ("queue:ses-events",), "sqs:DeleteMessage": ("queue:ses-events",),
         "sqs:GetQueueAttributes": ("queue:ses-events",),
         "kms:Decrypt": ("key",), "kms:GenerateDataKey": ("key",),
@@ -172,8 +175,6 @@ OPERATION_ACTIONS = {
     "sqs.DeleteMessageBatch": "sqs:DeleteMessage",
     "sqs.SendMessageBatch": "sqs:SendMessage",
     "sesv2.SendEmail": "ses:SendEmail",
-    # the only PartiQL we send is INSERT (core/adapters/dynamodb.py; local/moto.py refuses the rest)
-    "dynamodb.BatchExecuteStatement": "dynamodb:PartiQLInsert",
     "dynamodbstreams.DescribeStream": "dynamodb:DescribeStream",
     "dynamodbstreams.GetShardIterator": "dynamodb:GetShardIterator",
     "dynamodbstreams.GetRecords": "dynamodb:GetRecords",

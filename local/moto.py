@@ -19,8 +19,12 @@ those about per-request work (answers, SQS attributes, SNS signing); these are a
   fenced bulk puts send (core/adapters/dynamodb.py ``_fenced_puts``) with DynamoDB's semantics:
   ``INSERT INTO "table" VALUE {'name': ?, …}`` creates the item only if its key is free, and
   answers that statement ``DuplicateItem`` otherwise; a bad item is that statement's
-  ``ValidationError``. Any other statement (or option) is refused whole with a
-  ``ValidationException``, so nothing unsupported passes silently.
+  ``ValidationError``. It also runs what the events Lambda's batched message writes send
+  (``DynamoTable.update_each``): ``UPDATE "table" SET "a"=? … REMOVE "b" … WHERE "PK"=? AND
+  "SK"=? AND "c"=? AND "d" IS MISSING``, a conditional update of an existing item that answers
+  ``ConditionalCheckFailed`` (with the item, for ALL_OLD) when the WHERE is false or there is
+  no item. Any other statement (or option) is refused whole with a ``ValidationException``, so
+  nothing unsupported passes silently.
 
 It also makes each DynamoDB write (a whole transaction, a whole PartiQL batch) one critical section: moto's server
 serves requests on threads and checks a condition apart from the write it guards, so two
@@ -551,7 +555,98 @@ def patch_moto() -> None:
             pos += 1
         raise MockValidationException(
             "Statement wasn't well formed, can't be processed (the embedded DynamoDB runs only "
-            f"INSERT INTO \"table\" VALUE {{'name': ?, ...}} in BatchExecuteStatement): {text[:200]}")
+            f"INSERT INTO \"table\" VALUE {{'name': ?, ...}} and UPDATE \"table\" SET \"a\"=? ... WHERE \"key\"=? AND ... "
+            f"in BatchExecuteStatement): {text[:200]}")
+
+    update_statement = re.compile(r'\s*UPDATE\s+"((?:[^"]|"")+)"\s+(.*?)\s+WHERE\s+(.*?)\s*', re.I | re.S)
+    update_clause = re.compile(r'\s*(?:SET\s+"((?:[^"]|"")+)"\s*=\s*\?|REMOVE\s+"((?:[^"]|"")+)")\s*', re.I)
+    where_term = re.compile(r'\s*"((?:[^"]|"")+)"\s*(?:(=)\s*\?|IS\s+(MISSING))\s*(?:AND\b|$)', re.I)
+
+    def parse_update(text: str) -> tuple[str, list[str], list[str], list[tuple[str, bool]]] | None:
+        """``UPDATE "t" SET "a"=? … REMOVE "b" … WHERE "k"=? AND … AND "c" IS MISSING`` (what
+        ``DynamoTable.update_each`` sends): the table, the names set (one parameter each, in
+        order), the names removed, and the WHERE terms ((name, True): equal to the next
+        parameter; (name, False): missing). None when ``text`` is no such statement."""
+        m = update_statement.fullmatch(text)
+        if not m:
+            return None
+        sets: list[str] = []
+        removes: list[str] = []
+        pos, body = 0, m.group(2)
+        while pos < len(body):
+            c = update_clause.match(body, pos)
+            if not c or c.end() == pos:
+                return None
+            if c.group(1) is not None:
+                sets.append(c.group(1).replace('""', '"'))
+            else:
+                removes.append(c.group(2).replace('""', '"'))
+            pos = c.end()
+        terms: list[tuple[str, bool]] = []
+        pos, where = 0, m.group(3)
+        while pos < len(where):
+            t = where_term.match(where, pos)
+            if not t or t.end() == pos:
+                return None
+            terms.append((t.group(1).replace('""', '"'), t.group(2) is not None))
+            pos = t.end()
+        if not sets and not removes or not terms:
+            return None
+        return m.group(1).replace('""', '"'), sets, removes, terms
+
+    def run_update(self, parsed, params, old_on_fail):  # noqa: ANN001, ANN202
+        """One UPDATE statement as DynamoDB runs it: the WHERE must name the whole key (else the
+        statement is a ValidationError); a WHERE that is false, or no item, is ConditionalCheckFailed
+        (with the item as it is, when asked for ALL_OLD); an UPDATE never creates an item."""
+        name, sets, removes, terms = parsed
+        table = self.tables.get(name)
+        if table is None:
+            return {"Error": {"Code": "ResourceNotFound", "Message": "Requested resource not found"}}
+        equal_count = sum(1 for _, equal in terms if equal)
+        if len(params) != len(sets) + equal_count:
+            return {"Error": {"Code": "ValidationError",
+                              "Message": "Number of parameters in request and statement don't match."}}
+        values = iter(params)
+        set_values = [next(values) for _ in sets]
+        equals = {n: next(values) for n, equal in terms if equal}
+        missing = [n for n, equal in terms if not equal]
+        key_attrs = [a for a in (table.hash_key_attr, table.range_key_attr) if a]
+        if any(a not in equals for a in key_attrs) or any(a in (*sets, *removes) for a in key_attrs):
+            return {"Error": {"Code": "ValidationError", "Message": "Where clause does not contain a mandatory "
+                              "equality on all key attributes, or the statement changes a key attribute"}}
+        key = {a: equals[a] for a in key_attrs}
+        names: dict[str, str] = {}
+        vals: dict[str, Any] = {}
+        parts = []
+        if sets:
+            for i, (n, v) in enumerate(zip(sets, set_values, strict=True)):
+                names[f"#s{i}"], vals[f":s{i}"] = n, v
+            parts.append("SET " + ", ".join(f"#s{i} = :s{i}" for i in range(len(sets))))
+        if removes:
+            for i, n in enumerate(removes):
+                names[f"#r{i}"] = n
+            parts.append("REMOVE " + ", ".join(f"#r{i}" for i in range(len(removes))))
+        conds = [f"attribute_exists(#k{i})" for i in range(len(key_attrs))]
+        for i, a in enumerate(key_attrs):
+            names[f"#k{i}"] = a
+        for i, (n, v) in enumerate((n, v) for n, v in equals.items() if n not in key_attrs):
+            names[f"#c{i}"], vals[f":c{i}"] = n, v
+            conds.append(f"#c{i} = :c{i}")
+        for i, n in enumerate(missing):
+            names[f"#m{i}"] = n
+            conds.append(f"attribute_not_exists(#m{i})")
+        try:
+            self.update_item(name, key, " ".join(parts), names, vals, condition_expression=" AND ".join(conds))
+        except ConditionalCheckFailed:
+            answer: dict[str, Any] = {"Error": {"Code": "ConditionalCheckFailed",
+                                                "Message": "The conditional request failed"}}
+            current = self.get_item(name, key) if old_on_fail == "ALL_OLD" else None
+            if current is not None:
+                answer["Error"]["Item"] = current.to_json()["Attributes"]
+            return answer
+        except MockValidationException as exc:
+            return {"Error": {"Code": "ValidationError", "Message": exc.message}}
+        return {"TableName": name}
 
     def batch_execute_statement(self, statements):  # noqa: ANN001, ANN202
         if not 1 <= len(statements) <= 25:
@@ -564,10 +659,22 @@ def patch_moto() -> None:
                 raise MockValidationException("1 validation error detected: Value at 'statements.member.statement' "
                                               "failed to satisfy constraint: Member must have length less than or "
                                               "equal to 8192")
-            if set(st) - {"Statement", "Parameters"}:
-                raise MockValidationException(f"Unsupported in the embedded DynamoDB: {sorted(set(st) - {'Statement', 'Parameters'})}")
-            name, names = parse_insert(text)
+            if set(st) - {"Statement", "Parameters", "ReturnValuesOnConditionCheckFailure"}:
+                raise MockValidationException(f"Unsupported in the embedded DynamoDB: "
+                                              f"{sorted(set(st) - {'Statement', 'Parameters', 'ReturnValuesOnConditionCheckFailure'})}")
             params = st.get("Parameters") or []
+            update = parse_update(text)
+            if update is not None:
+                table = self.tables.get(update[0])
+                if table is not None:  # one statement per item, as for BatchWriteItem
+                    where = dict(zip([n for n, equal in update[3] if equal], params[len(update[1]):], strict=False))
+                    key = (update[0], repr([where.get(table.hash_key_attr), where.get(table.range_key_attr)]))
+                    if key in keys:
+                        raise MockValidationException("Provided list of item keys contains duplicates")
+                    keys.add(key)
+                planned.append(("UPDATE", update, params, st.get("ReturnValuesOnConditionCheckFailure")))
+                continue
+            name, names = parse_insert(text)
             if len(params) != len(names):
                 raise MockValidationException("Number of parameters in request and statement don't match.")
             item = dict(zip(names, params, strict=True))
@@ -577,9 +684,13 @@ def patch_moto() -> None:
                 if key in keys:  # as BatchWriteItem: one batch, one write per item
                     raise MockValidationException("Provided list of item keys contains duplicates")
                 keys.add(key)
-            planned.append((name, table, item))
+            planned.append(("INSERT", (name, table, item), params, None))
         responses = []
-        for name, table, item in planned:
+        for verb, what, params, old_on_fail in planned:
+            if verb == "UPDATE":
+                responses.append(run_update(self, what, params, old_on_fail))
+                continue
+            name, table, item = what
             if table is None:
                 responses.append({"Error": {"Code": "ResourceNotFound", "Message": "Requested resource not found"}})
                 continue

@@ -126,6 +126,24 @@ def _inserted_item(statement: dict[str, Any]) -> dict[str, Any] | None:
     return dict(zip(names, params, strict=True)) if len(names) == len(params) else None
 
 
+def _updated_key(statement: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
+    """The key a PartiQL UPDATE of ``DynamoTable.update_each``'s shape writes (its WHERE starts
+    with the two key equalities) and the bytes its SET values carry; None for any other statement."""
+    text = statement.get("Statement") or ""
+    if text.lstrip()[:6].upper() != "UPDATE" or " WHERE " not in text:
+        return None
+    params = statement.get("Parameters") or []
+    sets = text.split(" WHERE ", 1)[0].count("?")
+    if len(params) < sets + 2:
+        return None
+    return {"PK": params[sets], "SK": params[sets + 1]}, sum(_value_bytes(v) for v in params[:sets])
+
+
+def _partiql_verbs(statements: list[dict[str, Any]]) -> set[str]:
+    """``PartiQLInsert``/``PartiQLUpdate``…: what IAM authorises each statement of a batch as."""
+    return {"PartiQL" + (st.get("Statement") or "").lstrip()[:6].capitalize() for st in statements}
+
+
 class CallCounter:
     """Counts AWS operations made by the clients it is attached to, e.g. ``dynamodb.UpdateItem``.
 
@@ -144,7 +162,10 @@ class CallCounter:
     bills each statement as the single write it is, no batch surcharge). A statement answered
     ``DuplicateItem`` (or ``ConditionalCheckFailed``) is billed like a conditional put that lost its
     condition; one answered with another error (throttled, invalid) wrote nothing and is not
-    billed, nor is a request refused whole. A statement other than INSERT counts at the floor, 1.
+    billed, nor is a request refused whole. An UPDATE (``DynamoTable.update_each``) is priced like
+    an UpdateItem that returned nothing: the size last seen for its key plus the bytes it sets.
+    Any other statement counts at the floor, 1. Such a call is attributed to its component as the
+    IAM actions its statements need (``dynamodb.PartiQLInsert``, ``dynamodb.PartiQLUpdate``).
     """
 
     _SIZES_KEPT = 500_000  # sizes remembered by key (a bench's worth of messages)
@@ -303,6 +324,15 @@ class CallCounter:
             priced = []
             for statement in body.get("Statements", []):
                 item = _inserted_item(statement)
+                updated = _updated_key(statement) if item is None else None
+                if updated is not None:
+                    key, added = updated
+                    size = self._sizes.get(self._key(key) or ("", ""), item_bytes(key)) + added
+                    priced.append(_units(size, 1024))
+                    k = self._key(key)
+                    if k is not None:
+                        self._sizes[k] = size
+                    continue
                 if item is None:
                     priced.append(1)
                     continue
@@ -345,7 +375,9 @@ class CallCounter:
             self.items_written += written
             self.write_units += units
             self.transaction_surcharge += surcharge
-            self.by_component.setdefault(component.get(), set()).add(name)
+            actions = {f"dynamodb.{v}" for v in _partiql_verbs(body.get("Statements", []))} \
+                if name == "dynamodb.BatchExecuteStatement" else {name}
+            self.by_component.setdefault(component.get(), set()).update(actions)
             self.component_calls[(component.get(), name)] += 1
             self.component_write_units[component.get()] += units
 

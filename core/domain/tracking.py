@@ -132,3 +132,14 @@ class Tracking:
         if self.hard_bounced and not before.hard_bounced:
             d["hard_bounced"] = 1
         return d
+
+
+@dataclass(frozen=True)
+class TrackingWrite:
+    """One message's events to write: ``after`` replaces ``before``, conditional on the item still
+    being in ``before`` (its status and the events path's write generation)."""
+
+    batch_id: str
+    message_id: str
+    before: Tracking
+    after: Tracking

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.domain.errors import TemporaryError
 from core.domain.models import batch_of_message, parse_iso, transaction_of_batch
 from core.domain.statuses import MessageStatus as M
-from core.domain.tracking import TrackedEvent, Tracking
+from core.domain.tracking import TrackedEvent, Tracking, TrackingWrite
 from core.observability import SES_EVENTS, correlated, log
 from core.schema import TTL_ATTRIBUTE
 from core.services import message_events
@@ -223,9 +223,10 @@ def record_ses_events(bodies: list[str], *, store: SesEventStore, analytics: Ana
     The messages the records name are read in one BatchGetItem; each message gets every event of
     the batch applied to it (``core.domain.tracking``) and is written once, conditional on what
     was read, and only if something changed: a replay, a repeated open or a late event that adds
-    nothing costs half a read unit instead of a replicated write. A write that loses its
-    condition (another invocation wrote the message meanwhile) comes back with the item as it
-    is, and the events are applied to that again. Malformed input is logged, counted and
+    nothing costs half a read unit instead of a replicated write. The writes go 25 to a request
+    (``save_trackings``): the handler's CPU is mostly per request, not per write. A write that
+    loses its condition (another invocation wrote the message meanwhile) comes back with the item
+    as it is, and the events are applied to that again. Malformed input is logged, counted and
     dropped (retrying it could never succeed).
 
     Safe to retry after a crash at any point: the message write is conditional and the fold is
@@ -280,22 +281,26 @@ def record_ses_events(bodies: list[str], *, store: SesEventStore, analytics: Ana
                 covered |= _message_event_hook(message_events, pending, fold, items.get(message_id) or {})
         if covered:
             refused = message_events.flush_each()
-    for (batch_id, message_id), pending in by_message.items():
-        first = pending[0].parsed
-        failed = refused.get(_transaction_of(pending, batch_id))
+    writable: dict[tuple[str, str], _Fold | None] = {}
+    for key, pending in by_message.items():
+        failed = refused.get(_transaction_of(pending, key[0]))
         if failed is not None:
             for p in pending:
                 outcomes[p.index] = failed
-            continue
-        try:
+        else:
+            writable[key] = folds[key]
+    recorded = _record_on_messages(store, by_message, writable, buffer,
+                                   covered if message_events is not None else None)
+    for (batch_id, message_id), settled in recorded.items():
+        pending = by_message[(batch_id, message_id)]
+        if isinstance(settled, Exception):  # transient (throttling, 5xx): these records are retried
+            first = pending[0].parsed
             with correlated(tenant_id=first.tenant_id, transaction_id=first.transaction_id, message_id=message_id):
-                results, metadata = _record_on_message(store, batch_id, message_id, pending, folds[(batch_id, message_id)],
-                                                       buffer, covered if message_events is not None else None)
-        except Exception as exc:  # noqa: BLE001 - transient (throttling, 5xx): these records are retried
-            log.warning("ses events not recorded, retried", message_id=message_id, error=str(exc)[:200])
+                log.warning("ses events not recorded, retried", error=str(settled)[:200])
             for p in pending:
-                outcomes[p.index] = exc
+                outcomes[p.index] = settled
             continue
+        results, metadata = settled
         for p in pending:
             outcomes[p.index] = results[p.index]
             doc = _after_recorded(p, results[p.index], metadata, indexing=analytics is not None, evidence=evidence)
@@ -343,31 +348,64 @@ def _fold(item: dict[str, Any] | None, pending: list[_Pending]) -> _Fold | None:
     return _Fold(item, before, state, results, dict(item.get("metadata") or {}))
 
 
-def _record_on_message(store: SesEventStore, batch_id: str, message_id: str, pending: list[_Pending], fold: _Fold | None,
-                       counts: CountBuffer, covered: set[tuple[str, str]] | None
-                       ) -> tuple[dict[int, str], dict[str, str] | None]:
-    """Write a message once if its events changed it. Returns each record's outcome, and the
-    message's metadata (None: an unknown or erased message). A write that lost its condition is
-    folded again on the item as it is now; should that record a message event the outbox write
-    did not carry (``covered``), the records are retried instead (by SQS, outbox first)."""
+_Settled = tuple[dict[int, str], dict[str, str] | None] | Exception
+
+
+def _record_on_messages(store: SesEventStore, by_message: dict[tuple[str, str], list[_Pending]],
+                        folds: dict[tuple[str, str], _Fold | None], counts: CountBuffer,
+                        covered: set[tuple[str, str]] | None) -> dict[tuple[str, str], _Settled]:
+    """Write each message whose events changed it, all in one batched round of conditional
+    writes (``save_trackings``: 25 to a request). Returns, per message, each record's outcome and
+    the message's metadata (None: an unknown or erased message), or the exception that leaves its
+    records to be retried. A write that lost its condition is folded again on the item as it is
+    now and goes in the next round; should that record a message event the outbox write did not
+    carry (``covered``), its records are retried instead (by SQS, outbox first)."""
+    settled: dict[tuple[str, str], _Settled] = {}
+    todo = folds
     for _ in range(5):
-        if fold is None:
-            return {p.index: "duplicate" for p in pending}, None
-        if fold.state == fold.before:
-            return fold.results, fold.metadata
-        if covered is not None and not _recorded_events(pending, fold) <= covered:
-            raise TemporaryError(f"message {message_id} changed: its message events are written again first",
-                                 delay=0.1)
-        for p in pending:  # before the message write: a retried record suppresses the address again
-            parsed = p.parsed
-            if parsed.suppress_reason and parsed.tenant_id and parsed.recipient and fold.results[p.index] != "duplicate":
+        writes: list[tuple[tuple[str, str], _Fold]] = []
+        for key, fold in todo.items():
+            pending = by_message[key]
+            if fold is None:
+                settled[key] = ({p.index: "duplicate" for p in pending}, None)
+            elif fold.state == fold.before:
+                settled[key] = (fold.results, fold.metadata)
+            elif covered is not None and not _recorded_events(pending, fold) <= covered:
+                settled[key] = TemporaryError(f"message {key[1]} changed: its message events are written again "
+                                              "first", delay=0.1)
+            else:
+                try:  # before the message write: a retried record suppresses the address again
+                    _suppress(store, key[1], pending, fold)
+                    writes.append((key, fold))
+                except Exception as exc:  # noqa: BLE001 - transient: these records are retried
+                    settled[key] = exc
+        if not writes:
+            return settled
+        try:
+            written = store.save_trackings([TrackingWrite(b, m, f.before, f.state) for (b, m), f in writes])
+        except Exception as exc:  # noqa: BLE001 - nothing is known written: every record is retried
+            written = [exc] * len(writes)
+        todo = {}
+        for (key, fold), outcome in zip(writes, written, strict=True):
+            if outcome is None:
+                counts.add(_transaction_of(by_message[key], key[0]), fold.state.delta(fold.before))
+                settled[key] = (fold.results, fold.metadata)
+            elif isinstance(outcome, Exception):
+                settled[key] = outcome
+            else:
+                todo[key] = _fold(outcome, by_message[key])
+    for key in todo:
+        settled[key] = TemporaryError(f"message {key[1]} kept changing while its events were recorded", delay=0.1)
+    return settled
+
+
+def _suppress(store: SesEventStore, message_id: str, pending: list[_Pending], fold: _Fold) -> None:
+    """Suppress the address of a hard bounce or a complaint this fold records (not a replay)."""
+    for p in pending:
+        parsed = p.parsed
+        if parsed.suppress_reason and parsed.tenant_id and parsed.recipient and fold.results[p.index] != "duplicate":
+            with correlated(tenant_id=parsed.tenant_id, transaction_id=parsed.transaction_id, message_id=message_id):
                 store.suppress(parsed.tenant_id, parsed.recipient.lower(), parsed.suppress_reason, message_id)
-        current = store.save_tracking(batch_id, message_id, fold.before, fold.state)
-        if current is None:
-            counts.add(_transaction_of(pending, batch_id), fold.state.delta(fold.before))
-            return fold.results, fold.metadata
-        fold = _fold(current, pending)
-    raise TemporaryError(f"message {message_id} kept changing while its events were recorded", delay=0.1)
 
 
 def _recorded_events(pending: list[_Pending], fold: _Fold) -> set[tuple[str, str]]:

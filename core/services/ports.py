@@ -5,7 +5,7 @@ them. The campaign store is one port per aggregate (below), all implemented by
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -25,7 +25,7 @@ from core.domain.models import (
     Upload,
 )
 from core.domain.statuses import BatchStatus, MessageStatus, TransactionStatus
-from core.domain.tracking import Tracking
+from core.domain.tracking import Tracking, TrackingWrite
 
 
 class Clock(Protocol):
@@ -261,6 +261,7 @@ class MessageRepository(Protocol):
     def message_items(self, keys: Iterable[tuple[str, str]]) -> dict[str, dict[str, Any]]: ...
     def save_tracking(self, batch_id: str, message_id: str, before: Tracking, after: Tracking
                       ) -> dict[str, Any] | None: ...
+    def save_trackings(self, writes: Sequence[TrackingWrite]) -> list[dict[str, Any] | None | Exception]: ...
     def get_message(self, batch_id: str, message_id: str, tenant_id: str | None = None) -> Message: ...
     def messages_page(self, batch_id: str, status: str | None, limit: int, cursor: str | None) -> Page: ...
     def record_message_event(self, batch_id: str, message_id: str, new: MessageStatus, event: dict[str, Any],

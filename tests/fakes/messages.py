@@ -6,7 +6,7 @@ are what the events path reads a whole SQS batch's messages with and writes each
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +14,7 @@ from core import schema
 from core.domain.errors import NotFound, StaleWrite, TemporaryError
 from core.domain.models import Message, Page, Recorded, Rejection, iso, utcnow
 from core.domain.statuses import MessageStatus
-from core.domain.tracking import APPLIED, DUPLICATE, TrackedEvent, Tracking
+from core.domain.tracking import APPLIED, DUPLICATE, TrackedEvent, Tracking, TrackingWrite
 from tests.fakes.base import FakeRepository
 from tests.fakes.table import FakeUpdate, Item, fields_of, message_of
 
@@ -96,6 +96,10 @@ class FakeMessages(FakeRepository):
             return None
         except StaleWrite as exc:
             return getattr(exc, "current", None) or {}
+
+    def save_trackings(self, writes: Sequence[TrackingWrite]) -> list[dict[str, Any] | None | Exception]:
+        """Each write on its own, as the batched statements are (one may win, the next lose)."""
+        return [self.save_tracking(w.batch_id, w.message_id, w.before, w.after) for w in writes]
 
     def cancel_message(self, batch_id: str, message_id: str, now: datetime) -> bool:
         try:

@@ -115,6 +115,34 @@ def test_partiql_insert_creates_only_and_anything_else_is_refused(table):
     assert "Item" not in ddb.get_item(TableName=name, Key={"PK": {"S": "d"}})
 
 
+def test_partiql_update_is_a_conditional_update_of_an_existing_item(table):
+    """The events Lambda's batched message writes (DynamoTable.update_each) as DynamoDB runs them:
+    the WHERE names the key and the expected state; a false WHERE or a missing item is that
+    statement's ConditionalCheckFailed (with the item, for ALL_OLD), and nothing is created."""
+    ddb, name = table
+    ddb.put_item(TableName=name, Item={"PK": {"S": "a"}, "v": {"S": "old"}, "n": {"N": "1"}})
+    update = f'UPDATE "{name}" SET "v"=? REMOVE "n" WHERE "PK"=? AND "v"=? AND "gone" IS MISSING'
+
+    first = ddb.batch_execute_statement(Statements=[
+        {"Statement": update, "Parameters": [{"S": "new"}, {"S": "a"}, {"S": "old"}],
+         "ReturnValuesOnConditionCheckFailure": "ALL_OLD"},
+        {"Statement": update, "Parameters": [{"S": "new"}, {"S": "b"}, {"S": "old"}],
+         "ReturnValuesOnConditionCheckFailure": "ALL_OLD"},
+        {"Statement": f'UPDATE "{name}" SET "v"=? WHERE "v"=?', "Parameters": [{"S": "x"}, {"S": "new"}]},
+    ])["Responses"]
+    again = ddb.batch_execute_statement(Statements=[
+        {"Statement": update, "Parameters": [{"S": "newer"}, {"S": "a"}, {"S": "old"}],
+         "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}])["Responses"]
+
+    assert first[0] == {"TableName": name}
+    assert first[1]["Error"]["Code"] == "ConditionalCheckFailed" and "Item" not in first[1]["Error"]
+    assert first[2]["Error"]["Code"] == "ValidationError"  # no key in the WHERE
+    assert again[0]["Error"]["Code"] == "ConditionalCheckFailed"
+    assert again[0]["Error"]["Item"] == {"PK": {"S": "a"}, "v": {"S": "new"}}
+    assert ddb.get_item(TableName=name, Key={"PK": {"S": "a"}})["Item"] == {"PK": {"S": "a"}, "v": {"S": "new"}}
+    assert "Item" not in ddb.get_item(TableName=name, Key={"PK": {"S": "b"}})  # an UPDATE never creates
+
+
 def test_a_query_reads_its_partition_not_the_whole_table(table):
     """moto listed and sorted every item of the table for each Query: the embedded stack slowed
     down as campaigns accumulated (local/moto.py patch_query_cost). Here a query must not be

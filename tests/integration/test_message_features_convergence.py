@@ -254,11 +254,11 @@ def test_a_failed_outbox_write_fails_the_ses_record_and_its_redelivery_brings_th
 def test_a_kill_between_the_outbox_write_and_the_message_write_redelivers_the_same_outbox_item(deps, tenant,
                                                                                              monkeypatch):
     tx_id, mid, body = _delivery(deps, tenant)
-    real = deps.store.save_tracking
-    monkeypatch.setattr(deps.store, "save_tracking", lambda *a, **kw: (_ for _ in ()).throw(Killed("SIGKILL")))
+    real = deps.store.save_trackings
+    monkeypatch.setattr(deps.store, "save_trackings", lambda *a, **kw: (_ for _ in ()).throw(Killed("SIGKILL")))
     with pytest.raises(Killed):
         record_ses_event(body, store=deps.store, message_events=message_events.MessageEventBuffer(deps.store, deps.clock))
-    monkeypatch.setattr(deps.store, "save_tracking", real)
+    monkeypatch.setattr(deps.store, "save_trackings", real)
     assert record_ses_event(body, store=deps.store,
                             message_events=message_events.MessageEventBuffer(deps.store, deps.clock)) == "applied"
     # one outbox item (same key: the same events), one DELIVERED event; a third delivery is a replay

@@ -26,6 +26,7 @@ from core.domain.models import (
     message_id_for,
 )
 from core.domain.statuses import BatchStatus, MessageStatus, TransactionStatus
+from core.domain.tracking import TrackedEvent, Tracking, TrackingWrite
 from tests.fakes import FakeStore
 
 T, B, M = TransactionStatus, BatchStatus, MessageStatus
@@ -330,8 +331,6 @@ def test_events_move_a_message_by_precedence_and_a_replay_changes_nothing(store)
 
 
 def test_a_tracking_write_that_lost_its_race_comes_back_with_the_item_as_it_is(store):
-    from core.domain.tracking import TrackedEvent, Tracking
-
     b = batch_id_for(TX, 1)
     (m,) = _messages(b, 1)
     store.put_messages([m])
@@ -342,6 +341,31 @@ def test_a_tracking_write_that_lost_its_race_comes_back_with_the_item_as_it_is(s
     current = store.save_tracking(b, m.message_id, before, delivered)  # applied to what was read before e1
     assert current["status"] == "SENT" and current["ev_gen"] == 1
     assert store.save_tracking(b, message_id_for(b, 99), before, delivered) == {}  # gone
+
+
+def test_tracking_writes_in_one_request_settle_each_message_on_its_own(store):
+    """The events Lambda writes a whole SQS batch's messages in one round: one write may win while
+    the next loses its race or finds its message gone; each answer is that message's own."""
+    b = batch_id_for(TX, 1)
+    m1, m2 = _messages(b, 2)
+    store.put_messages([m1, m2])
+    items = store.message_items([(b, m1.message_id), (b, m2.message_id)])
+    before1, before2 = Tracking.of(items[m1.message_id]), Tracking.of(items[m2.message_id])
+    sent2, _ = before2.apply(TrackedEvent("s2", "Send", M.SENT, "2026-01-01T10:00:00Z"))
+    assert store.save_tracking(b, m2.message_id, before2, sent2) is None  # another invocation first
+    delivered = [before.apply(TrackedEvent(f"d{i}", "Delivery", M.DELIVERED, "2026-01-01T10:00:01Z"))[0]
+                 for i, before in ((1, before1), (2, before2))]
+
+    outcomes = store.save_trackings([
+        TrackingWrite(b, m1.message_id, before1, delivered[0]),
+        TrackingWrite(b, m2.message_id, before2, delivered[1]),  # applied to what was read before s2
+        TrackingWrite(b, message_id_for(b, 99), before1, delivered[0]),
+    ])
+
+    assert outcomes[0] is None and store.get_message(b, m1.message_id).status == M.DELIVERED
+    assert outcomes[1]["status"] == "SENT" and outcomes[1]["ev_gen"] == 1
+    assert outcomes[2] == {}  # gone
+    assert store.get_message(b, m2.message_id).status == M.SENT
 
 
 def test_only_an_unsent_message_can_be_cancelled_or_failed(store):

@@ -2,7 +2,9 @@
 
 import pytest
 
-from core.domain.errors import IllegalTransition, NotFound, StaleWrite
+from core.adapters import dynamodb
+from core.adapters.dynamodb import DynamoTable, Guarded
+from core.domain.errors import IllegalTransition, NotFound, StaleWrite, TemporaryError
 from core.domain.models import Batch, Message, Rejection, Transaction, batch_id_for, message_id_for
 from core.domain.statuses import BatchStatus, MessageStatus, TransactionStatus
 
@@ -193,7 +195,7 @@ def test_repeated_opens_cost_no_write_and_never_grow_the_message(deps):
     for i in range(60):
         store.record_message_event(b, m.message_id, MessageStatus.OPENED, {"id": f"open-{i}", "type": "Open",
                                                                            "at": "2026-01-01T10:04:00Z"})
-    assert deps.counter.calls["dynamodb.UpdateItem"] == 1  # the first open; the other 59 were reads only
+    assert deps.counter.items_written == 1  # the first open; the other 59 were reads only
     item = store.table.get({"PK": f"BATCH#{b}", "SK": f"MESSAGE#{m.message_id}"})
     assert item["status"] == "OPENED" and len(item["events"]) == 1 and "event_ids" not in item
     assert item_bytes(serialize(item)) < 1024  # one write unit per write
@@ -277,3 +279,41 @@ def test_an_update_meeting_a_transaction_in_flight_is_temporary_not_stale(deps):
     table = DynamoTable(_ConflictingClient(deps.store.table.client), deps.store.table.name)
     with pytest.raises(TemporaryError):
         table.update(Update({"PK": "X", "SK": "Y"}, set={"a": 1}, condition="attribute_exists(PK)"))
+
+
+class _ThrottlingUpdates:
+    """The real client, except that DynamoDB throttles the first statement of the first ``times`` batches."""
+
+    def __init__(self, client, times: int) -> None:
+        self.client, self.times, self.batches = client, times, []
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+    def batch_execute_statement(self, Statements):  # noqa: N803 (boto3's keyword)
+        self.batches.append(len(Statements))
+        if len(self.batches) > self.times:
+            return self.client.batch_execute_statement(Statements=Statements)
+        rest = self.client.batch_execute_statement(Statements=Statements[1:])["Responses"] if Statements[1:] else []
+        return {"Responses": [{"Error": {"Code": "ThrottlingError", "Message": "slow down"}}, *rest]}
+
+
+@pytest.mark.parametrize("times, written", [(1, True), (99, False)])
+def test_a_throttled_tracking_statement_is_retried_then_left_to_the_caller(deps, monkeypatch, times, written):
+    """update_each: a statement DynamoDB throttles goes again after a pause; one it still throttles
+    after every attempt comes back as a TemporaryError (its SQS records are retried), the rest stand."""
+    monkeypatch.setattr(dynamodb, "RETRY_DELAY", 0.0)
+    throttling = _ThrottlingUpdates(deps.store.table.client, times)
+    table = DynamoTable(throttling, deps.store.table.name)
+    for k in ("a", "b"):
+        table.put({"PK": k, "SK": "1", "status": "SENT"})
+
+    outcomes = table.update_each([Guarded({"PK": k, "SK": "1"}, {"status": "DELIVERED"}, {"status": "SENT"})
+                                  for k in ("a", "b")])
+
+    assert outcomes[1] is None and table.get({"PK": "b", "SK": "1"})["status"] == "DELIVERED"
+    if written:
+        assert outcomes[0] is None and throttling.batches == [2, 1]
+    else:
+        assert isinstance(outcomes[0], TemporaryError) and len(throttling.batches) == dynamodb.STATEMENT_ATTEMPTS
+    assert table.get({"PK": "a", "SK": "1"})["status"] == ("DELIVERED" if written else "SENT")

@@ -165,6 +165,19 @@ def test_a_store_that_cannot_be_read_makes_every_record_retried(store, campaign)
         record_ses_event(event("ses_send.json", 3), store=store)
 
 
+def test_a_message_write_that_fails_retries_its_own_records_and_the_others_are_recorded(store, campaign):
+    real_saves = store.save_trackings
+
+    def throttled_second(writes):  # DynamoDB still throttles one statement of the batched write
+        return [TimeoutError("throttled") if w.message_id == mid(2) else out
+                for w, out in zip(writes, real_saves(writes), strict=True)]
+
+    store.save_trackings = throttled_second  # type: ignore[method-assign]
+    outcomes = record(store, event("ses_send.json", 1), event("ses_send.json", 2), event("ses_delivery.json", 1))
+    assert outcomes[0] == outcomes[2] == "applied" and isinstance(outcomes[1], TimeoutError)
+    assert store.get_transaction("tx_1").counts == {"sent": 1, "delivered": 1, "final": 1}  # none for message 2
+
+
 def test_send_events_move_the_regions_evidence_mark_forward_only(store, campaign, clock):
     mark = SendEvidenceMark(store, clock, "eu-west-1")
     record(store, event("ses_send.json", 1, mail__timestamp="2020-03-02T08:59:30.000Z"), evidence=mark)

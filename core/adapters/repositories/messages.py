@@ -3,17 +3,17 @@ and what ingest leaves beside them (refused rows, its watermark)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from core import schema
-from core.adapters.dynamodb import Page, Update, expect_status
+from core.adapters.dynamodb import Guarded, Page, Update, expect_status
 from core.adapters.repositories._base import TableRepository, _expires, _fields, _message
 from core.domain.errors import NotFound, StaleWrite, TemporaryError
 from core.domain.models import Message, Recorded, Rejection, iso, utcnow
 from core.domain.statuses import MessageStatus
-from core.domain.tracking import APPLIED, DUPLICATE, TrackedEvent, Tracking
+from core.domain.tracking import APPLIED, DUPLICATE, TrackedEvent, Tracking, TrackingWrite
 
 
 class DynamoMessages(TableRepository):
@@ -92,22 +92,18 @@ class DynamoMessages(TableRepository):
         return found
 
     def save_tracking(self, batch_id: str, message_id: str, before: Tracking, after: Tracking) -> dict[str, Any] | None:
-        """Write what events changed on a message, conditional on the state they were applied to
-        (its status and the events path's write generation; never an erased message). None when
-        written; else the item as it is now, to apply the events to again ({} when it is gone)."""
-        cond = "attribute_exists(PK) AND attribute_not_exists(erased) AND "
-        cond += "#st = :st" if before.status is not None else "attribute_not_exists(#st)"
-        cond += " AND ev_gen = :g" if before.gen else " AND attribute_not_exists(ev_gen)"
-        values: dict[str, Any] = {":st": before.status} if before.status is not None else {}
-        if before.gen:
-            values[":g"] = before.gen
-        try:
-            self.table.update(Update(schema.message_key(batch_id, message_id), set=after.changed(before),
-                                     condition=cond, values=values, names={"#st": "status"}),
-                              return_old_on_fail=True, returns="NONE")
-            return None
-        except StaleWrite as exc:
-            return getattr(exc, "current", None) or {}
+        """``save_trackings`` for one message; raises what kept it from being written."""
+        (outcome,) = self.save_trackings([TrackingWrite(batch_id, message_id, before, after)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def save_trackings(self, writes: Sequence[TrackingWrite]) -> list[dict[str, Any] | None | Exception]:
+        """Write what events changed on messages, each conditional on the state they were applied
+        to (its status and the events path's write generation; never an erased message), 25 to a
+        request. Per message: None when written; else the item as it is now, to apply the events
+        to again ({} when it is gone); or the exception that kept it from being written."""
+        return self.table.update_each([_tracking_update(w) for w in writes])
 
     def cancel_message(self, batch_id: str, message_id: str, now: datetime) -> bool:
         """Mark a never-sent message CANCELLED (only from a sendable status)."""
@@ -152,3 +148,19 @@ class DynamoMessages(TableRepository):
     def rejections_page(self, tx_id: str, limit: int, cursor: str | None) -> tuple[list[Rejection], str | None]:
         page = self.table.query(schema.transaction_partition(tx_id), schema.REJECTION_PREFIX, limit=limit, cursor=cursor)
         return [Rejection.model_validate(_fields(i)) for i in page.items], page.cursor
+
+
+def _tracking_update(w: TrackingWrite) -> Guarded:
+    """The write of ``w``, guarded by the state its events were applied to."""
+    equals: dict[str, Any] = {}
+    missing = ["erased"]
+    if w.before.status is not None:
+        equals["status"] = w.before.status
+    else:
+        missing.append("status")
+    if w.before.gen:
+        equals["ev_gen"] = w.before.gen
+    else:
+        missing.append("ev_gen")
+    return Guarded(schema.message_key(w.batch_id, w.message_id), set=w.after.changed(w.before), equals=equals,
+                   missing=tuple(missing))
