@@ -9,7 +9,6 @@ event goes to the analytics index, keyed by a content-derived id.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -68,13 +67,16 @@ class ParsedEvent:
     suppress_reason: str | None = None
 
 
+class _SnsEnvelope(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    Message: str | None = None
+
+
 def parse_sns_envelope(body: str) -> SesEvent:
-    """An SQS body is the SNS envelope whose ``Message`` is the SES event (or raw delivery)."""
-    outer = json.loads(body)
-    inner = outer.get("Message", outer) if isinstance(outer, dict) else outer
-    if isinstance(inner, str):
-        inner = json.loads(inner)
-    return SesEvent.model_validate(inner)
+    """An SQS body is the SNS envelope whose ``Message`` is the SES event (or, delivered raw, the
+    event itself). Parsed by pydantic's JSON parser straight into the models: no dicts in between."""
+    message = _SnsEnvelope.model_validate_json(body).Message
+    return SesEvent.model_validate_json(message if message is not None else body)
 
 
 def _first(tags: dict[str, list[str]], name: str) -> str | None:

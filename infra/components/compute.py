@@ -6,6 +6,7 @@ source mappings and the API integration call the alias, so a rollback is moving 
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,10 @@ FUNCTIONS = {
     "sender": ("handlers.sender.handler", 900, 1024),
     "ses_events": ("handlers.ses_events.handler", 60, 512),
 }
+
+def _policy_json(fn: str, arns: dict[str, str]) -> str:
+    return json.dumps(policy_document(fn, arns))
+
 
 ASSUME_LAMBDA = json.dumps({"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": "lambda.amazonaws.com"}}]})
@@ -58,7 +63,7 @@ class Functions(pulumi.ComponentResource):
         resolved = pulumi.Output.all(*[args.arns[k] for k in kinds]).apply(lambda vals: dict(zip(kinds, vals)))
         for fn, (entry, timeout, memory) in FUNCTIONS.items():
             role = aws.iam.Role(f"{name}-{fn}-role", assume_role_policy=ASSUME_LAMBDA, opts=child(self, args.provider))
-            policy = resolved.apply(lambda arns, fn=fn: json.dumps(policy_document(fn, arns)))
+            policy = resolved.apply(functools.partial(_policy_json, fn))
             self.policies[fn] = policy
             aws.iam.RolePolicy(f"{name}-{fn}-policy", role=role.id, policy=policy, opts=child(role, args.provider))
             logs = aws.cloudwatch.LogGroup(f"{name}-{fn}-logs", name=f"/aws/lambda/{args.prefix}-{fn}",
