@@ -232,7 +232,8 @@ class CallCounter:
             self._on_update(request, json.loads(raw or b"{}"))
             return
         if name == "BatchExecuteStatement":
-            self._on_statements((context or {}).get("emailplatform_statement_units") or [], json.loads(raw or b"{}"))
+            self._on_statements((context or {}).get("emailplatform_statement_units") or [],
+                                (context or {}).get("emailplatform_statement_sizes") or [], json.loads(raw or b"{}"))
             return
         if name in ("PutItem", "DeleteItem"):
             if b"ConditionalCheckFailed" in raw:
@@ -298,18 +299,29 @@ class CallCounter:
             if "ConditionalCheckFailed" in str(body.get("__type", "")):
                 self.lost_condition_units += units
 
-    def _on_statements(self, priced: list[int], body: dict[str, Any]) -> None:
-        """Settle a PartiQL batch's units from its per-statement answers (see the class docstring)."""
+    def _on_statements(self, priced: list[int], sizes: list[tuple[dict[str, Any], int] | None],
+                       body: dict[str, Any]) -> None:
+        """Settle a PartiQL batch's units from its per-statement answers (see the class docstring);
+        an UPDATE written leaves its item's new size, one that lost leaves the size of the item found."""
         responses = body.get("Responses")
-        codes = ([(r.get("Error") or {}).get("Code") for r in responses] if isinstance(responses, list)
-                 else ["RequestRefused"] * len(priced))
+        errors: list[dict[str, Any]] = ([r.get("Error") or {} for r in responses] if isinstance(responses, list)
+                                        else [{"Code": "RequestRefused"}] * len(priced))
         lost = unbilled = unwritten = 0
-        for units, code in zip(priced, codes, strict=False):
+        for units, error, size in zip(priced, errors, sizes or [None] * len(priced), strict=False):
+            code = error.get("Code")
             if code in ("DuplicateItem", "ConditionalCheckFailed"):
                 lost += units
+                if error.get("Item"):
+                    with self._lock:
+                        self._remember(error["Item"])
             elif code:
                 unbilled += units
                 unwritten += 1
+            elif size is not None:
+                k = self._key(size[0])
+                if k is not None:
+                    with self._lock:
+                        self._sizes[k] = size[1]
         with self._lock:
             self.lost_condition_units += lost
             self.write_units -= unbilled
@@ -339,7 +351,8 @@ class CallCounter:
             if context is not None:
                 context["emailplatform_units"] = units
         elif model.name == "BatchExecuteStatement" and body:
-            priced = []
+            priced: list[int] = []
+            sizes: list[tuple[dict[str, Any], int] | None] = []
             for statement in body.get("Statements", []):
                 item = _inserted_item(statement)
                 updated = _updated_key(statement) if item is None else None
@@ -347,10 +360,9 @@ class CallCounter:
                     key, added = updated
                     size = self._sizes.get(self._key(key) or ("", ""), item_bytes(key)) + added
                     priced.append(_units(size, 1024))
-                    k = self._key(key)
-                    if k is not None:
-                        self._sizes[k] = size
+                    sizes.append((key, size))  # remembered once the statement is known written
                     continue
+                sizes.append(None)
                 if item is None:
                     priced.append(1)
                     continue
@@ -360,6 +372,7 @@ class CallCounter:
             written, units = len(priced), float(sum(priced))
             if context is not None:
                 context["emailplatform_statement_units"] = priced
+                context["emailplatform_statement_sizes"] = sizes
         elif model.name in ("BatchWriteItem", "TransactWriteItems"):
             if model.name == "BatchWriteItem":
                 reqs = [r for v in body.get("RequestItems", {}).values() for r in v]

@@ -387,6 +387,9 @@ class DynamoTable:
         after ``STATEMENT_ATTEMPTS``; a ``ClientError`` for a statement it refuses).
 
         A fenced table (the controller's) updates one at a time instead: ``update`` fences each."""
+        keys = {json.dumps([g.key.get(schema.PK), g.key.get(schema.SK)]) for g in updates}
+        if len(keys) != len(updates):  # DynamoDB refuses a whole request that names an item twice
+            raise ValueError("update_each takes one update per item")
         if self.fence_epoch is not None:
             return [self._update_one(g) for g in updates]
         out: list[dict[str, Any] | None | Exception] = [None] * len(updates)
@@ -436,8 +439,8 @@ class DynamoTable:
                 delay = min(delay * 2, 2.0)
             try:
                 responses = self.client.batch_execute_statement(Statements=[s for _, s in pending])["Responses"]
-            except ClientError as exc:  # the whole request refused: none of it was written
-                for i, _ in pending:
+            except Exception as exc:  # noqa: BLE001 - refused, or no answer after botocore's retries: this
+                for i, _ in pending:  # request's updates are not known written; other requests' stand
                     out[i] = exc
                 return
             retry = []

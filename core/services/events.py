@@ -246,7 +246,12 @@ def record_ses_events(bodies: list[str], *, store: SesEventStore, analytics: Ana
             SES_EVENTS.labels("unknown", "malformed").inc()
             log.warning("ses event malformed", error=str(exc)[:200])
             continue
-        parsed = interpret(ev)
+        try:
+            parsed = interpret(ev)
+        except (AttributeError, TypeError, IndexError) as exc:  # a detail of the wrong shape
+            SES_EVENTS.labels(ev.eventType, "malformed").inc()
+            log.warning("ses event malformed", event_type=ev.eventType, error=str(exc)[:200])
+            continue
         if parsed is None or not parsed.message_id:
             SES_EVENTS.labels(ev.eventType, "ignored").inc()
             continue

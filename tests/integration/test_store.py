@@ -1,6 +1,7 @@
 """The store over a real moto server: round trips, conditional transitions, tenant scoping."""
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 from core.adapters import dynamodb
 from core.adapters.dynamodb import DynamoTable, Guarded
@@ -317,3 +318,40 @@ def test_a_throttled_tracking_statement_is_retried_then_left_to_the_caller(deps,
     else:
         assert isinstance(outcomes[0], TemporaryError) and len(throttling.batches) == dynamodb.STATEMENT_ATTEMPTS
     assert table.get({"PK": "a", "SK": "1"})["status"] == ("DELIVERED" if written else "SENT")
+
+
+class _DroppingSecondRequest:
+    """The real client, except that the second request of PartiQL statements gets no answer."""
+
+    def __init__(self, client) -> None:
+        self.client, self.requests = client, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+    def batch_execute_statement(self, Statements):  # noqa: N803 (boto3's keyword)
+        self.requests += 1
+        if self.requests == 2:
+            raise EndpointConnectionError(endpoint_url="http://dynamodb")
+        return self.client.batch_execute_statement(Statements=Statements)
+
+
+def test_a_request_without_an_answer_fails_only_its_own_updates(deps):
+    """Thirty updates go in two requests; the second gets no answer (botocore gave up): the first
+    request's 25 stand as written (their counts are added), only the other 5 come back as errors."""
+    table = DynamoTable(_DroppingSecondRequest(deps.store.table.client), deps.store.table.name)
+    keys = [{"PK": f"k{i:02d}", "SK": "1"} for i in range(30)]
+    for k in keys:
+        table.put({**k, "status": "SENT"})
+
+    outcomes = table.update_each([Guarded(k, {"status": "DELIVERED"}, {"status": "SENT"}) for k in keys])
+
+    assert outcomes[:25] == [None] * 25
+    assert all(isinstance(o, EndpointConnectionError) for o in outcomes[25:])
+    assert [table.get(k)["status"] for k in keys] == ["DELIVERED"] * 25 + ["SENT"] * 5
+
+
+def test_update_each_takes_one_update_per_item(deps):
+    g = Guarded({"PK": "k", "SK": "1"}, {"status": "DELIVERED"}, {"status": "SENT"})
+    with pytest.raises(ValueError, match="one update per item"):
+        deps.store.table.update_each([g, g])

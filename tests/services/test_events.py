@@ -121,6 +121,15 @@ def test_malformed_foreign_and_unknown_records_are_dropped_not_retried(store, ca
     assert store.get_transaction("tx_1").counts == {}
 
 
+def test_an_event_whose_detail_has_the_wrong_shape_is_dropped_and_the_batch_goes_on(store, campaign):
+    """One SES record with a detail of another type (a string for the bounce object, a list of
+    strings for its recipients) is malformed: logged and dropped, never a crash of the whole batch."""
+    outcomes = record(store, event("ses_bounce.json", 1, bounce="not an object"),
+                      event("ses_bounce.json", 2, bounce__bouncedRecipients=["x"]), event("ses_send.json", 3))
+    assert outcomes == ["ignored", "ignored", "applied"]
+    assert store.get_transaction("tx_1").counts == {"sent": 1}
+
+
 def test_an_erased_message_records_nothing(store, campaign):
     store.table.update(FakeUpdate({"PK": f"BATCH#{BATCH}", "SK": f"MESSAGE#{mid(1)}"}, set={"erased": True}))
     assert record(store, event("ses_delivery.json")) == ["duplicate"]
