@@ -392,13 +392,39 @@ class Bucket:
     why: str
     expire_days: int | None = None
     cors_upload: bool = False
+    replicated: bool = True  # to the other region's bucket of the same purpose
 
 
 BUCKETS: tuple[Bucket, ...] = (
     Bucket("templates", "Jinja2 template sources, one object per version", cors_upload=True),
     Bucket("uploads", "Recipient CSVs uploaded by Message Centre", expire_days=30, cors_upload=True),
     Bucket("batches", "Per-batch CSV files split from an upload", expire_days=90),
+    # each region's own SES events: a replica would be recorded again by the other region
+    Bucket("ses-events", "SES events as Firehose delivers them, one object per buffering interval",
+           expire_days=3, replicated=False),
 )
+
+
+@dataclass(frozen=True)
+class EventStream:
+    """SES's configuration-set event destination: an Amazon Data Firehose stream that writes the
+    events of each buffering interval as one object to ``bucket`` (under ``prefix``), whose
+    ObjectCreated notifications go to ``queue``. Per event: Firehose ingestion ($0.029 per GB in
+    5 KB steps) instead of an SNS notification ($0.50 per million) and an SQS request; per object:
+    one S3 PUT, one notification, one Lambda invocation (core/services/event_sources.py)."""
+
+    purpose: str
+    bucket: str
+    queue: str
+    prefix: str = "events/"
+    buffer_seconds: int = 60  # how late an event can be, at most, before its object lands
+    buffer_mb: int = 5
+
+    def name(self, prefix: str) -> str:
+        return f"{prefix}-{self.purpose}"
+
+
+SES_EVENTS_STREAM = EventStream("ses-events", bucket="ses-events", queue="ses-events")
 
 # --- SQS and SNS -----------------------------------------------------------------------
 
@@ -447,9 +473,10 @@ QUEUES: tuple[Queue, ...] = (SEND_QUEUE, EVENTS_QUEUE)
 # write fails (throttling) or whose consumer crashed comes back after the visibility timeout, up
 # to ``max_receive_count`` times before the dead-letter queue (whose alarm is the guard beyond
 # that). Each attempt's processing ends within the visibility timeout (the function timeout may
-# not exceed it), and the margin covers SNS's delivery. config/settings.py refuses a shorter
-# window where deployed.
-SEND_EVIDENCE_WINDOW_FLOOR = EVENTS_QUEUE.max_receive_count * EVENTS_QUEUE.longest_hold_seconds + 10
+# not exceed it); before that, Firehose holds an event up to its buffering interval, and the
+# margin covers S3's notification. config/settings.py refuses a shorter window where deployed.
+SEND_EVIDENCE_WINDOW_FLOOR = (EVENTS_QUEUE.max_receive_count * EVENTS_QUEUE.longest_hold_seconds
+                              + SES_EVENTS_STREAM.buffer_seconds + 10)
 
 
 @dataclass(frozen=True)

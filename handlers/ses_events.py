@@ -1,4 +1,5 @@
-"""SES-events Lambda (SNS → SQS): typed parsing, precedence-aware recording, partial failures.
+"""SES-events Lambda (SQS: SNS notifications, or S3 notifications of Firehose objects): typed
+parsing, precedence-aware recording, partial failures.
 
 The whole SQS batch is recorded at once (``record_ses_events``: one read of its messages, at most
 one write per message); powertools' batch processor then reports each record's own outcome, so
@@ -15,6 +16,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from core.observability import lambda_entry
+from core.services.event_sources import event_bodies
 from core.services.events import CountBuffer, record_ses_events
 from core.services.message_events import MessageEventBuffer
 from handlers.context import deps, each_sqs_record
@@ -29,16 +31,29 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     outbox = MessageEventBuffer(d.store, d.clock, ref_prefix="ses-")
 
     records = event.get("Records") or []
+    # a record is one SNS notification, or an S3 notification of Firehose objects of many events
+    bodies: dict[str, list[str] | Exception] = {}
+    for r in records:
+        try:
+            bodies[r["messageId"]] = event_bodies(r["body"], d.blobs)
+        except Exception as exc:  # noqa: BLE001 - the object could not be read: this record is retried
+            bodies[r["messageId"]] = exc
+    flat = [(mid, body) for mid, got in bodies.items() if not isinstance(got, Exception) for body in got]
     # the service binds each message's correlation ids to its log lines itself
-    outcomes = dict(zip((r["messageId"] for r in records),
-                        record_ses_events([r["body"] for r in records], store=d.store, analytics=d.analytics,
-                                          evidence=d.evidence, counts=counts, message_events=outbox), strict=True))
+    recorded = record_ses_events([body for _, body in flat], store=d.store, analytics=d.analytics,
+                                 evidence=d.evidence, counts=counts, message_events=outbox)
+    outcomes: dict[str, list[str | Exception]] = {mid: [] for mid in bodies}
+    for (mid, _), outcome in zip(flat, recorded, strict=True):
+        outcomes[mid].append(outcome)
 
     def record(record: SQSRecord) -> str:  # powertools passes it by this name
-        outcome = outcomes[record.message_id]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
+        got = bodies[record.message_id]
+        if isinstance(got, Exception):
+            raise got
+        failed = next((o for o in outcomes[record.message_id] if isinstance(o, Exception)), None)
+        if failed is not None:  # the whole record again: the events it did record are replays then
+            raise failed
+        return ", ".join(sorted({str(o) for o in outcomes[record.message_id]})) or "ignored"
 
     result = each_sqs_record(event, context, record)
     # If a flush fails the batch is retried: its events are recognised as replays, and the

@@ -30,6 +30,9 @@ def _admin_client(settings: Settings, service: str, region: str) -> Any:
         return _ADMIN_CLIENTS[key]
 
 
+EMBEDDED_ACCOUNT = "123456789012"  # moto's account
+
+
 def create_resources(settings: Settings, region: str | None = None, rates: Rates | None = None) -> dict[str, Any]:
     """``rates``: the simulated SES's delivery/open/click/complaint rates for this configuration
     set (``Rates()`` if None), carried by its event destination (see local/ses_simulator.py)."""
@@ -103,8 +106,33 @@ def create_resources(settings: Settings, region: str | None = None, rates: Rates
     except ClientError as exc:
         if not exc.response["Error"]["Code"].endswith("AlreadyExistsException"):
             raise
-    _event_destination(settings, region, topics[schema.SES_EVENTS_TOPIC.purpose], rates or Rates())
-    return {"topics": topics, "queues": arns}
+    stream_arn = _event_stream(settings, region, arns)
+    _event_destination(settings, region, stream_arn, rates or Rates())
+    return {"topics": topics, "queues": arns, "streams": {schema.SES_EVENTS_STREAM.purpose: stream_arn}}
+
+
+def _event_stream(settings: Settings, region: str, queues: dict[str, str]) -> str:
+    """SES events' way in, as infra builds it: a Firehose stream writing objects to the events
+    bucket, whose ObjectCreated notifications go to the events queue. Returns the stream's ARN."""
+    stream = schema.SES_EVENTS_STREAM
+    firehose = _admin_client(settings, "firehose", region)
+    s3 = _admin_client(settings, "s3", region)
+    name = stream.name(settings.name_prefix)
+    bucket = settings.bucket(stream.bucket, region)
+    try:
+        firehose.create_delivery_stream(
+            DeliveryStreamName=name, DeliveryStreamType="DirectPut",
+            ExtendedS3DestinationConfiguration={
+                "RoleARN": f"arn:aws:iam::{EMBEDDED_ACCOUNT}:role/{name}-firehose",
+                "BucketARN": f"arn:aws:s3:::{bucket}", "Prefix": stream.prefix,
+                "BufferingHints": {"IntervalInSeconds": stream.buffer_seconds, "SizeInMBs": stream.buffer_mb}})
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceInUseException":
+            raise
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [{
+        "QueueArn": queues[stream.queue], "Events": ["s3:ObjectCreated:*"],
+        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": stream.prefix}]}}}]})
+    return firehose.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]["DeliveryStreamARN"]
 
 
 def _lifecycle_rule(r: schema.LifecycleRule) -> dict[str, Any]:
@@ -120,8 +148,8 @@ def _lifecycle_rule(r: schema.LifecycleRule) -> dict[str, Any]:
     return rule
 
 
-def _event_destination(settings: Settings, region: str, topic_arn: str, rates: Rates) -> None:
-    """The configuration set publishes every SES event type to the SES events topic, as infra's
+def _event_destination(settings: Settings, region: str, stream_arn: str, rates: Rates) -> None:
+    """The configuration set publishes every SES event type to the SES events stream, as infra's
     ConfigurationSetEventDestination does (the SES v1 call: moto implements only that one)."""
     ses = _admin_client(settings, "ses", region)
     name = event_destination_name(settings.ses_configuration_set, rates)
@@ -130,7 +158,9 @@ def _event_destination(settings: Settings, region: str, topic_arn: str, rates: R
             ConfigurationSetName=settings.ses_configuration_set,
             EventDestination={"Name": name, "Enabled": True,
                               "MatchingEventTypes": [v1_event_type(t) for t in schema.SES_EVENT_TYPES],
-                              "SNSDestination": {"TopicARN": topic_arn}})
+                              "KinesisFirehoseDestination": {
+                                  "IAMRoleARN": f"arn:aws:iam::{EMBEDDED_ACCOUNT}:role/{settings.name_prefix}-ses-events",
+                                  "DeliveryStreamARN": stream_arn}})
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "EventDestinationAlreadyExists":
             raise

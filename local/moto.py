@@ -117,19 +117,30 @@ def patch_ses_events() -> None:
     """SES v2 SendEmail publishes SES events (see the module docstring). Idempotent."""
     import json
 
+    from moto.firehose.models import firehose_backends
     from moto.ses.models import ses_backends
     from moto.sesv2.responses import SESV2Response
     from moto.sns.models import sns_backends
 
     from local import ses_mailbox
-    from local.ses_simulator import EVENTS_HEADER, SesEventPublisher
+    from local.ses_simulator import EVENTS_HEADER, FirehoseBuffer, SesEventPublisher
 
     if getattr(SESV2Response, "_emailplatform_patched", False):
         return
 
-    def publish(topic_arn: str, message: str) -> None:
-        _, _, _, region, account, _ = topic_arn.split(":", 5)
-        sns_backends[account][region].publish(message, arn=topic_arn)
+    def deliver(stream_arn: str, records: list[bytes]) -> None:  # one object of these records
+        _, _, _, region, account, resource = stream_arn.split(":", 5)
+        firehose_backends[account][region].put_record_batch(resource.split("/", 1)[1],
+                                                            [{"Data": r} for r in records])
+
+    firehose = FirehoseBuffer(deliver, float(os.environ.get("EMAILPLATFORM_FIREHOSE_BUFFER_SECONDS", "0.5")))
+
+    def publish(target_arn: str, message: str) -> None:
+        _, _, service, region, account, _ = target_arn.split(":", 5)
+        if service == "firehose":  # SES puts each event as one newline-terminated JSON record
+            firehose.put(target_arn, message.encode() + b"\n")
+        else:
+            sns_backends[account][region].publish(message, arn=target_arn)
 
     publisher = SesEventPublisher(publish)
     original = SESV2Response.send_email

@@ -1,0 +1,78 @@
+"""The SES-events Lambda on S3 notifications of Firehose objects (SES → Firehose → S3 → SQS):
+every event of an object is recorded in one invocation, an object that cannot be read is retried,
+S3's test event is ignored, and SNS notifications still in the queue are read as before."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote_plus
+
+from core import schema
+from core.domain.statuses import MessageStatus
+from core.services.event_sources import split_events
+from handlers import ses_events
+from handlers.context import LocalContext, use
+from tests.conftest import ses_event_for
+from tests.integration.test_ses_events import ev, sent_campaign, sqs_event
+
+
+def _event(name, s):
+    return ses_event_for(name, tenant="tenant-a", message_id=s["tags"]["message_id"], recipient=s["to"],
+                         ses_id=s["ses_id"])
+
+
+def _delivered(deps, key: str, events: list[dict]) -> str:
+    """Put ``events`` as Firehose writes them (one JSON record each, newline-terminated) and return
+    the S3 notification of that object, as the events queue receives it."""
+    bucket = deps.settings.bucket(schema.SES_EVENTS_STREAM.bucket)
+    deps.blobs.put(bucket, key, b"".join(json.dumps(e).encode() + b"\n" for e in events))
+    return _notification(bucket, key)
+
+
+def _notification(bucket: str, key: str) -> str:
+    return json.dumps({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "eu-west-1",
+                                    "eventName": "ObjectCreated:Put",
+                                    "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(key), "size": 1}}}]})
+
+
+def test_every_event_of_a_firehose_object_is_recorded_with_one_write_per_message(deps, tenant):
+    use(deps)
+    try:
+        tx_id, batch, sent = sent_campaign(deps, n=3)
+        body = _delivered(deps, "events/2026/12/03/14/stream 1", [
+            _event(kind, s) for s in sent for kind in ("ses_send.json", "ses_delivery.json")])
+        deps.counter.reset()
+
+        resp = ses_events.handler(sqs_event([body]), LocalContext())
+
+        assert resp["batchItemFailures"] == []
+        assert {deps.store.get_message(batch.batch_id, s["tags"]["message_id"]).status for s in sent} == \
+            {MessageStatus.DELIVERED}
+        assert deps.counter.component_items_written["ses_events"] == 3 + 2  # + counts, evidence mark
+        assert deps.store.get_transaction(tx_id).counts == {"sent": 3, "delivered": 3, "final": 3}
+    finally:
+        use(None)
+
+
+def test_an_object_that_cannot_be_read_is_retried_and_the_other_records_stand(deps, tenant):
+    use(deps)
+    try:
+        _, batch, sent = sent_campaign(deps, n=2)
+        gone = _notification(deps.settings.bucket(schema.SES_EVENTS_STREAM.bucket), "events/never-written")
+        test_event = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"})
+
+        resp = ses_events.handler(sqs_event([gone, test_event, ev("ses_send.json", sent[1])]), LocalContext())
+
+        assert resp["batchItemFailures"] == [{"itemIdentifier": "m0"}]  # S3's test event is no failure
+        assert deps.store.get_message(batch.batch_id, sent[1]["tags"]["message_id"]).status == MessageStatus.SENT
+    finally:
+        use(None)
+
+
+def test_a_firehose_object_is_split_into_its_events_whatever_separates_them():
+    one, two = {"eventType": "Send", "a": "x\ny"}, {"eventType": "Delivery"}
+    for data in (json.dumps(one).encode() + b"\n" + json.dumps(two).encode() + b"\n",
+                 json.dumps(one).encode() + json.dumps(two).encode(), b"\n\n" + json.dumps(one).encode()):
+        assert [json.loads(e) for e in split_events(data)] in ([one, two], [one])
+    # a broken tail is one malformed text (dropped by the parser), not a lost object
+    assert split_events(json.dumps(one).encode() + b"\n{broken") == [json.dumps(one), "{broken"]
