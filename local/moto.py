@@ -127,6 +127,11 @@ def patch_ses_events() -> None:
 
     if getattr(SESV2Response, "_emailplatform_patched", False):
         return
+    # moto stops at 50 Firehose streams a region; AWS's quota is adjustable and the tests make one
+    # a stack, hundreds a server
+    from moto.firehose.models import DeliveryStream
+
+    DeliveryStream.MAX_STREAMS_PER_REGION = 5000
 
     def deliver(stream_arn: str, records: list[bytes]) -> None:  # one object of these records
         _, _, _, region, account, resource = stream_arn.split(":", 5)
