@@ -1,9 +1,9 @@
 """kill -9 of `emailplatform up` mid-campaign, restarted against the same (surviving) moto server.
 
 The platform runs as a real subprocess and is killed with SIGKILL (no clean-up of any kind) during
-ingest, mid-send and again shortly after a restart. Sends are counted from the SES side: an extra
-"audit" SQS queue subscribed to the SES events topic receives every Send event the embedded SES
-publishes (from the moto server, before each SendEmail returns). Every recipient must get exactly
+ingest, mid-send and again shortly after a restart. Sends are counted from the SES side: an
+"audit" thread reads every Send event the embedded SES publishes where its Firehose stream writes
+them (the events bucket, whatever the platform's consumer does). Every recipient must get exactly
 one Send, and the platform's own state must converge: nothing left to send in a COMPLETED campaign,
 and its summary's `sent` equal to the Send events SES published.
 """
@@ -26,7 +26,8 @@ import requests
 
 from config.settings import load_settings
 from core.adapters.aws import client
-from core.schema import EVENTS_QUEUE
+from core.schema import EVENTS_QUEUE, SES_EVENTS_STREAM
+from core.services.event_sources import split_events
 from local.bootstrap import create_resources
 from local.moto import MotoServer, free_port
 from ops.client import Client
@@ -57,15 +58,15 @@ FAST = {
 }
 
 
-class AuditQueue:
-    """An SQS queue of our own on the SES events topic, drained by a thread: what SES published."""
+class AuditBucket:
+    """What SES published, read where Firehose writes it (the events bucket), by a thread of its
+    own: the objects stay there whatever the platform's consumer does with their notifications."""
 
-    def __init__(self, settings, topic_arn: str):
-        self.sqs = client(settings, "sqs")
-        self.url = self.sqs.create_queue(QueueName=f"{settings.name_prefix}-audit")["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        client(settings, "sns").subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
-        self.sends: list[dict] = []  # Send events' mail, in arrival order
+    def __init__(self, settings):
+        self.s3 = client(settings, "s3")
+        self.bucket = settings.bucket(SES_EVENTS_STREAM.bucket)
+        self.sends: list[dict] = []  # Send events' mail, in the order their objects were read
+        self._seen: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain, name="audit", daemon=True)
@@ -74,19 +75,18 @@ class AuditQueue:
     def _drain(self) -> None:
         while not self._stop.is_set():
             try:
-                msgs = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10,
-                                                WaitTimeSeconds=1).get("Messages", [])
-            except Exception:  # the moto server is being stopped
-                time.sleep(0.2)
-                continue
-            for m in msgs:
-                event = json.loads(json.loads(m["Body"])["Message"])
-                if event["eventType"] == "Send":
+                pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                           Prefix=SES_EVENTS_STREAM.prefix)
+                keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+                for key in sorted(k for k in keys if k not in self._seen):
+                    data = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                    sends = [e["mail"] for e in map(json.loads, split_events(data)) if e["eventType"] == "Send"]
                     with self._lock:
-                        self.sends.append(event["mail"])
-            if msgs:
-                self.sqs.delete_message_batch(QueueUrl=self.url, Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
+                        self.sends += sends
+                        self._seen.add(key)
+            except Exception:  # the moto server is being stopped
+                pass
+            time.sleep(0.2)
 
     def count(self) -> int:
         with self._lock:
@@ -185,8 +185,8 @@ def test_kill9_at_three_points_sends_each_recipient_once_and_the_state_converges
     try:
         # GIVEN the resources `up` creates (idempotent) and the audit queue on the SES events topic
         settings = load_settings(aws_endpoint_url=moto.url, name_prefix=prefix, environment="local")
-        resources = create_resources(settings)
-        audit = AuditQueue(settings, resources["topics"]["ses-events"])
+        create_resources(settings)
+        audit = AuditBucket(settings)
         api = platform.start()
         tid = api.create_template("Kill9", "Hello {{ first_name }}", "<p>Hello {{ first_name }}</p>")
         emails = [f"person{i}@example.org" for i in range(RECIPIENTS)]

@@ -10,7 +10,9 @@ import time
 import pytest
 
 from core.adapters.aws import client
+from core.adapters.s3 import S3BlobStore
 from core.domain.errors import SendInDoubt, SendingHeld
+from core.services.event_sources import event_bodies
 from local.bootstrap import create_resources
 from local.ses_simulator import Rates, SimulatingMailer, event_destination_name, rates_of
 from tests.conftest import make_settings
@@ -28,13 +30,14 @@ def _events(settings, wait: float = 0.0, until: int = 0) -> list[dict]:
     """SES events in the prefix's events queue (removed): everything visible now, or, with
     ``wait``, until ``until`` events arrived or ``wait`` seconds passed."""
     sqs = client(settings, "sqs")
+    blobs = S3BlobStore(client(settings, "s3"))
     url = sqs.get_queue_url(QueueName=settings.queue("ses-events"))["QueueUrl"]
     out: list[dict] = []
     deadline = time.monotonic() + wait
     while True:
         msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-        for m in msgs:
-            out.append(json.loads(json.loads(m["Body"])["Message"]))
+        for m in msgs:  # S3 notifications of Firehose objects: each object's events
+            out += [json.loads(e) for e in event_bodies(m["Body"], blobs)]
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
         if msgs:
             continue
@@ -43,13 +46,13 @@ def _events(settings, wait: float = 0.0, until: int = 0) -> list[dict]:
         time.sleep(0.05)
 
 
-def test_the_send_event_is_published_before_send_email_returns_and_the_delivery_follows(deps, settings):
+def test_the_send_event_reaches_the_events_queue_in_a_firehose_object_and_the_delivery_follows(deps, settings):
     # GIVEN the bootstrap's configuration set, named after the prefix, with its event destination
     assert settings.ses_configuration_set == settings.name_prefix
     # WHEN the real SES adapter sends one message through the moto server
     ses_id = _send(deps.mailer, to="success@simulator.amazonses.com")
-    # THEN its Send event is already in the events queue as the call returns
-    now = _events(settings)
+    # THEN its Send event is in the events queue once Firehose wrote its buffer (well within 5 s)
+    now = _events(settings, wait=5, until=1)
     sends = [e for e in now if e["eventType"] == "Send"]
     assert len(sends) == 1
     mail = sends[0]["mail"]
@@ -72,7 +75,7 @@ def test_a_send_whose_answer_is_lost_still_has_its_send_event(deps, settings):
         simulator.inject("ReadTimeout", accepted=True)
         with pytest.raises(SendInDoubt):
             _send(simulator)
-        sends = [e for e in _events(settings) if e["eventType"] == "Send"]
+        sends = [e for e in _events(settings, wait=5, until=1) if e["eventType"] == "Send"]
         assert [e["mail"]["tags"]["message_id"] for e in sends] == [[TAGS["message_id"]]]
         assert simulator.sent == []  # the caller never learnt the SES id
         ses_id = _send(simulator, message_id="tx_emb-b00001-00002")
