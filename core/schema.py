@@ -404,6 +404,8 @@ BUCKETS: tuple[Bucket, ...] = (
            expire_days=3, replicated=False),
 )
 
+REPLICATED_BUCKETS: tuple[Bucket, ...] = tuple(b for b in BUCKETS if b.replicated)
+
 
 @dataclass(frozen=True)
 class EventStream:

@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from core.observability import lambda_entry
-from core.services.event_sources import event_bodies
+from core.services.event_sources import event_bodies, objects_recorded
 from core.services.events import CountBuffer, record_ses_events
 from core.services.message_events import MessageEventBuffer
 from handlers.context import deps, each_sqs_record
@@ -40,10 +40,10 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
             bodies[r["messageId"]] = exc
     flat = [(mid, body) for mid, got in bodies.items() if not isinstance(got, Exception) for body in got]
     # the service binds each message's correlation ids to its log lines itself
-    recorded = record_ses_events([body for _, body in flat], store=d.store, analytics=d.analytics,
+    results = record_ses_events([body for _, body in flat], store=d.store, analytics=d.analytics,
                                  evidence=d.evidence, counts=counts, message_events=outbox)
     outcomes: dict[str, list[str | Exception]] = {mid: [] for mid in bodies}
-    for (mid, _), outcome in zip(flat, recorded, strict=True):
+    for (mid, _), outcome in zip(flat, results, strict=True):
         outcomes[mid].append(outcome)
 
     def record(record: SQSRecord) -> str:  # powertools passes it by this name
@@ -53,6 +53,7 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
         failed = next((o for o in outcomes[record.message_id] if isinstance(o, Exception)), None)
         if failed is not None:  # the whole record again: the events it did record are replays then
             raise failed
+        objects_recorded(record.body, d.blobs)
         return ", ".join(sorted({str(o) for o in outcomes[record.message_id]})) or "ignored"
 
     result = each_sqs_record(event, context, record)

@@ -55,6 +55,9 @@ COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "dynamodb:PartiQLUpdate": ("table",),
         "sqs:ReceiveMessage": ("queue:ses-events",), "sqs:DeleteMessage": ("queue:ses-events",),
         "sqs:GetQueueAttributes": ("queue:ses-events",),
+        # the Firehose objects of SES events the queue's notifications name: read, then deleted
+        # once every event in them is recorded (core/services/event_sources.py)
+        "s3:GetObject": ("bucket:ses-events",), "s3:DeleteObject": ("bucket:ses-events",),
         "kms:Decrypt": ("key",), "kms:GenerateDataKey": ("key",),
         "es:ESHttpGet": ("search",), "es:ESHttpPost": ("search",), "es:ESHttpPut": ("search",),
         # every process's bootstrap reads the unsubscribe signing key (core/bootstrap.py)
@@ -171,7 +174,7 @@ OPERATION_ACTIONS = {
     "s3.ListObjectsV2": "s3:ListBucket",
     "s3.ListObjectVersions": "s3:ListBucketVersions",
     "s3.GetObjectTagging": "s3:GetObjectVersionTagging",
-    "s3.DeleteObject": "s3:DeleteObjectVersion",
+    "s3.DeleteObjectVersion": "s3:DeleteObjectVersion",  # the call counter's name for a delete naming a version
     "sqs.DeleteMessageBatch": "sqs:DeleteMessage",
     "sqs.SendMessageBatch": "sqs:SendMessage",
     "sesv2.SendEmail": "ses:SendEmail",

@@ -74,7 +74,8 @@ def create_resources(settings: Settings, region: str | None = None, rates: Rates
         except ClientError as exc:
             if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
-        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        if b.replicated:  # replication needs versions; the events bucket keeps none (a delete removes)
+            s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
         s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={
             "Rules": [_lifecycle_rule(r) for r in schema.lifecycle_rules(b)]})
     arns = {}

@@ -429,16 +429,19 @@ def patch_instance_tracking() -> None:
     """moto lists every model object it ever creates, for its dashboard (``/moto-api/data.json``):
     each DynamoDB item version (an UpdateItem copies the item), stream record, shard iterator and
     SQS message stayed in memory for ever (1.8 GB at 20,000 recipients) and data.json walked them
-    all. Those are no longer listed; what the platform reads there (SES's accepted mail) still is."""
+    all, S3 objects too (each Firehose object of SES events, written by a thread of its own while
+    data.json read them: a 500). Those are no longer listed; what the platform reads there (SES's
+    accepted mail) still is."""
     from moto.core.common_models import BaseModel
     from moto.dynamodb.models.dynamo_type import Item
     from moto.dynamodb.models.table import StreamRecord
     from moto.dynamodbstreams.models import ShardIterator
+    from moto.s3.models import FakeKey
     from moto.sqs.models import Message
 
     if getattr(BaseModel, "_emailplatform_untracked", False):
         return
-    untracked = (Item, StreamRecord, ShardIterator, Message)
+    untracked = (Item, StreamRecord, ShardIterator, Message, FakeKey)
     original = BaseModel.__new__
 
     def __new__(cls, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN204

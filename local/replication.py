@@ -133,7 +133,7 @@ class BucketReplicator(threading.Thread):
     def backlog(self) -> int:
         s3 = client(self.settings, "s3", self.source)
         missing = 0
-        for b in schema.BUCKETS:
+        for b in schema.REPLICATED_BUCKETS:
             src, dst = self.settings.bucket(b.purpose, self.source), self.settings.bucket(b.purpose, self.dest)
             have = {o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket=dst) for o in p.get("Contents", [])}
             missing += sum(1 for p in s3.get_paginator("list_objects_v2").paginate(Bucket=src)
@@ -144,7 +144,7 @@ class BucketReplicator(threading.Thread):
         s3 = client(self.settings, "s3", self.source)
         while not self.stop_event.is_set():
             try:
-                for b in schema.BUCKETS:
+                for b in schema.REPLICATED_BUCKETS:
                     src, dst = self.settings.bucket(b.purpose, self.source), self.settings.bucket(b.purpose, self.dest)
                     have = {o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket=dst)
                             for o in p.get("Contents", [])}

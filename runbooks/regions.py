@@ -39,7 +39,7 @@ def s3_backlog(settings: Settings, source: str, target: str) -> int:
     replication metrics OperationsPendingReplication in CloudWatch)."""
     s3 = client(settings, "s3", source)
     missing = 0
-    for b in schema.BUCKETS:
+    for b in schema.REPLICATED_BUCKETS:
         pages = s3.get_paginator("list_objects_v2")
         have = {o["Key"] for p in pages.paginate(Bucket=settings.bucket(b.purpose, target)) for o in p.get("Contents", [])}
         missing += sum(1 for p in pages.paginate(Bucket=settings.bucket(b.purpose, source))

@@ -145,6 +145,13 @@ def _partiql_verbs(statements: list[dict[str, Any]]) -> set[str]:
     return {"PartiQL" + (st.get("Statement") or "").lstrip()[:6].capitalize() for st in statements}
 
 
+def _authorised_as(name: str, params: dict[str, Any]) -> str:
+    """The operation as IAM authorises it: an S3 delete naming a version is DeleteObjectVersion."""
+    if name == "s3.DeleteObject" and "versionId" in (params.get("query_string") or {}):
+        return "s3.DeleteObjectVersion"
+    return name
+
+
 class CallCounter:
     """Counts AWS operations made by the clients it is attached to, e.g. ``dynamodb.UpdateItem``.
 
@@ -408,7 +415,7 @@ class CallCounter:
             self.write_units += units
             self.transaction_surcharge += surcharge
             actions = {f"dynamodb.{v}" for v in _partiql_verbs(body.get("Statements", []))} \
-                if name == "dynamodb.BatchExecuteStatement" else {name}
+                if name == "dynamodb.BatchExecuteStatement" else {_authorised_as(name, params)}
             self.by_component.setdefault(component.get(), set()).update(actions)
             self.component_calls[(component.get(), name)] += 1
             self.component_write_units[component.get()] += units

@@ -85,6 +85,10 @@ class S3BlobStore:
             kw["Tagging"] = urlencode(tags)
         self.client.put_object(**kw)
 
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove an object (its current version: the events bucket keeps no others)."""
+        self.client.delete_object(Bucket=bucket, Key=key)
+
     def tag(self, bucket: str, key: str, tags: dict[str, str]) -> None:
         """Replace an object's tags (the lifecycle rules read ``retention-days``)."""
         self.client.put_object_tagging(Bucket=bucket, Key=key,

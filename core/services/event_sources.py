@@ -15,6 +15,8 @@ import json
 from typing import Any
 from urllib.parse import unquote_plus
 
+from core.domain.errors import NotFound
+from core.observability import log
 from core.services.ports import BlobStore
 
 # A Firehose object holds at most its buffering size (≤ 128 MiB on AWS; infra sets far less).
@@ -31,7 +33,25 @@ def event_bodies(body: str, blobs: BlobStore, *, max_bytes: int = MAX_OBJECT_BYT
     objects = s3_objects(body)
     if objects is None:
         return [body]
-    return [event for bucket, key in objects for event in split_events(blobs.read_bytes(bucket, key, max_bytes))]
+    events: list[str] = []
+    for bucket, key in objects:
+        try:
+            events += split_events(blobs.read_bytes(bucket, key, max_bytes))
+        except NotFound:  # recorded and deleted by an earlier delivery of this notification
+            continue
+    return events
+
+
+def objects_recorded(body: str, blobs: BlobStore) -> None:
+    """Every event of this record is recorded: delete the objects it named, so the events bucket
+    holds only what is in flight (addresses included: an erasure has nothing to find there). A
+    delete that fails is left to the bucket's expiry; a later delivery of the notification finds
+    the object gone and has nothing to do."""
+    for bucket, key in s3_objects(body) or []:
+        try:
+            blobs.delete(bucket, key)
+        except Exception as exc:  # noqa: BLE001 - the lifecycle rule removes it in days
+            log.warning("ses events object not deleted", bucket=bucket, key=key, error=str(exc)[:200])
 
 
 def s3_objects(body: str) -> list[tuple[str, str]] | None:

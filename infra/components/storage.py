@@ -124,7 +124,8 @@ class Replication(pulumi.ComponentResource):
             "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                     "Principal": {"Service": "s3.amazonaws.com"}}]}),
             opts=child(self, args.provider))
-        pairs = [(p, args.source.buckets[p], args.destination.buckets[p]) for p in args.source.buckets]
+        pairs = [(b.purpose, args.source.buckets[b.purpose], args.destination.buckets[b.purpose])
+                 for b in schema.REPLICATED_BUCKETS]
         arns = pulumi.Output.all(*[x for _, s, d in pairs for x in (s.arn, d.arn)], args.source_key_arn,
                                  args.destination_key_arn)
 

@@ -1,21 +1,18 @@
 """kill -9 of `emailplatform up` mid-campaign, restarted against the same (surviving) moto server.
 
 The platform runs as a real subprocess and is killed with SIGKILL (no clean-up of any kind) during
-ingest, mid-send and again shortly after a restart. Sends are counted from the SES side: an
-"audit" thread reads every Send event the embedded SES publishes where its Firehose stream writes
-them (the events bucket, whatever the platform's consumer does). Every recipient must get exactly
+ingest, mid-send and again shortly after a restart. Sends are counted from the SES side: the
+embedded SES's record of every message it accepted (local.ses_mailbox). Every recipient must get exactly
 one Send, and the platform's own state must converge: nothing left to send in a COMPLETED campaign,
 and its summary's `sent` equal to the Send events SES published.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -26,10 +23,10 @@ import requests
 
 from config.settings import load_settings
 from core.adapters.aws import client
-from core.schema import EVENTS_QUEUE, SES_EVENTS_STREAM
-from core.services.event_sources import split_events
+from core.schema import EVENTS_QUEUE
 from local.bootstrap import create_resources
 from local.moto import MotoServer, free_port
+from local.ses_mailbox import received
 from ops.client import Client
 
 pytestmark = pytest.mark.slow
@@ -58,39 +55,21 @@ FAST = {
 }
 
 
-class AuditBucket:
-    """What SES published, read where Firehose writes it (the events bucket), by a thread of its
-    own: the objects stay there whatever the platform's consumer does with their notifications."""
+class AuditSes:
+    """What the embedded SES accepted (moto's record of each message, local.ses_mailbox): the
+    server serves only this test, so every accepted message is one of its sends."""
 
-    def __init__(self, settings):
-        self.s3 = client(settings, "s3")
-        self.bucket = settings.bucket(SES_EVENTS_STREAM.bucket)
-        self.sends: list[dict] = []  # Send events' mail, in the order their objects were read
-        self._seen: set[str] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._drain, name="audit", daemon=True)
-        self._thread.start()
+    def __init__(self, moto_url: str):
+        self.url = moto_url
 
-    def _drain(self) -> None:
-        while not self._stop.is_set():
-            try:
-                pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                           Prefix=SES_EVENTS_STREAM.prefix)
-                keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
-                for key in sorted(k for k in keys if k not in self._seen):
-                    data = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-                    sends = [e["mail"] for e in map(json.loads, split_events(data)) if e["eventType"] == "Send"]
-                    with self._lock:
-                        self.sends += sends
-                        self._seen.add(key)
-            except Exception:  # the moto server is being stopped
-                pass
-            time.sleep(0.2)
+    @property
+    def sends(self) -> list[dict]:
+        """Each accepted mail's tags (as SES events carry them: lists) and recipient."""
+        return [{"tags": {k: [v] for k, v in m.email_tags.items()}, "destination": [m["To"]]}
+                for m in received(self.url)]
 
     def count(self) -> int:
-        with self._lock:
-            return len(self.sends)
+        return len(self.sends)
 
     def quiet(self, seconds: float = 2.0, timeout: float = 30.0) -> None:
         """Until nothing new arrived for ``seconds``."""
@@ -101,10 +80,6 @@ class AuditBucket:
                 last, since = self.count(), time.monotonic()
             elif time.monotonic() - since >= seconds:
                 return
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 class Platform:
@@ -181,12 +156,11 @@ def test_kill9_at_three_points_sends_each_recipient_once_and_the_state_converges
            "EMAILPLATFORM_LOCAL_API_KEY": API_KEY, "EMAILPLATFORM_LOG_LEVEL": "INFO"}
     env.pop("EMAILPLATFORM_PROMETHEUS", None)
     platform = Platform(env, tmp_path)
-    audit = None
     try:
         # GIVEN the resources `up` creates (idempotent) and the audit queue on the SES events topic
         settings = load_settings(aws_endpoint_url=moto.url, name_prefix=prefix, environment="local")
         create_resources(settings)
-        audit = AuditBucket(settings)
+        audit = AuditSes(moto.url)
         api = platform.start()
         tid = api.create_template("Kill9", "Hello {{ first_name }}", "<p>Hello {{ first_name }}</p>")
         emails = [f"person{i}@example.org" for i in range(RECIPIENTS)]
@@ -229,7 +203,7 @@ def test_kill9_at_three_points_sends_each_recipient_once_and_the_state_converges
               f"final {final['status']} {final['summary']}")
         assert final["status"] == "COMPLETED", final
         assert twice == {} and missing == [] and set(per_recipient) == set(emails)
-        # every message SES accepted (moto's own count, this server serves only this test) has its Send event
+        # moto's own count of what SES accepted agrees (this server serves only this test)
         stats = client(settings, "ses").get_send_statistics()["SendDataPoints"]
         assert sum(p["DeliveryAttempts"] for p in stats) == len(audit.sends) == len(mine)
         assert final["summary"]["refused_at_ingest"] == len(REFUSED)
@@ -248,6 +222,4 @@ def test_kill9_at_three_points_sends_each_recipient_once_and_the_state_converges
         assert summary["sent"] == len(mine), f"summary never counted every Send event: {summary}"
     finally:
         platform.stop()
-        if audit is not None:
-            audit.stop()
         moto.stop()

@@ -49,6 +49,10 @@ class FakeBlobs:
             self.content_types[(bucket, key)] = content_type
             self.tags[(bucket, key)] = dict(tags or {})
 
+    def delete(self, bucket: str, key: str) -> None:
+        self.objects.pop((bucket, key), None)
+        self.content_types.pop((bucket, key), None)
+
     def tag(self, bucket: str, key: str, tags: dict[str, str]) -> None:
         with self._lock:
             if (bucket, key) not in self.objects:  # S3 answers NoSuchKey (S3BlobStore lets it through)

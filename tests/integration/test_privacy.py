@@ -146,6 +146,8 @@ def find_everywhere(deps, settings, needles: set[str]) -> list[str]:
                 hits.append(f"{region} table {item['PK']['S']} {item['SK']['S']}")
         s3 = client(settings, "s3", region)
         for b in schema.BUCKETS:
+            if b.purpose == schema.SES_EVENTS_STREAM.bucket:
+                continue  # SES events in flight, like a queue's messages: deleted once recorded (no consumer runs here)
             bucket = settings.bucket(b.purpose, region)
             for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
                 for v in page.get("Versions", []):

@@ -7,7 +7,11 @@ from __future__ import annotations
 import json
 from urllib.parse import quote_plus
 
+import pytest
+from botocore.exceptions import ClientError
+
 from core import schema
+from core.domain.errors import NotFound
 from core.domain.statuses import MessageStatus
 from core.services.event_sources import split_events
 from handlers import ses_events
@@ -54,17 +58,41 @@ def test_every_event_of_a_firehose_object_is_recorded_with_one_write_per_message
         use(None)
 
 
-def test_an_object_that_cannot_be_read_is_retried_and_the_other_records_stand(deps, tenant):
+def test_a_recorded_object_is_deleted_and_its_notification_again_finds_nothing_to_do(deps, tenant):
+    """The events bucket holds only what is in flight (addresses included): an object goes once
+    every event in it is recorded; a second delivery of its notification is no failure."""
+    use(deps)
+    try:
+        _, batch, sent = sent_campaign(deps, n=1)
+        key = "events/2026/12/03/14/stream 2"
+        body = _delivered(deps, key, [_event("ses_send.json", sent[0])])
+
+        assert ses_events.handler(sqs_event([body]), LocalContext())["batchItemFailures"] == []
+        with pytest.raises(NotFound):
+            deps.blobs.size(deps.settings.bucket(schema.SES_EVENTS_STREAM.bucket), key)
+        assert ses_events.handler(sqs_event([body]), LocalContext())["batchItemFailures"] == []
+        assert deps.store.get_message(batch.batch_id, sent[0]["tags"]["message_id"]).status == MessageStatus.SENT
+    finally:
+        use(None)
+
+
+def test_an_object_that_cannot_be_read_is_kept_and_retried_and_the_other_records_stand(deps, tenant, monkeypatch):
     use(deps)
     try:
         _, batch, sent = sent_campaign(deps, n=2)
-        gone = _notification(deps.settings.bucket(schema.SES_EVENTS_STREAM.bucket), "events/never-written")
+        key = "events/2026/12/03/14/stream 3"
+        body = _delivered(deps, key, [_event("ses_send.json", sent[0])])
         test_event = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"})
 
-        resp = ses_events.handler(sqs_event([gone, test_event, ev("ses_send.json", sent[1])]), LocalContext())
+        def denied(bucket, k, max_bytes):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "kms key disabled"}}, "GetObject")
+
+        monkeypatch.setattr(deps.blobs, "read_bytes", denied)
+        resp = ses_events.handler(sqs_event([body, test_event, ev("ses_send.json", sent[1])]), LocalContext())
 
         assert resp["batchItemFailures"] == [{"itemIdentifier": "m0"}]  # S3's test event is no failure
         assert deps.store.get_message(batch.batch_id, sent[1]["tags"]["message_id"]).status == MessageStatus.SENT
+        assert deps.blobs.size(deps.settings.bucket(schema.SES_EVENTS_STREAM.bucket), key) > 0  # kept for the retry
     finally:
         use(None)
 
