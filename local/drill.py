@@ -43,6 +43,7 @@ from config.settings import Settings, load_settings
 from core.domain.models import parse_iso
 from core.observability import configure_logging
 from core.services.failover_doubt import NOT_RESENT_REASON
+from local import ses_mailbox
 from local.bootstrap import create_resources
 from local.moto import MotoServer, free_port
 from local.progress import Progress
@@ -258,10 +259,10 @@ def start_regions(*, grace: float, quorum: int = 2, lease_seconds: float = 5, ev
 def ses_accepted(moto_url: str, prefix: str) -> Counter[str]:
     """How often the embedded SES (every region) accepted a message to each address starting with
     ``prefix``: the SES side's count, including calls whose caller died before hearing back."""
-    with urllib.request.urlopen(f"{moto_url}/moto-api/data.json", timeout=60) as r:
+    with urllib.request.urlopen(f"{moto_url}{ses_mailbox.PATH}", timeout=60) as r:
         data = json.load(r)
     seen: Counter[str] = Counter()
-    for rec in (data.get("ses") or {}).get("Message", []):
+    for rec in data:
         for to in (rec.get("destinations") or {}).get("ToAddresses", []):
             if to.startswith(prefix):
                 seen[to] += 1

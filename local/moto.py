@@ -792,10 +792,14 @@ def serve(host: str, port: int) -> None:
     request headers with ``_`` in their name (S3 user metadata keys such as ``x-amz-meta-my_key``
     are lost) and capitalises answer header names (``x-amz-meta-plain`` comes back as
     ``X-Amz-Meta-Plain``, so boto3 shows the key ``Plain``)."""
+    import json
+
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from waitress import serve as waitress_serve
     from waitress.channel import HTTPChannel
     from waitress.parser import HTTPRequestParser
+
+    from local import ses_mailbox
 
     class Parser(HTTPRequestParser):
         """A request with no body gets no ``100 Continue``: waitress 3 sends one for ``Expect:
@@ -813,6 +817,10 @@ def serve(host: str, port: int) -> None:
     moto_app = DomainDispatcherApplication(create_backend_app)
 
     def app(environ: dict, start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == ses_mailbox.PATH:  # what the embedded SES accepted (local.ses_mailbox)
+            body = json.dumps(ses_mailbox.records()).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
         # werkzeug's server passes the path as it came (RAW_URI); without it moto reads the decoded
         # path and S3 decodes it again ("a%20b.csv" stored as "a b.csv", "what?.csv" as "what")
         environ.setdefault("RAW_URI", environ.get("REQUEST_URI", ""))

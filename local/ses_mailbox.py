@@ -4,8 +4,10 @@ moto keeps an SES v2 Simple message as subject and one body (it drops the text p
 headers) and a Raw message as its data. Inside the moto process ``keep`` (called by the patched
 SendEmail in ``local.moto``) gives moto's record the MIME message SES builds from Simple
 content (multipart/alternative of the text and HTML parts, the custom headers), or the raw data
-as sent, built when first read, with the request's tags and configuration set. moto serves its records at
-``/moto-api/data.json``; ``received`` reads them back in the test or platform process.
+as sent, built when first read, with the request's tags and configuration set. The moto server
+serves them at ``PATH`` (``records``: moto's own dashboard dump walks every model while other
+threads change them, and answered 500 under load); ``received`` reads them back in the test or
+platform process.
 """
 
 from __future__ import annotations
@@ -40,6 +42,27 @@ def simple_to_mime(request: dict[str, Any]) -> str:
     elif html is not None:
         msg.set_content(html, subtype="html")
     return msg.as_string(policy=policy.SMTP.clone(max_line_length=998))  # SES folds no URL into encoded words
+
+
+PATH = "/_emailplatform/ses-mailbox"
+
+
+def records() -> list[dict[str, Any]]:
+    """Every message the embedded SES accepted, every account and region (in the moto process)."""
+    from moto.ses.models import ses_backends
+
+    out = []
+    for account in list(ses_backends):
+        for region in list(ses_backends[account]):
+            for m in list(ses_backends[account][region].sent_messages):
+                try:
+                    mime = m.mime
+                except (AttributeError, ValueError):  # not sent by us, or not buildable
+                    continue
+                destinations = getattr(m, "destinations", None)
+                out.append({"id": getattr(m, "id", None), "mime": mime, "email_tags": getattr(m, "email_tags", {}),
+                            "destinations": destinations if isinstance(destinations, dict) else {}})
+    return out
 
 
 def keep(message: Any, request: dict[str, Any]) -> None:
@@ -79,15 +102,14 @@ def _mime(message: Any) -> str:
 def received(moto_url: str, **tags: str) -> list[EmailMessage]:
     """Every message the embedded SES at ``moto_url`` accepted whose tags include ``tags``,
     oldest first, parsed (``msg["X-Header"]``, ``msg.get_body(("plain",))``, attachments)."""
-    with urllib.request.urlopen(f"{moto_url}/moto-api/data.json", timeout=30) as r:
+    with urllib.request.urlopen(f"{moto_url}{PATH}", timeout=30) as r:
         data = json.load(r)
     out = []
-    for kind in ("Message", "RawMessage"):
-        for rec in (data.get("ses") or {}).get(kind, []):
-            if "mime" not in rec or any((rec.get("email_tags") or {}).get(k) != v for k, v in tags.items()):
-                continue
-            msg = message_from_string(rec["mime"].replace("\r\n", "\n"), policy=policy.default)
-            msg.ses_message_id = rec.get("id")  # type: ignore[attr-defined]
-            msg.email_tags = rec.get("email_tags") or {}  # type: ignore[attr-defined]
-            out.append(msg)
+    for rec in data:
+        if any((rec.get("email_tags") or {}).get(k) != v for k, v in tags.items()):
+            continue
+        msg = message_from_string(rec["mime"].replace("\r\n", "\n"), policy=policy.default)
+        msg.ses_message_id = rec.get("id")  # type: ignore[attr-defined]
+        msg.email_tags = rec.get("email_tags") or {}  # type: ignore[attr-defined]
+        out.append(msg)
     return out
