@@ -77,6 +77,13 @@ class MotoServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> MotoServer:
+        """Start our own server; refuse a port something already listens on (another stack's moto
+        answered our health check while ours died on the taken port, and the stack ran on its state)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise RuntimeError(f"port {self.port} is already in use (another moto server?): set "
+                                   "EMAILPLATFORM_MOTO_PORT to a free port, or EMAILPLATFORM_AWS_ENDPOINT_URL "
+                                   "to use the server there")
         env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "local.moto", "-H", "127.0.0.1", "-p", str(self.port)],

@@ -45,12 +45,12 @@ FENCING_COUNTER_KEY = {schema.PK: "PLATFORM", schema.SK: "EPOCH"}
 # A fenced bulk put checks the fencing counter once per this many create-only puts (see _fenced_puts).
 FENCED_PUTS_PER_CHECK = 25
 # PartiQL BatchExecuteStatement (AWS API reference): at most 25 statements a call, each statement's
-# text at most 8,192 characters (the values travel apart, as Parameters). An item whose INSERT
-# would be longer (very many attribute names) is put alone, conditionally.
-INSERTS_PER_CALL = 25
+# text at most 8,192 characters (the values travel apart, as Parameters). An INSERT or UPDATE
+# that would be longer (very many attribute names) is written alone, conditionally.
+STATEMENTS_PER_CALL = 25
 MAX_STATEMENT_LENGTH = 8192
 # BatchStatementError codes a retry may cure; any other code fails the bulk put (DuplicateItem is
-# no error here: the item exists and is kept).
+# no error there: the item exists and is kept) or that one update.
 RETRIED_STATEMENT_ERRORS = {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded",
                             "InternalServerError", "TransactionConflict"}
 STATEMENT_ATTEMPTS = 8
@@ -400,8 +400,8 @@ class DynamoTable:
                 out[i] = self._update_one(g)
             else:
                 statements.append((i, statement))
-        for start in range(0, len(statements), INSERTS_PER_CALL):
-            self._execute_updates(statements[start:start + INSERTS_PER_CALL], out)
+        for start in range(0, len(statements), STATEMENTS_PER_CALL):
+            self._execute_updates(statements[start:start + STATEMENTS_PER_CALL], out)
         return out
 
     def _update_one(self, g: Guarded) -> dict[str, Any] | None | Exception:
@@ -576,8 +576,8 @@ class DynamoTable:
                 calls += 1
             else:
                 statements.append(statement)
-        for i in range(0, len(statements), INSERTS_PER_CALL):
-            calls += self._execute_inserts(statements[i:i + INSERTS_PER_CALL])
+        for i in range(0, len(statements), STATEMENTS_PER_CALL):
+            calls += self._execute_inserts(statements[i:i + STATEMENTS_PER_CALL])
         return calls
 
     def _insert(self, item: dict[str, Any]) -> dict[str, Any] | None:

@@ -217,7 +217,7 @@ def cancel_unsent(tx: Transaction, batch: Batch, *, store: CampaignStore, clock:
         counts.add(tx.transaction_id, {k: v * done for k, v in delta.items()})
         counts.flush()
         cancelled_at.update({mid: iso(now) for mid, ok in zip(sendable, moved, strict=True) if ok})
-    if cancelled_at:
+    if cancelled_at and tx.message_events:  # only a campaign that opted in gets message events
         events = MessageEventBuffer(store, clock, ref_prefix=f"cancel-{batch.batch_id}-")
         for mid in sorted(cancelled_at):
             events.add(tx.tenant_id, message_event(

@@ -4,12 +4,14 @@ writes that two concurrent callers cannot both win."""
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import pytest
 from botocore.exceptions import ClientError
 
 from core.adapters.aws import client
+from local.moto import MotoServer
 
 
 @pytest.fixture
@@ -190,3 +192,15 @@ def test_a_query_reads_its_partition_not_the_whole_table(table):
         large = work(3_000)
     assert small[0] == large[0] == 5
     assert large[1] <= small[1] + 5, (small, large)
+
+
+def test_a_moto_server_refuses_a_port_something_already_listens_on():
+    """Another stack's moto on the port answered our health check while ours died on it, and the
+    stack ran on that other server's state: starting on a taken port is now an error that says so."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = MotoServer(taken.getsockname()[1])
+        with pytest.raises(RuntimeError, match="already in use"):
+            server.start()
+        assert server.proc is None  # nothing was started

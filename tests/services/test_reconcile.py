@@ -177,6 +177,8 @@ def test_a_cancelled_campaign_settles_its_unsent_messages_and_counts_exactly(sto
     tx = store.get_transaction("tx_1")
     assert tx.recounted and tx.live_summary().cancelled == 5 and list(store.active_transactions()) == []
     assert queue.sent == []
+    # it did not opt in to message events: no CANCELLED events are written or delivered for it
+    assert not tx.message_events and store.message_event_batches("tx_1", 100, None)[0] == []
 
 
 def test_a_recount_taken_before_late_events_is_taken_again_never_counted_twice(store, queue, clock, settings):
