@@ -32,9 +32,9 @@ class Settings(BaseSettings):
     region: str = "eu-west-1"
     dr_region: str = "eu-central-1"
     aws_endpoint_url: str | None = None  # moto server in the embedded stack; None on AWS
-    # ≤ 25 characters: "<prefix>-templates-<account id>-ap-southeast-1" must fit S3's 63
+    # ≤ 24 characters: "<prefix>-ses-events-<account id>-ap-southeast-1" must fit S3's 63
     # (infra/components/storage.py bucket_name_problems says the same at preview)
-    name_prefix: str = Field("emailplatform", pattern=r"^[a-z][a-z0-9-]{2,24}$")
+    name_prefix: str = Field("emailplatform", pattern=r"^[a-z][a-z0-9-]{2,23}$")
     account_id: str | None = Field(None, pattern=r"^[0-9]{12}$")  # set on AWS: bucket names are global
     # this region's KMS key and the other region's, for the secrets the runtime creates (tenants'
     # webhook secrets: CreateSecret with KmsKeyId and a replica in dr_region under the peer key)
@@ -176,7 +176,7 @@ class Settings(BaseSettings):
     @classmethod
     def _configuration_set_from_prefix(cls, data: Any) -> Any:
         """Infra names the SES configuration set after the prefix (its event destination feeds
-        that prefix's topic), so unset means the prefix: stacks sharing one SES never cross."""
+        that prefix's Firehose stream), so unset means the prefix: stacks sharing one SES never cross."""
         if isinstance(data, dict) and not data.get("ses_configuration_set"):
             prefix = data.get("name_prefix") or cls.model_fields["name_prefix"].default
             data = {**data, "ses_configuration_set": prefix}
@@ -262,9 +262,6 @@ class Settings(BaseSettings):
         return f"{self.name_prefix}-{purpose}-{region or self.region}"
 
     def queue(self, purpose: str) -> str:
-        return f"{self.name_prefix}-{purpose}"
-
-    def topic(self, purpose: str) -> str:
         return f"{self.name_prefix}-{purpose}"
 
 

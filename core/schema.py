@@ -7,7 +7,7 @@ program (``infra/``) builds exactly these on AWS, so the two cannot drift. Names
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # --- DynamoDB: one table, keys as the owner gave them --------------------------------------
 
@@ -419,6 +419,8 @@ class EventStream:
     bucket: str
     queue: str
     prefix: str = "events/"
+    # where Firehose puts what it could not deliver as asked (outside ``prefix``: not notified)
+    error_prefix: str = "errors/"
     buffer_seconds: int = 60  # how late an event can be, at most, before its object lands
     buffer_mb: int = 5
 
@@ -428,7 +430,7 @@ class EventStream:
 
 SES_EVENTS_STREAM = EventStream("ses-events", bucket="ses-events", queue="ses-events")
 
-# --- SQS and SNS -----------------------------------------------------------------------
+# --- SQS -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -467,7 +469,7 @@ SEND_QUEUE = Queue(
     batch_size=1,
 )
 # A standard queue's mapping takes more than 10 records only with a batching window (AWS's rule).
-EVENTS_QUEUE = Queue("ses-events", "SES notifications delivered by the SNS topic", visibility_timeout=60,
+EVENTS_QUEUE = Queue("ses-events", "S3 notifications of the SES events objects Firehose writes", visibility_timeout=60,
                      batch_size=100, batching_window=2)
 QUEUES: tuple[Queue, ...] = (SEND_QUEUE, EVENTS_QUEUE)
 # The Send-evidence window must outlast the longest an SES Send event can stay out of sight while
@@ -480,16 +482,6 @@ QUEUES: tuple[Queue, ...] = (SEND_QUEUE, EVENTS_QUEUE)
 SEND_EVIDENCE_WINDOW_FLOOR = (EVENTS_QUEUE.max_receive_count * EVENTS_QUEUE.longest_hold_seconds
                               + SES_EVENTS_STREAM.buffer_seconds + 10)
 
-
-@dataclass(frozen=True)
-class Topic:
-    purpose: str
-    why: str
-    subscribers: tuple[str, ...] = field(default_factory=tuple)  # queue purposes
-
-
-SES_EVENTS_TOPIC = Topic("ses-events", "SES configuration-set event destination", ("ses-events",))
-TOPICS: tuple[Topic, ...] = (SES_EVENTS_TOPIC,)
 
 # SES event types the configuration set publishes. SEND is required: it is the evidence that
 # resolves a crash between the SES call and the send log (see core.services.sending).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 # resource kinds: table, table_stream, bucket:<purpose> (its objects), bucketarn:<purpose> (the bucket),
 # peer_table, peer_bucket:<purpose>, peer_bucketarn:<purpose> (the other region's, for erasures),
-# queue:<purpose>, topic:<purpose>, secret, ses (identity/* of the region: tenants' own sender domains),
+# queue:<purpose>, dlq:<purpose>, secret, ses (identity/* of the region: tenants' own sender domains),
 # ses_configuration_set, key (this region's), peer_key (the other region's replica of it),
 # unsubscribe_secret, webhook_secrets (the runtime-created namespace), search (the OpenSearch domain),
 # peer_search (the other region's domain, for erasures)

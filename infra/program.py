@@ -20,6 +20,7 @@ from infra.components.compute import Functions, FunctionsArgs
 from infra.components.controller import ControllerArgs, ControllerService
 from infra.components.data import DataStore, DataStoreArgs
 from infra.components.edge import Api, ApiArgs, FailoverDns, FailoverDnsArgs
+from infra.components.events import SesEventStream, SesEventStreamArgs
 from infra.components.messaging import Messaging, MessagingArgs
 from infra.components.operations import (
     Monitoring,
@@ -209,6 +210,10 @@ def regional(name: str, cfg: StackConfig, region: str, prov: Any, key_arn: Any, 
                                                      account_id))
     messaging = Messaging(f"{name}-messaging", MessagingArgs(cfg.prefix, key_arn, cfg.prefix, cfg.ses_domain, prov,
                                                              region, cfg.hosted_zone_id, dns_provider))
+    spec = schema.SES_EVENTS_STREAM  # SES → Firehose → the events bucket → the events queue
+    events = SesEventStream(f"{name}-ses-events", SesEventStreamArgs(
+        cfg.prefix, region, account_id, key_arn, buckets.buckets[spec.bucket], messaging.queues[spec.queue],
+        messaging.configuration_set, prov, spec, queue_policy_was=f"{name}-messaging-{spec.queue}-from-ses-events"))
     search = Search(f"{name}-search", SearchArgs(cfg.prefix, key_arn, prov, account_id))
     table_arn = table.table.arn if active else table.table.arn.apply(lambda a: a.replace(cfg.primary_region, region))
     stream_arn = table_arn
@@ -236,8 +241,7 @@ def regional(name: str, cfg: StackConfig, region: str, prov: Any, key_arn: Any, 
                 lambda acct, p=p: f"arn:aws:s3:::{bucket_name(cfg.prefix, p.purpose, acct, peer_region)}")
                for p in schema.BUCKETS},
             **{f"queue:{p}": q.arn for p, q in messaging.queues.items()},
-            **{f"dlq:{p}": q.arn for p, q in messaging.dlqs.items()},
-            **{f"topic:{p}": t.arn for p, t in messaging.topics.items()}}
+            **{f"dlq:{p}": q.arn for p, q in messaging.dlqs.items()}}
     env: dict[str, pulumi.Input[str]] = {
         "EMAILPLATFORM_ENVIRONMENT": cfg.environment, "EMAILPLATFORM_REGION": region,
         "EMAILPLATFORM_DR_REGION": cfg.dr_region if active else cfg.primary_region,
@@ -282,11 +286,12 @@ def regional(name: str, cfg: StackConfig, region: str, prov: Any, key_arn: Any, 
     monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
         cfg.prefix, region, table.table.name, {p: d.name for p, d in messaging.dlqs.items()}, api.rest.name,
         cfg.prefix, peer, 0.04, 0.0008, prov, queue_names={p: q.name for p, q in messaging.queues.items()},
+        delivery_streams={spec.purpose: events.stream.name},
         alarm_email=cfg.alarm_email, metrics_namespace=metrics_namespace(cfg.prefix),
         ses_max_send_rate=cfg.ses_max_send_rate, active=active))
     return {"name": name, "region": region, "provider": prov, "env": env, "arns": arns, "active": active,
-            "buckets": buckets, "messaging": messaging, "functions": functions, "api": api, "search": search,
-            "monitoring": monitoring}
+            "buckets": buckets, "messaging": messaging, "events": events, "functions": functions, "api": api,
+            "search": search, "monitoring": monitoring}
 
 
 HEALTH_SUFFIX = "/api/v1/health"  # what runbooks/regions.py appends to a region's API base URL

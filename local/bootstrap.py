@@ -40,7 +40,6 @@ def create_resources(settings: Settings, region: str | None = None, rates: Rates
     ddb = _admin_client(settings, "dynamodb", region)
     s3 = _admin_client(settings, "s3", region)
     sqs = _admin_client(settings, "sqs", region)
-    sns = _admin_client(settings, "sns", region)
     ses = _admin_client(settings, "sesv2", region)
     t = schema.MAIN_TABLE
     try:
@@ -88,14 +87,6 @@ def create_resources(settings: Settings, region: str | None = None, rates: Rates
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": q.max_receive_count}),
         })["QueueUrl"]
         arns[q.purpose] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    topics = {}
-    for tp in schema.TOPICS:
-        arn = sns.create_topic(Name=settings.topic(tp.purpose))["TopicArn"]
-        topics[tp.purpose] = arn
-        existing = {s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=arn)["Subscriptions"]}
-        for sub in tp.subscribers:
-            if arns[sub] not in existing:
-                sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=arns[sub])
     domain = settings.default_from.split("@")[-1]
     try:
         ses.create_email_identity(EmailIdentity=domain)
@@ -109,7 +100,7 @@ def create_resources(settings: Settings, region: str | None = None, rates: Rates
             raise
     stream_arn = _event_stream(settings, region, arns)
     _event_destination(settings, region, stream_arn, rates or Rates())
-    return {"topics": topics, "queues": arns, "streams": {schema.SES_EVENTS_STREAM.purpose: stream_arn}}
+    return {"queues": arns, "streams": {schema.SES_EVENTS_STREAM.purpose: stream_arn}}
 
 
 def _event_stream(settings: Settings, region: str, queues: dict[str, str]) -> str:
@@ -126,6 +117,7 @@ def _event_stream(settings: Settings, region: str, queues: dict[str, str]) -> st
             ExtendedS3DestinationConfiguration={
                 "RoleARN": f"arn:aws:iam::{EMBEDDED_ACCOUNT}:role/{name}-firehose",
                 "BucketARN": f"arn:aws:s3:::{bucket}", "Prefix": stream.prefix,
+                "ErrorOutputPrefix": stream.error_prefix, "CompressionFormat": "UNCOMPRESSED",
                 "BufferingHints": {"IntervalInSeconds": stream.buffer_seconds, "SizeInMBs": stream.buffer_mb}})
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceInUseException":

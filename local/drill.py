@@ -8,7 +8,7 @@ platform to DR, DR finishes the campaign, and the drill prints RPO, RTO, message
 messages lost. Then the primary's compute comes back and `runbooks/failback.py` moves back.
 
 What stays up when the primary's compute dies: the AWS-managed parts (SES event publishing to
-SNS/SQS and the events Lambda, global-table and S3 replication).
+Firehose, S3, SQS and the events Lambda, global-table and S3 replication).
 
 The chunks in flight at the kill are in doubt. The embedded event pipeline runs well behind the
 sends (one moto process on two cores), often more than the evidence window, so DR only resolves

@@ -34,8 +34,8 @@ cannot. For the same reason each SQS queue's sends, receives and deletes take tu
 
 And it publishes SES events, which moto does not: SES v2 SendEmail with a configuration set
 whose event destination (SES v1 ``CreateConfigurationSetEventDestination``, what
-local/bootstrap.py creates like infra does on AWS) names an SNS topic gets the Send event on that
-topic before the call returns, the later events (Delivery, Bounce, …) shortly after
+local/bootstrap.py creates like infra does on AWS) names a Firehose stream (or an SNS topic) gets
+the Send event put there before the call returns, the later events (Delivery, Bounce, …) shortly after
 (``local.ses_simulator.SesEventPublisher``). The answer carries the ``x-emailplatform-ses-events``
 header, so the embedded stack knows its SES endpoint publishes. Every accepted message is kept whole
 (the MIME message SES would deliver, ``local.ses_mailbox``): moto itself keeps one body only.
@@ -115,9 +115,13 @@ class MotoServer:
                 self.proc.wait()
 
 
+FIREHOSE_USAGE_PATH = "/_emailplatform/firehose-usage"  # GET: records and billed bytes put to Firehose
 STREAM_RECORDS = 200_000
 STREAM_ITERATORS = 10_000
 SNS_NOTIFICATIONS = 1_000
+
+
+FIREHOSE: list[Any] = []  # the embedded Firehose (local.ses_simulator.FirehoseBuffer) once patched
 
 
 def patch_ses_events() -> None:
@@ -146,6 +150,7 @@ def patch_ses_events() -> None:
                                                             [{"Data": r} for r in records])
 
     firehose = FirehoseBuffer(deliver, float(os.environ.get("EMAILPLATFORM_FIREHOSE_BUFFER_SECONDS", "0.5")))
+    FIREHOSE.append(firehose)
 
     def publish(target_arn: str, message: str) -> None:
         _, _, service, region, account, _ = target_arn.split(":", 5)
@@ -824,8 +829,11 @@ def serve(host: str, port: int) -> None:
     moto_app = DomainDispatcherApplication(create_backend_app)
 
     def app(environ: dict, start_response: Any) -> Any:
-        if environ.get("PATH_INFO") == ses_mailbox.PATH:  # what the embedded SES accepted (local.ses_mailbox)
-            body = json.dumps(ses_mailbox.records()).encode()
+        path = environ.get("PATH_INFO")
+        if path in (ses_mailbox.PATH, FIREHOSE_USAGE_PATH):
+            # what the embedded SES accepted (local.ses_mailbox); what its Firehose ingested (bench.cost)
+            body = json.dumps(ses_mailbox.records() if path == ses_mailbox.PATH
+                              else FIREHOSE[0].usage() if FIREHOSE else {}).encode()
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
         # werkzeug's server passes the path as it came (RAW_URI); without it moto reads the decoded

@@ -2,9 +2,9 @@
 
 Event publishing runs where SES runs: inside the moto server process (``local.moto`` wires
 ``SesEventPublisher`` into moto's SendEmail). Like a configuration set's event destination on
-AWS, every message SES accepted gets real-format notifications (the shapes in tests/events/) on
-the destination's SNS topic: the Send event before SendEmail returns, so it survives a crash of
-the caller (it is the evidence ``core.services.sending`` relies on), the later events
+AWS, every message SES accepted gets real-format events (the shapes in tests/events/) put to the
+destination's Firehose stream (or SNS topic): the Send event before SendEmail returns, so it
+survives a crash of the caller (it is the evidence ``core.services.sending`` relies on), the later events
 (Delivery, Bounce, Complaint, Open, Click) after small delays from a worker thread. Which ones
 follow the SES mailbox simulator addresses and, for other addresses, the rates carried in the
 event destination's name (``event_destination_name``; local/bootstrap.py creates it).
@@ -44,7 +44,7 @@ class Rates:
 # An event destination's name carries the rates of the stack that created it, in 1/10,000
 # (AWS allows 64 letters, digits, '_' and '-'). The name also carries a digest of the
 # configuration set, because moto wants destination names unique per SES region, not per
-# configuration set as AWS does. A name without rates (infra's "to-sns") means ``Rates()``.
+# configuration set as AWS does. A name without rates (infra's "to-firehose") means ``Rates()``.
 _RATES_IN_NAME = re.compile(r"-d(\d{4})-o(\d{4})-c(\d{4})-x(\d{4})$")
 
 
@@ -52,7 +52,7 @@ def event_destination_name(configuration_set: str, rates: Rates) -> str:
     digest = hashlib.sha256(configuration_set.encode()).hexdigest()[:8]
     d, o, c, x = (min(9999, max(0, round(v * 10_000)))
                   for v in (rates.delivery, rates.open, rates.click, rates.complaint))
-    return f"to-sns-{digest}-d{d:04d}-o{o:04d}-c{c:04d}-x{x:04d}"
+    return f"to-firehose-{digest}-d{d:04d}-o{o:04d}-c{c:04d}-x{x:04d}"
 
 
 def rates_of(destination_name: str) -> Rates:
@@ -263,14 +263,25 @@ class FirehoseBuffer:
     stream's bucket; S3 then notifies the events queue). AWS buffers up to 60 s or 5 MB here
     (core/schema.py SES_EVENTS_STREAM); the embedded stack keeps its statuses quick with less."""
 
+    BILLED_STEP = 5 * 1024  # Firehose bills Direct PUT ingestion per record rounded up to 5 KB
+
     def __init__(self, deliver: Callable[[str, list[bytes]], Any], interval: float):
         self._deliver, self.interval = deliver, interval
         self._records: dict[str, list[bytes]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._usage = {"records": 0, "bytes": 0, "billed_bytes": 0}
+
+    def usage(self) -> dict[str, int]:
+        """What was put so far, as Firehose bills it (``bench.cost`` prices it)."""
+        with self._lock:
+            return dict(self._usage)
 
     def put(self, stream_arn: str, record: bytes) -> None:
         with self._lock:
+            self._usage["records"] += 1
+            self._usage["bytes"] += len(record)
+            self._usage["billed_bytes"] += -(-len(record) // self.BILLED_STEP) * self.BILLED_STEP
             self._records.setdefault(stream_arn, []).append(record)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="firehose", daemon=True)

@@ -1,6 +1,6 @@
 """SES event notifications → message status, suppression, analytics.
 
-SES publishes through SNS to SQS; events arrive late, twice and out of order. The status moves
+SES publishes through Firehose and S3 to SQS; events arrive late, twice and out of order. The status moves
 only by precedence (``core.domain.statuses``) and a message keeps the first event of each kind
 with its time (``core.domain.tracking``): a replay changes nothing, so it costs no write. Every
 event goes to the analytics index, keyed by a content-derived id.
@@ -45,7 +45,7 @@ class SesMail(BaseModel):
 
 
 class SesEvent(BaseModel):
-    """The SES event-publishing record (configuration set → SNS)."""
+    """The SES event-publishing record (configuration set → Firehose, or SNS)."""
 
     model_config = ConfigDict(extra="allow")
     eventType: str

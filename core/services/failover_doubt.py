@@ -2,7 +2,7 @@
 
 The send-evidence policy (core/services/sending.py) resolves an in-doubt chunk once its region's
 event pipeline is past the chunk, *or* has recorded nothing for a window. After a failover the
-second is not evidence: the old region's pipeline (SES → SNS → SQS → its events Lambda, all in the
+second is not evidence: the old region's pipeline (SES → Firehose → S3 → SQS → its events Lambda, all in the
 old region) may be dead, so its silence says nothing about what SES accepted there. Re-sending
 then risks a duplicate, which this platform never trades for delivery.
 

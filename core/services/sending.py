@@ -29,7 +29,9 @@ Crash policy (the dangerous point is between the SES call and recording it):
   * A template that cannot be loaded for good (deleted, access denied) fails the campaign.
   * The batch is SENT when every chunk is DONE; until then the controller re-dispatches it.
 This keeps the hot path to two small writes per chunk instead of two per message. A stalled
-(not lagging) event pipeline looks quiet; its queue-age alarm is the guard for that case.
+(not lagging) event pipeline looks quiet; its alarms are the guard for that case: the events
+queue's age, and before the queue the Firehose stream's freshness (a stalled stream leaves the
+queue empty).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Queues (+ DLQs), the SES events topic and the SES configuration set, from core/schema.py; the SES
-identity with its DKIM and custom MAIL FROM records when the hosted zone is ours (an identity
-verifies only once its DKIM records are published; each region's SES has its own tokens)."""
+"""Queues (+ DLQs) and the SES configuration set, from core/schema.py; the SES identity with its
+DKIM and custom MAIL FROM records when the hosted zone is ours (an identity verifies only once its
+DKIM records are published; each region's SES has its own tokens). The configuration set's event
+destination and the way its events reach the events queue are infra/components/events.py."""
 
 from __future__ import annotations
 
@@ -43,42 +44,12 @@ class Messaging(pulumi.ComponentResource):
                 redrive_policy=dlq.arn.apply(lambda arn, q=q: json.dumps({"deadLetterTargetArn": arn,
                                                                          "maxReceiveCount": q.max_receive_count})),
                 opts=child(self, args.provider))
-        self.topics: dict[str, aws.sns.Topic] = {}
-        for t in schema.TOPICS:
-            topic = aws.sns.Topic(f"{name}-{t.purpose}", name=f"{args.prefix}-{t.purpose}", kms_master_key_id=args.key_arn,
-                                  opts=child(self, args.provider))
-            self.topics[t.purpose] = topic
-            # SES (the configuration set's event destination) publishes to the topic
-            aws.sns.TopicPolicy(f"{name}-{t.purpose}-from-ses", arn=topic.arn, policy=pulumi.Output.all(
-                topic.arn, aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=args.provider))
-                .account_id).apply(lambda a: json.dumps({"Version": "2012-10-17", "Statement": [{
-                    "Sid": "SesPublishesEvents", "Effect": "Allow", "Principal": {"Service": "ses.amazonaws.com"},
-                    "Action": "sns:Publish", "Resource": a[0],
-                    "Condition": {"StringEquals": {"aws:SourceAccount": a[1]}}}]})),
-                opts=child(topic, args.provider))
-            for sub in t.subscribers:
-                queue = self.queues[sub]
-                aws.sqs.QueuePolicy(f"{name}-{sub}-from-{t.purpose}", queue_url=queue.id,
-                                    policy=pulumi.Output.all(queue.arn, topic.arn).apply(lambda a: json.dumps({
-                                        "Version": "2012-10-17", "Statement": [{
-                                            "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"},
-                                            "Action": "sqs:SendMessage", "Resource": a[0],
-                                            "Condition": {"ArnEquals": {"aws:SourceArn": a[1]}}}]})),
-                                    opts=child(queue, args.provider))
-                aws.sns.TopicSubscription(f"{name}-{t.purpose}-to-{sub}", topic=topic.arn, protocol="sqs",
-                                          endpoint=queue.arn, opts=child(topic, args.provider))
         self.configuration_set = aws.sesv2.ConfigurationSet(
             f"{name}-config-set", configuration_set_name=args.configuration_set,
             reputation_options={"reputation_metrics_enabled": True},
             sending_options={"sending_enabled": True},
             suppression_options={"suppressed_reasons": ["BOUNCE", "COMPLAINT"]},
             opts=child(self, args.provider))
-        aws.sesv2.ConfigurationSetEventDestination(
-            f"{name}-ses-events", configuration_set_name=self.configuration_set.configuration_set_name,
-            event_destination_name="to-sns",
-            event_destination={"enabled": True, "matching_event_types": list(schema.SES_EVENT_TYPES),
-                               "sns_destination": {"topic_arn": self.topics["ses-events"].arn}},
-            opts=child(self.configuration_set, args.provider))
         self.identity = aws.sesv2.EmailIdentity(f"{name}-identity", email_identity=args.domain,
                                                 configuration_set_name=self.configuration_set.configuration_set_name,
                                                 dkim_signing_attributes={"next_signing_key_length": "RSA_2048_BIT"},
@@ -101,5 +72,4 @@ class Messaging(pulumi.ComponentResource):
                                records=[f"10 feedback-smtp.{args.region}.amazonses.com"], opts=dns)
             aws.route53.Record(f"{name}-mail-from-spf", zone_id=args.zone_id, type="TXT", ttl=300,
                                name=self.mail_from_domain, records=["v=spf1 include:amazonses.com ~all"], opts=dns)
-        self.register_outputs({"send_queue": self.queues["send"].arn, "events_queue": self.queues["ses-events"].arn,
-                               "topic": self.topics["ses-events"].arn})
+        self.register_outputs({"send_queue": self.queues["send"].arn, "events_queue": self.queues["ses-events"].arn})

@@ -105,6 +105,12 @@ class AlarmSpec:
 # A controller completes a lease call every lease_seconds/3 (5 s by default), a standby's takeover
 # poll every second: a heartbeat this old means its lease calls fail or it is hung.
 HEARTBEAT_STALE_SECONDS = 60
+# The oldest record in a Firehose stream that buffers 60 s (core/schema.py SES_EVENTS_STREAM) is
+# this old only while delivery to S3 fails. Firehose keeps retrying, but meanwhile SES events stop
+# reaching the queue, and a pipeline that records nothing looks quiet to the send-evidence rule
+# (core/services/sending.py), whose window is 900 s by default: the alarm fires within it (two
+# 5-minute periods above the threshold: 10-15 minutes into a stall).
+FIREHOSE_STALE_SECONDS = 300
 
 
 @dataclass
@@ -120,6 +126,7 @@ class MonitoringArgs:
     complaint_alarm: float
     provider: Any
     queue_names: dict[str, pulumi.Input[str]] = field(default_factory=dict)  # work queues by purpose
+    delivery_streams: dict[str, pulumi.Input[str]] = field(default_factory=dict)  # Firehose streams by purpose
     alarm_email: str | None = None  # who hears the alarms (an email subscription to the topic)
     metrics_namespace: str = "EmailPlatform/emailplatform"  # core/observability.emf_namespace(prefix)
     ses_max_send_rate: float = 14.0
@@ -253,6 +260,17 @@ def alarm_specs(a: MonitoringArgs) -> list[AlarmSpec]:
                                f"The oldest message in the {purpose} queue is over 5 minutes old", 300,
                                "GreaterThanThreshold", "notBreaching", 300, 1,
                                metric=("AWS/SQS", "ApproximateAgeOfOldestMessage", "Maximum", {"QueueName": queue})))
+    # A stalled Firehose stream leaves the events queue empty: the queue-age and pipeline-lag alarms
+    # stay quiet (they need queued events), so the stream's own freshness is watched.
+    for purpose, stream in sorted(a.delivery_streams.items()):
+        specs.append(AlarmSpec(f"firehose-freshness-{purpose}", None, "runbooks/stuck_campaign.md",
+                               f"The {purpose} Firehose stream has held an event for over {FIREHOSE_STALE_SECONDS} s, "
+                               "for 10 minutes: delivery to S3 fails (the stream's role, the bucket or the key; "
+                               "its CloudWatch log group says which), so SES events, statuses and in-doubt chunks "
+                               "wait, and the send-evidence rule takes the silence for a quiet pipeline",
+                               FIREHOSE_STALE_SECONDS, "GreaterThanThreshold", "notBreaching", 300, 2,
+                               metric=("AWS/Firehose", "DeliveryToS3.DataFreshness", "Maximum",
+                                       {"DeliveryStreamName": stream})))
     return specs
 
 

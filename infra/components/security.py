@@ -4,9 +4,14 @@ A customer managed key is usable only by principals its key policy allows, and a
 policy of its own. Each key therefore gets an explicit policy (``key_policy``): the account root as
 administrator (so IAM policies can grant use) plus one statement per AWS service that writes data
 encrypted with it in that region: CloudWatch Logs (scoped to this account's log groups by the
-``kms:EncryptionContext:aws:logs:arn`` condition), SES publishing to the encrypted events topic, SNS
-delivering to encrypted queues, S3 replication re-encrypting into the bucket, and Secrets Manager.
-Missing grants fail at create time (log groups) or silently drop data (SNS, SQS).
+``kms:EncryptionContext:aws:logs:arn`` condition), S3 sending event notifications to the encrypted
+SES events queue, S3 replication re-encrypting into the bucket, and Secrets Manager. Missing grants
+fail at create time (log groups) or silently drop data (S3 notifications to SQS).
+
+Firehose needs no statement of its own: its role writes the SES events objects with the key through
+IAM (the account-root statement delegates to it), and the stream's own encryption at rest uses a
+grant Firehose creates with the deployer's permissions. SES puts records to the stream through the
+role it is given and never touches the key.
 """
 
 from __future__ import annotations
@@ -37,9 +42,8 @@ def key_policy(account_id: str, region: str, replication_role_arns: list[str]) -
          "Principal": {"Service": f"logs.{region}.amazonaws.com"}, "Action": ENCRYPT_DECRYPT, "Resource": "*",
          "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
                                    f"arn:aws:logs:{region}:{account_id}:log-group:*"}}},
-        {"Sid": "SesPublishesToEncryptedTopic", "Effect": "Allow", "Principal": {"Service": "ses.amazonaws.com"},
-         "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*", "Condition": same_account},
-        {"Sid": "SnsDeliversToEncryptedQueues", "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"},
+        # S3 event notifications (the SES events bucket's ObjectCreated) to the encrypted events queue
+        {"Sid": "S3NotifiesEncryptedQueues", "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"},
          "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*", "Condition": same_account},
         {"Sid": "S3ReplicationReEncrypts", "Effect": "Allow", "Principal": {"AWS": root},
          "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"], "Resource": "*",

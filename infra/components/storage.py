@@ -1,6 +1,8 @@
-"""S3 buckets from core/schema.py in one region: versioned, SSE-KMS, private, TLS-only,
-lifecycle, CORS for presigned uploads; each region's buckets replicate to the other's with RTC
-(both directions, so after a failover what DR wrote flows back to the primary)."""
+"""S3 buckets from core/schema.py in one region: SSE-KMS, private, TLS-only, lifecycle, CORS for
+presigned uploads; each region's replicated buckets (``schema.REPLICATED_BUCKETS``) are versioned
+and replicate to the other's with RTC (both directions, so after a failover what DR wrote flows
+back to the primary). A bucket that is not replicated (the SES events objects, in flight for
+minutes) keeps no versions: a delete removes the object."""
 
 from __future__ import annotations
 
@@ -76,8 +78,10 @@ class Buckets(pulumi.ComponentResource):
             b = aws.s3.Bucket(f"{name}-{spec.purpose}", bucket=bname, force_destroy=False,
                               opts=child(self, args.provider, protect=True))
             o = child(b, args.provider)
-            self.versioning[spec.purpose] = aws.s3.BucketVersioning(
-                f"{name}-{spec.purpose}-versioning", bucket=b.id, versioning_configuration={"status": "Enabled"}, opts=o)
+            if spec.replicated:  # replication needs versioning on both buckets
+                self.versioning[spec.purpose] = aws.s3.BucketVersioning(
+                    f"{name}-{spec.purpose}-versioning", bucket=b.id, versioning_configuration={"status": "Enabled"},
+                    opts=o)
             aws.s3.BucketServerSideEncryptionConfiguration(
                 f"{name}-{spec.purpose}-sse", bucket=b.id,
                 rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms",

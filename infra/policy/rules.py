@@ -14,6 +14,7 @@ runs on its own.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -109,16 +110,22 @@ def _by(resources: Iterable[Resource], prop: str) -> dict[Any, Resource]:
     return {r.props.get(prop): r for r in resources if r.props.get(prop) is not None}
 
 
+def _arn_like(arn: Any, patterns: Iterable[str]) -> bool:
+    """Whether ``arn`` matches one of ``patterns`` as ArnLike does (``*`` and ``?``; ArnEquals and
+    StringEquals values without wildcards match themselves only)."""
+    return arn is not None and any(fnmatch.fnmatchcase(str(arn), p) for p in patterns)
+
+
+def _allows(stmt: Mapping[str, Any], service: str, actions: list[str]) -> bool:
+    return stmt.get("Effect") == "Allow" and service in _principals(stmt, "Service") and _actions_cover(stmt, actions)
+
+
 def producers(resources: list[Resource]) -> dict[str, set[str]]:
     """Destination ARN → the AWS service principals that write to it."""
     out: dict[str, set[str]] = {}
-    for d in of(resources, "aws:sesv2/configurationSetEventDestination:ConfigurationSetEventDestination"):
-        topic = ((d.props.get("eventDestination") or {}).get("snsDestination") or {}).get("topicArn")
-        if topic:
-            out.setdefault(topic, set()).add("ses.amazonaws.com")
-    for s in of(resources, "aws:sns/topicSubscription:TopicSubscription"):
-        if s.props.get("protocol") == "sqs":
-            out.setdefault(s.props.get("endpoint"), set()).add("sns.amazonaws.com")
+    for n in of(resources, "aws:s3/bucketNotification:BucketNotification"):
+        for q in _list(n.props.get("queues")):
+            out.setdefault(q.get("queueArn"), set()).add("s3.amazonaws.com")
     for a in of(resources, "aws:cloudwatch/metricAlarm:MetricAlarm"):
         for topic in _list(a.props.get("alarmActions")):
             out.setdefault(topic, set()).add("cloudwatch.amazonaws.com")
@@ -173,8 +180,9 @@ def _mtls_names(resources: list[Resource]) -> set[str]:
 # --- rules -------------------------------------------------------------------------------------
 
 def key_policies_grant_writers(resources: list[Resource]) -> list[Violation]:
-    """Every KMS key used by log groups, SNS topics, SQS queues, S3 replication or secrets has a
-    key-policy statement for the service (or role) that encrypts with it in that region."""
+    """Every KMS key used by log groups, SNS topics, SQS queues (S3 notifications to an encrypted
+    queue), S3 replication or secrets has a key-policy statement for the service (or role) that
+    encrypts with it in that region."""
     rule, out = "key-policies-grant-writers", []
     writers = producers(resources)
     sse_by_bucket = {c.props.get("bucket"): c for c in of(
@@ -218,30 +226,120 @@ def key_policies_grant_writers(resources: list[Resource]) -> list[Violation]:
 
 
 def destinations_accept_their_producers(resources: list[Resource]) -> list[Violation]:
-    """Every topic SES publishes to has a topic policy for ses.amazonaws.com; every queue a topic
-    delivers to has a queue policy for sns.amazonaws.com naming that topic; every function's log
-    group can be written by the function's role."""
+    """Each hop of a pipeline lets the service before it write, as AWS checks it.
+
+    AWS refuses the resource at create time, or silently drops the data later, unless:
+
+    * an SES event destination's Firehose role trusts ses.amazonaws.com (for that configuration set,
+      when it names one) and may put records to the stream;
+    * a Firehose stream's role trusts firehose.amazonaws.com and may write the bucket (objects and
+      bucket-level calls), with the destination's key and into its log stream;
+    * a queue a bucket notifies has a queue policy letting s3.amazonaws.com send for that bucket,
+      which the notification waits for (S3 refuses the notification configuration otherwise:
+      "Unable to validate the following destination configurations");
+    * every function's role can write the function's log group."""
+    return [*_ses_to_firehose(resources), *_firehose_to_s3(resources), *_s3_to_sqs(resources),
+            *_functions_to_logs(resources)]
+
+
+def _role_statements(resources: list[Resource], role: Resource) -> list[dict[str, Any]]:
+    """The Allow statements of a role's inline and standalone policies."""
+    ids = {role.props.get("id"), role.props.get("name")} - {None}
+    return [st for p in of(resources, "aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy")
+            if p.props.get("role") in ids for st in statements(p.props.get("policy")) if st.get("Effect") == "Allow"]
+
+
+def _grants(stmts: list[dict[str, Any]], action: str, resource: Any) -> bool:
+    return resource is not None and any(_actions_cover(st, [action]) and _arn_like(resource, _list(st.get("Resource")))
+                                        for st in stmts)
+
+
+def _ses_to_firehose(resources: list[Resource]) -> list[Violation]:
     rule, out = "destinations-accept-their-producers", []
-    topic_policies = of(resources, "aws:sns/topicPolicy:TopicPolicy")
-    queue_policies = of(resources, "aws:sqs/queuePolicy:QueuePolicy")
+    roles = _by(of(resources, "aws:iam/role:Role"), "arn")
     for d in of(resources, "aws:sesv2/configurationSetEventDestination:ConfigurationSetEventDestination"):
-        topic = ((d.props.get("eventDestination") or {}).get("snsDestination") or {}).get("topicArn")
-        if topic and not any(p.props.get("arn") == topic and any(
-                "ses.amazonaws.com" in _principals(s, "Service") and _actions_cover(s, ["sns:Publish"])
-                for s in statements(p.props.get("policy")) if s.get("Effect") == "Allow") for p in topic_policies):
-            out.append(Violation(rule, d.urn, f"{d.name}: topic {topic} has no policy letting SES publish"))
-    queues_by_arn = _by(of(resources, "aws:sqs/queue:Queue"), "arn")
-    for sub in of(resources, "aws:sns/topicSubscription:TopicSubscription"):
-        if sub.props.get("protocol") != "sqs":
+        fh = (d.props.get("eventDestination") or {}).get("kinesisFirehoseDestination") or {}
+        if not fh:
             continue
-        q = queues_by_arn.get(sub.props.get("endpoint"))
-        urls = {q.props.get("url"), q.props.get("id")} - {None} if q else set()
-        if not any(p.props.get("queueUrl") in urls and any(
-                "sns.amazonaws.com" in _principals(s, "Service") and _actions_cover(s, ["sqs:SendMessage"])
-                and sub.props.get("topic") in _condition_values(s, "aws:SourceArn")
-                for s in statements(p.props.get("policy")) if s.get("Effect") == "Allow") for p in queue_policies):
-            out.append(Violation(rule, sub.urn, f"{sub.name}: queue {sub.props.get('endpoint')} has no policy "
-                                               f"letting topic {sub.props.get('topic')} deliver"))
+        stream, role = fh.get("deliveryStreamArn"), roles.get(fh.get("iamRoleArn"))
+        if role is None:
+            out.append(Violation(rule, d.urn, f"{d.name}: its role {fh.get('iamRoleArn')} is no role of this stack"))
+            continue
+        trusts = [st for st in statements(role.props.get("assumeRolePolicy"))
+                  if _allows(st, "ses.amazonaws.com", ["sts:AssumeRole"])]
+        parts = str(stream).split(":")
+        config_set = (f"arn:aws:ses:{parts[3]}:{parts[4]}:configuration-set/{d.props.get('configurationSetName')}"
+                      if len(parts) > 4 else None)
+        if not trusts:
+            out.append(Violation(rule, d.urn, f"{d.name}: its role {role.name} does not trust ses.amazonaws.com"))
+        elif not any(not _condition_values(st, "aws:SourceArn") or _arn_like(
+                config_set, _condition_values(st, "aws:SourceArn")) for st in trusts):
+            out.append(Violation(rule, d.urn, f"{d.name}: its role {role.name} trusts SES for "
+                                              f"{sorted({v for st in trusts for v in _condition_values(st, 'aws:SourceArn')})}"
+                                              f", not for {config_set}"))
+        if not _grants(_role_statements(resources, role), "firehose:PutRecordBatch", stream):
+            out.append(Violation(rule, d.urn, f"{d.name}: its role {role.name} may not put records to {stream}"))
+    return out
+
+
+def _firehose_to_s3(resources: list[Resource]) -> list[Violation]:
+    rule, out = "destinations-accept-their-producers", []
+    roles = _by(of(resources, "aws:iam/role:Role"), "arn")
+    for f in of(resources, "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream"):
+        dest = f.props.get("extendedS3Configuration") or {}
+        if not dest:
+            continue
+        role, bucket = roles.get(dest.get("roleArn")), dest.get("bucketArn")
+        if role is None:
+            out.append(Violation(rule, f.urn, f"{f.name}: its role {dest.get('roleArn')} is no role of this stack"))
+            continue
+        if not any(_allows(st, "firehose.amazonaws.com", ["sts:AssumeRole"])
+                   for st in statements(role.props.get("assumeRolePolicy"))):
+            out.append(Violation(rule, f.urn, f"{f.name}: its role {role.name} does not trust firehose.amazonaws.com"))
+        stmts = _role_statements(resources, role)
+        needs = [("s3:PutObject", f"{bucket}/*"), ("s3:AbortMultipartUpload", f"{bucket}/*"),
+                 ("s3:GetBucketLocation", bucket), ("s3:ListBucket", bucket)]
+        if dest.get("kmsKeyArn"):
+            needs.append(("kms:GenerateDataKey", dest["kmsKeyArn"]))
+        logging = dest.get("cloudwatchLoggingOptions") or {}
+        if logging.get("enabled"):
+            group = next((g for g in of(resources, "aws:cloudwatch/logGroup:LogGroup") if g.provider == f.provider
+                          and g.props.get("name") == logging.get("logGroupName")), None)
+            needs.append(("logs:PutLogEvents", f"{group.props.get('arn') if group else logging.get('logGroupName')}"
+                                               f":log-stream:{logging.get('logStreamName')}"))
+        for action, arn in needs:
+            if not _grants(stmts, action, arn):
+                out.append(Violation(rule, f.urn, f"{f.name}: its role {role.name} is not granted {action} on {arn}"))
+    return out
+
+
+def _s3_to_sqs(resources: list[Resource]) -> list[Violation]:
+    rule, out = "destinations-accept-their-producers", []
+    buckets = of(resources, "aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
+    queues = _by(of(resources, "aws:sqs/queue:Queue"), "arn")
+    queue_policies = of(resources, "aws:sqs/queuePolicy:QueuePolicy")
+    for n in of(resources, "aws:s3/bucketNotification:BucketNotification"):
+        bucket = next((b for b in buckets if n.props.get("bucket") in (b.props.get("id"), b.props.get("bucket"))), None)
+        bucket_arn = bucket.props.get("arn") if bucket else None
+        for qc in _list(n.props.get("queues")):
+            q = queues.get(qc.get("queueArn"))
+            urls = {q.props.get("url"), q.props.get("id")} - {None} if q else set()
+            allowing = [p for p in queue_policies if p.props.get("queueUrl") in urls and any(
+                _allows(st, "s3.amazonaws.com", ["sqs:SendMessage"])
+                and _arn_like(bucket_arn, _condition_values(st, "aws:SourceArn"))
+                for st in statements(p.props.get("policy")))]
+            if not allowing:
+                out.append(Violation(rule, n.urn, f"{n.name}: queue {qc.get('queueArn')} has no policy letting S3 "
+                                                  f"send notifications of bucket {n.props.get('bucket')} "
+                                                  "(s3.amazonaws.com, sqs:SendMessage, aws:SourceArn the bucket)"))
+            elif not any(p.urn in n.dependencies for p in allowing):
+                out.append(Violation(rule, n.urn, f"{n.name}: does not depend on {allowing[0].name}, the queue policy "
+                                                  "S3 checks when the notification is put"))
+    return out
+
+
+def _functions_to_logs(resources: list[Resource]) -> list[Violation]:
+    rule, out = "destinations-accept-their-producers", []
     roles_by_arn = _by(of(resources, "aws:iam/role:Role"), "arn")
     # log group names repeat per region: the function's group is the one under the same provider
     groups = {(g.props.get("name"), g.provider): g for g in of(resources, "aws:cloudwatch/logGroup:LogGroup")}
@@ -257,6 +355,60 @@ def destinations_accept_their_producers(resources: list[Resource]) -> list[Viola
                 _actions_cover(s, ["logs:PutLogEvents"]) and target in _list(s.get("Resource"))
                 for s in statements(p.props.get("policy")) if s.get("Effect") == "Allow") for p in role_policies):
             out.append(Violation(rule, fn.urn, f"{fn.name}: its role cannot write its log group {group.name}"))
+    return out
+
+
+# Firehose's limits for an S3 destination (CreateDeliveryStream's BufferingHints):
+# IntervalInSeconds 0-900, SizeInMBs 1-128.
+FIREHOSE_BUFFER_SECONDS = (0, 900)
+FIREHOSE_BUFFER_MIB = (1, 128)
+
+
+def firehose_streams_within_aws_limits(resources: list[Resource]) -> list[Violation]:
+    """Firehose refuses an S3 destination buffering outside 0-900 s or 1-128 MiB, and encryption
+    with a customer managed key that names no key."""
+    rule, out = "firehose-streams-within-aws-limits", []
+    for f in of(resources, "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream"):
+        dest = f.props.get("extendedS3Configuration") or {}
+        for prop, (low, high), unit in (("bufferingInterval", FIREHOSE_BUFFER_SECONDS, "s"),
+                                        ("bufferingSize", FIREHOSE_BUFFER_MIB, "MiB")):
+            value = dest.get(prop)
+            if value is not None and not low <= int(value) <= high:
+                out.append(Violation(rule, f.urn, f"{f.name}: {prop} {value} {unit} is outside Firehose's "
+                                                  f"{low}-{high} {unit}"))
+        sse = f.props.get("serverSideEncryption") or {}
+        if sse.get("enabled") and sse.get("keyType") == "CUSTOMER_MANAGED_CMK" and not sse.get("keyArn"):
+            out.append(Violation(rule, f.urn, f"{f.name}: encrypted with a customer managed key but names no key"))
+    return out
+
+
+# The service principals that assume a role of ours, or write to a resource of ours, on behalf of a
+# resource of their own (an SES configuration set, a Firehose stream, an S3 bucket) and say whose in
+# aws:SourceAccount / aws:SourceArn (Firehose documents sts:ExternalId, the account id, for the role a
+# stream assumes). Without a condition any account's configuration set or stream
+# could have the service act with our role (the confused deputy). Not listed: the execution roles
+# of Lambda functions, ECS tasks and API Gateway (the role is ours, named in our resource).
+CONFUSED_DEPUTY_SERVICES = ("ses.amazonaws.com", "firehose.amazonaws.com")
+SOURCE_KEYS = ("aws:SourceAccount", "aws:SourceArn", "sts:ExternalId")
+
+
+def service_principals_name_their_source(resources: list[Resource]) -> list[Violation]:
+    """A role trusted by an AWS service for cross-service use (CONFUSED_DEPUTY_SERVICES), and every
+    queue or topic policy allowing an AWS service, carries aws:SourceAccount or aws:SourceArn: the
+    service acts for this account's resources only (confused-deputy prevention)."""
+    rule, out = "service-principals-name-their-source", []
+    for role in of(resources, "aws:iam/role:Role"):
+        for st in statements(role.props.get("assumeRolePolicy")):
+            services = sorted(set(_principals(st, "Service")) & set(CONFUSED_DEPUTY_SERVICES))
+            if st.get("Effect") == "Allow" and services and not any(_condition_values(st, k) for k in SOURCE_KEYS):
+                out.append(Violation(rule, role.urn, f"{role.name}: trusts {services} without aws:SourceAccount, "
+                                                      "aws:SourceArn or sts:ExternalId"))
+    for p in of(resources, "aws:sqs/queuePolicy:QueuePolicy", "aws:sns/topicPolicy:TopicPolicy"):
+        for st in statements(p.props.get("policy")):
+            services = sorted(_principals(st, "Service"))
+            if st.get("Effect") == "Allow" and services and not any(_condition_values(st, k) for k in SOURCE_KEYS):
+                out.append(Violation(rule, p.urn, f"{p.name}: allows {services} without aws:SourceAccount or "
+                                                  "aws:SourceArn"))
     return out
 
 
@@ -573,6 +725,8 @@ def controller_roles_grant_what_the_code_calls(resources: list[Resource],
 RULES: dict[str, Callable[[list[Resource]], list[Violation]]] = {
     "key-policies-grant-writers": key_policies_grant_writers,
     "destinations-accept-their-producers": destinations_accept_their_producers,
+    "firehose-streams-within-aws-limits": firehose_streams_within_aws_limits,
+    "service-principals-name-their-source": service_principals_name_their_source,
     "replication-waits-for-versioning": replication_waits_for_versioning,
     "alarm-topics-have-subscribers": alarm_topics_have_subscribers,
     "alarms-notify": alarms_notify,

@@ -34,6 +34,8 @@ from typing import Any
 import pytest
 
 from config.settings import load_settings
+from core import schema
+from core.domain.statuses import MessageStatus
 from tests.conftest import load_event
 from tests.infra.test_infra import CFG, run_program
 
@@ -308,21 +310,28 @@ def test_a_campaign_goes_through_the_packaged_handlers(artifact, infra_env, moto
         status = json.loads(api.invoke(api_event("GET", f"/api/v1/email/campaigns/{tx_id}", tenant["api_key"]))["body"])
         assert status["status"] in ("SENT", "COMPLETED"), status
 
-        # AND the packaged events handler records SES's Delivery event (SNS → SQS)
+        # AND the packaged events handler records SES's Delivery event as it arrives on AWS: Firehose
+        # wrote it to the events bucket, S3 notified the events queue of the object (SES → Firehose → S3 → SQS)
         batch = deps.store.batches(tx_id)[0]
         message = next(iter(deps.store.message_statuses(batch.batch_id)))
         delivery = load_event("ses_delivery.json")
         delivery["mail"]["tags"].update(tenant_id=["acme"], transaction_id=[tx_id], batch_id=[batch.batch_id],
                                         message_id=[message["message_id"]])
         delivery["mail"]["destination"] = [message.get("email") or recipients[0]]
-        envelope = json.dumps({"Type": "Notification", "MessageId": str(uuid.uuid4()),
-                               "TopicArn": f"arn:aws:sns:eu-west-1:123456789012:{settings.topic('ses-events')}",
-                               "Message": json.dumps(delivery), "Timestamp": "2026-01-01T10:00:00.000Z",
-                               "SignatureVersion": "1", "Signature": "EXAMPLE",
-                               "SigningCertURL": "https://sns.eu-west-1.amazonaws.com/cert.pem",
-                               "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/unsubscribe"})
-        out = lambdas["ses_events"].invoke(sqs_event([envelope], settings.queue("ses-events")))
+        events_bucket = settings.bucket(schema.SES_EVENTS_STREAM.bucket)
+        notification = load_event("s3_object_created.json")
+        created = notification["Records"][0]["s3"]
+        body = json.dumps(delivery).encode() + b"\n"  # Firehose: one newline-terminated record per event
+        s3.put_object(Bucket=events_bucket, Key=created["object"]["key"], Body=body)
+        created["bucket"].update(name=events_bucket, arn=f"arn:aws:s3:::{events_bucket}")
+        created["object"]["size"] = len(body)
+        out = lambdas["ses_events"].invoke(sqs_event([json.dumps(notification)], settings.queue("ses-events")))
         assert out == {"batchItemFailures": []}
+        # THEN the message is delivered, and the object, read and recorded, is deleted (the bucket holds
+        # only what is in flight)
+        assert deps.store.get_message(batch.batch_id, message["message_id"]).status == MessageStatus.DELIVERED
+        with pytest.raises(s3.exceptions.ClientError):
+            s3.head_object(Bucket=events_bucket, Key=created["object"]["key"])
     finally:
         for lam in lambdas.values():
             lam.close()

@@ -157,7 +157,7 @@ def test_kill9_at_three_points_sends_each_recipient_once_and_the_state_converges
     env.pop("EMAILPLATFORM_PROMETHEUS", None)
     platform = Platform(env, tmp_path)
     try:
-        # GIVEN the resources `up` creates (idempotent) and the audit queue on the SES events topic
+        # GIVEN the resources `up` creates (idempotent) and the audit of what the embedded SES accepted
         settings = load_settings(aws_endpoint_url=moto.url, name_prefix=prefix, environment="local")
         create_resources(settings)
         audit = AuditSes(moto.url)

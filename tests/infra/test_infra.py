@@ -54,6 +54,8 @@ class Mocks(pulumi.runtime.Mocks):
             outputs["prometheusEndpoint"] = f"https://aps-workspaces.{region}.amazonaws.com/workspaces/ws-{args.name}/"
         if args.typ == "aws:opensearch/domain:Domain":
             outputs["endpoint"] = f"search-{args.name}.{region}.es.amazonaws.com"
+        if args.typ == "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream":
+            outputs["arn"] = f"arn:aws:firehose:{region}:123456789012:deliverystream/{outputs['name']}"
         return [f"{args.name}-id", outputs]
 
     invokes: list[tuple[str, str]] = []  # (token, provider) of every invoke the program makes
@@ -65,6 +67,11 @@ class Mocks(pulumi.runtime.Mocks):
         return {}
 
 
+# URN → the aliases (name, parent URN) a resource was registered with: what lets `pulumi up` move a
+# resource instead of deleting and re-creating it (every run of the program records here)
+ALIASES: dict[str, list[tuple[str, str]]] = {}
+
+
 class RecordingMonitor(MockMonitor):
     """Records what MockResourceArgs leaves out (protect, dependencies, parent) from the request."""
 
@@ -74,6 +81,8 @@ class RecordingMonitor(MockMonitor):
 
     def RegisterResource(self, request):
         response = super().RegisterResource(request)
+        if request.aliases:
+            ALIASES[response.urn] = [(a.spec.name, a.spec.parentUrn) for a in request.aliases]
         if request.type != "pulumi:pulumi:Stack":
             self.records.append(Resource(
                 type=request.type, name=request.name, urn=response.urn,
@@ -155,7 +164,7 @@ def named(resources, name):
 
 def region_of(r) -> str:
     return "dr" if r.name.startswith("dr-") else "primary" if r.name.startswith("primary-") else "global"
-def test_every_bucket_is_encrypted_versioned_private_and_tls_only(resources):
+def test_every_bucket_is_encrypted_private_and_tls_only_and_versioned_where_replicated(resources):
     buckets = {r.name for r in of(resources, "aws:s3/bucket:Bucket")}
     assert len(buckets) == 2 * len(schema.BUCKETS)
     sse = {r.name.removesuffix("-sse"): r.props for r in of(resources, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")}
@@ -165,7 +174,9 @@ def test_every_bucket_is_encrypted_versioned_private_and_tls_only(resources):
     for b in buckets:
         rule = sse[b]["rules"][0]["applyServerSideEncryptionByDefault"]
         assert rule["sseAlgorithm"] == "aws:kms" and rule["kmsMasterKeyId"].startswith("arn:aws:kms"), b
-        assert ver[b]["versioningConfiguration"]["status"] == "Enabled", b
+        replicated = {x.purpose: x.replicated for x in schema.BUCKETS}[b.split("-buckets-", 1)[1]]
+        # replication needs versions; the SES events bucket keeps none (a delete removes an object)
+        assert (ver[b]["versioningConfiguration"]["status"] == "Enabled") if replicated else b not in ver, b
         assert all(pab[b][k] for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")), b
         deny = pol[b]["Statement"][0]
         assert deny["Effect"] == "Deny" and deny["Condition"]["Bool"]["aws:SecureTransport"] == "false", b
@@ -182,13 +193,15 @@ def test_table_is_a_global_table_with_pitr_streams_ttl_and_kms(resources):
     assert {g["name"] for g in i["globalSecondaryIndexes"]} == {ix.name for ix in schema.INDEXES}
 
 
-def test_queues_and_topics_are_encrypted(resources):
+def test_queues_are_encrypted_and_the_only_topics_are_the_alarms(resources):
     queues = of(resources, "aws:sqs/queue:Queue")
     assert len(queues) == 2 * 2 * len(schema.QUEUES)  # queue + DLQ, two regions
-    for r in queues + of(resources, "aws:sns/topic:Topic"):
-        if r.name.endswith("-alarms"):
-            continue
+    for r in queues:
         assert r.props.get("kmsMasterKeyId"), r.name
+    # SES events go through Firehose and S3: no SNS topic, topic policy or SQS subscription for them
+    assert {t.name for t in of(resources, "aws:sns/topic:Topic")} == {"primary-monitoring-alarms", "dr-monitoring-alarms"}
+    assert not of(resources, "aws:sns/topicPolicy:TopicPolicy")
+    assert {s.props["protocol"] for s in of(resources, "aws:sns/topicSubscription:TopicSubscription")} == {"email"}
 
 
 def test_dr_mirrors_the_primary(resources):
@@ -202,10 +215,10 @@ def test_dr_mirrors_the_primary(resources):
 def test_replication_goes_both_ways_with_rtc_and_each_direction_its_own_role(resources):
     """What DR writes after a failover must flow back to the primary."""
     configs = of(resources, "aws:s3/bucketReplicationConfig:BucketReplicationConfig")
-    assert len(configs) == 2 * len(schema.BUCKETS)
+    assert len(configs) == 2 * len(schema.REPLICATED_BUCKETS)
     to_dr = [c for c in configs if c.props["bucket"].startswith("primary-")]
     to_primary = [c for c in configs if c.props["bucket"].startswith("dr-")]
-    assert len(to_dr) == len(to_primary) == len(schema.BUCKETS)
+    assert len(to_dr) == len(to_primary) == len(schema.REPLICATED_BUCKETS)
     for c in configs:
         dest = c.props["rules"][0]["destination"]
         other = ":eu-central-1:" if c in to_dr else ":eu-west-1:"
@@ -301,9 +314,13 @@ def test_each_key_policy_grants_the_services_that_encrypt_with_it(resources, key
     assert logs["Principal"] == {"Service": f"logs.{region}.amazonaws.com"}
     assert logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"] == \
         f"arn:aws:logs:{region}:123456789012:log-group:*"
-    for sid, service in (("SesPublishesToEncryptedTopic", "ses"), ("SnsDeliversToEncryptedQueues", "sns")):
-        assert by_sid[sid]["Principal"] == {"Service": f"{service}.amazonaws.com"}
-        assert {"kms:GenerateDataKey", "kms:Decrypt"} <= set(by_sid[sid]["Action"])
+    # S3 notifies the encrypted SES events queue: S3 encrypts the message with the queue's key
+    s3 = by_sid["S3NotifiesEncryptedQueues"]
+    assert s3["Principal"] == {"Service": "s3.amazonaws.com"} and {"kms:GenerateDataKey", "kms:Decrypt"} <= set(s3["Action"])
+    assert s3["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+    # no SNS topic any more: neither SES publishing to one nor SNS delivering from one
+    assert not [s for s in by_sid.values() if {"ses.amazonaws.com", "sns.amazonaws.com"} & set(
+        (s["Principal"] or {}).get("Service", []) if isinstance(s["Principal"], dict) else [])]
     assert by_sid["AccountAdministersAndDelegatesToIam"]["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
     assert by_sid["S3ReplicationReEncrypts"]["Condition"]["StringEquals"]["kms:ViaService"] == f"s3.{region}.amazonaws.com"
     assert rules.key_policies_grant_writers(resources) == []
@@ -677,27 +694,16 @@ def test_rule_catches_a_key_without_the_logs_grant(resources):
     assert found and all("keys-replica" in m and "logs.eu-central-1" in m for m in found)
 
 
-def test_rule_catches_a_key_without_the_sns_grant(resources):
-    bad = mutated(resources, "keys-primary", drop_statement("SnsDeliversToEncryptedQueues"))
-    assert any("sns.amazonaws.com" in m for m in violations(rules.key_policies_grant_writers, bad))
+def test_rule_catches_a_key_s3_cannot_encrypt_the_events_queue_with(resources):
+    """S3 drops the notifications of an encrypted queue whose key it may not use."""
+    bad = mutated(resources, "keys-primary", drop_statement("S3NotifiesEncryptedQueues"))
+    assert violations(rules.key_policies_grant_writers, bad) == [
+        "key keys-primary has no key-policy statement for primary-messaging-ses-events: s3.amazonaws.com writes to it"]
 
 
 def test_rule_catches_a_key_without_the_replication_grant(resources):
     bad = mutated(resources, "keys-primary", drop_statement("S3ReplicationReEncrypts"))
     assert any("replication role" in m for m in violations(rules.key_policies_grant_writers, bad))
-
-
-def test_rule_catches_a_topic_ses_cannot_publish_to(resources):
-    bad = [r for r in resources if r.name != "dr-messaging-ses-events-from-ses"]
-    (topic,) = [t for t in of(resources, "aws:sns/topic:Topic") if t.name == "dr-messaging-ses-events"]
-    assert violations(rules.destinations_accept_their_producers, bad) == [
-        f"dr-messaging-ses-events: topic {topic.props['arn']} has no policy letting SES publish"]
-
-
-def test_rule_catches_a_queue_sns_cannot_deliver_to(resources):
-    (qp,) = [r for r in of(resources, "aws:sqs/queuePolicy:QueuePolicy") if r.name.startswith("primary-")][:1]
-    bad = [r for r in resources if r.name != qp.name]
-    assert len(violations(rules.destinations_accept_their_producers, bad)) == 1
 
 
 def test_rule_catches_replication_that_does_not_wait_for_versioning(resources):
@@ -884,13 +890,13 @@ def test_the_controller_may_set_up_the_analytics_index(resources):
 
 
 def test_a_prefix_too_long_for_s3_bucket_names_is_refused_before_preview():
-    """<prefix>-templates-<account>-<region> must stay within S3's 63 characters."""
+    """<prefix>-ses-events-<account>-<region> must stay within S3's 63 characters."""
     import dataclasses
 
     from pydantic import ValidationError
 
     from config.settings import Settings
-    fits = "p" * 25
+    fits = "p" * 24  # the longest bucket purpose is ses-events
     longest = Settings(name_prefix=fits, account_id="123456789012", region="ap-southeast-1")
     assert max(len(longest.bucket(b.purpose)) for b in schema.BUCKETS) == 63
     dataclasses.replace(CFG, prefix=fits, primary_region="ap-southeast-1")
@@ -1167,3 +1173,246 @@ def test_rule_catches_a_controller_that_cannot_reach_the_other_regions_opensearc
                        mutated(resources, "dr-search-access", not_admitted))
     assert found == ["primary-controller-task: the access policy of dr-search-domain "
                      "(EMAILPLATFORM_PEER_OPENSEARCH_ENDPOINT) does not admit its role primary-controller-task-role"]
+
+
+# --- SES events: configuration set → Firehose → the events bucket → the events queue (#15) ----------
+
+REGION_KEYS = {"primary": ("eu-west-1", "keys-primary"), "dr": ("eu-central-1", "keys-replica")}
+
+
+def ses_events_path(resources, region):
+    """The resources of one region's SES events path, by role."""
+    return {k: named(resources, f"{region}-{n}") for k, n in (
+        ("bucket", f"buckets-{schema.SES_EVENTS_STREAM.bucket}"), ("queue", f"messaging-{schema.SES_EVENTS_STREAM.queue}"),
+        ("stream", "ses-events-stream"), ("notification", "ses-events-notification"),
+        ("queue_policy", "ses-events-queue-policy"), ("destination", "ses-events-destination"),
+        ("ses_role", "ses-events-ses-role"), ("ses_policy", "ses-events-ses-policy"),
+        ("firehose_role", "ses-events-firehose-role"), ("firehose_policy", "ses-events-firehose-policy"),
+        ("config_set", "messaging-config-set"), ("logs", "ses-events-logs"))}
+
+
+@pytest.mark.parametrize("region", ["primary", "dr"])
+def test_ses_events_flow_through_firehose_and_s3_to_the_events_queue(resources, region):
+    """The shape local/bootstrap.py gives the embedded stack, from the same schema."""
+    spec = schema.SES_EVENTS_STREAM
+    p = ses_events_path(resources, region)
+    key = named(resources, REGION_KEYS[region][1]).props["arn"]
+    assert f":{REGION_KEYS[region][0]}:" in key
+    # the stream writes plain JSON lines (core/services/event_sources.py) under events/ of the events bucket
+    stream = p["stream"].props
+    dest = stream["extendedS3Configuration"]
+    assert stream["name"] == spec.name(CFG.prefix) and stream["destination"] == "extended_s3"
+    assert dest["bucketArn"] == p["bucket"].props["arn"] and dest["roleArn"] == p["firehose_role"].props["arn"]
+    assert (dest["prefix"], dest["errorOutputPrefix"]) == (spec.prefix, spec.error_prefix)
+    assert not dest["errorOutputPrefix"].startswith(spec.prefix)  # errors are not notified as events
+    assert (dest["bufferingInterval"], dest["bufferingSize"]) == (spec.buffer_seconds, spec.buffer_mb)
+    assert dest["compressionFormat"] == "UNCOMPRESSED" and dest["kmsKeyArn"] == key
+    assert stream["serverSideEncryption"] == {"enabled": True, "keyType": "CUSTOMER_MANAGED_CMK", "keyArn": key}
+    assert dest["cloudwatchLoggingOptions"]["logGroupName"] == p["logs"].props["name"]
+    assert p["firehose_policy"].urn in p["stream"].dependencies  # the role may write before the stream starts
+    # the bucket's ObjectCreated notifications under events/ go to the events queue, once S3 may send
+    (queue,) = p["notification"].props["queues"]
+    assert p["notification"].props["bucket"] == p["bucket"].props["id"]
+    assert queue["queueArn"] == p["queue"].props["arn"]
+    assert (queue["events"], queue["filterPrefix"]) == (["s3:ObjectCreated:*"], spec.prefix)
+    assert p["queue_policy"].urn in p["notification"].dependencies
+    assert p["queue_policy"].props["queueUrl"] == p["queue"].props["id"]
+    # the configuration set's one event destination puts every event type to the stream as the SES role
+    (destination,) = [d for d in of(resources, "aws:sesv2/configurationSetEventDestination:"
+                                               "ConfigurationSetEventDestination") if region_of(d) == region]
+    assert destination is p["destination"]
+    d = destination.props
+    assert d["eventDestinationName"] == "to-firehose"
+    assert d["configurationSetName"] == p["config_set"].props["configurationSetName"] == CFG.prefix
+    assert d["eventDestination"]["enabled"] and d["eventDestination"]["matchingEventTypes"] == list(schema.SES_EVENT_TYPES)
+    assert d["eventDestination"]["kinesisFirehoseDestination"] == {
+        "deliveryStreamArn": stream["arn"], "iamRoleArn": p["ses_role"].props["arn"]}
+    assert "snsDestination" not in d["eventDestination"]
+    assert p["ses_policy"].urn in destination.dependencies
+
+
+@pytest.mark.parametrize("region", ["primary", "dr"])
+def test_the_ses_role_is_assumable_by_ses_for_this_configuration_set_only_and_puts_to_this_stream_only(
+        resources, region):
+    p = ses_events_path(resources, region)
+    (trust,) = json.loads(p["ses_role"].props["assumeRolePolicy"])["Statement"]
+    assert trust["Principal"] == {"Service": "ses.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+    assert trust["Condition"] == {"StringEquals": {
+        "aws:SourceAccount": "123456789012",
+        "aws:SourceArn": f"arn:aws:ses:{REGION_KEYS[region][0]}:123456789012:configuration-set/{CFG.prefix}"}}
+    (grant,) = json.loads(p["ses_policy"].props["policy"])["Statement"]
+    assert grant["Action"] == ["firehose:PutRecord", "firehose:PutRecordBatch"]
+    assert grant["Resource"] == p["stream"].props["arn"]
+
+
+@pytest.mark.parametrize("region", ["primary", "dr"])
+def test_the_firehose_role_writes_the_events_bucket_only_with_the_key_through_s3_only(resources, region):
+    p = ses_events_path(resources, region)
+    region_name, key_name = REGION_KEYS[region]
+    (trust,) = json.loads(p["firehose_role"].props["assumeRolePolicy"])["Statement"]
+    assert trust["Principal"] == {"Service": "firehose.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"sts:ExternalId": "123456789012"}}  # as Firehose documents
+    bucket, key = p["bucket"].props["arn"], named(resources, key_name).props["arn"]
+    granted = {(a, r): st.get("Condition") for st in json.loads(p["firehose_policy"].props["policy"])["Statement"]
+               for a in st["Action"] for r in st["Resource"]}
+    expected = {(a, f"{bucket}/*") for a in ("s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject")} | {
+        (a, bucket) for a in ("s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads")} | {
+        (a, key) for a in ("kms:Decrypt", "kms:GenerateDataKey")} | {
+        ("logs:PutLogEvents", p["logs"].props["arn"] + ":*")}
+    assert set(granted) == expected
+    assert granted[("kms:GenerateDataKey", key)] == {"StringEquals": {"kms:ViaService": f"s3.{region_name}.amazonaws.com"}}
+
+
+@pytest.mark.parametrize("region", ["primary", "dr"])
+def test_the_events_queue_accepts_s3_notifications_of_the_events_bucket_only(resources, region):
+    p = ses_events_path(resources, region)
+    (stmt,) = json.loads(p["queue_policy"].props["policy"])["Statement"]
+    assert stmt["Principal"] == {"Service": "s3.amazonaws.com"} and stmt["Action"] == "sqs:SendMessage"
+    assert stmt["Resource"] == p["queue"].props["arn"]
+    assert stmt["Condition"] == {"ArnLike": {"aws:SourceArn": p["bucket"].props["arn"]},
+                                 "StringEquals": {"aws:SourceAccount": "123456789012"}}
+    # A queue has one policy. The one SNS had (a child of the queue) is this one, rewritten in place:
+    # as a new resource, the old one's deletion (after the new one's creation) would remove it.
+    assert ALIASES[p["queue_policy"].urn] == [(f"{region}-messaging-ses-events-from-ses-events", p["queue"].urn)]
+    assert [q for q in of(resources, "aws:sqs/queuePolicy:QueuePolicy") if q.props["queueUrl"] == p["queue"].props["id"]] \
+        == [p["queue_policy"]]
+
+
+def test_the_events_bucket_keeps_no_versions_is_not_replicated_and_expires(resources):
+    spec = next(b for b in schema.BUCKETS if b.purpose == schema.SES_EVENTS_STREAM.bucket)
+    assert not spec.replicated and spec.expire_days == 3
+    for region in ("primary", "dr"):
+        bucket = f"{region}-buckets-{spec.purpose}"
+        assert not [v for v in of(resources, "aws:s3/bucketVersioning:BucketVersioning")
+                    if v.props["bucket"] == f"{bucket}-id"]
+        assert not [c for c in of(resources, "aws:s3/bucketReplicationConfig:BucketReplicationConfig")
+                    if c.props["bucket"] == f"{bucket}-id"]
+        rules_ = {r["id"]: r for r in named(resources, f"{bucket}-lifecycle").props["rules"]}
+        assert rules_["expire"]["expiration"] == {"days": 3}
+        assert named(resources, f"{bucket}-sse").props["rules"][0]["applyServerSideEncryptionByDefault"][
+            "kmsMasterKeyId"] == named(resources, REGION_KEYS[region][1]).props["arn"]
+        assert named(resources, f"{bucket}-private").props["restrictPublicBuckets"]
+
+
+def test_the_events_lambda_may_read_and_delete_the_events_objects_and_nothing_else_there(resources):
+    docs = policy_docs(resources)
+    for region in ("primary", "dr"):
+        bucket = named(resources, f"{region}-buckets-ses-events").props["arn"]
+        key = named(resources, REGION_KEYS[region][1]).props["arn"]
+        stmts = docs[f"{region}-functions-ses_events-policy"]["Statement"]
+        on_objects = {a for s in stmts if f"{bucket}/*" in s["Resource"] for a in s["Action"]}
+        assert on_objects == {"s3:GetObject", "s3:DeleteObject"}
+        assert "kms:Decrypt" in {a for s in stmts if key in s["Resource"] for a in s["Action"]}
+        # no other component touches the events objects
+        for fn in ("api", "sender"):
+            assert not [s for s in docs[f"{region}-functions-{fn}-policy"]["Statement"]
+                        if any(r.startswith(bucket) for r in s["Resource"])]
+
+
+def test_a_stalled_firehose_stream_alarms_in_each_region(resources):
+    """A stalled stream leaves the events queue empty: the queue-age and lag alarms stay quiet."""
+    from infra.components.operations import FIREHOSE_STALE_SECONDS
+    for region in ("primary", "dr"):
+        alarm = named(resources, f"{region}-monitoring-firehose-freshness-ses-events").props
+        assert (alarm["namespace"], alarm["metricName"], alarm["statistic"]) == (
+            "AWS/Firehose", "DeliveryToS3.DataFreshness", "Maximum")
+        assert alarm["dimensions"] == {"DeliveryStreamName": named(resources, f"{region}-ses-events-stream").props["name"]}
+        assert alarm["threshold"] == FIREHOSE_STALE_SECONDS and alarm["treatMissingData"] == "notBreaching"
+        topic = named(resources, f"{region}-monitoring-alarms").props["arn"]
+        assert alarm["alarmActions"] == alarm["okActions"] == [topic] and alarm["actionsEnabled"]
+        # before the shortest send-evidence window allowed where deployed runs out
+        assert alarm["threshold"] + alarm["period"] * alarm["evaluationPeriods"] <= 900
+        assert FIREHOSE_STALE_SECONDS >= 4 * schema.SES_EVENTS_STREAM.buffer_seconds
+
+
+# --- the rules that state what AWS checks on that path -------------------------------------------
+
+def rewrite(prop, change):
+    """A mutation of the JSON document in ``prop``."""
+    def apply(r):
+        doc = json.loads(r.props[prop])
+        change(doc)
+        r.props[prop] = json.dumps(doc)
+    return apply
+
+
+def test_rule_catches_a_notification_to_a_queue_s3_may_not_send_to(resources):
+    """S3 refuses PutBucketNotificationConfiguration: "Unable to validate the following destination
+    configurations"."""
+    queue = named(resources, "primary-messaging-ses-events").props["arn"]
+    bucket = named(resources, "primary-buckets-ses-events").props["id"]
+    message = (f"primary-ses-events-notification: queue {queue} has no policy letting S3 send notifications of bucket "
+               f"{bucket} (s3.amazonaws.com, sqs:SendMessage, aws:SourceArn the bucket)")
+    missing = [r for r in resources if r.name != "primary-ses-events-queue-policy"]
+    assert violations(rules.destinations_accept_their_producers, missing) == [message]
+    other_bucket = mutated(resources, "primary-ses-events-queue-policy", rewrite("policy", lambda d: d["Statement"][0][
+        "Condition"]["ArnLike"].update({"aws:SourceArn": "arn:aws:s3:::someone-elses-bucket"})))
+    assert violations(rules.destinations_accept_their_producers, other_bucket) == [message]
+    policy = named(resources, "primary-ses-events-queue-policy").urn
+    racing = mutated(resources, "primary-ses-events-notification", lambda r: r.dependencies.remove(policy))
+    assert violations(rules.destinations_accept_their_producers, racing) == [
+        "primary-ses-events-notification: does not depend on primary-ses-events-queue-policy, the queue policy S3 "
+        "checks when the notification is put"]
+
+
+def test_rule_catches_an_ses_destination_whose_role_ses_cannot_assume_or_use(resources):
+    stream = named(resources, "dr-ses-events-stream").props["arn"]
+    not_ses = mutated(resources, "dr-ses-events-ses-role", rewrite("assumeRolePolicy", lambda d: d["Statement"][0].update(
+        Principal={"Service": "firehose.amazonaws.com"})))
+    assert violations(rules.destinations_accept_their_producers, not_ses) == [
+        "dr-ses-events-destination: its role dr-ses-events-ses-role does not trust ses.amazonaws.com"]
+    other_set = mutated(resources, "dr-ses-events-ses-role", rewrite("assumeRolePolicy", lambda d: d["Statement"][0][
+        "Condition"]["StringEquals"].update({"aws:SourceArn": "arn:aws:ses:eu-central-1:123456789012:configuration-set/x"})))
+    assert violations(rules.destinations_accept_their_producers, other_set) == [
+        "dr-ses-events-destination: its role dr-ses-events-ses-role trusts SES for ['arn:aws:ses:eu-central-1:"
+        "123456789012:configuration-set/x'], not for arn:aws:ses:eu-central-1:123456789012:configuration-set/emailplatform"]
+    no_batch = mutated(resources, "dr-ses-events-ses-policy", rewrite("policy", lambda d: d["Statement"][0].update(
+        Action=["firehose:PutRecord"])))
+    assert violations(rules.destinations_accept_their_producers, no_batch) == [
+        f"dr-ses-events-destination: its role dr-ses-events-ses-role may not put records to {stream}"]
+
+
+def test_rule_catches_a_firehose_stream_whose_role_cannot_write_its_bucket(resources):
+    bucket = named(resources, "primary-buckets-ses-events").props["arn"]
+    not_firehose = mutated(resources, "primary-ses-events-firehose-role", rewrite(
+        "assumeRolePolicy", lambda d: d["Statement"][0].update(Principal={"Service": "ses.amazonaws.com"})))
+    assert violations(rules.destinations_accept_their_producers, not_firehose) == [
+        "primary-ses-events-stream: its role primary-ses-events-firehose-role does not trust firehose.amazonaws.com"]
+
+    def objects_only_in_another_bucket(d):
+        d["Statement"][0]["Resource"] = ["arn:aws:s3:::another/*"]
+    elsewhere = mutated(resources, "primary-ses-events-firehose-policy", rewrite("policy", objects_only_in_another_bucket))
+    assert violations(rules.destinations_accept_their_producers, elsewhere) == [
+        f"primary-ses-events-stream: its role primary-ses-events-firehose-role is not granted {a} on {bucket}/*"
+        for a in ("s3:PutObject", "s3:AbortMultipartUpload")]
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"bufferingInterval": 901}, "bufferingInterval 901 s is outside Firehose's 0-900 s"),
+    ({"bufferingSize": 129}, "bufferingSize 129 MiB is outside Firehose's 1-128 MiB"),
+    ({"bufferingSize": 0}, "bufferingSize 0 MiB is outside Firehose's 1-128 MiB"),
+])
+def test_rule_catches_firehose_buffering_aws_refuses(resources, change, expected):
+    assert rules.firehose_streams_within_aws_limits(resources) == []
+    bad = mutated(resources, "primary-ses-events-stream", lambda r: r.props["extendedS3Configuration"].update(change))
+    assert violations(rules.firehose_streams_within_aws_limits, bad) == [f"primary-ses-events-stream: {expected}"]
+
+
+def test_rule_catches_a_stream_encrypted_with_a_customer_key_it_does_not_name(resources):
+    bad = mutated(resources, "dr-ses-events-stream", lambda r: r.props["serverSideEncryption"].pop("keyArn"))
+    assert violations(rules.firehose_streams_within_aws_limits, bad) == [
+        "dr-ses-events-stream: encrypted with a customer managed key but names no key"]
+
+
+def test_rule_catches_a_service_trusted_without_naming_whose_resource_it_acts_for(resources):
+    """The confused deputy: another account's configuration set or stream could use our role."""
+    assert rules.service_principals_name_their_source(resources) == []
+    for role in ("primary-ses-events-ses-role", "dr-ses-events-firehose-role"):
+        bad = mutated(resources, role, rewrite("assumeRolePolicy", lambda d: d["Statement"][0].pop("Condition")))
+        service = "ses" if role.endswith("-ses-role") else "firehose"
+        assert violations(rules.service_principals_name_their_source, bad) == [
+            f"{role}: trusts ['{service}.amazonaws.com'] without aws:SourceAccount, aws:SourceArn or sts:ExternalId"]
+    open_queue = mutated(resources, "dr-ses-events-queue-policy", rewrite("policy", lambda d: d["Statement"][0].pop(
+        "Condition")))
+    assert violations(rules.service_principals_name_their_source, open_queue) == [
+        "dr-ses-events-queue-policy: allows ['s3.amazonaws.com'] without aws:SourceAccount or aws:SourceArn"]

@@ -33,6 +33,7 @@ AWS_METRICS: dict[tuple[str, str], list[frozenset[str]]] = {
     ("AWS/SES", "Reputation.BounceRate"): [frozenset()],
     ("AWS/SES", "Reputation.ComplaintRate"): [frozenset()],
     ("AWS/DynamoDB", "ReplicationLatency"): [frozenset({"TableName", "ReceivingRegion"})],
+    ("AWS/Firehose", "DeliveryToS3.DataFreshness"): [frozenset({"DeliveryStreamName"})],
 }
 RULES_FILE = REPO / "ops" / "prometheus" / "rules.yml"
 
@@ -102,6 +103,9 @@ def metric_problems(resources, region_role, ns: str, name: str, dims: dict[str, 
         if key == "ApiName" and value not in {a.props["name"] for a in in_region(
                 resources, "aws:apigateway/restApi:RestApi", region_role)}:
             problems.append(f"{name}: no REST API {value} in {region}")
+        if key == "DeliveryStreamName" and value not in {f.props["name"] for f in in_region(
+                resources, "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream", region_role)}:
+            problems.append(f"{name}: no Firehose stream {value} in {region}")
         if key == "TableName" and value != named(resources, "data-table").props["name"]:
             problems.append(f"{name}: no table {value}")
         if key == "ReceivingRegion" and value != REGIONS["dr" if region_role == "primary" else "primary"]:
@@ -146,6 +150,8 @@ def test_the_check_catches_an_alarm_on_nothing(resources):
         ("dr-monitoring-replication-latency", "dimensions",
          {"TableName": "emailplatform-main", "ReceivingRegion": "eu-central-1"}, "replicates to the other region"),
         ("primary-monitoring-dlq-send", "dimensions", {"QueueName": "emailplatform-send-dlq"}, "no queue"),
+        ("dr-monitoring-firehose-freshness-ses-events", "dimensions", {"DeliveryStreamName": "emailplatform-events"},
+         "no Firehose stream"),
     ]:
         bad = copy.deepcopy(resources)
         change(field, value)(named(bad, name))

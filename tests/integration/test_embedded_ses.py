@@ -1,6 +1,6 @@
 """The embedded SES publishes its events from the moto server process, like SES does on AWS:
-the Send event of every accepted message is on the configuration set's topic (and so in the SES
-events queue) before SendEmail returns, whatever happens to the caller afterwards; the outcome
+the Send event of every accepted message is put to the configuration set's Firehose stream (and
+so reaches the events bucket and queue) before SendEmail returns, whatever happens to the caller afterwards; the outcome
 events follow. Each name prefix has its own configuration set, so stacks sharing one moto
 server never see each other's events."""
 
@@ -108,7 +108,7 @@ def test_the_stack_rates_travel_with_the_event_destination(moto_server):
 
     rates = Rates(delivery=0.0, open=0.0, click=0.0)  # every other address bounces
     assert rates_of(event_destination_name("cs", rates)) == rates
-    assert rates_of("to-sns") == Rates()  # infra's destination name: the defaults
+    assert rates_of("to-firehose") == Rates()  # infra's destination name: the defaults
     settings = make_settings(moto_server.url)
     create_resources(settings, rates=rates)
     create_resources(settings, rates=rates)  # idempotent
