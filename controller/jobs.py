@@ -187,23 +187,32 @@ class Controller:
     def ingest_pass(self) -> None:
         def run() -> None:
             store = self.store
-            todo = [t for t in store.active_transactions() if t.status in (T.ACCEPT, T.PROCESSING)]
+            todo = [t for t in store.due_transactions(self.deps.clock.now()) if t.status in (T.ACCEPT, T.PROCESSING)]
             self._each("ingest", todo, lambda tx: ingest_transaction(
                 tx, store=store, blobs=self.deps.blobs, settings=self.settings, clock=self.deps.clock,
                 should_stop=self.stopping.is_set))
         self._timed("ingest", run)
 
     def advance_pass(self) -> None:
+        """Release due batches, then move each campaign that is due (``due_transactions``: one
+        that changed or has work due; one that waits is not read)."""
         def run() -> None:
             store = self.store
             reconcile.release_due(store=store, clock=self.deps.clock)
-            active = [t for t in store.active_transactions() if t.status not in (T.ACCEPT, T.PROCESSING)]
-            self._each("advance", active, lambda tx: reconcile.advance(
+            due = [t for t in store.due_transactions(self.deps.clock.now()) if t.status not in (T.ACCEPT, T.PROCESSING)]
+            self._each("advance", due, lambda tx: reconcile.advance(
                 tx, store=store, queue=self.deps.send_queue, clock=self.deps.clock, settings=self.settings))
-            reconcile.guard_reputation(
-                [t for t in active if t.status in (T.READY_TO_SEND, T.SENT, T.SCHEDULED)],
-                store=store, clock=self.deps.clock, settings=self.settings)
         self._timed("advance", run)
+
+    def reputation_pass(self) -> None:
+        """The reputation guard over every active campaign's live counts: one read of the
+        ``active`` index (rates need every campaign of a tenant, not only the due ones)."""
+        def run() -> None:
+            store = self.store
+            reconcile.guard_reputation(
+                [t for t in store.active_transactions() if t.status in (T.READY_TO_SEND, T.SENT, T.SCHEDULED)],
+                store=store, clock=self.deps.clock, settings=self.settings)
+        self._timed("reputation", run)
 
     def callbacks_pass(self) -> None:
         """Campaign callbacks, then batches of message events (opted-in campaigns), signed alike."""
@@ -363,6 +372,7 @@ class Controller:
         s.add_job(self.advance_pass, "interval", seconds=interval, id="advance")
         s.add_job(self.callbacks_pass, "interval", seconds=interval, id="callbacks")
         s.add_job(self.privacy_pass, "interval", seconds=interval, id="privacy")
+        s.add_job(self.reputation_pass, "interval", seconds=10, id="reputation")
         s.add_job(self.metrics_pass, "interval", seconds=10, id="metrics")
         s.add_job(self.replication_pass, "interval", seconds=10, id="replication")
         if self.failover is not None:

@@ -40,8 +40,9 @@ ACTIVE_INDEX, DUE_INDEX, TENANT_INDEX = INDEXES = (
         "active",
         "active_pk",
         "active_sk",
-        "Sparse: transactions that still need controller attention. A pass reads only these, "
-        "so its cost grows with active campaigns, never with history.",
+        "Sparse: transactions that still need controller attention, by when the controller next "
+        "looks at each (``look_at#id``). A pass reads only those due, so its cost grows with "
+        "campaigns that changed or have work due, never with history or with campaigns waiting.",
     ),
     Index(
         "due",
@@ -202,9 +203,17 @@ def tenant_key(tenant_id: str) -> dict[str, str]:
 ACTIVE_CAMPAIGNS = "ACTIVE"  # the ``active`` index's one partition
 
 
-def active_entry(created: str, tx_id: str) -> dict[str, str]:
-    """A transaction's place in the ``active`` index, oldest first (``created``: its ISO creation time)."""
-    return ACTIVE_INDEX.entry(ACTIVE_CAMPAIGNS, f"{created}#{tx_id}")
+def active_entry(look_at: str, tx_id: str) -> dict[str, str]:
+    """A transaction's place in the ``active`` index: due for the controller at ``look_at`` (ISO time)."""
+    return ACTIVE_INDEX.entry(ACTIVE_CAMPAIGNS, f"{look_at}#{tx_id}")
+
+
+LOOK_NOW = "0"  # an ``active_entry`` time that sorts before every ISO time: due at once, whatever the clock
+
+
+def active_due_upto(now: str) -> str:
+    """The ``active`` sort key bound that takes every campaign due at ``now`` (ids sort below "~")."""
+    return f"{now}#~"
 
 
 # ``due`` index partitions: what is due, read with due_at <= now.

@@ -165,6 +165,11 @@ class Transaction(Entity):
                               webhook_id=f"msg_{self.transaction_id}_{seq}", url=self.callback_url,
                               payload=payload, next_attempt_at=now)
 
+    @property
+    def all_final(self) -> bool:
+        """Every message has its final outcome by the live counts (a SENT campaign completes)."""
+        return self.counts.get("final", 0) >= self.total_messages
+
     def live_summary(self) -> Summary:
         """The campaign's summary from its live counts."""
         c = self.counts

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from config.settings import Settings
 from core.domain.errors import DomainError, StaleWrite
@@ -251,12 +251,13 @@ def settle(tx: Transaction, *, store: CampaignStore, clock: Clock, settings: Set
     tx = store.get_transaction(tx.transaction_id)
     if not tx.recounted:
         rc = tx.recount
+        quiet_for = timedelta(seconds=settings.recount_quiet_seconds)
         if rc is None:
             truth = campaign_truth(store, tx, store.batches(tx.transaction_id))
             store.start_recount(tx, {**truth, "tries": 0}, now)
-            return tx
-        if now < parse_iso(rc["at"]) + timedelta(seconds=settings.recount_quiet_seconds):
-            return tx
+            return _look_at(store, tx, now + quiet_for, now)
+        if now < parse_iso(rc["at"]) + quiet_for:
+            return _look_at(store, tx, parse_iso(rc["at"]) + quiet_for, now)
         tries = int((rc.get("truth") or {}).get("tries", 0))
         quiet = int(rc.get("gen", 0)) == tx.count_gen
         if quiet:
@@ -270,7 +271,7 @@ def settle(tx: Transaction, *, store: CampaignStore, clock: Clock, settings: Set
             store.start_recount(store.get_transaction(tx.transaction_id),
                                 {**campaign_truth(store, tx, store.batches(tx.transaction_id)), "tries": tries + 1},
                                 now)
-            return tx
+            return _look_at(store, tx, now + quiet_for, now)
         else:
             log.info("campaign still receiving events: live counts kept", transaction_id=tx.transaction_id)
             store.finish_recount(tx, apply=False)
@@ -289,7 +290,7 @@ def advance(tx: Transaction, *, store: CampaignStore, queue: SendQueue, clock: C
     if tx.status in (T.CANCELLED, T.FAILED, T.COMPLETED):
         return settle(tx, store=store, clock=clock, settings=settings)
     if tx.status not in (T.READY_TO_SEND, T.SENT):
-        return tx
+        return _look_at(store, tx, next_look(tx, now, settings), now) if tx.status in WAITING else tx
     if tx.status == T.READY_TO_SEND and tx.failure_reason:  # a sender found it unsendable (store.request_failure)
         log.error("campaign failed", transaction_id=tx.transaction_id, reason=tx.failure_reason)
         return change_status(store, clock, tx, T.FAILED, {"failure_reason": tx.failure_reason})
@@ -305,16 +306,50 @@ def advance(tx: Transaction, *, store: CampaignStore, queue: SendQueue, clock: C
             tx = change_status(store, clock, tx, target)
     if tx.status == T.SENT:
         window = timedelta(seconds=settings.completion_window_seconds)
-        if tx.counts.get("final", 0) >= tx.total_messages or tx.updated_at + window <= now \
+        if tx.all_final or tx.updated_at + window <= now \
                 or all_final_by_recount(tx, store=store, clock=clock, settings=settings):
             for b in store.batches(tx.transaction_id):
                 if b.status == B.SENT:
                     store.change_batch_status(b, B.COMPLETED)
-            tx = change_status(store, clock, tx, T.COMPLETED)
+            return change_status(store, clock, tx, T.COMPLETED)
+    if tx.status in WAITING:
+        return _look_at(store, tx, next_look(store.get_transaction(tx.transaction_id) if tx.status == T.SENT
+                                             else tx, now, settings), now)
     return tx
 
 
+def _look_at(store: TransactionRepository, tx: Transaction, at: datetime, now: datetime) -> Transaction:
+    """Leave ``tx`` out of the passes until ``at`` (``look_again``), when that is still to come."""
+    if at > now:
+        store.look_again(tx, at)
+    return tx
+
+
+# What a campaign in these statuses waits for comes with a write that makes it due again (a status
+# move, or the count addition that makes every message final), or at a time ``next_look`` knows.
+WAITING = (T.SENT, T.SCHEDULED, T.PAUSED, T.DRAFT)
+LOOK_AGAIN_MAX = timedelta(hours=1)  # a waiting campaign is read at least this often all the same
 FINAL_CHECK_MAX = timedelta(hours=1)
+
+
+def next_look(tx: Transaction, now: datetime, settings: Settings) -> datetime:
+    """When the controller must look at a waiting campaign again: a SENT one at the end of its
+    completion window or at its next final recount (``all_final_by_recount``), whichever is first;
+    any at most ``LOOK_AGAIN_MAX`` on (a lost "due now" write, after a kill, costs that delay)."""
+    at = now + LOOK_AGAIN_MAX
+    if tx.status == T.SENT:
+        at = min(at, tx.updated_at + timedelta(seconds=settings.completion_window_seconds), _next_final_check(tx, settings))
+    return at
+
+
+def _next_final_check(tx: Transaction, settings: Settings) -> datetime:
+    """When ``all_final_by_recount`` next recounts: once the counts are quiet, then at a doubling interval."""
+    quiet = timedelta(seconds=settings.recount_quiet_seconds)
+    at = max(filter(None, (tx.counts_at, tx.updated_at))) + quiet
+    check = tx.final_check or {}
+    if check.get("at"):
+        at = max(at, parse_iso(check["at"]) + min(quiet * 2 ** int(check.get("tries", 0)), FINAL_CHECK_MAX))
+    return at
 
 
 def all_final_by_recount(tx: Transaction, *, store: CampaignStore, clock: Clock, settings: Settings) -> bool:
@@ -326,14 +361,9 @@ def all_final_by_recount(tx: Transaction, *, store: CampaignStore, clock: Clock,
     waiting for slow delivery events costs one recount per interval, not one per pass.
     """
     now = clock.now()
-    check = tx.final_check or {}
-    tries = int(check.get("tries", 0))
-    quiet = timedelta(seconds=settings.recount_quiet_seconds)
-    last = max(filter(None, (tx.counts_at, tx.updated_at)))
-    if now < last + quiet:
+    if now < _next_final_check(tx, settings):
         return False
-    if check.get("at") and now < parse_iso(check["at"]) + min(quiet * 2 ** tries, FINAL_CHECK_MAX):
-        return False
+    tries = int((tx.final_check or {}).get("tries", 0))
     final = campaign_truth(store, tx).get("final", 0)
     store.note_final_check(tx.transaction_id, {"at": now, "tries": tries + 1, "final": final})
     if final >= tx.total_messages:

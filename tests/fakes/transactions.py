@@ -59,7 +59,28 @@ class FakeTransactions(FakeRepository):
 
     def active_transactions(self) -> Iterator[Transaction]:
         for item in self.table.query_all(schema.ACTIVE_CAMPAIGNS, index=schema.ACTIVE_INDEX.name):
-            yield self.get_transaction(item["transaction_id"])
+            yield transaction_of(item)
+
+    def due_transactions(self, now: datetime) -> Iterator[Transaction]:
+        upto = schema.active_due_upto(iso(now))
+        for entry in self.table.query_all(schema.ACTIVE_CAMPAIGNS, index=schema.ACTIVE_INDEX.name, sk_upto=upto):
+            item = self.table.get(schema.transaction_key(entry["transaction_id"]))
+            if item and str(item.get(schema.ACTIVE_INDEX.range_key, "~")) <= upto:
+                yield transaction_of(item)
+
+    def look_again(self, tx: Transaction, at: datetime) -> None:
+        self.table.update(FakeUpdate(
+            schema.transaction_key(tx.transaction_id), set=schema.active_entry(iso(at), tx.transaction_id),
+            condition=lambda item: (_at(tx.status, tx.version)(item) and item is not None
+                                    and schema.ACTIVE_INDEX.hash_key in item and _count_gen_is(tx.count_gen)(item))))
+
+    def _look_now(self, tx_id: str) -> None:
+        try:
+            self.table.update(FakeUpdate(schema.transaction_key(tx_id), set=schema.active_entry(schema.LOOK_NOW, tx_id),
+                                         condition=lambda item: item is not None
+                                         and schema.ACTIVE_INDEX.hash_key in item))
+        except StaleWrite:
+            return
 
     def change_transaction_status(
         self,
@@ -72,7 +93,9 @@ class FakeTransactions(FakeRepository):
     ) -> Transaction:
         now = utcnow()
         sets = {**tx.move_to(target, now), **(fields or {})}  # the model says whether it may (IllegalTransition)
-        update = FakeUpdate(schema.transaction_key(tx.transaction_id), set=sets, condition=_at(tx.status, tx.version))
+        update = FakeUpdate(schema.transaction_key(tx.transaction_id),
+                            set={**sets, **schema.active_entry(schema.LOOK_NOW, tx.transaction_id)},
+                            condition=_at(tx.status, tx.version))
         puts: list[tuple[dict[str, Any], Condition | None]] = []
         if callback is not None:
             puts.append(({**schema.callback_key(tx.transaction_id, callback.seq), **callback.model_dump(),
@@ -109,7 +132,7 @@ class FakeTransactions(FakeRepository):
 
     def reactivate(self, tx: Transaction) -> None:
         self.table.update(FakeUpdate(schema.transaction_key(tx.transaction_id),
-                                     set=schema.active_entry(iso(tx.created_at), tx.transaction_id)))
+                                     set=schema.active_entry(schema.LOOK_NOW, tx.transaction_id)))
 
     def add_counts(self, tx_id: str, delta: dict[str, int], now: datetime) -> None:
         delta = {k: v for k, v in delta.items() if v}
@@ -119,9 +142,12 @@ class FakeTransactions(FakeRepository):
         first = None
         if delta.get("sent", 0) > 0:
             sets["last_sent_at"], first = iso(now), {"first_sent_at": iso(now)}
-        self.table.update(FakeUpdate(schema.transaction_key(tx_id), set=sets, set_if_absent=first,
-                                     add={**{f"n_{k}": v for k, v in delta.items()}, "count_gen": 1},
-                                     condition=_exists))
+        after = self.table.update(FakeUpdate(schema.transaction_key(tx_id), set=sets, set_if_absent=first,
+                                             add={**{f"n_{k}": v for k, v in delta.items()}, "count_gen": 1},
+                                             condition=_exists))
+        if delta.get("final", 0) > 0 and transaction_of(after).all_final \
+                and after.get("status") == TransactionStatus.SENT:
+            self._look_now(tx_id)
 
     def start_recount(self, tx: Transaction, truth: dict[str, int], now: datetime) -> None:
         self.table.update(FakeUpdate(schema.transaction_key(tx.transaction_id),

@@ -138,6 +138,35 @@ def test_the_active_index_lists_campaigns_until_they_are_deactivated(store):
     assert [t.transaction_id for t in store.active_transactions()] == ["tx_a", "tx_b"]
 
 
+def test_a_pass_reads_only_the_campaigns_due_and_a_change_makes_one_due_at_once(store):
+    """``due_transactions``: what a pass reads. ``look_again`` leaves a waiting campaign out until
+    a time, conditional on what was read; a status move, or the count addition that makes every
+    message of a SENT campaign final, makes it due at once."""
+    store.create_transaction(_tx("tx_a", created_at=NOW, status=T.SENT, total_messages=2))
+    store.create_transaction(_tx("tx_b", created_at=NOW + timedelta(seconds=1)))
+    assert [t.transaction_id for t in store.due_transactions(NOW + timedelta(seconds=1))] == ["tx_a", "tx_b"]
+    assert [t.transaction_id for t in store.due_transactions(NOW)] == ["tx_a"]  # tx_b's time is still to come
+    store.look_again(store.get_transaction("tx_a"), NOW + timedelta(hours=1))
+    assert [t.transaction_id for t in store.due_transactions(NOW + timedelta(minutes=59))] == ["tx_b"]
+    assert [t.transaction_id for t in store.active_transactions()] == ["tx_b", "tx_a"]  # still active
+    assert "tx_a" in [t.transaction_id for t in store.due_transactions(NOW + timedelta(hours=1))]
+    stale = store.get_transaction("tx_a")
+    store.add_counts("tx_a", {"sent": 2, "final": 1}, NOW)  # not every message final: still waiting
+    assert [t.transaction_id for t in store.due_transactions(NOW)] == []
+    with pytest.raises(StaleWrite):  # counts were added since it was read
+        store.look_again(stale, NOW + timedelta(hours=2))
+    store.add_counts("tx_a", {"final": 1}, NOW)
+    assert [t.transaction_id for t in store.due_transactions(NOW)] == ["tx_a"]
+    b = store.get_transaction("tx_b")
+    store.look_again(b, NOW + timedelta(hours=1))
+    store.change_transaction_status(b, T.PROCESSING)
+    assert [t.transaction_id for t in store.due_transactions(NOW)] == ["tx_a", "tx_b"]
+    done = store.change_transaction_status(store.get_transaction("tx_a"), T.COMPLETED)
+    store.deactivate(done)
+    store.add_counts("tx_a", {"final": 1}, NOW)  # a settled campaign is never put back
+    assert [t.transaction_id for t in store.due_transactions(NOW)] == ["tx_b"]
+
+
 def test_a_tenants_campaigns_are_listed_newest_first_a_page_at_a_time(store):
     for i in range(5):
         store.create_transaction(_tx(f"tx_{i}", created_at=NOW + timedelta(minutes=i)))

@@ -21,7 +21,7 @@ def test_bounce_rate_over_threshold_pauses_the_tenant_and_raises_the_alarm(deps,
     c = leader(deps)
     c.deps.settings = deps.settings
     c.settings = deps.settings
-    c.advance_pass()
+    c.reputation_pass()
     tx = deps.store.get_transaction(tx_id)
     assert tx.status == TransactionStatus.PAUSED
     assert REGISTRY.get_sample_value("emailplatform_reputation_alarm", {"tenant": "tenant-a", "kind": "bounce"}) == 1
@@ -42,5 +42,5 @@ def test_below_threshold_keeps_sending(deps, tenant):
                                                         recipient=s["to"], ses_id=s["ses_id"])), store=deps.store)
     c = leader(deps)
     c.settings = deps.settings
-    c.advance_pass()
+    c.reputation_pass()
     assert deps.store.get_transaction(tx_id).status == TransactionStatus.READY_TO_SEND

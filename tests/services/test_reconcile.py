@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from core.domain.models import Batch, batch_id_for, message_id_for
+import pytest
+
+from core.domain.errors import StaleWrite
+from core.domain.models import Batch, batch_id_for, message_id_for, utcnow
 from core.domain.statuses import BatchStatus, MessageStatus, TransactionStatus
 from core.services import campaigns, reconcile
 from tests.services.builders import NOW, TENANT, message_statuses, stored_campaign
@@ -122,6 +125,57 @@ def test_a_sent_campaign_completes_once_every_message_is_final(store, queue, clo
     assert advance(store, queue, clock, settings).status == T.COMPLETED
     assert {b.status for b in store.batches("tx_1")} == {B.COMPLETED}
     assert [(c.seq, c.payload["status"]) for c in store.callbacks("tx_1")] == [(1, "SENT"), (2, "COMPLETED")]
+
+
+def due(store, clock):
+    return [t.transaction_id for t in store.due_transactions(clock.now())]
+
+
+def test_a_sent_campaign_waiting_for_events_is_not_read_until_something_is_due(store, queue, clock, settings):
+    """A pass reads only due campaigns: a SENT one is left out until its next final recount (the
+    window's end is later), and made due at once by the addition that makes every message final."""
+    stored_campaign(store, batches=[B.SENT, B.SENT])
+    clock.current = utcnow()  # the store stamps updated_at with the wall clock
+    assert due(store, clock) == ["tx_1"] and advance(store, queue, clock, settings).status == T.SENT
+    sent_at = store.get_transaction("tx_1").updated_at
+    assert due(store, clock) == []  # waiting: nothing to read
+    clock.current = sent_at + timedelta(seconds=settings.recount_quiet_seconds)
+    assert due(store, clock) == ["tx_1"]  # the final recount's time
+    clock.current = sent_at + timedelta(seconds=5)
+    store.add_counts("tx_1", {"sent": 4, "delivered": 3, "final": 3}, clock.now())
+    assert due(store, clock) == []  # not every message is final yet
+    store.add_counts("tx_1", {"delivered": 1, "final": 1}, clock.now())
+    assert due(store, clock) == ["tx_1"]
+    assert advance(store, queue, clock, settings).status == T.COMPLETED
+
+
+def test_a_campaign_that_changed_since_it_was_read_stays_due(store, queue, clock, settings):
+    """``look_again`` is conditional on what the pass read: a count added (or a status moved)
+    meanwhile keeps the campaign due, so the next pass decides on what is there now."""
+    stored_campaign(store, status=T.SENT, batches=[B.SENT])
+    read = store.get_transaction("tx_1")
+    store.add_counts("tx_1", {"sent": 2}, clock.now())
+    with pytest.raises(StaleWrite):
+        store.look_again(read, clock.now() + timedelta(hours=1))
+    assert due(store, clock) == ["tx_1"]
+    store.look_again(store.get_transaction("tx_1"), clock.now() + timedelta(hours=1))
+    assert due(store, clock) == []
+    store.change_transaction_status(store.get_transaction("tx_1"), T.COMPLETED)
+    assert due(store, clock) == ["tx_1"]
+
+
+def test_a_paused_or_scheduled_campaign_is_read_again_within_the_hour_or_when_it_moves(store, queue, clock, settings):
+    scheduled(store, due=(NOW + timedelta(days=2),))
+    advance(store, queue, clock, settings)
+    assert due(store, clock) == []
+    clock.advance(reconcile.LOOK_AGAIN_MAX.total_seconds())
+    assert due(store, clock) == ["tx_1"]  # at most an hour on, whatever was lost
+    advance(store, queue, clock, settings)
+    assert due(store, clock) == []
+    campaigns.pause_campaign(store, clock, TENANT, "tx_1")  # the user's move: due at once
+    assert due(store, clock) == ["tx_1"]
+    advance(store, queue, clock, settings)
+    assert due(store, clock) == []
 
 
 def test_short_live_counts_complete_by_a_quiet_recount(store, queue, clock, settings):

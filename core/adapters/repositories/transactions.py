@@ -54,9 +54,38 @@ class DynamoTransactions(TableRepository):
         return [_transaction(i) for i in page.items], page.cursor
 
     def active_transactions(self) -> Iterator[Transaction]:
-        """Transactions needing controller attention, via the sparse ``active`` index."""
+        """Every campaign still in the sparse ``active`` index, as the index has them: eventually
+        consistent (DynamoDB's indexes are), for counting and rates, never for acting."""
         for item in self.table.query_all(schema.ACTIVE_CAMPAIGNS, **_on(schema.ACTIVE_INDEX)):
-            yield self.get_transaction(item["transaction_id"])
+            yield _transaction(item)
+
+    def due_transactions(self, now: datetime) -> Iterator[Transaction]:
+        """The active campaigns due for the controller at ``now``, each read again from the table
+        (strongly consistent): the index may still show a campaign another write pushed on."""
+        upto = schema.active_due_upto(iso(now))
+        for entry in self.table.query_all(schema.ACTIVE_CAMPAIGNS, **_on(schema.ACTIVE_INDEX), sk_upto=upto):
+            item = self.table.get(schema.transaction_key(entry["transaction_id"]))
+            if item and str(item.get(schema.ACTIVE_INDEX.range_key, "~")) <= upto:
+                yield _transaction(item)
+
+    def look_again(self, tx: Transaction, at: datetime) -> None:
+        """Nothing is due for ``tx`` before ``at``: move it there in the ``active`` index, so passes
+        until then do not read it. Conditional on what was read (status, version, counts): a
+        change meanwhile keeps it due (``StaleWrite``), and the next pass decides again."""
+        self.table.update(Update(
+            schema.transaction_key(tx.transaction_id), set=schema.active_entry(iso(at), tx.transaction_id),
+            condition="#st = :st AND #ver = :ver AND attribute_exists(active_pk) "
+                      "AND (attribute_not_exists(count_gen) OR count_gen = :g)",
+            values={":st": tx.status, ":ver": tx.version, ":g": tx.count_gen},
+            names={"#st": "status", "#ver": "version"}), returns="NONE")
+
+    def _look_now(self, tx_id: str) -> None:
+        """Make a still active campaign due at once (it is left out of the index if it was settled)."""
+        try:
+            self.table.update(Update(schema.transaction_key(tx_id), set=schema.active_entry(schema.LOOK_NOW, tx_id),
+                                     condition="attribute_exists(active_pk)"), returns="NONE")
+        except StaleWrite:
+            return
 
     def change_transaction_status(
         self,
@@ -75,7 +104,9 @@ class DynamoTransactions(TableRepository):
         """
         now = utcnow()
         sets = {**tx.move_to(target, now), **(fields or {})}
-        update = versioned_update(schema.transaction_key(tx.transaction_id), tx.status, tx.version, set=sets)
+        # a campaign that changed status is due for the controller now (settled ones never move again)
+        update = versioned_update(schema.transaction_key(tx.transaction_id), tx.status, tx.version,
+                                  set={**sets, **schema.active_entry(schema.LOOK_NOW, tx.transaction_id)})
         puts: list[tuple[dict[str, Any], str | None]] = []
         if callback is not None:
             puts.append(({**schema.callback_key(tx.transaction_id, callback.seq), **callback.model_dump(),
@@ -116,9 +147,9 @@ class DynamoTransactions(TableRepository):
                                  condition="#st = :cur", values={":cur": tx.status}, names={"#st": "status"}))
 
     def reactivate(self, tx: Transaction) -> None:
-        """Put a non-terminal transaction back in the active index (runbook nudge; idempotent)."""
+        """Put a non-terminal transaction back in the active index, due now (runbook nudge; idempotent)."""
         self.table.update(Update(schema.transaction_key(tx.transaction_id),
-                                 set=schema.active_entry(iso(tx.created_at), tx.transaction_id)))
+                                 set=schema.active_entry(schema.LOOK_NOW, tx.transaction_id)))
 
     def add_counts(self, tx_id: str, delta: dict[str, int], now: datetime) -> None:
         """Add to a campaign's live counts (one write for many messages; never bumps ``version``,
@@ -130,17 +161,22 @@ class DynamoTransactions(TableRepository):
         and ``last_sent_at`` is set unconditionally, so a writer that recorded earlier but lands
         later moves it back (by that writer's lag or its host's clock skew). A monotonic stamp would
         need a condition that could refuse the count itself; the compliance report, their one
-        reader, says they are approximate."""
+        reader, says they are approximate.
+
+        An addition that makes every message of a SENT campaign final makes it due for the
+        controller at once (it completes it): the controller does not read waiting campaigns."""
         delta = {k: v for k, v in delta.items() if v}
         if not delta:
             return
         sets, first = {"counts_at": iso(now)}, None
         if delta.get("sent", 0) > 0:  # when the campaign's mail reached SES (the compliance report's period)
             sets["last_sent_at"], first = iso(now), {"first_sent_at": iso(now)}
-        self.table.update(Update(
+        after = self.table.update(Update(
             schema.transaction_key(tx_id), set=sets, set_if_absent=first,
             add={**{f"n_{k}": v for k, v in delta.items()}, "count_gen": 1},
-            condition="attribute_exists(PK)"), returns="NONE")
+            condition="attribute_exists(PK)"), returns="ALL_NEW" if delta.get("final", 0) > 0 else "NONE")
+        if after and _transaction(after).all_final and after.get("status") == TransactionStatus.SENT:
+            self._look_now(tx_id)
 
     def start_recount(self, tx: Transaction, truth: dict[str, int], now: datetime) -> None:
         """First half of the final recount: remember the truth and the counts generation it saw."""
