@@ -16,8 +16,8 @@ import argparse
 import json
 import os
 import threading
-import urllib.request
 import time
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any

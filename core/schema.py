@@ -408,9 +408,11 @@ BUCKETS: tuple[Bucket, ...] = (
     Bucket("templates", "Jinja2 template sources, one object per version", cors_upload=True),
     Bucket("uploads", "Recipient CSVs uploaded by Message Centre", expire_days=30, cors_upload=True),
     Bucket("batches", "Per-batch CSV files split from an upload", expire_days=90),
-    # each region's own SES events: a replica would be recorded again by the other region
+    # each region's own SES events: a replica would be recorded again by the other region. The events
+    # Lambda deletes an object once recorded; what is left is kept as long as the events queue's DLQ
+    # keeps its notification (14 days), so a redriven notification still finds its object.
     Bucket("ses-events", "SES events as Firehose delivers them, one object per buffering interval",
-           expire_days=3, replicated=False),
+           expire_days=14, replicated=False),
 )
 
 REPLICATED_BUCKETS: tuple[Bucket, ...] = tuple(b for b in BUCKETS if b.replicated)

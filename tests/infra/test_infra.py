@@ -1280,7 +1280,7 @@ def test_the_events_queue_accepts_s3_notifications_of_the_events_bucket_only(res
 
 def test_the_events_bucket_keeps_no_versions_is_not_replicated_and_expires(resources):
     spec = next(b for b in schema.BUCKETS if b.purpose == schema.SES_EVENTS_STREAM.bucket)
-    assert not spec.replicated and spec.expire_days == 3
+    assert not spec.replicated and spec.expire_days == 14
     for region in ("primary", "dr"):
         bucket = f"{region}-buckets-{spec.purpose}"
         assert not [v for v in of(resources, "aws:s3/bucketVersioning:BucketVersioning")
