@@ -358,6 +358,7 @@ class Controller:
         if self.heartbeat():
             self.ingest_pass()
             self.advance_pass()
+            self.reputation_pass()
             self.callbacks_pass()
             self.privacy_pass()
 

@@ -479,9 +479,11 @@ SEND_QUEUE = Queue(
     visibility_timeout=900,
     batch_size=1,
 )
-# A standard queue's mapping takes more than 10 records only with a batching window (AWS's rule).
+# A record names one Firehose object: up to SES_EVENTS_STREAM.buffer_mb of events (about 4,500 at
+# 5 MB). Two a batch, so a backlog of full objects still fits the function's timeout and memory
+# twice over (tests/unit/test_settings.py checks the worst case against the measured cost per event).
 EVENTS_QUEUE = Queue("ses-events", "S3 notifications of the SES events objects Firehose writes", visibility_timeout=60,
-                     batch_size=100, batching_window=2)
+                     batch_size=2)
 QUEUES: tuple[Queue, ...] = (SEND_QUEUE, EVENTS_QUEUE)
 # The Send-evidence window must outlast the longest an SES Send event can stay out of sight while
 # newer events are recorded (they move the pipeline's mark past an in-doubt chunk): a record whose

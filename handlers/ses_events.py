@@ -46,6 +46,8 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     for (mid, _), outcome in zip(flat, results, strict=True):
         outcomes[mid].append(outcome)
 
+    recorded: list[str] = []  # bodies whose objects go once the counts and the evidence are written
+
     def record(record: SQSRecord) -> str:  # powertools passes it by this name
         got = bodies[record.message_id]
         if isinstance(got, Exception):
@@ -53,12 +55,15 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
         failed = next((o for o in outcomes[record.message_id] if isinstance(o, Exception)), None)
         if failed is not None:  # the whole record again: the events it did record are replays then
             raise failed
-        objects_recorded(record.body, d.blobs)
+        if "malformed" not in outcomes[record.message_id]:  # else kept (until expiry) to look at
+            recorded.append(record.body)
         return ", ".join(sorted({str(o) for o in outcomes[record.message_id]})) or "ignored"
 
     result = each_sqs_record(event, context, record)
-    # If a flush fails the batch is retried: its events are recognised as replays, and the
-    # campaign's final recount restores any count they did not add.
+    # If a flush fails the batch is retried, its objects still there: its events are recognised as
+    # replays, the count additions and the evidence mark are made again.
     counts.flush()
     d.evidence.flush()
+    for body in recorded:
+        objects_recorded(body, d.blobs)
     return result

@@ -58,6 +58,9 @@ COMPONENT_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         # the Firehose objects of SES events the queue's notifications name: read, then deleted
         # once every event in them is recorded (core/services/event_sources.py)
         "s3:GetObject": ("bucket:ses-events",), "s3:DeleteObject": ("bucket:ses-events",),
+        # without it S3 answers 403, not 404, for an object already deleted: a notification
+        # delivered again (SQS is at least once) could not tell "done" from "denied"
+        "s3:ListBucket": ("bucketarn:ses-events",),
         "kms:Decrypt": ("key",), "kms:GenerateDataKey": ("key",),
         "es:ESHttpGet": ("search",), "es:ESHttpPost": ("search",), "es:ESHttpPut": ("search",),
         # every process's bootstrap reads the unsubscribe signing key (core/bootstrap.py)
@@ -153,7 +156,9 @@ NOT_EXERCISED_LOCALLY: dict[str, set[str]] = {
     "sender": {"kms:Decrypt", "kms:GenerateDataKey", "sqs:GetQueueAttributes", "secretsmanager:GetSecretValue",
                # used when a batch fails and the mapping hands the message back; happy paths don't
                "sqs:ChangeMessageVisibility"},
-    "ses_events": {"kms:Decrypt", "kms:GenerateDataKey", "sqs:GetQueueAttributes",
+    # s3:ListBucket is what makes S3 answer 404 for a deleted object (moto checks no IAM, and
+    # answers 404 anyway): used only when a notification comes again after its object was deleted.
+    "ses_events": {"kms:Decrypt", "kms:GenerateDataKey", "sqs:GetQueueAttributes", "s3:ListBucket",
                    "es:ESHttpGet", "es:ESHttpPost", "es:ESHttpPut", "secretsmanager:GetSecretValue",
                    # the message-events outbox item of an opted-in campaign (create-only PutItem):
                    # one e2e campaign opts in, and whether its events reach this component's

@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
         in_index = schema.ACTIVE_INDEX.hash_key in item
         book.check("in the controller's active index", lambda: in_index or tx.status in TERMINAL_TRANSACTION,
                    required=False)
+        # when the controller looks at it next (``LOOK_NOW``: at its next pass)
+        look_at = str(item.get(schema.ACTIVE_INDEX.range_key, "")).split("#")[0]
+        later = in_index and look_at > iso(now)
+        if in_index:
+            book.check("the controller looks at it", lambda: f"at {look_at}" if later else "at its next pass",
+                       required=False)
         lease = store.table.get(schema.lease_key(d.settings.region)) or {}
         alive = bool(lease) and (_ts(lease.get("expires_at")) or now) > now
         book.check("a controller holds the lease in this region",
@@ -75,6 +81,8 @@ def main(argv: list[str] | None = None, settings=None, out=print) -> int:  # noq
             book.act(f"re-dispatch batch {b.batch_id} on the next controller pass", partial(redispatch, b))
         if not in_index and tx.status not in TERMINAL_TRANSACTION:
             book.act("put the campaign back in the active index", lambda: store.reactivate(tx))
+        elif later and tx.status not in TERMINAL_TRANSACTION:
+            book.act(f"make the controller look at it now, not at {look_at}", lambda: store.reactivate(tx))
 
     return run(book, body, args.json)
 

@@ -50,10 +50,18 @@ class S3BlobStore:
             raise
 
     def read_bytes(self, bucket: str, key: str, max_bytes: int) -> bytes:
-        size = self.size(bucket, key)
+        """An object whole, in one GET (its size is checked from the answer before the body is read)."""
+        try:
+            got = self.client.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                raise NotFound(f"no object at s3://{bucket}/{key}") from None
+            raise
+        size = int(got["ContentLength"])
         if size > max_bytes:
+            got["Body"].close()
             raise PayloadTooLarge(f"object is {size} bytes, the limit is {max_bytes}")
-        return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return got["Body"].read()
 
     def open_text(self, bucket: str, key: str) -> io.TextIOWrapper:
         """Stream an object as text lines (UTF-8, BOM stripped, newlines untranslated for csv)."""

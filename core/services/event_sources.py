@@ -80,8 +80,8 @@ def _is_s3_record(record: Any) -> bool:
 
 def split_events(data: bytes) -> list[str]:
     """The JSON values of a Firehose object, each event's own text: Firehose concatenates the
-    records SES puts (one event each, newline-terminated). A stretch that is not JSON ends the
-    object's events there and is kept as one malformed text, so it is counted and dropped."""
+    records SES puts (one event each, newline-terminated). A stretch that is not JSON, up to the
+    next line, is kept as one malformed text (counted and dropped) and reading goes on after it."""
     text = data.decode("utf-8", errors="replace")
     events: list[str] = []
     pos, end = 0, len(text)
@@ -93,7 +93,7 @@ def split_events(data: bytes) -> list[str]:
         try:
             _, stop = _decoder.raw_decode(text, pos)
         except ValueError:
-            events.append(text[pos:])
-            return events
+            stop = text.find("\n", pos)
+            stop = end if stop < 0 else stop
         events.append(text[pos:stop])
         pos = stop

@@ -245,12 +245,14 @@ def record_ses_events(bodies: list[str], *, store: SesEventStore, analytics: Ana
         except (ValueError, ValidationError) as exc:
             SES_EVENTS.labels("unknown", "malformed").inc()
             log.warning("ses event malformed", error=str(exc)[:200])
+            outcomes[i] = "malformed"
             continue
         try:
             parsed = interpret(ev)
         except (AttributeError, TypeError, IndexError) as exc:  # a detail of the wrong shape
             SES_EVENTS.labels(ev.eventType, "malformed").inc()
             log.warning("ses event malformed", event_type=ev.eventType, error=str(exc)[:200])
+            outcomes[i] = "malformed"
             continue
         if parsed is None or not parsed.message_id:
             SES_EVENTS.labels(ev.eventType, "ignored").inc()

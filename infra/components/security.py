@@ -33,7 +33,6 @@ def key_policy(account_id: str, region: str, replication_role_arns: list[str]) -
     """The key policy for the key (or replica) in ``region``. Principals that do not exist yet are
     named in conditions, not as principals: KMS rejects a policy naming an unknown principal."""
     root = f"arn:aws:iam::{account_id}:root"
-    same_account = {"StringEquals": {"aws:SourceAccount": account_id}}
     return {"Version": "2012-10-17", "Id": "emailplatform-data-key", "Statement": [
         # account-root administration; the one statement where kms:* is how AWS delegates to IAM
         {"Sid": "AccountAdministersAndDelegatesToIam", "Effect": "Allow", "Principal": {"AWS": root},
@@ -42,9 +41,12 @@ def key_policy(account_id: str, region: str, replication_role_arns: list[str]) -
          "Principal": {"Service": f"logs.{region}.amazonaws.com"}, "Action": ENCRYPT_DECRYPT, "Resource": "*",
          "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
                                    f"arn:aws:logs:{region}:{account_id}:log-group:*"}}},
-        # S3 event notifications (the SES events bucket's ObjectCreated) to the encrypted events queue
+        # S3 event notifications (the SES events bucket's ObjectCreated) to the encrypted events queue.
+        # No condition: AWS documents this statement without one, and does not say S3 names its
+        # source account on these KMS calls (a condition it does not meet fails the notification's
+        # validation at deploy). Who may send is the queue policy's say: this bucket only.
         {"Sid": "S3NotifiesEncryptedQueues", "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"},
-         "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*", "Condition": same_account},
+         "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*"},
         {"Sid": "S3ReplicationReEncrypts", "Effect": "Allow", "Principal": {"AWS": root},
          "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"], "Resource": "*",
          "Condition": {"ArnEquals": {"aws:PrincipalArn": sorted(replication_role_arns)},

@@ -8,7 +8,12 @@ import pytest
 from core.domain.models import Transaction
 from core.domain.statuses import BatchStatus, TransactionStatus
 from core.services import reconcile
-from tests.helpers import leader, recipients, submit
+from handlers import ses_events
+from handlers.context import LocalContext, use
+from runbooks import stuck_campaign
+from tests.conftest import ses_event_for, sns_envelope
+from tests.helpers import RecordingMailer, batch_sender, leader, recipients, submit
+from tests.integration.test_ses_events import ev, sqs_event
 
 
 def drain(queue):
@@ -234,3 +239,44 @@ def test_a_pass_reads_only_active_campaigns(deps, tenant, counter):
     assert "dynamodb.Scan" not in ddb
     assert sum(ddb.values()) < 5 * 20, ddb  # a handful of calls per active campaign, nothing per finished one
     assert {deps.store.get_transaction(t).status for t in active} == {TransactionStatus.READY_TO_SEND}
+
+
+def test_a_sent_campaign_waiting_for_its_events_is_not_read_until_they_finish_it(deps, tenant, clock, counter):
+    """On the real store: once SENT, a campaign leaves the passes until the events that make every
+    message final arrive (the events Lambda's count addition makes it due), then completes; the
+    stuck-campaign runbook shows when it is looked at next and can make it due now."""
+    deps.settings = deps.settings.model_copy(update={"recount_quiet_seconds": 600})
+    tx_id = submit(deps, "tenant-a", recipients(2))
+    c = leader(deps)
+    c.deps.settings = c.settings = deps.settings
+    c.ingest_pass()
+    c.advance_pass()
+    mailer = RecordingMailer(deps.mailer)
+    (batch,) = deps.store.batches(tx_id)
+    batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    c.advance_pass()
+    assert deps.store.get_transaction(tx_id).status == TransactionStatus.SENT
+    assert tx_id not in [t.transaction_id for t in deps.store.due_transactions(clock.now())]
+
+    lines: list[str] = []
+    assert stuck_campaign.main(["--campaign", tx_id], settings=deps.settings, out=lines.append) == 0
+    assert any("the controller looks at it: ok — at " in line for line in lines), lines
+    assert stuck_campaign.main(["--campaign", tx_id, "--execute"], settings=deps.settings, out=lines.append) == 0
+    assert tx_id in [t.transaction_id for t in deps.store.due_transactions(clock.now())]  # nudged
+    c.advance_pass()
+    assert tx_id not in [t.transaction_id for t in deps.store.due_transactions(clock.now())]  # and waits again
+
+    use(deps)
+    try:
+        done = [ses_event_for("ses_delivery.json", tenant="tenant-a", message_id=s["tags"]["message_id"],
+                              recipient=s["to"], ses_id=s["ses_id"]) for s in mailer.sent]
+        assert ses_events.handler(sqs_event([ev("ses_send.json", s) for s in mailer.sent]), LocalContext())[
+            "batchItemFailures"] == []
+        assert tx_id not in [t.transaction_id for t in deps.store.due_transactions(clock.now())]  # sent, not final
+        assert ses_events.handler(sqs_event([sns_envelope(e) for e in done]), LocalContext())[
+            "batchItemFailures"] == []
+    finally:
+        use(None)
+    assert tx_id in [t.transaction_id for t in deps.store.due_transactions(clock.now())]
+    c.advance_pass()
+    assert deps.store.get_transaction(tx_id).status == TransactionStatus.COMPLETED

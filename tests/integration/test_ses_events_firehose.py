@@ -14,6 +14,7 @@ from core import schema
 from core.domain.errors import NotFound
 from core.domain.statuses import MessageStatus
 from core.services.event_sources import split_events
+from core.services.events import SendEvidenceMark
 from handlers import ses_events
 from handlers.context import LocalContext, use
 from tests.conftest import ses_event_for
@@ -104,3 +105,55 @@ def test_a_firehose_object_is_split_into_its_events_whatever_separates_them():
         assert [json.loads(e) for e in split_events(data)] in ([one, two], [one])
     # a broken tail is one malformed text (dropped by the parser), not a lost object
     assert split_events(json.dumps(one).encode() + b"\n{broken") == [json.dumps(one), "{broken"]
+    # a broken line in the middle is one malformed text too: the events after it are read
+    assert split_events(json.dumps(one).encode() + b'\n{"eventType": "Send", "n": 2\n' + json.dumps(two).encode()
+                        + b"\n") == [json.dumps(one), '{"eventType": "Send", "n": 2', json.dumps(two)]
+
+
+def test_an_object_goes_only_once_its_counts_and_evidence_are_written(deps, tenant, monkeypatch):
+    """A failed count addition fails the batch with its object still there: the retry (in another
+    sandbox) records its events again, as replays, writes the Send-evidence mark, then deletes the
+    object. (The replays add no count: the campaign's final recount restores it.)"""
+    use(deps)
+    try:
+        _, batch, sent = sent_campaign(deps, n=1)
+        key = "events/2026/12/03/14/stream 4"
+        body = _delivered(deps, key, [_event("ses_send.json", sent[0]), _event("ses_delivery.json", sent[0])])
+        add_counts = deps.store.add_counts
+
+        def throttled(*args, **kwargs):
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
+                              "UpdateItem")
+
+        monkeypatch.setattr(deps.store, "add_counts", throttled)
+        with pytest.raises(ClientError):
+            ses_events.handler(sqs_event([body]), LocalContext())
+        bucket = deps.settings.bucket(schema.SES_EVENTS_STREAM.bucket)
+        assert deps.blobs.size(bucket, key) > 0  # kept for the retry
+        assert deps.store.send_evidence(deps.settings.region) is None
+        monkeypatch.setattr(deps.store, "add_counts", add_counts)
+        monkeypatch.setattr(deps, "evidence", SendEvidenceMark(deps.store, deps.clock, deps.settings.region))
+
+        assert ses_events.handler(sqs_event([body]), LocalContext())["batchItemFailures"] == []
+        assert deps.store.get_message(batch.batch_id, sent[0]["tags"]["message_id"]).status == MessageStatus.DELIVERED
+        assert deps.store.send_evidence(deps.settings.region) is not None
+        with pytest.raises(NotFound):
+            deps.blobs.size(bucket, key)
+    finally:
+        use(None)
+
+
+def test_an_object_with_a_malformed_event_is_kept_and_its_other_events_recorded(deps, tenant):
+    use(deps)
+    try:
+        _, batch, sent = sent_campaign(deps, n=2)
+        bucket, key = deps.settings.bucket(schema.SES_EVENTS_STREAM.bucket), "events/2026/12/03/14/stream 5"
+        deps.blobs.put(bucket, key, json.dumps(_event("ses_send.json", sent[0])).encode() + b'\n{"eventType": "Se\n'
+                       + json.dumps(_event("ses_send.json", sent[1])).encode() + b"\n")
+
+        assert ses_events.handler(sqs_event([_notification(bucket, key)]), LocalContext())["batchItemFailures"] == []
+        assert {deps.store.get_message(batch.batch_id, s["tags"]["message_id"]).status for s in sent} == \
+            {MessageStatus.SENT}
+        assert deps.blobs.size(bucket, key) > 0  # kept (until the bucket's expiry) to look at
+    finally:
+        use(None)

@@ -117,7 +117,7 @@ def test_malformed_foreign_and_unknown_records_are_dropped_not_retried(store, ca
     no_id["mail"]["tags"].pop("message_id")
     outcomes = record(store, "{not json", '{"Message": "{}"}', unknown, sns_envelope(no_id),
                       event("ses_send.json", eventType="Subscription"))
-    assert outcomes == ["ignored", "ignored", "duplicate", "ignored", "ignored"]
+    assert outcomes == ["malformed", "malformed", "duplicate", "ignored", "ignored"]
     assert store.get_transaction("tx_1").counts == {}
 
 
@@ -126,7 +126,7 @@ def test_an_event_whose_detail_has_the_wrong_shape_is_dropped_and_the_batch_goes
     strings for its recipients) is malformed: logged and dropped, never a crash of the whole batch."""
     outcomes = record(store, event("ses_bounce.json", 1, bounce="not an object"),
                       event("ses_bounce.json", 2, bounce__bouncedRecipients=["x"]), event("ses_send.json", 3))
-    assert outcomes == ["ignored", "ignored", "applied"]
+    assert outcomes == ["malformed", "malformed", "applied"]
     assert store.get_transaction("tx_1").counts == {"sent": 1}
 
 
@@ -169,7 +169,7 @@ def test_a_store_that_cannot_be_read_makes_every_record_retried(store, campaign)
 
     store.message_items = down  # type: ignore[method-assign]
     outcomes = record(store, event("ses_send.json", 1), event("ses_send.json", 2), "{not json")
-    assert [type(o).__name__ for o in outcomes[:2]] == ["ConnectionError"] * 2 and outcomes[2] == "ignored"
+    assert [type(o).__name__ for o in outcomes[:2]] == ["ConnectionError"] * 2 and outcomes[2] == "malformed"
     with pytest.raises(ConnectionError):
         record_ses_event(event("ses_send.json", 3), store=store)
 
