@@ -29,9 +29,11 @@ Crash policy (the dangerous point is between the SES call and recording it):
   * A template that cannot be loaded for good (deleted, access denied) fails the campaign.
   * The batch is SENT when every chunk is DONE; until then the controller re-dispatches it.
 This keeps the hot path to two small writes per chunk instead of two per message. A stalled
-(not lagging) event pipeline looks quiet; its alarms are the guard for that case: the events
-queue's age, and before the queue the Firehose stream's freshness (a stalled stream leaves the
-queue empty).
+(not lagging) event pipeline looks quiet. A chunk whose call was in doubt after SES accepted some
+of it knows better: it waits (up to a day, as long as Firehose retries) until those messages'
+Send events are in. For a chunk whose worker died (no accepted message known) the alarms are the
+guard: the events queue's age, and before the queue the Firehose stream's freshness (a stalled
+stream leaves the queue empty).
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ from core.services.privacy import ERASED_REASON, expiration, store_retention
 from core.services.rendering import RenderedMail, RenderError, render_mail
 
 IN_DOUBT = "IN_DOUBT"  # a send-log outcome: SES may have accepted it; Send evidence decides
+# Firehose keeps what it could not deliver for a day, retrying: an in-doubt chunk whose accepted
+# mail has no recorded Send event waits that long at most, looking again every minute
+STALLED_PIPELINE_MAX, STALLED_PIPELINE_RECHECK = timedelta(hours=24), timedelta(minutes=1)
 HOLD_PROBE_SECONDS = 60.0  # how often a held tenant/platform is probed with one real send
 # S3 answers that no retry will change: the campaign cannot be sent with this template.
 _TEMPLATE_GONE = {"AccessDenied", "403", "NoSuchKey", "404", "NoSuchBucket", "NotFound", "KMS.DisabledException",
@@ -163,7 +168,8 @@ class BatchSender:
             if prev is not None:
                 if prev["state"] == "DONE":
                     if self._doubt_left(chunk, prev):  # a call that did not complete: wait for evidence
-                        until = self._evidence_pending_until({**prev, "send_by": prev["in_doubt_at"]})
+                        until = (self._evidence_pending_until({**prev, "send_by": prev["in_doubt_at"]})
+                                 or self._accepted_unrecorded_until(chunk, prev))
                         if until is not None:
                             in_doubt_until = max(in_doubt_until or until, until)
                             continue
@@ -330,6 +336,28 @@ class BatchSender:
         log.info("in-doubt chunk waits for a lagging event pipeline", region=intent["region"],
                  pipeline_at=iso(newest_send), chunk_sent_by=iso(last_send))
         return recorded_at + window
+
+    def _accepted_unrecorded_until(self, chunk: list[Message], entry: dict[str, Any]) -> datetime | None:
+        """A quiet pipeline may be stalled, not drained: Firehose retries a bucket it cannot write
+        for up to a day while the events queue stays empty. So while a message SES accepted in this
+        chunk (its answer came back) has no recorded Send event, the one in doubt is not sent again;
+        it waits, at most ``STALLED_PIPELINE_MAX`` after the call. Only this region's chunks: one
+        of another region is never re-sent (``failover_doubt``)."""
+        if entry.get("region", self.settings.region) != self.settings.region:
+            return None
+        results = entry.get("results") or {}
+        unrecorded = [m for m in chunk if (results.get(m.message_id) or {}).get("outcome") == "SENT"
+                      and (m.status in SENDABLE_MESSAGE or m.status == MessageStatus.SENDING)]
+        if not unrecorded:
+            return None
+        now = self.clock.now()
+        if now >= parse_iso(entry["in_doubt_at"]) + STALLED_PIPELINE_MAX:
+            log.error("in-doubt chunk resolved without the Send events of mail SES accepted", batch_id=chunk[0].batch_id,
+                      chunk=entry.get("chunk"), unrecorded=len(unrecorded))
+            return None
+        log.warning("in-doubt chunk waits: the event pipeline has not recorded mail SES accepted",
+                    batch_id=chunk[0].batch_id, chunk=entry.get("chunk"), unrecorded=len(unrecorded))
+        return now + STALLED_PIPELINE_RECHECK
 
     def _not_resent_after_failover(self, tx: Transaction, chunk: list[Message], intent: dict[str, Any],
                                    in_doubt: set[str]) -> set[str]:

@@ -41,7 +41,7 @@ REFUSED = ["broken@", "person7@example.org"]  # an invalid address and a duplica
 # events the killed process had received come back only then, while newer events are recorded
 # meanwhile; a 5 s window let an in-doubt chunk be re-sent before its own evidence came back
 # (9 recipients mailed twice in one CI run). 75 s covers that one hold here (no write fails);
-# staging and prod refuse a window under core.schema.SEND_EVIDENCE_WINDOW_FLOOR (320 s: every
+# staging and prod refuse a window under core.schema.SEND_EVIDENCE_WINDOW_FLOOR (370 s: every
 # delivery attempt of a failing record), and the controller warns of one locally.
 FAST = {
     "EMAILPLATFORM_CONTROLLER_INTERVAL_SECONDS": "0.5", "EMAILPLATFORM_LEASE_SECONDS": "2",

@@ -844,10 +844,11 @@ def test_rule_catches_an_event_source_mapping_lambda_would_refuse(resources):
     mappings = of(resources, "aws:lambda/eventSourceMapping:EventSourceMapping")
     assert mappings and not violations(rules.queue_mappings_fit_their_queues, resources)
     events = next(m for m in mappings if "ses_events" in m.name)
-    assert events.props["batchSize"] > 10 and events.props["maximumBatchingWindowInSeconds"] >= 1
-    no_window = mutated(resources, events.name, lambda r: r.props.pop("maximumBatchingWindowInSeconds"))
+    assert events.props["batchSize"] == schema.EVENTS_QUEUE.batch_size  # two Firehose objects at most
+    no_window = mutated(resources, events.name, lambda r: (r.props.update(batchSize=20),
+                                                           r.props.pop("maximumBatchingWindowInSeconds", None)))
     assert violations(rules.queue_mappings_fit_their_queues, no_window) == [
-        f"{events.name}: a batch of {int(events.props['batchSize'])} needs a batching window"]
+        f"{events.name}: a batch of 20 needs a batching window"]
     sender = next(m for m in mappings if "sender" in m.name)
     big_fifo = mutated(resources, sender.name, lambda r: r.props.update(batchSize=20))
     assert any("FIFO" in m for m in violations(rules.queue_mappings_fit_their_queues, big_fifo))

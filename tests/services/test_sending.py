@@ -82,3 +82,36 @@ def test_a_suppressed_address_is_never_mailed(store, mailer, clock, settings, qu
     out = sender(store, mailer, clock, settings).send_batch("tx_1", BATCH)
     assert out.sent == 3 and "u1-4@example.org" not in mailer.per_recipient()
     assert statuses(store)[3] == M.SUPPRESSED and store.get_transaction("tx_1").counts["suppressed"] == 1
+
+
+def test_an_in_doubt_call_waits_while_the_send_events_of_what_ses_accepted_are_not_recorded(store, mailer, clock,
+                                                                                             settings, queued):
+    """A quiet event pipeline may be a stalled one (Firehose retries a bucket it cannot write for up
+    to a day, and the events queue stays empty): while the Send events of the chunk's mail that SES
+    did accept are missing, the call in doubt is not made again. Once they are in, the quiet rule
+    decides as before (here: no evidence for the one in doubt, so it goes out, once)."""
+    from core.services.events import SendEvidenceMark, record_ses_events
+    from tests.services.test_events import event
+
+    mailer.fail_with("InternalFailure", "no answer", http_status=500, to="u1-3@example.org")
+    assert sender(store, mailer, clock, settings).send_batch("tx_1", BATCH).state == "in_doubt"
+    assert [m["to"] for m in mailer.sent] == ["u1-1@example.org", "u1-2@example.org"]
+    clock.advance(settings.send_evidence_window_seconds + settings.lease_seconds * 4 + 1)
+    assert sender(store, mailer, clock, settings).send_batch("tx_1", BATCH).state == "in_doubt"  # still waiting
+    assert len(mailer.sent) == 2
+
+    evidence = SendEvidenceMark(store, clock, settings.region)
+    record_ses_events([event("ses_send.json", n, ses_id=m["ses_id"]) for n, m in enumerate(mailer.sent, start=1)],
+                      store=store, evidence=evidence)
+    evidence.flush()
+    clock.advance(settings.send_evidence_window_seconds + 1)
+    assert sender(store, mailer, clock, settings).send_batch("tx_1", BATCH).state == "sent"
+    assert mailer.per_recipient() == {f"u1-{j}@example.org": 1 for j in range(1, 5)}
+
+
+def test_an_in_doubt_chunk_waits_a_day_at_most_for_a_stalled_pipeline(store, mailer, clock, settings, queued):
+    mailer.fail_with("InternalFailure", "no answer", http_status=500, to="u1-3@example.org")
+    sender(store, mailer, clock, settings).send_batch("tx_1", BATCH)
+    clock.advance(24 * 3600 + 1)
+    assert sender(store, mailer, clock, settings).send_batch("tx_1", BATCH).state == "sent"
+    assert mailer.per_recipient() == {f"u1-{j}@example.org": 1 for j in range(1, 5)}
