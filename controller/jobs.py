@@ -357,8 +357,8 @@ class Controller:
         """Every pass once, in order (tests and `python -m controller --once`)."""
         if self.heartbeat():
             self.ingest_pass()
+            self.reputation_pass()  # before a dispatch: a tenant over its thresholds sends nothing more
             self.advance_pass()
-            self.reputation_pass()
             self.callbacks_pass()
             self.privacy_pass()
 

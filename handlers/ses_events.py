@@ -15,8 +15,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from core.observability import lambda_entry
-from core.services.event_sources import event_bodies, objects_recorded
+from core.observability import lambda_entry, log
+from core.services.event_sources import event_bodies, objects_recorded, s3_objects
 from core.services.events import CountBuffer, record_ses_events
 from core.services.message_events import MessageEventBuffer
 from handlers.context import deps, each_sqs_record
@@ -55,13 +55,16 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
         failed = next((o for o in outcomes[record.message_id] if isinstance(o, Exception)), None)
         if failed is not None:  # the whole record again: the events it did record are replays then
             raise failed
-        if "malformed" not in outcomes[record.message_id]:  # else kept (until expiry) to look at
-            recorded.append(record.body)
+        if "malformed" in outcomes[record.message_id]:  # never recordable: said where, then deleted too
+            log.warning("ses events object held malformed events", objects=s3_objects(record.body),
+                        malformed=outcomes[record.message_id].count("malformed"))
+        recorded.append(record.body)
         return ", ".join(sorted({str(o) for o in outcomes[record.message_id]})) or "ignored"
 
     result = each_sqs_record(event, context, record)
     # If a flush fails the batch is retried, its objects still there: its events are recognised as
-    # replays, the count additions and the evidence mark are made again.
+    # replays and the evidence mark is made again (a count addition lost with it is restored by the
+    # campaign's final recount).
     counts.flush()
     d.evidence.flush()
     for body in recorded:

@@ -30,8 +30,8 @@ Crash policy (the dangerous point is between the SES call and recording it):
   * The batch is SENT when every chunk is DONE; until then the controller re-dispatches it.
 This keeps the hot path to two small writes per chunk instead of two per message. A stalled
 (not lagging) event pipeline looks quiet. A chunk whose call was in doubt after SES accepted some
-of it knows better: it waits (up to a day, as long as Firehose retries) until those messages'
-Send events are in. For a chunk whose worker died (no accepted message known) the alarms are the
+of its batch knows better: it waits (up to a day, as long as Firehose retries) until those
+messages' Send events are in. For a chunk whose worker died (no accepted message known) the alarms are the
 guard: the events queue's age, and before the queue the Firehose stream's freshness (a stalled
 stream leaves the queue empty).
 """
@@ -79,9 +79,11 @@ from core.services.privacy import ERASED_REASON, expiration, store_retention
 from core.services.rendering import RenderedMail, RenderError, render_mail
 
 IN_DOUBT = "IN_DOUBT"  # a send-log outcome: SES may have accepted it; Send evidence decides
-# Firehose keeps what it could not deliver for a day, retrying: an in-doubt chunk whose accepted
-# mail has no recorded Send event waits that long at most, looking again every minute
-STALLED_PIPELINE_MAX, STALLED_PIPELINE_RECHECK = timedelta(hours=24), timedelta(minutes=1)
+# Firehose keeps what it could not deliver for a day, retrying: an in-doubt call whose batch has
+# accepted mail without a recorded Send event waits that long at most, looking again after an
+# eighth of the time waited so far (from a minute up to 15: a day of waiting is ~100 looks)
+STALLED_PIPELINE_MAX = timedelta(hours=24)
+STALLED_PIPELINE_RECHECK, STALLED_PIPELINE_RECHECK_MAX = timedelta(minutes=1), timedelta(minutes=15)
 HOLD_PROBE_SECONDS = 60.0  # how often a held tenant/platform is probed with one real send
 # S3 answers that no retry will change: the campaign cannot be sent with this template.
 _TEMPLATE_GONE = {"AccessDenied", "403", "NoSuchKey", "404", "NoSuchBucket", "NotFound", "KMS.DisabledException",
@@ -169,7 +171,7 @@ class BatchSender:
                 if prev["state"] == "DONE":
                     if self._doubt_left(chunk, prev):  # a call that did not complete: wait for evidence
                         until = (self._evidence_pending_until({**prev, "send_by": prev["in_doubt_at"]})
-                                 or self._accepted_unrecorded_until(chunk, prev))
+                                 or self._accepted_unrecorded_until(messages, outcomes, prev))
                         if until is not None:
                             in_doubt_until = max(in_doubt_until or until, until)
                             continue
@@ -337,27 +339,29 @@ class BatchSender:
                  pipeline_at=iso(newest_send), chunk_sent_by=iso(last_send))
         return recorded_at + window
 
-    def _accepted_unrecorded_until(self, chunk: list[Message], entry: dict[str, Any]) -> datetime | None:
+    def _accepted_unrecorded_until(self, messages: list[Message], outcomes: dict[int, dict[str, Any]],
+                                   entry: dict[str, Any]) -> datetime | None:
         """A quiet pipeline may be stalled, not drained: Firehose retries a bucket it cannot write
-        for up to a day while the events queue stays empty. So while a message SES accepted in this
-        chunk (its answer came back) has no recorded Send event, the one in doubt is not sent again;
-        it waits, at most ``STALLED_PIPELINE_MAX`` after the call. Only this region's chunks: one
-        of another region is never re-sent (``failover_doubt``)."""
+        for up to a day while the events queue stays empty. So while a message of this batch that
+        SES accepted (any chunk, any attempt: its answer came back) has no recorded Send event,
+        the call in doubt is not made again. It waits at most ``STALLED_PIPELINE_MAX`` after the
+        call, looking again at a growing interval. Only this region's chunks: another region's
+        in-doubt call is never re-sent without its evidence (``failover_doubt``)."""
         if entry.get("region", self.settings.region) != self.settings.region:
             return None
-        results = entry.get("results") or {}
-        unrecorded = [m for m in chunk if (results.get(m.message_id) or {}).get("outcome") == "SENT"
+        accepted = {mid for results in outcomes.values() for mid, r in results.items() if r.get("outcome") == "SENT"}
+        unrecorded = [m for m in messages if m.message_id in accepted
                       and (m.status in SENDABLE_MESSAGE or m.status == MessageStatus.SENDING)]
         if not unrecorded:
             return None
-        now = self.clock.now()
-        if now >= parse_iso(entry["in_doubt_at"]) + STALLED_PIPELINE_MAX:
-            log.error("in-doubt chunk resolved without the Send events of mail SES accepted", batch_id=chunk[0].batch_id,
-                      chunk=entry.get("chunk"), unrecorded=len(unrecorded))
+        now, since = self.clock.now(), parse_iso(entry["in_doubt_at"])
+        if now >= since + STALLED_PIPELINE_MAX:
+            log.error("in-doubt call resolved without the Send events of mail SES accepted",
+                      batch_id=unrecorded[0].batch_id, chunk=entry.get("chunk"), unrecorded=len(unrecorded))
             return None
-        log.warning("in-doubt chunk waits: the event pipeline has not recorded mail SES accepted",
-                    batch_id=chunk[0].batch_id, chunk=entry.get("chunk"), unrecorded=len(unrecorded))
-        return now + STALLED_PIPELINE_RECHECK
+        log.warning("in-doubt call waits: the event pipeline has not recorded mail SES accepted",
+                    batch_id=unrecorded[0].batch_id, chunk=entry.get("chunk"), unrecorded=len(unrecorded))
+        return now + min(STALLED_PIPELINE_RECHECK_MAX, max(STALLED_PIPELINE_RECHECK, (now - since) / 8))
 
     def _not_resent_after_failover(self, tx: Transaction, chunk: list[Message], intent: dict[str, Any],
                                    in_doubt: set[str]) -> set[str]:

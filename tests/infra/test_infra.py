@@ -1303,6 +1303,8 @@ def test_the_events_lambda_may_read_and_delete_the_events_objects_and_nothing_el
         stmts = docs[f"{region}-functions-ses_events-policy"]["Statement"]
         on_objects = {a for s in stmts if f"{bucket}/*" in s["Resource"] for a in s["Action"]}
         assert on_objects == {"s3:GetObject", "s3:DeleteObject"}
+        # on the bucket itself: without it S3 answers 403, not 404, for an object already deleted
+        assert {a for s in stmts if bucket in s["Resource"] for a in s["Action"]} == {"s3:ListBucket"}
         assert "kms:Decrypt" in {a for s in stmts if key in s["Resource"] for a in s["Action"]}
         # no other component touches the events objects
         for fn in ("api", "sender"):

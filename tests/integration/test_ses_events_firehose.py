@@ -9,6 +9,7 @@ from urllib.parse import quote_plus
 
 import pytest
 from botocore.exceptions import ClientError
+from structlog.testing import capture_logs
 
 from core import schema
 from core.domain.errors import NotFound
@@ -143,7 +144,9 @@ def test_an_object_goes_only_once_its_counts_and_evidence_are_written(deps, tena
         use(None)
 
 
-def test_an_object_with_a_malformed_event_is_kept_and_its_other_events_recorded(deps, tenant):
+def test_an_object_with_a_malformed_event_has_its_other_events_recorded_and_goes(deps, tenant):
+    """A malformed event can never be recorded: its object (other recipients' events too) is not
+    kept; the log says which object held it."""
     use(deps)
     try:
         _, batch, sent = sent_campaign(deps, n=2)
@@ -151,9 +154,13 @@ def test_an_object_with_a_malformed_event_is_kept_and_its_other_events_recorded(
         deps.blobs.put(bucket, key, json.dumps(_event("ses_send.json", sent[0])).encode() + b'\n{"eventType": "Se\n'
                        + json.dumps(_event("ses_send.json", sent[1])).encode() + b"\n")
 
-        assert ses_events.handler(sqs_event([_notification(bucket, key)]), LocalContext())["batchItemFailures"] == []
+        with capture_logs() as logged:
+            assert ses_events.handler(sqs_event([_notification(bucket, key)]), LocalContext())["batchItemFailures"] == []
         assert {deps.store.get_message(batch.batch_id, s["tags"]["message_id"]).status for s in sent} == \
             {MessageStatus.SENT}
-        assert deps.blobs.size(bucket, key) > 0  # kept (until the bucket's expiry) to look at
+        with pytest.raises(NotFound):
+            deps.blobs.size(bucket, key)
+        (said,) = [e for e in logged if e["event"] == "ses events object held malformed events"]
+        assert said["objects"] == [(bucket, key)] and said["malformed"] == 1
     finally:
         use(None)
