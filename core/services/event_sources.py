@@ -45,9 +45,8 @@ def event_bodies(body: str, blobs: BlobStore, *, max_bytes: int = MAX_OBJECT_BYT
 def objects_recorded(body: str, blobs: BlobStore) -> None:
     """Every event of this record is recorded (or malformed: never recordable): delete the objects
     it named, so the events bucket holds only what is in flight (addresses included: an erasure
-    has nothing to find there). A
-    delete that fails is left to the bucket's expiry; a later delivery of the notification finds
-    the object gone and has nothing to do."""
+    has nothing to find there). A delete that fails is left to the bucket's expiry; a later
+    delivery of the notification finds the object gone and has nothing to do."""
     for bucket, key in s3_objects(body) or []:
         try:
             blobs.delete(bucket, key)
