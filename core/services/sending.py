@@ -31,9 +31,9 @@ Crash policy (the dangerous point is between the SES call and recording it):
 This keeps the hot path to two small writes per chunk instead of two per message. A stalled
 (not lagging) event pipeline looks quiet. A chunk whose call was in doubt after SES accepted some
 of its batch knows better: it waits (up to a day, as long as Firehose retries) until those
-messages' Send events are in. For a chunk whose worker died (no accepted message known) the alarms are the
-guard: the events queue's age, and before the queue the Firehose stream's freshness (a stalled
-stream leaves the queue empty).
+messages' Send events are in; so does a chunk whose worker died, when the batch's other chunks
+have such mail. Where nothing accepted is known, the alarms are the guard: the events queue's
+age, and before the queue the Firehose stream's freshness (a stalled stream leaves the queue empty).
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ class BatchSender:
                     if self._chunk_complete(chunk, outcomes.get(c, {})):
                         continue
                 if prev["state"] == "INTENT":
-                    until = self._evidence_pending_until(prev)
+                    until = self._evidence_pending_until(prev) or self._accepted_unrecorded_until(messages, outcomes, prev)
                     if until is not None:
                         in_doubt_until = max(in_doubt_until or until, until)
                         continue
@@ -344,9 +344,10 @@ class BatchSender:
         """A quiet pipeline may be stalled, not drained: Firehose retries a bucket it cannot write
         for up to a day while the events queue stays empty. So while a message of this batch that
         SES accepted (any chunk, any attempt: its answer came back) has no recorded Send event,
-        the call in doubt is not made again. It waits at most ``STALLED_PIPELINE_MAX`` after the
-        call, looking again at a growing interval. Only this region's chunks: another region's
-        in-doubt call is never re-sent without its evidence (``failover_doubt``)."""
+        the chunk in doubt (a call without an answer, or a worker that died mid-chunk) is not sent
+        again. It waits at most ``STALLED_PIPELINE_MAX`` after its last possible call, looking again
+        at a growing interval. Only this region's chunks: another region's in-doubt call is never
+        re-sent without its evidence (``failover_doubt``)."""
         if entry.get("region", self.settings.region) != self.settings.region:
             return None
         accepted = {mid for results in outcomes.values() for mid, r in results.items() if r.get("outcome") == "SENT"}
@@ -354,7 +355,7 @@ class BatchSender:
                       and (m.status in SENDABLE_MESSAGE or m.status == MessageStatus.SENDING)]
         if not unrecorded:
             return None
-        now, since = self.clock.now(), parse_iso(entry["in_doubt_at"])
+        now, since = self.clock.now(), parse_iso(entry.get("in_doubt_at") or entry.get("send_by") or entry["created_at"])
         if now >= since + STALLED_PIPELINE_MAX:
             log.error("in-doubt call resolved without the Send events of mail SES accepted",
                       batch_id=unrecorded[0].batch_id, chunk=entry.get("chunk"), unrecorded=len(unrecorded))

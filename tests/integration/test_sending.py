@@ -345,3 +345,33 @@ def test_a_template_that_cannot_be_loaded_fails_the_campaign(deps, tenant, how, 
     assert [cb.payload["status"] for cb in deps.store.callbacks(tx_id)][-1] == "FAILED"
     c.advance_pass()
     assert deps.store.get_batch(batch.batch_id, tx_id).status == BatchStatus.CANCELLED
+
+
+def test_a_dead_workers_chunk_waits_while_the_batchs_accepted_mail_has_no_recorded_send_event(deps, tenant, clock):
+    """A stalled pipeline looks quiet. A worker died mid-chunk (which of its calls SES accepted is
+    unknown), and the Send events of the mail SES accepted in the batch's earlier chunk are not in
+    either: the chunk waits instead of sending its accepted mail again; once the events are in,
+    only what SES never took goes out."""
+    deps.settings = deps.settings.model_copy(update={"send_chunk_size": 5})
+    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(10))
+
+    def die_after_seventh(kw, before):
+        if not before and len(mailer.sent) == 7:
+            raise Crash("worker killed right after SES accepted the 7th message (2nd of chunk 2)")
+
+    mailer = RecordingMailer(deps.mailer, die_after_seventh)
+    with pytest.raises(Crash):
+        batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
+    mailer.fail = None
+    sent_at = clock.now()
+    for s in mailer.sent:
+        s["sent_at"] = iso(sent_at)
+    clock.advance(deps.settings.lease_seconds * 4 + deps.settings.send_evidence_window_seconds + 1)
+    out = batch_sender(deps, mailer, "w2").send_batch(tx_id, batch.batch_id)
+    assert out.state == "in_doubt" and len(mailer.sent) == 7  # the quiet pipeline is not believed
+
+    _pipeline_records(deps, mailer.sent)
+    clock.advance(deps.settings.send_evidence_window_seconds + 1)
+    out = batch_sender(deps, mailer, "w3").send_batch(tx_id, batch.batch_id)
+    assert out.state == "sent" and out.sent == 3
+    assert set(mailer.per_recipient().values()) == {1} and len(mailer.per_recipient()) == 10
