@@ -1,6 +1,7 @@
 """Controller passes. Each reads state from DynamoDB and moves it one safe step; any of them can
-be killed at any line and run again. Cost is proportional to active work: transactions come
-from the sparse ``active`` index, due work from the ``due`` index.
+be killed at any line and run again. Cost is proportional to what changed: transactions come
+from the sparse ``active`` index, only those due (a waiting one is pushed to its next look),
+due work from the ``due`` index.
 """
 
 from __future__ import annotations
