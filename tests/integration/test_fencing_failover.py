@@ -310,9 +310,9 @@ def test_after_a_failover_the_old_regions_in_doubt_chunk_is_never_re_sent_withou
     """The primary's worker died mid-chunk (SES accepted 4 of 10), then the primary went away with
     its event pipeline: no Send event of the chunk will ever be recorded. DR must not re-send."""
     from core.services.failover_doubt import NOT_RESENT_REASON
-    from tests.integration.test_sending import _crash_after_four
+    from tests.integration.test_sending import _crash_after
 
-    tx_id, batch, mailer = _crash_after_four(deps, clock)
+    tx_id, batch, mailer = _crash_after(deps, clock)
     clock.advance(deps.settings.lease_seconds * 4 + deps.settings.send_evidence_window_seconds + 1)
     out = _dr_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
     assert len(mailer.sent) == 4  # nothing sent twice
@@ -327,10 +327,10 @@ def test_after_a_failover_the_old_regions_in_doubt_chunk_is_never_re_sent_withou
 def test_after_a_failover_a_chunk_whose_evidence_is_complete_is_finished_once(deps, tenant, clock):
     """The old region's pipeline is alive and past the chunk: its evidence is in, the rest go once."""
     from core.domain.models import iso
-    from tests.integration.test_sending import _crash_after_four, _pipeline_records
+    from tests.integration.test_sending import _crash_after, _pipeline_records
 
     crashed_at = clock.now()
-    tx_id, batch, mailer = _crash_after_four(deps, clock)
+    tx_id, batch, mailer = _crash_after(deps, clock)
     for s in mailer.sent:
         s["sent_at"] = iso(crashed_at)
     clock.advance(deps.settings.lease_seconds * 4 + deps.settings.send_evidence_window_seconds + 1)
@@ -345,9 +345,9 @@ def test_after_a_failover_a_chunk_whose_evidence_is_complete_is_finished_once(de
 def test_an_operator_re_sends_the_messages_left_in_doubt_once_and_only_knowingly(deps, tenant, clock):
     from runbooks.common import Runbook, RunbookFailed
     from runbooks.failover import resend_in_doubt
-    from tests.integration.test_sending import _crash_after_four
+    from tests.integration.test_sending import _crash_after
 
-    tx_id, batch, mailer = _crash_after_four(deps, clock)
+    tx_id, batch, mailer = _crash_after(deps, clock)
     clock.advance(deps.settings.lease_seconds * 4 + deps.settings.send_evidence_window_seconds + 1)
     _dr_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
 

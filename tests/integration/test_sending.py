@@ -94,7 +94,7 @@ def test_throttling_backs_off_and_retries_without_duplicates(deps, tenant):
 
 def test_crash_between_ses_accepting_and_the_send_log(deps, tenant, clock):
     """The dangerous point: SES accepted some of a chunk, then the worker died."""
-    tx_id, batch, mailer = _crash_after_four(deps, clock)
+    tx_id, batch, mailer = _crash_after(deps, clock)
     assert len(mailer.sent) == 4
 
     # Another worker straight away: the dead worker's lease still holds the batch.
@@ -117,15 +117,16 @@ def test_crash_between_ses_accepting_and_the_send_log(deps, tenant, clock):
     assert deps.store.get_batch(batch.batch_id, tx_id).status == BatchStatus.SENT
 
 
-def _crash_after_four(deps, clock):
-    """Ten recipients in one chunk; the worker dies right after SES accepted the 4th."""
+def _crash_after(deps, clock, accepted: int = 4):
+    """Ten recipients (one chunk, unless the settings make chunks smaller); the worker dies right
+    after SES accepted the ``accepted``-th message."""
     tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(10))
 
-    def die_after_fourth(kw, before):
-        if not before and len(mailer.sent) == 4:
-            raise Crash("worker killed right after SES accepted the 4th message")
+    def die(kw, before):
+        if not before and len(mailer.sent) == accepted:
+            raise Crash(f"worker killed right after SES accepted message {accepted}")
 
-    mailer = RecordingMailer(deps.mailer, die_after_fourth)
+    mailer = RecordingMailer(deps.mailer, die)
     with pytest.raises(Crash):
         batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
     mailer.fail = None
@@ -145,7 +146,7 @@ def test_an_in_doubt_chunk_waits_for_a_lagging_event_pipeline(deps, tenant, cloc
     """A fixed window is not enough: when the event pipeline lags by more than the window, the
     evidence of what SES accepted is still queued as the window ends. The chunk waits for it."""
     crashed_at = clock.now()
-    tx_id, batch, mailer = _crash_after_four(deps, clock)
+    tx_id, batch, mailer = _crash_after(deps, clock)
     for s in mailer.sent:
         s["sent_at"] = iso(crashed_at)
     clock.advance(deps.settings.lease_seconds * 4 + deps.settings.send_evidence_window_seconds + 1)
@@ -165,7 +166,7 @@ def test_an_in_doubt_chunk_waits_for_a_lagging_event_pipeline(deps, tenant, cloc
 
 def test_an_in_doubt_chunk_resolves_once_the_pipeline_is_past_it(deps, tenant, clock):
     crashed_at = clock.now()
-    tx_id, batch, mailer = _crash_after_four(deps, clock)
+    tx_id, batch, mailer = _crash_after(deps, clock)
     for s in mailer.sent:
         s["sent_at"] = iso(crashed_at)
     clock.advance(deps.settings.lease_seconds * 4 + deps.settings.send_evidence_window_seconds + 1)
@@ -274,7 +275,7 @@ def test_stuck_campaign_shows_an_in_doubt_chunk_and_its_event_pipeline(deps, ten
     from runbooks import stuck_campaign
 
     crashed_at = clock.now()
-    tx_id, batch, mailer = _crash_after_four(deps, clock)
+    tx_id, batch, mailer = _crash_after(deps, clock)
     for s in mailer.sent:
         s["sent_at"] = iso(crashed_at)
     _pipeline_records(deps, mailer.sent[:2])
@@ -353,16 +354,7 @@ def test_a_dead_workers_chunk_waits_while_the_batchs_accepted_mail_has_no_record
     either: the chunk waits instead of sending its accepted mail again; once the events are in,
     only what SES never took goes out."""
     deps.settings = deps.settings.model_copy(update={"send_chunk_size": 5})
-    tx_id, (batch,) = queued_campaign(deps, "tenant-a", recipients(10))
-
-    def die_after_seventh(kw, before):
-        if not before and len(mailer.sent) == 7:
-            raise Crash("worker killed right after SES accepted the 7th message (2nd of chunk 2)")
-
-    mailer = RecordingMailer(deps.mailer, die_after_seventh)
-    with pytest.raises(Crash):
-        batch_sender(deps, mailer).send_batch(tx_id, batch.batch_id)
-    mailer.fail = None
+    tx_id, batch, mailer = _crash_after(deps, clock, accepted=7)  # the 2nd message of chunk 2
     sent_at = clock.now()
     for s in mailer.sent:
         s["sent_at"] = iso(sent_at)
